@@ -1,0 +1,187 @@
+"""A joint prior over named scalar parameters, built from numpyro distributions."""
+
+import difflib
+import math
+from collections.abc import Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from jaxtyping import Array, Bool, Float
+from numpyro.distributions import constraints
+
+from ._custom_types import Key, Params
+
+
+def bounds(constraint: constraints.Constraint) -> tuple[float, float] | None:
+    """The interval `(low, high)` a scalar constraint allows, or `None` if it is not
+    an interval (then nothing is checked)."""
+    if constraint is constraints.real:
+        return -math.inf, math.inf
+    low = getattr(constraint, "lower_bound", None)
+    high = getattr(constraint, "upper_bound", None)
+    if low is None and high is None:
+        return None
+    try:
+        low = -math.inf if low is None else float(low)
+        high = math.inf if high is None else float(high)
+    except TypeError:  # traced or array-valued bounds: nothing static to check
+        return None
+    return low, high
+
+
+def suggest(name: str, names) -> str:
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class Prior(eqx.Module):
+    """Independent priors over named scalar parameters.
+
+    **Arguments:** a mapping (or keyword arguments) from parameter name to a scalar
+    numpyro distribution — `Uniform`, `LogUniform`, `Normal`, `LogNormal`,
+    `TruncatedNormal`, `Gamma`, ... — or a number to fix a parameter.
+
+    **Example:**
+
+    ```python
+    import numpyro.distributions as dist
+    prior = sgjax.Prior(beta=dist.LogUniform(0.1, 2.0), gamma=dist.Uniform(0.05, 0.5))
+    theta = prior.sample(jax.random.key(0), 1000)   # {"beta": (1000,), "gamma": (1000,)}
+    ```
+    """
+
+    distributions: dict[str, dist.Distribution]
+
+    def __init__(self, distributions: Mapping | None = None, /, **kwargs):
+        items = dict(distributions or {})
+        overlap = set(items) & set(kwargs)
+        if overlap:
+            raise ValueError(f"Parameters {sorted(overlap)} are given twice.")
+        items.update(kwargs)
+        if not items:
+            raise ValueError("A prior needs at least one parameter.")
+        out = {}
+        for name, d in items.items():
+            if not isinstance(name, str):
+                raise TypeError(f"Parameter names must be strings, got {name!r}.")
+            if isinstance(d, (int, float)):
+                d = dist.Delta(jnp.asarray(float(d)))
+            if not isinstance(d, dist.Distribution):
+                raise TypeError(
+                    f"The prior for {name!r} must be a numpyro distribution or a number,"
+                    f" got {type(d).__name__}."
+                )
+            if d.batch_shape != () or d.event_shape != ():
+                raise ValueError(
+                    f"The prior for {name!r} must be a scalar distribution, but has "
+                    f"batch shape {d.batch_shape} and event shape {d.event_shape}. Give "
+                    "each parameter its own scalar distribution."
+                )
+            _validate(name, d)
+            out[name] = d
+        self.distributions = out
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.distributions)
+
+    def sample(self, key: Key, n: int | None = None) -> Params:
+        """Draw `n` joint samples (a dict of arrays of shape `(n,)`), or one if `n` is
+        `None` (a dict of scalars)."""
+        keys = jax.random.split(key, len(self.distributions))
+        shape = () if n is None else (n,)
+        return {
+            name: jnp.asarray(d.sample(k, shape), dtype=jnp.result_type(float))
+            for k, (name, d) in zip(keys, self.distributions.items())
+        }
+
+    def log_prob(self, theta: Params) -> Float[Array, "*batch"]:
+        """The joint log density of `θ` (`-inf` outside the support)."""
+        self._check_names(theta)
+        total = 0.0
+        for name, d in self.distributions.items():
+            x = jnp.asarray(theta[name])
+            inside = d.support(x)
+            lp = d.log_prob(jnp.where(inside, x, d.mean if _finite_mean(d) else 0.0))
+            total = total + jnp.where(inside, lp, -jnp.inf)
+        return total
+
+    def in_support(self, theta: Params) -> Bool[Array, "*batch"]:
+        """Whether each draw of `θ` lies inside the prior's support."""
+        self._check_names(theta)
+        ok = True
+        for name, d in self.distributions.items():
+            ok = ok & d.support(jnp.asarray(theta[name]))
+        return jnp.asarray(ok)
+
+    def check_model(self, model, extra_names=()) -> None:
+        """Raise a clear `ValueError` unless this prior covers exactly the parameters
+        that `model` (and the observation model's `extra_names`) use, each within the
+        model's support."""
+        needed = tuple(model.param_names) + tuple(n for n in extra_names if n not in model.param_names)
+        missing = [n for n in needed if n not in self.distributions]
+        if missing:
+            raise ValueError(
+                f"The prior has no distribution for {missing}, which the simulator "
+                f"needs (it uses {needed}). Add them to the prior."
+            )
+        unknown = [n for n in self.distributions if n not in needed]
+        if unknown:
+            hints = "".join(suggest(n, needed) for n in unknown)
+            raise ValueError(
+                f"The prior has parameters {unknown} that nothing in the simulator "
+                f"uses (it uses {needed}).{hints}"
+            )
+        for name in model.param_names:
+            want = bounds(model.parameter_support(name))
+            have = bounds(self.distributions[name].support)
+            if want is None or have is None:
+                continue
+            if have[0] < want[0] or have[1] > want[1]:
+                raise ValueError(
+                    f"The prior for {name!r} ({type(self.distributions[name]).__name__})"
+                    f" has support {have}, but {type(model).__name__} needs {name} in "
+                    f"{want}. Use a distribution inside that range, e.g. "
+                    "LogNormal/LogUniform for a positive parameter, Uniform, or "
+                    "TruncatedNormal(low=..., high=...)."
+                )
+
+    def _check_names(self, theta):
+        missing = [n for n in self.distributions if n not in theta]
+        if missing:
+            raise ValueError(f"θ has no value for {missing}; it has {list(theta)}.")
+
+
+def _finite_mean(d) -> bool:
+    try:
+        return bool(np.all(np.isfinite(np.asarray(d.mean))))
+    except Exception:
+        return False
+
+
+def _validate(name: str, d: dist.Distribution) -> None:
+    """Check the distribution's own arguments eagerly, so that e.g. `Uniform(1, 0)` is
+    refused when the prior is built rather than producing NaNs later."""
+    for arg, constraint in d.arg_constraints.items():
+        value = getattr(d, arg, None)
+        if value is None or isinstance(value, jax.core.Tracer):
+            continue
+        if isinstance(constraint, constraints._Dependent):
+            continue
+        if not bool(np.all(np.asarray(constraint(value)))):
+            raise ValueError(
+                f"The prior for {name!r} ({type(d).__name__}) has an invalid argument "
+                f"{arg}={np.asarray(value)}: it must satisfy {constraint}."
+            )
+    support = d.support
+    if isinstance(support, constraints._Dependent):
+        return
+    b = bounds(support)
+    if b is not None and not b[0] < b[1] and not isinstance(d, dist.Delta):
+        raise ValueError(
+            f"The prior for {name!r} ({type(d).__name__}) has an empty support {b}: "
+            "its lower bound must be below its upper bound."
+        )

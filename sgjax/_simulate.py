@@ -1,0 +1,188 @@
+"""Batched generation: `θ → trajectory → observation` for batches from one to millions."""
+
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+from ._custom_types import Key, Params
+from ._prior import Prior
+from ._simulator import Simulator
+from ._strategy import AbstractStrategy, SharedStep
+
+#: Trajectories per compiled call. Measured on a 2-core CPU (SIR, 100 times): ~1k
+#: keeps a shared-step solve's working set in cache; 64k is ~2.5x slower per sample.
+DEFAULT_CHUNK_SIZE = 1024
+
+# Incremented whenever a chunk function is traced, so tests can assert that repeated
+# calls compile once.
+_TRACES = {"chunk": 0}
+
+
+class Simulation(eqx.Module):
+    """A batch of simulations. Arrays are indexed by sample first.
+
+    **Fields:**
+
+    - `theta`: dict of parameter name → `(n,)`.
+    - `ts`: the observation times, `(time,)`.
+    - `states`: the clean trajectories at the observation times, `(n, time, state)`
+        (`None` if not kept).
+    - `signal`: the clean observed quantity (e.g. daily incidence), `(n, time, channels)`.
+    - `observations`: the noisy data `x`, `(n, time, channels)`; 0 where missing.
+    - `mask`: `True` where observed, `(n, time, channels)`.
+    - `valid`: `True` where the solve succeeded and every value is finite, `(n,)`.
+    - `n_failed`: how many simulations failed in all, including those replaced by
+        fresh prior draws.
+    """
+
+    theta: Params
+    ts: Float[Array, " time"]
+    states: Float[Array, "n time state"] | None
+    signal: Float[Array, "n time channels"]
+    observations: Float[Array, "n time channels"]
+    mask: Bool[Array, "n time channels"]
+    valid: Bool[Array, " n"]
+    n_failed: int = eqx.field(static=True)
+
+    def __len__(self):
+        return self.valid.shape[0]
+
+
+def _clean(x, valid):
+    return jnp.where(valid.reshape(valid.shape + (1,) * (x.ndim - 1)), x, 0.0)
+
+
+@eqx.filter_jit
+def _chunk(simulator: Simulator, strategy: AbstractStrategy, theta: Params, key: Key):
+    _TRACES["chunk"] += 1
+    ys, ok = strategy.solve(simulator, theta)
+    signal = jax.vmap(simulator.signal)(ys)
+    finite = jnp.all(jnp.isfinite(ys), axis=(1, 2)) & jnp.all(jnp.isfinite(signal), axis=(1, 2))
+    x, mask = simulator.observe(key, jnp.where(finite[:, None, None], signal, 0.0), theta)
+    valid = ok & finite & jnp.all(jnp.isfinite(x), axis=(1, 2))
+    # Failed samples keep finite placeholder values (zeros) so downstream reductions
+    # over a batch never see NaN; `valid` says which to use.
+    return theta, _clean(ys[:, 1:], valid), _clean(signal, valid), _clean(x, valid), mask, valid
+
+
+@eqx.filter_jit
+def _chunk_from_prior(simulator, strategy, prior: Prior, key: Key, size: int):
+    ktheta, knoise = jax.random.split(key)
+    return _chunk(simulator, strategy, prior.sample(ktheta, size), knoise)
+
+
+def _run(simulator, strategy, key, n, chunk_size, prior=None, theta=None):
+    """Simulate `n` samples in chunks of one compiled size; returns numpy-free device
+    arrays concatenated along the batch."""
+    size = min(chunk_size, n)
+    outs = []
+    for i, start in enumerate(range(0, n, size)):
+        k = jax.random.fold_in(key, i)
+        if theta is None:
+            out = _chunk_from_prior(simulator, strategy, prior, k, size)
+        else:
+            part = {name: v[start : start + size] for name, v in theta.items()}
+            short = size - next(iter(part.values())).shape[0]
+            if short:  # pad the last chunk so every call has the compiled shape
+                part = {name: jnp.concatenate([v, jnp.repeat(v[-1:], short)]) for name, v in part.items()}
+            out = _chunk(simulator, strategy, part, k)
+        outs.append(out)
+    cat = lambda *xs: jnp.concatenate(xs)[:n]
+    return jax.tree.map(cat, *outs)
+
+
+def simulate(
+    simulator: Simulator,
+    key: Key,
+    n: int | None = None,
+    *,
+    prior: Prior | None = None,
+    theta: Params | None = None,
+    strategy: AbstractStrategy | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    resample_failed: bool = True,
+    max_rounds: int = 10,
+    keep_states: bool = True,
+) -> Simulation:
+    """Simulate a batch: draw `θ` from the prior (or take the given `θ`), solve every
+    trajectory, and observe it through the simulator's observation model.
+
+    **Arguments:**
+
+    - `simulator`: the [`sgjax.Simulator`][].
+    - `key`: a JAX PRNG key; the result is a deterministic function of it (and of
+        `chunk_size`).
+    - `n`: how many samples. Required with `prior`; taken from `θ` otherwise.
+    - `prior`: an [`sgjax.Prior`][] over every parameter the simulator reads. If
+        neither `prior` nor `theta` is given, `simulator.default_prior()` is used.
+    - `theta`: a dict of parameter name → array of shape `(n,)` to simulate instead.
+    - `strategy`: [`sgjax.SharedStep`][] (default, fastest) or
+        [`sgjax.PerTrajectory`][].
+    - `chunk_size`: samples per compiled call; bounds memory for very large `n`.
+    - `resample_failed`: with a prior, replace failed simulations (solver failure,
+        NaN or infinity) by fresh draws, up to `max_rounds` times — i.e. sample the
+        prior restricted to where the simulator works. Otherwise they are only
+        flagged in `valid`.
+    - `keep_states`: keep the full clean trajectories (`states`); turn off to save
+        memory for very large `n`.
+
+    **Returns:** a [`sgjax.Simulation`][]. Failures never raise: they are counted in
+    `n_failed`, flagged in `valid`, and hold zeros.
+    """
+    if not isinstance(simulator, Simulator):
+        raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")
+    strategy = SharedStep() if strategy is None else strategy
+    if not isinstance(strategy, AbstractStrategy):
+        raise TypeError(f"`strategy` must be sgjax.SharedStep() or sgjax.PerTrajectory(), got {strategy!r}.")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
+    if theta is not None:
+        if prior is not None:
+            raise ValueError("Pass either `prior` or `theta`, not both.")
+        theta = {k: jnp.atleast_1d(jnp.asarray(v, dtype=jnp.result_type(float))) for k, v in theta.items()}
+        m = simulator.check_theta(theta)
+        if n is not None and n != m:
+            raise ValueError(f"`n`={n} but θ holds {m} samples; leave `n` out when passing θ.")
+        n = m
+        out = _run(simulator, strategy, key, n, chunk_size, theta=theta)
+    else:
+        if n is None or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"`n` must be a positive integer when sampling from a prior, got {n!r}.")
+        n = int(n)
+        prior = simulator.default_prior() if prior is None else prior
+        if not isinstance(prior, Prior):
+            raise TypeError(f"`prior` must be an sgjax.Prior, got {type(prior).__name__}.")
+        prior.check_model(simulator.model, simulator.param_names)
+        out = _run(simulator, strategy, key, n, chunk_size, prior=prior)
+    valid = np.asarray(out[-1])
+    n_failed = int((~valid).sum())
+    rounds = 0
+    while prior is not None and resample_failed and not valid.all() and rounds < max_rounds:
+        rounds += 1
+        bad = np.flatnonzero(~valid)
+        redo = _run(simulator, strategy, jax.random.fold_in(key, -rounds), len(bad), chunk_size, prior=prior)
+        out = jax.tree.map(lambda a, b: a.at[bad].set(b), out, redo)
+        valid = np.asarray(out[-1])
+        n_failed += int((~valid).sum())
+    if not valid.all():
+        warnings.warn(
+            f"{int((~valid).sum())} of {n} simulations failed (solver failure or "
+            "non-finite values); they are flagged in `Simulation.valid`. Tighten the "
+            "prior, raise `max_steps`, or try another solver.",
+            stacklevel=2,
+        )
+    theta_out, states, signal, x, mask, valid_arr = out
+    return Simulation(
+        theta=theta_out,
+        ts=simulator.ts,
+        states=states if keep_states else None,
+        signal=signal,
+        observations=x,
+        mask=mask,
+        valid=valid_arr,
+        n_failed=n_failed,
+    )

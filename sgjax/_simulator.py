@@ -1,0 +1,164 @@
+"""A simulator: a mechanistic model, observation times, an observation model and how
+to solve it."""
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from ._custom_types import Key, Params
+from ._model import AbstractODEModel
+from .observation import ObservationModel
+
+
+class Simulator(eqx.Module):
+    """Everything that turns a parameter draw `θ` into a noisy observation `x`.
+
+    **Arguments:**
+
+    - `model`: an [`sgjax.AbstractODEModel`][] (a built-in or [`sgjax.ODEModel`][]).
+    - `ts`: the observation times, strictly increasing; any grid, irregular included.
+    - `observation`: an [`sgjax.observation.ObservationModel`][] that adds noise to the
+        model's observable; `None` observes the clean signal.
+    - `t0`: when the trajectory starts; must be before `ts[0]`. Per-interval
+        observables (incidence) use the interval from `t0` to `ts[0]` first.
+    - `solver`: any `diffrax.AbstractSolver`; default `diffrax.Tsit5()`.
+    - `stepsize_controller`: any diffrax controller; default
+        `diffrax.PIDController(rtol=1e-4, atol=1e-3)`. Tolerances apply per trajectory
+        in either strategy.
+    - `dt0`: the first step; `None` lets an adaptive controller choose.
+    - `max_steps`: the most steps one solve may take before it is marked failed.
+    """
+
+    model: AbstractODEModel
+    ts: Float[Array, " time"]
+    observation: ObservationModel | None
+    t0: float = eqx.field(static=True)
+    solver: dfx.AbstractSolver
+    stepsize_controller: dfx.AbstractStepSizeController
+    dt0: float | None = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        model: AbstractODEModel,
+        ts: ArrayLike,
+        observation: ObservationModel | None = None,
+        *,
+        t0: float = 0.0,
+        solver: dfx.AbstractSolver | None = None,
+        stepsize_controller: dfx.AbstractStepSizeController | None = None,
+        dt0: float | None = None,
+        max_steps: int = 4096,
+    ):
+        if not isinstance(model, AbstractODEModel):
+            raise TypeError(
+                f"`model` must be an sgjax model (a built-in or sgjax.ODEModel), got "
+                f"{type(model).__name__}."
+            )
+        ts_np = np.asarray(ts, dtype=float)
+        if ts_np.ndim != 1 or ts_np.size == 0:
+            raise ValueError(f"`ts` must be a non-empty 1-D array of times, got shape {ts_np.shape}.")
+        if not np.all(np.isfinite(ts_np)):
+            raise ValueError("`ts` contains NaN or infinite times.")
+        if np.any(np.diff(ts_np) <= 0):
+            bad = int(np.argmax(np.diff(ts_np) <= 0))
+            raise ValueError(
+                f"`ts` must be strictly increasing, but ts[{bad}]={ts_np[bad]} is not "
+                f"before ts[{bad + 1}]={ts_np[bad + 1]}. Sort the times and drop repeats."
+            )
+        if not float(t0) < ts_np[0]:
+            raise ValueError(
+                f"The start time t0={t0} must be before the first observation time "
+                f"ts[0]={ts_np[0]}; pass `t0=` earlier, e.g. t0={ts_np[0] - 1}."
+            )
+        if observation is not None and not isinstance(observation, ObservationModel):
+            raise TypeError(
+                "`observation` must be an sgjax.observation.ObservationModel, e.g. "
+                "ObservationModel(Poisson()), or None for the clean signal."
+            )
+        if solver is None:
+            solver = dfx.Tsit5()
+        if stepsize_controller is None:
+            stepsize_controller = dfx.PIDController(rtol=1e-4, atol=1e-3)
+        if dt0 is None and isinstance(stepsize_controller, dfx.ConstantStepSize):
+            raise ValueError(
+                "A constant step size needs `dt0`: pass e.g. `dt0=0.1`, or use an "
+                "adaptive controller such as diffrax.PIDController."
+            )
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+        self.model = model
+        self.ts = jnp.asarray(ts_np, dtype=jnp.result_type(float))
+        self.observation = observation
+        self.t0 = float(t0)
+        self.solver = solver
+        self.stepsize_controller = stepsize_controller
+        self.dt0 = None if dt0 is None else float(dt0)
+        self.max_steps = max_steps
+        if observation is not None:
+            observation.check(self.ts)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Every parameter the simulator reads: the model's, then the observation
+        model's."""
+        extra = () if self.observation is None else self.observation.param_names
+        return tuple(self.model.param_names) + tuple(n for n in extra if n not in self.model.param_names)
+
+    def default_prior(self):
+        """The model's default prior, extended by the observation model's defaults."""
+        prior = self.model.default_prior()
+        if self.observation is None:
+            return prior
+        extra = {k: v for k, v in self.observation.default_priors().items() if k not in prior.names}
+        return type(prior)({**prior.distributions, **extra}) if extra else prior
+
+    def signal(self, ys: Float[Array, "time_plus_one state"]) -> Float[Array, "time channels"]:
+        """The clean observed signal of one trajectory (the model's observable)."""
+        out = self.model.observable(ys, self.model.state_names)
+        return out if out.ndim == 2 else out[:, None]
+
+    def observe(self, key: Key, signal: Float[Array, "batch time channels"], theta: Params):
+        """Noisy observations and their mask for a batch of clean signals."""
+        if self.observation is None:
+            return signal, jnp.ones(signal.shape, bool)
+        return self.observation.sample(key, signal, theta, self.ts)
+
+    def check_theta(self, theta: Params) -> int:
+        """Check a batch of parameters: every name present, one shape `(n,)`."""
+        if not hasattr(theta, "keys"):
+            raise TypeError(f"θ must be a dict of parameter name -> array, got {type(theta).__name__}.")
+        from ._prior import suggest
+
+        missing = [n for n in self.param_names if n not in theta]
+        if missing:
+            hints = "".join(suggest(m, theta.keys()) for m in missing)
+            raise ValueError(f"θ has no value for {missing}; the simulator needs {self.param_names}.{hints}")
+        unknown = [n for n in theta if n not in self.param_names]
+        if unknown:
+            hints = "".join(suggest(u, self.param_names) for u in unknown)
+            raise ValueError(
+                f"θ has unknown parameters {unknown}; the simulator uses {self.param_names}.{hints}"
+            )
+        shapes = {n: jnp.shape(theta[n]) for n in self.param_names}
+        if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1:
+            raise ValueError(
+                f"Every entry of θ must have the same shape (n,), got {shapes}. For one "
+                "parameter set, wrap each value as [value]."
+            )
+        return next(iter(shapes.values()))[0]
+
+
+def solve(simulator: Simulator, theta: Params) -> Float[Array, "time state"]:
+    """Solve one trajectory (θ a dict of scalars) and return its states at the
+    observation times `simulator.ts`. Raises if the solve fails. Handy for checks and
+    plots; for batches use [`sgjax.simulate`][]."""
+    from ._strategy import _solve_one
+
+    ys, ok = jax.jit(lambda th: _solve_one(simulator, th, simulator.stepsize_controller))(theta)
+    if not bool(ok):
+        raise RuntimeError("The solve failed (diffrax did not return success); try a larger `max_steps` or another solver.")
+    return ys[1:]

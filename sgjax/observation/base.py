@@ -1,0 +1,89 @@
+"""Abstract pieces of an observation model and their shared plumbing."""
+
+import abc
+from collections.abc import Mapping
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._custom_types import Key, Params
+
+#: A fixed number, or the name of a parameter in `θ` (so it can have a prior).
+ParamLike = float | str
+
+
+def get(value: ParamLike, theta: Params) -> Array:
+    """Resolve a parameter that is either a number or the name of an entry of `θ`."""
+    if isinstance(value, str):
+        return theta[value]
+    return jnp.asarray(value)
+
+
+def names_of(*values: ParamLike) -> tuple[str, ...]:
+    return tuple(v for v in values if isinstance(v, str))
+
+
+def check_param(value, what: str, low: float | None = None, high: float | None = None) -> None:
+    """Refuse a fixed parameter outside `[low, high]` at construction."""
+    if isinstance(value, str):
+        return
+    v = float(value)
+    if (low is not None and not v >= low) or (high is not None and not v <= high):
+        raise ValueError(
+            f"{what} must lie in [{low}, {high}], got {v}. Pass a valid number, or a "
+            "parameter name (a string) to give it a prior."
+        )
+
+
+class _Piece(eqx.Module):
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """The names of the `θ` entries this piece reads."""
+        return names_of(*(getattr(self, f) for f in self.__dataclass_fields__))
+
+    def default_priors(self) -> Mapping:
+        """Default priors for the parameters this piece names (used by
+        `Simulator.default_prior`)."""
+        return {}
+
+    def check(self, ts: Float[Array, " time"]) -> None:
+        """Raise a `ValueError` now if this piece cannot apply on the grid `ts`."""
+
+
+class AbstractTransform(_Piece):
+    """A deterministic map of one trajectory's clean signal `(time, channels)` to the
+    expected observation: reporting, delays, day-of-week effects."""
+
+    @abc.abstractmethod
+    def __call__(
+        self, signal: Float[Array, "time channels"], theta: Params, ts: Float[Array, " time"]
+    ) -> Float[Array, "time channels"]:
+        raise NotImplementedError
+
+
+class AbstractNoise(_Piece):
+    """An elementwise noise distribution around the expected observation.
+
+    `sample` and `log_prob` work on arrays of any shape; parameters taken from `θ`
+    arrive already broadcastable against `mean`.
+    """
+
+    #: Whether observations are counts (non-negative integers).
+    is_count: eqx.AbstractClassVar[bool]
+
+    @abc.abstractmethod
+    def sample(self, key: Key, mean: Array, theta: Params) -> Array:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def log_prob(self, x: Array, mean: Array, theta: Params) -> Array:
+        raise NotImplementedError
+
+
+class AbstractMissing(_Piece):
+    """Which observations are missing: returns a boolean mask, `True` = observed."""
+
+    @abc.abstractmethod
+    def sample(self, key: Key, shape: tuple[int, ...], theta: Params, ts: Array) -> Array:
+        raise NotImplementedError

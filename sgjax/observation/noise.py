@@ -1,0 +1,131 @@
+"""Noise distributions for observations.
+
+Count models sample with sgjax's fast exact samplers (`sgjax._random`): inversion and
+transformed rejection that retries only the rejected entries, instead of
+`jax.random.poisson`'s loop over the whole batch.
+"""
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as dist
+
+from .base import AbstractNoise, ParamLike, check_param, get
+
+
+def _nonneg(mean):
+    # Solver error can leave a per-interval count a hair below zero.
+    return jnp.maximum(mean, 0.0)
+
+
+class Gaussian(AbstractNoise):
+    """`x ~ Normal(mean, scale)`.
+
+    **Arguments:** `scale`, the standard deviation (a number or a parameter name).
+    """
+
+    scale: ParamLike
+    is_count: ClassVar[bool] = False
+
+    def __check_init__(self):
+        check_param(self.scale, "Gaussian scale", low=0.0)
+
+    def sample(self, key, mean, theta):
+        return mean + get(self.scale, theta) * jax.random.normal(key, mean.shape, mean.dtype)
+
+    def log_prob(self, x, mean, theta):
+        return dist.Normal(mean, get(self.scale, theta)).log_prob(x)
+
+
+class LogNormal(AbstractNoise):
+    """`log x ~ Normal(log mean, scale)`: multiplicative noise whose median is the
+    expected observation. Needs a positive signal.
+
+    **Arguments:** `scale`, the standard deviation of `log x`.
+    """
+
+    scale: ParamLike
+    is_count: ClassVar[bool] = False
+
+    def __check_init__(self):
+        check_param(self.scale, "LogNormal scale", low=0.0)
+
+    def sample(self, key, mean, theta):
+        eps = jax.random.normal(key, mean.shape, mean.dtype)
+        return mean * jnp.exp(get(self.scale, theta) * eps)
+
+    def log_prob(self, x, mean, theta):
+        return dist.LogNormal(jnp.log(mean), get(self.scale, theta)).log_prob(x)
+
+
+class Poisson(AbstractNoise):
+    """`x ~ Poisson(mean)`, sampled exactly and fast (see `sgjax._random.poisson`).
+    Counts are returned as floats."""
+
+    is_count: ClassVar[bool] = True
+
+    def sample(self, key, mean, theta):
+        from .._random import poisson  # noqa: temporary lazy import
+        return poisson(key, _nonneg(mean))
+
+    def log_prob(self, x, mean, theta):
+        return dist.Poisson(_nonneg(mean)).log_prob(x)
+
+
+class NegativeBinomial(AbstractNoise):
+    """`x ~ NegativeBinomial(mean, dispersion)` with variance
+    `mean + mean² / dispersion` (numpyro's `NegativeBinomial2`); large dispersion
+    approaches Poisson.
+
+    **Arguments:** `dispersion` (> 0), a number or a parameter name so that it can
+    have its own prior.
+    """
+
+    dispersion: ParamLike
+    is_count: ClassVar[bool] = True
+
+    def __check_init__(self):
+        check_param(self.dispersion, "NegativeBinomial dispersion", low=1e-12)
+
+    def sample(self, key, mean, theta):
+        from .._random import negative_binomial  # noqa: temporary lazy import
+        return negative_binomial(key, _nonneg(mean), get(self.dispersion, theta))
+
+    def log_prob(self, x, mean, theta):
+        return dist.NegativeBinomial2(_nonneg(mean), get(self.dispersion, theta)).log_prob(x)
+
+    def default_priors(self):
+        if isinstance(self.dispersion, str):
+            return {self.dispersion: dist.LogUniform(1.0, 100.0)}
+        return {}
+
+
+class Binomial(AbstractNoise):
+    """Each of the `round(mean)` true events is observed with `probability`:
+    `x ~ Binomial(round(mean), probability)`. An alternative to
+    [`sgjax.observation.Reporting`][] + Poisson when the true count is small.
+
+    **Arguments:** `probability` in [0, 1], a number or a parameter name.
+    """
+
+    probability: ParamLike
+    is_count: ClassVar[bool] = True
+
+    def __check_init__(self):
+        check_param(self.probability, "Binomial probability", low=0.0, high=1.0)
+
+    def sample(self, key, mean, theta):
+        from .._random import binomial  # noqa: temporary lazy import
+        return binomial(key, jnp.round(_nonneg(mean)), get(self.probability, theta))
+
+    def log_prob(self, x, mean, theta):
+        n = jnp.round(_nonneg(mean))
+        return dist.Binomial(n, get(self.probability, theta)).log_prob(jnp.minimum(x, n)) + jnp.where(
+            x > n, -jnp.inf, 0.0
+        )
+
+    def default_priors(self):
+        if isinstance(self.probability, str):
+            return {self.probability: dist.Uniform(0.1, 1.0)}
+        return {}

@@ -68,7 +68,7 @@ class Delay(AbstractTransform):
         units of the observation interval): `kernel[l] = F(l + 1) - F(l)` for
         `l < max_lag`."""
         edges = jnp.arange(max_lag + 1, dtype=float)
-        cdf = np.asarray(distribution.cdf(edges))
+        cdf = np.array(distribution.cdf(edges))
         cdf[0] = 0.0
         return cls(np.diff(cdf))
 

@@ -1,0 +1,154 @@
+"""Observation models: transforms against exact arithmetic, noise against exact
+distributions, masks, and bad data."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+import scipy.stats as st
+
+import sgjax
+from sgjax.observation import (
+    Binomial,
+    DayOfWeek,
+    Delay,
+    FixedMask,
+    Gaussian,
+    LogNormal,
+    MissingAtRandom,
+    NegativeBinomial,
+    ObservationModel,
+    Poisson,
+    Reporting,
+)
+
+TS = jnp.arange(1.0, 15.0)
+
+
+def test_reporting_delay_day_of_week_exact():
+    signal = jnp.arange(1.0, 15.0)[:, None] ** 2
+    theta = {"rho": jnp.asarray(0.5)}
+    kernel = np.array([0.5, 0.3, 0.2])
+    obs = ObservationModel(Poisson(), (Reporting("rho"), Delay(kernel), DayOfWeek([1, 1, 1, 1, 1, 0.5, 0.5])))
+    mean = np.asarray(obs.mean(signal, theta, TS))[:, 0]
+    s = 0.5 * np.asarray(signal)[:, 0]
+    delayed = np.array([sum(kernel[l] * s[t - l] for l in range(3) if t - l >= 0) for t in range(14)])
+    effects = 7 * np.array([1, 1, 1, 1, 1, 0.5, 0.5]) / 6.0
+    np.testing.assert_allclose(mean, delayed * effects[np.arange(1, 15) % 7], rtol=1e-6)
+
+
+def test_delay_from_distribution():
+    d = Delay.from_distribution(dist.Exponential(1.0), 5)
+    expected = np.exp(-np.arange(5)) - np.exp(-np.arange(1, 6))
+    np.testing.assert_allclose(d.kernel, expected, rtol=1e-5)
+
+
+def _batch(n, mean_value, theta=None):
+    signal = jnp.full((n, 1, 1), mean_value)
+    return signal, theta or {}
+
+
+def _simulate_noise(obs, mean_value, theta, n=20000, key=0):
+    signal, theta = _batch(n, mean_value, theta)
+    theta = {k: jnp.full((n,), v) for k, v in theta.items()}
+    x, mask = obs.sample(jax.random.key(key), signal, theta, jnp.array([1.0]))
+    return np.asarray(x).ravel(), np.asarray(mask).ravel()
+
+
+@pytest.mark.parametrize("rate", [0.3, 4.0, 25.0, 400.0])
+def test_poisson_noise_exact(rate):
+    x, _ = _simulate_noise(ObservationModel(Poisson()), rate, {})
+    # Mean within 5 standard errors; chi-square goodness of fit on the central bins.
+    assert abs(x.mean() - rate) < 5 * np.sqrt(rate / x.size)
+    _chisquare(x, st.poisson(rate))
+
+
+def test_negative_binomial_dispersion_from_theta():
+    mean, phi = 30.0, 4.0
+    x, _ = _simulate_noise(ObservationModel(NegativeBinomial("phi")), mean, {"phi": phi})
+    var = mean + mean**2 / phi
+    assert abs(x.mean() - mean) < 5 * np.sqrt(var / x.size)
+    # sample variance: relative standard error ~ sqrt(2/n) * (1 + kurtosis term); allow 10%
+    assert abs(x.var() / var - 1) < 0.1
+    _chisquare(x, st.nbinom(phi, phi / (phi + mean)))
+
+
+def test_binomial_noise():
+    x, _ = _simulate_noise(ObservationModel(Binomial(0.3)), 50.0, {})
+    _chisquare(x, st.binom(50, 0.3))
+
+
+def test_gaussian_and_lognormal():
+    x, _ = _simulate_noise(ObservationModel(Gaussian("s")), 10.0, {"s": 2.0})
+    assert st.kstest(x, st.norm(10.0, 2.0).cdf).pvalue > 1e-3
+    x, _ = _simulate_noise(ObservationModel(LogNormal(0.5)), 10.0, {})
+    assert st.kstest(x, st.lognorm(0.5, scale=10.0).cdf).pvalue > 1e-3
+
+
+def _chisquare(x, law):
+    lo, hi = law.ppf(0.001), law.ppf(0.999)
+    edges = np.arange(lo, hi + 2) - 0.5
+    counts, _ = np.histogram(x, np.concatenate([[-np.inf], edges[1:-1], [np.inf]]))
+    cdf = law.cdf(edges[1:-1] - 0.5)
+    probs = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+    expected = probs * x.size
+    keep = expected > 5
+    stat = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum()
+    assert st.chi2(keep.sum() - 1).sf(stat) > 1e-3
+
+
+def test_log_prob_matches_scipy():
+    x = jnp.array([[3.0], [0.0], [7.0]])
+    signal = jnp.array([[2.0], [1.0], [6.0]])
+    theta = {"phi": jnp.asarray(5.0)}
+    lp = ObservationModel(NegativeBinomial("phi")).log_prob(x, signal, theta, jnp.arange(1.0, 4.0))
+    m = np.array([2.0, 1.0, 6.0])
+    expected = st.nbinom(5.0, 5.0 / (5.0 + m)).logpmf([3, 0, 7]).sum()
+    np.testing.assert_allclose(lp, expected, rtol=1e-5)
+    # A mask leaves entries out.
+    lp_masked = ObservationModel(Poisson()).log_prob(x, signal, {}, TS[:3], mask=jnp.array([[True], [False], [True]]))
+    np.testing.assert_allclose(lp_masked, st.poisson([2.0, 6.0]).logpmf([3, 7]).sum(), rtol=1e-5)
+
+
+def test_missing_values():
+    x, mask = _simulate_noise(ObservationModel(Poisson(), missing=MissingAtRandom(0.2)), 5.0, {})
+    assert abs((~mask).mean() - 0.2) < 5 * np.sqrt(0.2 * 0.8 / mask.size)
+    assert np.all(x[~mask] == 0)
+    fixed = ObservationModel(Poisson(), missing=FixedMask([True, False, True]))
+    x, mask = fixed.sample(jax.random.key(0), jnp.ones((4, 3, 1)), {}, jnp.arange(1.0, 4.0))
+    np.testing.assert_array_equal(np.asarray(mask)[..., 0], [[True, False, True]] * 4)
+
+
+def test_observation_params_join_the_prior():
+    model = sgjax.models.SIR()
+    sim = sgjax.Simulator(model, jnp.arange(1.0, 31.0), ObservationModel(NegativeBinomial("phi"), (Reporting("rho"),)))
+    assert sim.param_names == ("beta", "gamma", "phi", "rho")
+    prior = sim.default_prior()
+    assert set(prior.names) == {"beta", "gamma", "phi", "rho"}
+    out = sgjax.simulate(sim, jax.random.key(0), 64)
+    assert out.valid.all()
+    # Reported counts never exceed... on average they are rho times the signal.
+    ratio = out.observations.sum(axis=(1, 2)) / out.signal.sum(axis=(1, 2))
+    big = out.signal.sum(axis=(1, 2)) > 500
+    np.testing.assert_allclose(ratio[big], out.theta["rho"][big], rtol=0.3)
+
+
+def test_bad_observation_input():
+    with pytest.raises(ValueError, match="Reporting fraction must lie in"):
+        Reporting(1.5)
+    with pytest.raises(ValueError, match="summing to at most 1"):
+        Delay([0.7, 0.7])
+    with pytest.raises(ValueError, match="irregular"):
+        sgjax.Simulator(sgjax.models.SIR(), jnp.array([1.0, 2.0, 4.0]), ObservationModel(Poisson(), (Delay([0.5, 0.5]),)))
+    with pytest.raises(ValueError, match="7 non-negative"):
+        DayOfWeek([1.0, 2.0])
+    obs = ObservationModel(Poisson())
+    with pytest.raises(ValueError, match="negative values"):
+        obs.check_data([1.0, -2.0, 3.0])
+    with pytest.raises(ValueError, match="fractional"):
+        obs.check_data([1.5, 2.0])
+    with pytest.raises(ValueError, match="mask"):
+        obs.check_data([1.0, np.nan])
+    with pytest.raises(TypeError, match="noise"):
+        ObservationModel("poisson")

@@ -81,7 +81,9 @@ class Prior(eqx.Module):
                     "each parameter its own scalar distribution."
                 )
             _validate(name, d)
-            out[name] = d
+            # numpyro keeps Python numbers as pytree leaves; as arrays, a prior with new
+            # values reuses compiled code instead of retracing.
+            out[name] = jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, (int, float)) else x, d)
         self.distributions = out
 
     @property

@@ -80,6 +80,10 @@ def _chunk_from_prior(simulator, strategy, prior: Prior, key: Key, size: int):
     return _chunk(simulator, strategy, prior.sample(ktheta, size), knoise)
 
 
+def _noise_key(key, from_prior: bool):
+    return jax.random.split(key)[1] if from_prior else key
+
+
 def _run(simulator, strategy, key, n, size, prior=None, theta=None):
     """Simulate `n` samples in chunks of one compiled size, dispatched from Python.
 
@@ -100,6 +104,11 @@ def _run(simulator, strategy, key, n, size, prior=None, theta=None):
         if short:  # pad the last chunk so every call has the compiled shape
             part = {name: jnp.concatenate([v, jnp.repeat(v[-1:], short)]) for name, v in part.items()}
         outs.append(_chunk_given(simulator, strategy, part, keys[i]))
+    rescue = strategy.rescue()
+    if rescue is not None:
+        for i, out in enumerate(outs):
+            if not np.asarray(out[-1]).any():  # the whole chunk failed: re-solve each
+                outs[i] = _chunk_given(simulator, rescue, out[0], _noise_key(keys[i], theta is None))
     return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:n], *outs)
 
 

@@ -11,7 +11,8 @@ return the same array layout; they differ in how steps are taken:
   over trajectories of each trajectory's own norm, so every trajectory is still held
   to its tolerance. Far fewer, fatter kernels; measured 10–20× faster on CPU for SIR.
   If a chunk's shared solve fails as a whole (one pathological trajectory exhausting
-  `max_steps`), that chunk is re-solved per trajectory so only the culprits are lost.
+  `max_steps`), [`sgjax.simulate`][] re-solves that chunk per trajectory so only the
+  culprits are lost. The rescue is compiled only if it is ever needed.
 """
 
 import abc
@@ -35,6 +36,11 @@ class AbstractStrategy(eqx.Module):
     ) -> tuple[Float[Array, "batch time_plus_one state"], Bool[Array, " batch"]]:
         """States at `t0` and every observation time for each member of the batch,
         and whether each solve succeeded."""
+
+    def rescue(self) -> "AbstractStrategy | None":
+        """The strategy to re-solve a chunk with when every member of it failed, or
+        `None`."""
+        return None
 
 
 def _saveat(simulator):
@@ -91,7 +97,8 @@ class SharedStep(AbstractStrategy):
     **Arguments:**
 
     - `fallback`: if `True` (default), a chunk whose shared solve fails as a whole is
-        re-solved per trajectory, so only the failing trajectories are flagged.
+        re-solved per trajectory by [`sgjax.simulate`][], so only the failing
+        trajectories are flagged.
     """
 
     fallback: bool = eqx.field(default=True, static=True)
@@ -119,11 +126,9 @@ class SharedStep(AbstractStrategy):
         )
         ys = jnp.moveaxis(sol.ys, -1, 0)  # (batch, time, state)
         ok = sol.result == dfx.RESULTS.successful
-        n = ys.shape[0]
-        if not self.fallback:
-            return ys, jnp.broadcast_to(ok, (n,))
-        return jax.lax.cond(
-            ok,
-            lambda: (ys, jnp.ones((n,), bool)),
-            lambda: PerTrajectory().solve(simulator, theta),
-        )
+        return ys, jnp.broadcast_to(ok, ys.shape[:1])
+
+    def rescue(self):
+        # Kept out of the compiled chunk (a `lax.cond` would compile both branches
+        # every time, ~2x the compile cost) and run only when a chunk fails whole.
+        return PerTrajectory() if self.fallback else None

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
+from .._random import binomial, negative_binomial, poisson
 from .base import AbstractNoise, ParamLike, check_param, get
 
 
@@ -66,7 +67,6 @@ class Poisson(AbstractNoise):
     is_count: ClassVar[bool] = True
 
     def sample(self, key, mean, theta):
-        from .._random import poisson  # noqa: temporary lazy import
         return poisson(key, _nonneg(mean))
 
     def log_prob(self, x, mean, theta):
@@ -89,7 +89,6 @@ class NegativeBinomial(AbstractNoise):
         check_param(self.dispersion, "NegativeBinomial dispersion", low=1e-12)
 
     def sample(self, key, mean, theta):
-        from .._random import negative_binomial  # noqa: temporary lazy import
         return negative_binomial(key, _nonneg(mean), get(self.dispersion, theta))
 
     def log_prob(self, x, mean, theta):
@@ -116,7 +115,6 @@ class Binomial(AbstractNoise):
         check_param(self.probability, "Binomial probability", low=0.0, high=1.0)
 
     def sample(self, key, mean, theta):
-        from .._random import binomial  # noqa: temporary lazy import
         return binomial(key, jnp.round(_nonneg(mean)), get(self.probability, theta))
 
     def log_prob(self, x, mean, theta):

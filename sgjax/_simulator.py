@@ -100,6 +100,45 @@ class Simulator(eqx.Module):
         self.max_steps = max_steps
         if observation is not None:
             observation.check(self.ts)
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        """Trace the model once on abstract values so that a wrong shape is reported
+        here, in the model's own terms, not deep inside diffrax."""
+        model = self.model
+        name = type(model).__name__
+        theta = {k: jax.ShapeDtypeStruct((), self.ts.dtype) for k in model.param_names}
+        n_state = len(model.state_names)
+        y0 = jax.eval_shape(model.initial_state, theta)
+        if getattr(y0, "shape", None) != (n_state,):
+            raise ValueError(
+                f"{name}.initial_state returned shape {getattr(y0, 'shape', type(y0))}, but "
+                f"the model has {n_state} states {model.state_names}: return an array of "
+                f"shape ({n_state},)."
+            )
+        t = jax.ShapeDtypeStruct((), self.ts.dtype)
+        y = jax.ShapeDtypeStruct((n_state,), self.ts.dtype)
+        dy = jax.eval_shape(model.vector_field, t, y, theta)
+        if getattr(dy, "shape", None) != (n_state,):
+            raise ValueError(
+                f"{name}.vector_field returned shape {getattr(dy, 'shape', type(dy))} for a "
+                f"state of shape ({n_state},): return one derivative per state, e.g. "
+                "jnp.stack([...])."
+            )
+        ys = jax.ShapeDtypeStruct((len(self.ts) + 1, n_state), self.ts.dtype)
+        sig = jax.eval_shape(self.signal, ys)
+        if sig.ndim != 2 or sig.shape[0] != len(self.ts):
+            raise ValueError(
+                f"The observable of {name} returned shape {sig.shape} for {len(self.ts)} "
+                f"observation times: it must return shape (time, channels) = "
+                f"({len(self.ts)}, channels)."
+            )
+
+    def derived(self, theta: Params, states: Float[Array, "n time state"]) -> dict[str, Array]:
+        """The model's derived quantities (e.g. `R0`, final size, peak time) for a
+        batch, from `θ` and the states at the observation times — e.g.
+        `simulator.derived(sims.theta, sims.states)`."""
+        return _derived(self, dict(theta), jnp.asarray(states))
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -150,6 +189,11 @@ class Simulator(eqx.Module):
                 "parameter set, wrap each value as [value]."
             )
         return next(iter(shapes.values()))[0]
+
+
+@eqx.filter_jit
+def _derived(simulator, theta, states):
+    return jax.vmap(simulator.model.derived, in_axes=(0, None, 0))(theta, simulator.ts, states)
 
 
 def solve(simulator: Simulator, theta: Params) -> Float[Array, "time state"]:

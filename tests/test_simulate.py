@@ -159,3 +159,38 @@ def test_bad_input():
             sgjax.Simulator(positive, TS), jax.random.key(0), 4,
             prior=sgjax.Prior(beta=dist.Normal(0.5, 0.1), gamma=dist.Uniform(0.1, 0.2)),
         )
+
+
+def test_wrong_shapes_are_reported_at_construction():
+    bad_y0 = sgjax.ODEModel(sir_field, lambda th: jnp.zeros(2), ("beta", "gamma"), ("S", "I", "R"), sgjax.State("I"))
+    with pytest.raises(ValueError, match="initial_state returned shape \\(2,\\)"):
+        sgjax.Simulator(bad_y0, TS)
+    bad_field = sgjax.ODEModel(
+        lambda t, y, th: y[:2], lambda th: jnp.zeros(3), ("beta", "gamma"), ("S", "I", "R"), sgjax.State("I")
+    )
+    with pytest.raises(ValueError, match="vector_field returned shape \\(2,\\)"):
+        sgjax.Simulator(bad_field, TS)
+
+
+def test_irregular_grid_matches_closed_form():
+    # Logistic growth on an irregular grid, both strategies, against the closed form.
+    def field(t, y, th):
+        return th["r"] * y * (1 - y / 100.0)
+
+    model = sgjax.ODEModel(field, lambda th: jnp.array([5.0]), ("r",), ("N",), sgjax.State("N"))
+    ts = jnp.array([0.3, 0.5, 2.0, 2.1, 7.5, 12.0, 30.0])
+    sim = sgjax.Simulator(model, ts, stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-6))
+    r = jnp.array([0.2, 0.5, 1.0])
+    exact = 100.0 / (1 + (100.0 / 5.0 - 1) * np.exp(-np.asarray(r)[:, None] * np.asarray(ts)[None]))
+    for strategy in (sgjax.SharedStep(), sgjax.PerTrajectory()):
+        out = sgjax.simulate(sim, jax.random.key(0), theta={"r": r}, strategy=strategy)
+        np.testing.assert_allclose(out.states[..., 0], exact, rtol=1e-4)
+
+
+def test_derived_quantities_for_a_batch():
+    sim = sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 201.0))
+    out = sgjax.simulate(sim, jax.random.key(0), theta={"beta": jnp.array([0.5, 0.3]), "gamma": jnp.array([0.1, 0.2])})
+    d = sim.derived(out.theta, out.states)
+    np.testing.assert_allclose(d["R0"], [5.0, 1.5], rtol=1e-6)
+    # After 200 days the epidemic is over: the attack rate equals the exact final size.
+    np.testing.assert_allclose(d["attack_rate"], d["final_size"], atol=2e-3)

@@ -43,28 +43,29 @@ class AbstractStrategy(eqx.Module):
         return None
 
 
-def _saveat(simulator):
-    return dfx.SaveAt(ts=jnp.concatenate([jnp.asarray([simulator.t0], simulator.ts.dtype), simulator.ts]))
-
-
-def _solve_one(simulator, theta, controller):
-    model = simulator.model
-    y0 = model.initial_state(theta)
-    term = dfx.ODETerm(lambda t, y, args: model.vector_field(t, y, args))
+def _diffeqsolve(simulator, field, y0, theta, controller):
+    """Solve `y' = field(t, y, θ)` from `t0`, saving at `t0` and every observation
+    time; returns the saved states and whether the solve succeeded."""
+    ts = simulator.ts
     sol = dfx.diffeqsolve(
-        term,
+        dfx.ODETerm(lambda t, y, args: field(t, y, args)),
         simulator.solver,
         simulator.t0,
-        simulator.ts[-1],
+        ts[-1],
         simulator.dt0,
         y0,
         args=theta,
-        saveat=_saveat(simulator),
+        saveat=dfx.SaveAt(ts=jnp.concatenate([jnp.asarray([simulator.t0], ts.dtype), ts])),
         stepsize_controller=controller,
         max_steps=simulator.max_steps,
         throw=False,
     )
     return sol.ys, sol.result == dfx.RESULTS.successful
+
+
+def _solve_one(simulator, theta, controller):
+    model = simulator.model
+    return _diffeqsolve(simulator, model.vector_field, model.initial_state(theta), theta, controller)
 
 
 class PerTrajectory(AbstractStrategy):
@@ -111,21 +112,8 @@ class SharedStep(AbstractStrategy):
         # Batch on the last axis: each state component is one contiguous row.
         y0 = jax.vmap(model.initial_state, out_axes=-1)(theta)
         field = jax.vmap(model.vector_field, in_axes=(None, -1, 0), out_axes=-1)
-        sol = dfx.diffeqsolve(
-            dfx.ODETerm(lambda t, y, args: field(t, y, args)),
-            simulator.solver,
-            simulator.t0,
-            simulator.ts[-1],
-            simulator.dt0,
-            y0,
-            args=theta,
-            saveat=_saveat(simulator),
-            stepsize_controller=controller,
-            max_steps=simulator.max_steps,
-            throw=False,
-        )
-        ys = jnp.moveaxis(sol.ys, -1, 0)  # (batch, time, state)
-        ok = sol.result == dfx.RESULTS.successful
+        ys, ok = _diffeqsolve(simulator, field, y0, theta, controller)
+        ys = jnp.moveaxis(ys, -1, 0)  # (batch, time, state)
         return ys, jnp.broadcast_to(ok, ys.shape[:1])
 
     def rescue(self):

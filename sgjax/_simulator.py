@@ -196,13 +196,19 @@ def _derived(simulator, theta, states):
     return jax.vmap(simulator.model.derived, in_axes=(0, None, 0))(theta, simulator.ts, states)
 
 
+@eqx.filter_jit
+def _solve(simulator, theta):
+    from ._strategy import _solve_one
+
+    return _solve_one(simulator, theta, simulator.stepsize_controller)
+
+
 def solve(simulator: Simulator, theta: Params) -> Float[Array, "time state"]:
     """Solve one trajectory (θ a dict of scalars) and return its states at the
     observation times `simulator.ts`. Raises if the solve fails. Handy for checks and
     plots; for batches use [`sgjax.simulate`][]."""
-    from ._strategy import _solve_one
-
-    ys, ok = jax.jit(lambda th: _solve_one(simulator, th, simulator.stepsize_controller))(theta)
+    theta = {k: jnp.asarray(v, dtype=simulator.ts.dtype) for k, v in theta.items()}
+    ys, ok = _solve(simulator, theta)
     if not bool(ok):
         raise RuntimeError("The solve failed (diffrax did not return success); try a larger `max_steps` or another solver.")
     return ys[1:]

@@ -90,6 +90,22 @@ class _MaxOverBatch(eqx.Module):
         return jnp.max(jnp.where(jnp.isfinite(per_traj), per_traj, 0.0))
 
 
+def _max_over_batch(controller):
+    """The controller with its error norm taken per trajectory, then maximised."""
+    if isinstance(controller, dfx.PIDController):
+        return eqx.tree_at(lambda c: c.norm, controller, _MaxOverBatch(controller.norm))
+    if isinstance(controller, dfx.ClipStepSizeController):
+        return eqx.tree_at(lambda c: c.controller, controller, _max_over_batch(controller.controller))
+    if isinstance(controller, (dfx.ConstantStepSize, dfx.StepTo)):
+        return controller  # no error control: nothing to hold per trajectory
+    raise TypeError(
+        f"SharedStep cannot hold each trajectory to its tolerance with a "
+        f"{type(controller).__name__}: it supports diffrax.PIDController (optionally "
+        "inside ClipStepSizeController), ConstantStepSize and StepTo. Use "
+        "sgjax.PerTrajectory() for other controllers."
+    )
+
+
 class SharedStep(AbstractStrategy):
     """One solve over the whole batch with a shared adaptive step whose error norm is
     the maximum over trajectories of each one's own norm. The default: see the module
@@ -106,9 +122,7 @@ class SharedStep(AbstractStrategy):
 
     def solve(self, simulator, theta):
         model = simulator.model
-        controller = simulator.stepsize_controller
-        if isinstance(controller, dfx.PIDController):
-            controller = eqx.tree_at(lambda c: c.norm, controller, _MaxOverBatch(controller.norm))
+        controller = _max_over_batch(simulator.stepsize_controller)
         # Batch on the last axis: each state component is one contiguous row.
         y0 = jax.vmap(model.initial_state, out_axes=-1)(theta)
         field = jax.vmap(model.vector_field, in_axes=(None, -1, 0), out_axes=-1)

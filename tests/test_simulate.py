@@ -194,3 +194,32 @@ def test_derived_quantities_for_a_batch():
     np.testing.assert_allclose(d["R0"], [5.0, 1.5], rtol=1e-6)
     # After 200 days the epidemic is over: the attack rate equals the exact final size.
     np.testing.assert_allclose(d["attack_rate"], d["final_size"], atol=2e-3)
+
+
+def test_shared_step_holds_each_trajectory_inside_a_clip_controller():
+    sim = sgjax.Simulator(
+        user_model(), TS, stepsize_controller=diffrax.ClipStepSizeController(diffrax.PIDController(rtol=1e-4, atol=1e-3), step_ts=[30.0])
+    )
+    controller = sgjax._strategy._max_over_batch(sim.stepsize_controller)
+    assert isinstance(controller.controller.norm, sgjax._strategy._MaxOverBatch)
+    theta = PRIOR.sample(jax.random.key(1), 64)
+    shared = sgjax.simulate(sim, jax.random.key(2), theta=theta, strategy=sgjax.SharedStep())
+    per = sgjax.simulate(sim, jax.random.key(2), theta=theta, strategy=sgjax.PerTrajectory())
+    np.testing.assert_allclose(shared.states, per.states, atol=1e-3 * N)
+
+
+def test_solve_compiles_once():
+    sim = sgjax.Simulator(user_model(), TS)
+    sgjax.solve(sim, {"beta": 0.5, "gamma": 0.1})
+    with jax.log_compiles():
+        import logging
+
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logging.getLogger("jax").addHandler(handler)
+        try:
+            sgjax.solve(sim, {"beta": 0.4, "gamma": 0.2})
+        finally:
+            logging.getLogger("jax").removeHandler(handler)
+    assert not [r for r in records if "Compiling" in r.getMessage()]

@@ -1,0 +1,368 @@
+"""Compartmental epidemic models: SIR, SEIR, SIRS and SIR with an intervention.
+
+Every model here counts people (`N` in all, a constructor field), measures time in
+days, and observes daily incidence (`Decrease("S")`, new infections per interval) by
+default. Each defines the derived quantities `R0`, `peak_time`, `peak_prevalence` and
+`attack_rate`; SIR and SEIR also define the exact asymptotic `final_size`.
+"""
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
+
+from .._custom_types import Array, ArrayLike, Float, Params, Scalar, State, Times
+from .._model import AbstractODEModel
+from .._observables import AbstractObservable, Decrease
+from .._prior import Prior
+
+#: Newton iterations for the final-size equation. From the start `z = 1` the iterates
+#: decrease monotonically onto the root and converge quadratically; even next to the
+#: threshold `R0 = 1`, where convergence is at worst linear with ratio 1/2 until close,
+#: 64 iterations reach rounding level in float64.
+FINAL_SIZE_ITERATIONS = 64
+
+
+def final_size(
+    R0: ArrayLike, s0: ArrayLike = 1.0, r0: ArrayLike = 0.0, iterations: int = FINAL_SIZE_ITERATIONS
+) -> Float[Array, "*batch"]:
+    """The exact final size of an SIR (or SEIR) epidemic: the fraction `z` of the
+    population that has been infected by `t → ∞`, solving
+
+    `z = 1 − s0 · exp(−R0 · (z − r0))`
+
+    where `s0 = S(0)/N` and `r0 = R(0)/N` (for an initial condition with nobody
+    recovered and a vanishing number infected this is the classic `z = 1 − exp(−R0 z)`).
+    `z` counts everyone not susceptible at the end, initially infected included, so it
+    is the limit of the attack rate `(N − S(t))/N`.
+
+    Solved by a fixed number of Newton steps from `z = 1` with `jnp` only, so it can
+    be jitted, vmapped and differentiated.
+
+    **Arguments:**
+
+    - `R0`: the basic reproduction number, `β/γ`; any shape.
+    - `s0`: the initially susceptible fraction, `S(0)/N`.
+    - `r0`: the initially recovered fraction, `R(0)/N`.
+    - `iterations`: how many Newton steps.
+
+    **Returns:** `z` in `[1 − s0, 1)`, of the broadcast shape of the arguments.
+    """
+    R0, s0, r0 = jnp.broadcast_arrays(*map(jnp.asarray, (R0, s0, r0)))
+    dtype = jnp.result_type(R0, s0, r0, float)
+    R0, s0, r0 = R0.astype(dtype), s0.astype(dtype), r0.astype(dtype)
+
+    # g(z) = 1 − s0 e^{−R0 (z − r0)} − z is concave with g(1 − s0) = s0 (1 − e^{−R0 i0})
+    # ≥ 0 > g(1) (i0 = 1 − s0 − r0 ≥ 0), so it has one root in [1 − s0, 1), g' < 0 on
+    # [root, 1], and Newton from z = 1 decreases monotonically onto the root.
+    def newton(_, z):
+        e = s0 * jnp.exp(-R0 * (z - r0))
+        return z - (1.0 - e - z) / (R0 * e - 1.0)
+
+    z = jax.lax.fori_loop(0, iterations, newton, jnp.ones_like(R0))
+    # The root is at least 1 − s0; clamp away rounding near the threshold R0 = 1,
+    # where the root is nearly double and only ~√eps accurate.
+    return jnp.maximum(z, 1.0 - s0)
+
+
+def _epidemic_summary(model, theta, ts, ys) -> dict[str, Scalar]:
+    names = model.state_names
+    s, i = ys[:, names.index("S")], ys[:, names.index("I")]
+    peak = jnp.argmax(i)
+    return {
+        "R0": theta["beta"] / theta["gamma"],
+        "peak_time": ts[peak],
+        "peak_prevalence": i[peak] / model.N,
+        "attack_rate": (model.N - s[-1]) / model.N,
+    }
+
+
+def _beta_gamma_prior():
+    return {"beta": dist.LogUniform(0.1, 1.0), "gamma": dist.LogUniform(0.05, 0.5)}
+
+
+class SIR(AbstractODEModel):
+    """The susceptible–infected–recovered model with mass-action transmission:
+
+    ```
+    S' = −β S I / N
+    I' =  β S I / N − γ I
+    R' =  γ I
+    ```
+
+    with `S(0) = N − I0`, `I(0) = I0`, `R(0) = 0`. `S + I + R = N` at all times.
+
+    **Parameters** (in `θ`):
+
+    - `beta`: transmission rate β, contacts that transmit per infected person per day
+        (1/day).
+    - `gamma`: recovery rate γ, 1 / mean infectious period (1/day).
+
+    **States** (people): `S` susceptible, `I` infected (and infectious), `R` recovered.
+
+    **Default prior:** `beta ~ LogUniform(0.1, 1.0)`, `gamma ~ LogUniform(0.05, 0.5)`
+    (infectious periods 2–20 days, `R0` from 0.2 to 20).
+
+    **Arguments:**
+
+    - `N`: the population size (people). Default 1000.
+    - `I0`: the number infected at `t0`. Default 1.
+    - `observable`: what is observed; default `Decrease("S")`, the number of new
+        infections per interval (daily incidence on a daily grid).
+
+    **Derived quantities** ([`sgjax.AbstractODEModel.derived`][]): `R0 = β/γ`;
+    `peak_time` and `peak_prevalence` (`max I / N`) on the given grid; `attack_rate =
+    (N − S(t_end))/N`, the fraction infected by the end of the grid (initially
+    infected included); `final_size`, the exact limit of the attack rate as `t → ∞`,
+    from [`sgjax.models.final_size`][] with the initial condition's correction
+    `s0 = 1 − I0/N`.
+    """
+
+    param_names: ClassVar[tuple[str, ...]] = ("beta", "gamma")
+    state_names: ClassVar[tuple[str, ...]] = ("S", "I", "R")
+    support: ClassVar[dict[str, constraints.Constraint]] = {
+        "beta": constraints.positive,
+        "gamma": constraints.positive,
+    }
+
+    N: float = 1000.0
+    I0: float = 1.0
+    observable: AbstractObservable = Decrease("S")
+
+    def vector_field(self, t: Scalar, y: State, theta: Params) -> State:
+        s, i, r = y
+        infection = theta["beta"] * s * i / self.N
+        recovery = theta["gamma"] * i
+        return jnp.stack([-infection, infection - recovery, recovery])
+
+    def initial_state(self, theta: Params) -> State:
+        dtype = jnp.result_type(theta["beta"], float)
+        return jnp.array([self.N - self.I0, self.I0, 0.0], dtype=dtype)
+
+    def default_prior(self) -> Prior:
+        return Prior(_beta_gamma_prior())
+
+    def derived(self, theta: Params, ts: Times, ys: Float[Array, "time state"]) -> dict[str, Scalar]:
+        out = _epidemic_summary(self, theta, ts, ys)
+        out["final_size"] = final_size(out["R0"], 1.0 - self.I0 / self.N)
+        return out
+
+
+class SEIR(AbstractODEModel):
+    """The susceptible–exposed–infected–recovered model: SIR with a latent period.
+
+    ```
+    S' = −β S I / N
+    E' =  β S I / N − σ E
+    I' =  σ E − γ I
+    R' =  γ I
+    ```
+
+    with `S(0) = N − E0 − I0`, `E(0) = E0`, `I(0) = I0`, `R(0) = 0`. `S + E + I + R = N`
+    at all times.
+
+    **Parameters** (in `θ`):
+
+    - `beta`: transmission rate β (1/day).
+    - `sigma`: incubation rate σ, 1 / mean latent period (1/day).
+    - `gamma`: recovery rate γ, 1 / mean infectious period (1/day).
+
+    **States** (people): `S` susceptible, `E` exposed (infected, not yet infectious),
+    `I` infectious, `R` recovered.
+
+    **Default prior:** `beta ~ LogUniform(0.1, 1.0)`, `gamma ~ LogUniform(0.05, 0.5)`
+    (infectious periods 2–20 days, `R0` from 0.2 to 20), `sigma ~ LogUniform(0.1, 1.0)`
+    (latent periods 1–10 days).
+
+    **Arguments:**
+
+    - `N`: the population size (people). Default 1000.
+    - `I0`: the number infectious at `t0`. Default 1.
+    - `E0`: the number exposed at `t0`. Default 0.
+    - `observable`: default `Decrease("S")`, new infections per interval.
+
+    **Derived quantities:** as [`sgjax.models.SIR`][]: `R0 = β/γ` (every exposed person
+    becomes infectious), `peak_time` and `peak_prevalence` of `I`, `attack_rate`, and
+    the exact `final_size` with `s0 = 1 − (E0 + I0)/N` (the SIR final-size relation holds
+    unchanged for SEIR).
+    """
+
+    param_names: ClassVar[tuple[str, ...]] = ("beta", "sigma", "gamma")
+    state_names: ClassVar[tuple[str, ...]] = ("S", "E", "I", "R")
+    support: ClassVar[dict[str, constraints.Constraint]] = {
+        "beta": constraints.positive,
+        "sigma": constraints.positive,
+        "gamma": constraints.positive,
+    }
+
+    N: float = 1000.0
+    I0: float = 1.0
+    E0: float = 0.0
+    observable: AbstractObservable = Decrease("S")
+
+    def vector_field(self, t: Scalar, y: State, theta: Params) -> State:
+        s, e, i, r = y
+        infection = theta["beta"] * s * i / self.N
+        onset = theta["sigma"] * e
+        recovery = theta["gamma"] * i
+        return jnp.stack([-infection, infection - onset, onset - recovery, recovery])
+
+    def initial_state(self, theta: Params) -> State:
+        dtype = jnp.result_type(theta["beta"], float)
+        return jnp.array([self.N - self.E0 - self.I0, self.E0, self.I0, 0.0], dtype=dtype)
+
+    def default_prior(self) -> Prior:
+        return Prior(
+            beta=dist.LogUniform(0.1, 1.0),
+            sigma=dist.LogUniform(0.1, 1.0),
+            gamma=dist.LogUniform(0.05, 0.5),
+        )
+
+    def derived(self, theta: Params, ts: Times, ys: Float[Array, "time state"]) -> dict[str, Scalar]:
+        out = _epidemic_summary(self, theta, ts, ys)
+        out["final_size"] = final_size(out["R0"], 1.0 - (self.E0 + self.I0) / self.N)
+        return out
+
+
+class SIRS(AbstractODEModel):
+    """SIR with waning immunity: recovered people become susceptible again.
+
+    ```
+    S' = −β S I / N + ω R
+    I' =  β S I / N − γ I
+    R' =  γ I − ω R
+    ```
+
+    with `S(0) = N − I0`, `I(0) = I0`, `R(0) = 0`. `S + I + R = N` at all times; for
+    `R0 > 1` the solution tends to an endemic equilibrium.
+
+    **Parameters** (in `θ`):
+
+    - `beta`: transmission rate β (1/day).
+    - `gamma`: recovery rate γ (1/day).
+    - `omega`: waning rate ω, 1 / mean duration of immunity (1/day).
+
+    **States** (people): `S` susceptible, `I` infected, `R` recovered and immune.
+
+    **Default prior:** `beta ~ LogUniform(0.1, 1.0)`, `gamma ~ LogUniform(0.05, 0.5)`
+    (infectious periods 2–20 days, `R0` from 0.2 to 20), `omega ~ LogUniform(0.005, 0.05)`
+    (immunity lasting 20–200 days).
+
+    **Arguments:**
+
+    - `N`: the population size (people). Default 1000.
+    - `I0`: the number infected at `t0`. Default 1.
+    - `observable`: default `Decrease("S")`. With waning, `S` also gains people, so this
+        is new infections minus people losing immunity over each interval; use a
+        custom observable for pure incidence.
+
+    **Derived quantities:** `R0 = β/γ`, `peak_time`, `peak_prevalence` (`max I / N`),
+    and `attack_rate = (N − S(t_end))/N`, which with waning is the fraction *not
+    susceptible* at the end of the grid rather than the fraction ever infected. No
+    `final_size`: the epidemic does not burn out.
+    """
+
+    param_names: ClassVar[tuple[str, ...]] = ("beta", "gamma", "omega")
+    state_names: ClassVar[tuple[str, ...]] = ("S", "I", "R")
+    support: ClassVar[dict[str, constraints.Constraint]] = {
+        "beta": constraints.positive,
+        "gamma": constraints.positive,
+        "omega": constraints.positive,
+    }
+
+    N: float = 1000.0
+    I0: float = 1.0
+    observable: AbstractObservable = Decrease("S")
+
+    def vector_field(self, t: Scalar, y: State, theta: Params) -> State:
+        s, i, r = y
+        infection = theta["beta"] * s * i / self.N
+        recovery = theta["gamma"] * i
+        waning = theta["omega"] * r
+        return jnp.stack([waning - infection, infection - recovery, recovery - waning])
+
+    def initial_state(self, theta: Params) -> State:
+        dtype = jnp.result_type(theta["beta"], float)
+        return jnp.array([self.N - self.I0, self.I0, 0.0], dtype=dtype)
+
+    def default_prior(self) -> Prior:
+        return Prior(_beta_gamma_prior(), omega=dist.LogUniform(0.005, 0.05))
+
+    def derived(self, theta: Params, ts: Times, ys: Float[Array, "time state"]) -> dict[str, Scalar]:
+        return _epidemic_summary(self, theta, ts, ys)
+
+
+class SIRIntervention(AbstractODEModel):
+    """SIR whose transmission rate drops at an unknown time, e.g. when a lockdown
+    starts:
+
+    ```
+    β(t) = β             for t < t_change
+    β(t) = β (1 − effect) for t ≥ t_change
+    S' = −β(t) S I / N,   I' = β(t) S I / N − γ I,   R' = γ I
+    ```
+
+    with `S(0) = N − I0`, `I(0) = I0`, `R(0) = 0`. Identical to [`sgjax.models.SIR`][]
+    before `t_change`. The switch is a jump in the vector field at a time that differs
+    per trajectory, so it cannot be given to the controller as a `jump_ts`: adaptive
+    controllers find it by rejecting steps, but the error estimate of the step across
+    it assumes a smooth field, and just after `t_change` the solution can be off by
+    tens of times the per-step tolerance (measured up to ~70x with Tsit5). Tighten the
+    tolerance where that matters.
+
+    **Parameters** (in `θ`):
+
+    - `beta`: transmission rate before the intervention (1/day).
+    - `gamma`: recovery rate (1/day).
+    - `t_change`: when the intervention starts (days, on the same clock as `ts`).
+    - `effect`: the fraction by which transmission is cut, in `[0, 1]`.
+
+    **States** (people): `S`, `I`, `R` as in SIR.
+
+    **Default prior:** `beta ~ LogUniform(0.1, 1.0)`, `gamma ~ LogUniform(0.05, 0.5)`
+    (infectious periods 2–20 days, `R0` from 0.2 to 20), `t_change ~ Uniform(10, 60)`
+    days, `effect ~ Uniform(0, 1)`.
+
+    **Arguments:**
+
+    - `N`: the population size (people). Default 1000.
+    - `I0`: the number infected at `t0`. Default 1.
+    - `observable`: default `Decrease("S")`, new infections per interval.
+
+    **Derived quantities:** `R0 = β/γ` (before the intervention), `peak_time`,
+    `peak_prevalence` (`max I / N`) and `attack_rate = (N − S(t_end))/N` on the grid.
+    No closed-form final size: it depends on when and how hard the intervention hits.
+    """
+
+    param_names: ClassVar[tuple[str, ...]] = ("beta", "gamma", "t_change", "effect")
+    state_names: ClassVar[tuple[str, ...]] = ("S", "I", "R")
+    support: ClassVar[dict[str, constraints.Constraint]] = {
+        "beta": constraints.positive,
+        "gamma": constraints.positive,
+        "effect": constraints.unit_interval,
+    }
+
+    N: float = 1000.0
+    I0: float = 1.0
+    observable: AbstractObservable = Decrease("S")
+
+    def vector_field(self, t: Scalar, y: State, theta: Params) -> State:
+        s, i, r = y
+        beta = jnp.where(t < theta["t_change"], theta["beta"], theta["beta"] * (1.0 - theta["effect"]))
+        infection = beta * s * i / self.N
+        recovery = theta["gamma"] * i
+        return jnp.stack([-infection, infection - recovery, recovery])
+
+    def initial_state(self, theta: Params) -> State:
+        dtype = jnp.result_type(theta["beta"], float)
+        return jnp.array([self.N - self.I0, self.I0, 0.0], dtype=dtype)
+
+    def default_prior(self) -> Prior:
+        return Prior(
+            _beta_gamma_prior(), t_change=dist.Uniform(10.0, 60.0), effect=dist.Uniform(0.0, 1.0)
+        )
+
+    def derived(self, theta: Params, ts: Times, ys: Float[Array, "time state"]) -> dict[str, Scalar]:
+        return _epidemic_summary(self, theta, ts, ys)

@@ -82,8 +82,9 @@ def test_deterministic_and_chunking_consistent():
     assert not np.array_equal(a.observations, c.observations)
     # Given θ, the clean trajectories do not depend on how the batch is chunked.
     theta = PRIOR.sample(jax.random.key(5), 300)
-    whole = sgjax.simulate(sim, jax.random.key(6), theta=theta, chunk_size=300, strategy=sgjax.PerTrajectory())
-    parts = sgjax.simulate(sim, jax.random.key(6), theta=theta, chunk_size=64, strategy=sgjax.PerTrajectory())
+    clean = sgjax.Simulator(user_model(), TS)
+    whole = sgjax.simulate(clean, jax.random.key(6), theta=theta, chunk_size=300, strategy=sgjax.PerTrajectory())
+    parts = sgjax.simulate(clean, jax.random.key(6), theta=theta, chunk_size=64, strategy=sgjax.PerTrajectory())
     np.testing.assert_allclose(whole.states, parts.states, rtol=1e-5, atol=1e-3)
 
 

@@ -17,6 +17,9 @@ from ._strategy import AbstractStrategy, SharedStep
 #: shared-step solve's working set in cache; one 64k solve is ~2.5x slower per sample.
 DEFAULT_CHUNK_SIZE = 1024
 
+#: Chunks dispatched ahead of the one being copied to the host.
+_IN_FLIGHT = 2
+
 # Incremented whenever a chunk function is traced, so tests can assert that repeated
 # calls compile once.
 _TRACES = {"chunk": 0}
@@ -84,32 +87,52 @@ def _noise_key(key, from_prior: bool):
     return jax.random.split(key)[1] if from_prior else key
 
 
-def _run(simulator, strategy, key, n, size, prior=None, theta=None):
+def _run(simulator, strategy, key, n, size, prior=None, theta=None, keep_states=True):
     """Simulate `n` samples in chunks of one compiled size, dispatched from Python.
 
     Measured on CPU: a Python loop over jitted chunks is ~4x faster than `lax.map`
     over the same chunks inside one jit (XLA copies the solver's loop state when a
-    while loop is nested in a scan), and host-side concatenation is ~4x faster than
-    `jnp.concatenate`. Dispatch is asynchronous, so chunks queue up while earlier ones
-    run. Returns NumPy arrays.
+    while loop is nested in a scan). Dispatch is asynchronous: a few chunks are in
+    flight while finished ones are copied into preallocated host arrays, so memory
+    is the output plus a few chunks. Returns NumPy arrays.
     """
     keys = jax.random.split(key, -(-n // size))
-    outs = []
+    rescue = strategy.rescue()
+    buffers = None
+    pending = []
+
+    def collect():
+        nonlocal buffers
+        i, start, out = pending.pop(0)
+        if rescue is not None and not np.asarray(out[-1]).any():
+            # The whole chunk failed (one trajectory dragged the shared step past
+            # max_steps): re-solve each member, compiled only if ever needed.
+            out = _chunk_given(simulator, rescue, out[0], _noise_key(keys[i], theta is None))
+        if not keep_states:
+            out = out[:1] + (None,) + out[2:]
+        leaves, treedef = jax.tree.flatten(out)
+        if buffers is None:
+            buffers = [np.empty((n,) + leaf.shape[1:], leaf.dtype) for leaf in leaves]
+        stop = min(start + size, n)
+        for buf, leaf in zip(buffers, leaves):
+            buf[start:stop] = np.asarray(leaf)[: stop - start]
+        return treedef
+
     for i, start in enumerate(range(0, n, size)):
         if theta is None:
-            outs.append(_chunk_from_prior(simulator, strategy, prior, keys[i], size))
-            continue
-        part = {name: v[start : start + size] for name, v in theta.items()}
-        short = size - next(iter(part.values())).shape[0]
-        if short:  # pad the last chunk so every call has the compiled shape
-            part = {name: jnp.concatenate([v, jnp.repeat(v[-1:], short)]) for name, v in part.items()}
-        outs.append(_chunk_given(simulator, strategy, part, keys[i]))
-    rescue = strategy.rescue()
-    if rescue is not None:
-        for i, out in enumerate(outs):
-            if not np.asarray(out[-1]).any():  # the whole chunk failed: re-solve each
-                outs[i] = _chunk_given(simulator, rescue, out[0], _noise_key(keys[i], theta is None))
-    return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:n], *outs)
+            out = _chunk_from_prior(simulator, strategy, prior, keys[i], size)
+        else:
+            part = {name: v[start : start + size] for name, v in theta.items()}
+            short = size - next(iter(part.values())).shape[0]
+            if short:  # pad the last chunk so every call has the compiled shape
+                part = {name: jnp.concatenate([v, jnp.repeat(v[-1:], short)]) for name, v in part.items()}
+            out = _chunk_given(simulator, strategy, part, keys[i])
+        pending.append((i, start, out))
+        if len(pending) > _IN_FLIGHT:
+            collect()
+    while pending:
+        treedef = collect()
+    return jax.tree.unflatten(treedef, buffers)
 
 
 def simulate(
@@ -165,7 +188,7 @@ def simulate(
         if n is not None and n != m:
             raise ValueError(f"`n`={n} but θ holds {m} samples; leave `n` out when passing θ.")
         n = m
-        out = _run(simulator, strategy, key, n, min(chunk_size, n), theta=theta)
+        out = _run(simulator, strategy, key, n, min(chunk_size, n), theta=theta, keep_states=keep_states)
     else:
         if n is None or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"`n` must be a positive integer when sampling from a prior, got {n!r}.")
@@ -174,7 +197,7 @@ def simulate(
         if not isinstance(prior, Prior):
             raise TypeError(f"`prior` must be an sgjax.Prior, got {type(prior).__name__}.")
         prior.check_model(simulator.model, simulator.param_names)
-        out = _run(simulator, strategy, key, n, min(chunk_size, n), prior=prior)
+        out = _run(simulator, strategy, key, n, min(chunk_size, n), prior=prior, keep_states=keep_states)
     valid = out[-1]
     n_failed = int((~valid).sum())
     rounds = 0
@@ -184,7 +207,9 @@ def simulate(
         rounds += 1
         bad = np.flatnonzero(~valid)
         size = min(chunk_size, n)
-        redo = _run(simulator, strategy, jax.random.fold_in(key, rounds), -(-len(bad) // size) * size, size, prior=prior)
+        redo = _run(
+            simulator, strategy, jax.random.fold_in(key, rounds), -(-len(bad) // size) * size, size, prior=prior, keep_states=keep_states
+        )
         good = np.flatnonzero(redo[-1])[: len(bad)]
         n_failed += len(redo[-1]) - int(redo[-1].sum())
         for old, new in zip(jax.tree.leaves(out), jax.tree.leaves(redo)):
@@ -201,7 +226,7 @@ def simulate(
     return Simulation(
         theta=theta_out,
         ts=simulator.ts,
-        states=states if keep_states else None,
+        states=states,
         signal=signal,
         observations=x,
         mask=mask,

@@ -224,3 +224,11 @@ def test_solve_compiles_once():
         finally:
             logging.getLogger("jax").removeHandler(handler)
     assert not [r for r in records if "Compiling" in r.getMessage()]
+
+
+def test_keep_states_false_drops_states_only():
+    sim = sgjax.Simulator(user_model(), TS)
+    full = sgjax.simulate(sim, jax.random.key(0), 100, prior=PRIOR, chunk_size=64)
+    lean = sgjax.simulate(sim, jax.random.key(0), 100, prior=PRIOR, chunk_size=64, keep_states=False)
+    assert lean.states is None
+    np.testing.assert_array_equal(full.observations, lean.observations)

@@ -160,8 +160,9 @@ class Simulator(eqx.Module):
         out = self.model.observable(ys, self.model.state_names)
         return out if out.ndim == 2 else out[:, None]
 
-    def observe(self, key: Key, signal: Float[Array, "batch time channels"], theta: Params):
-        """Noisy observations and their mask for a batch of clean signals."""
+    def observe(self, key: Key, signal: Float[Array, "time channels batch"], theta: Params):
+        """Noisy observations and their mask for a batch of clean signals, batch
+        last."""
         if self.observation is None:
             return signal, jnp.ones(signal.shape, bool)
         return self.observation.sample(key, signal, theta, self.ts)

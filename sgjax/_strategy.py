@@ -33,9 +33,10 @@ class AbstractStrategy(eqx.Module):
     @abc.abstractmethod
     def solve(
         self, simulator, theta: Params
-    ) -> tuple[Float[Array, "batch time_plus_one state"], Bool[Array, " batch"]]:
+    ) -> tuple[Float[Array, "time_plus_one state batch"], Bool[Array, " batch"]]:
         """States at `t0` and every observation time for each member of the batch,
-        and whether each solve succeeded."""
+        batch last (the shared-step solver's own layout, in which per-sample checks
+        vectorise over contiguous memory), and whether each solve succeeded."""
 
     def rescue(self) -> "AbstractStrategy | None":
         """The strategy to re-solve a chunk with when every member of it failed, or
@@ -76,7 +77,7 @@ class PerTrajectory(AbstractStrategy):
 
     def solve(self, simulator, theta):
         controller = simulator.stepsize_controller
-        return jax.vmap(lambda th: _solve_one(simulator, th, controller))(theta)
+        return jax.vmap(lambda th: _solve_one(simulator, th, controller), out_axes=(-1, 0))(theta)
 
 
 class _MaxOverBatch(eqx.Module):
@@ -127,8 +128,7 @@ class SharedStep(AbstractStrategy):
         y0 = jax.vmap(model.initial_state, out_axes=-1)(theta)
         field = jax.vmap(model.vector_field, in_axes=(None, -1, 0), out_axes=-1)
         ys, ok = _diffeqsolve(simulator, field, y0, theta, controller)
-        ys = jnp.moveaxis(ys, -1, 0)  # (batch, time, state)
-        return ys, jnp.broadcast_to(ok, ys.shape[:1])
+        return ys, jnp.broadcast_to(ok, ys.shape[-1:])
 
     def rescue(self):
         # Kept out of the compiled chunk (a `lax.cond` would compile both branches

@@ -45,7 +45,7 @@ def test_delay_from_distribution():
 
 
 def _batch(n, mean_value, theta=None):
-    signal = jnp.full((n, 1, 1), mean_value)
+    signal = jnp.full((1, 1, n), mean_value)  # (time, channels, batch)
     return signal, theta or {}
 
 
@@ -116,8 +116,8 @@ def test_missing_values():
     assert abs((~mask).mean() - 0.2) < 5 * np.sqrt(0.2 * 0.8 / mask.size)
     assert np.all(x[~mask] == 0)
     fixed = ObservationModel(Poisson(), missing=FixedMask([True, False, True]))
-    x, mask = fixed.sample(jax.random.key(0), jnp.ones((4, 3, 1)), {}, jnp.arange(1.0, 4.0))
-    np.testing.assert_array_equal(np.asarray(mask)[..., 0], [[True, False, True]] * 4)
+    x, mask = fixed.sample(jax.random.key(0), jnp.ones((3, 1, 4)), {}, jnp.arange(1.0, 4.0))
+    np.testing.assert_array_equal(np.asarray(mask)[:, 0, :].T, [[True, False, True]] * 4)
 
 
 def test_observation_params_join_the_prior():

@@ -65,15 +65,15 @@ class ObservationModel(eqx.Module):
             signal = t(signal, theta, ts)
         return signal
 
-    def sample(self, key: Key, signal: Float[Array, "batch time channels"], theta: Params, ts):
-        """Noisy observations `x` and mask for a batch; missing entries of `x` are 0."""
-        mean = jax.vmap(self.mean, in_axes=(0, 0, None))(signal, theta, ts)
-        bcast = {k: jnp.reshape(v, v.shape + (1,) * (mean.ndim - v.ndim)) for k, v in theta.items()}
+    def sample(self, key: Key, signal: Float[Array, "time channels batch"], theta: Params, ts):
+        """Noisy observations `x` and mask for a batch, batch last (so that `θ`
+        entries of shape `(batch,)` broadcast); missing entries of `x` are 0."""
+        mean = jax.vmap(self.mean, in_axes=(-1, 0, None), out_axes=-1)(signal, theta, ts)
         knoise, kmiss = jax.random.split(key)
-        x = self.noise.sample(knoise, mean, bcast)
+        x = self.noise.sample(knoise, mean, theta)
         if self.missing is None:
             return x, jnp.ones(x.shape, bool)
-        mask = self.missing.sample(kmiss, x.shape, bcast, ts)
+        mask = self.missing.sample(kmiss, x.shape, theta, ts)
         return jnp.where(mask, x, 0.0), mask
 
     def log_prob(self, x, signal, theta: Params, ts, mask=None) -> Float[Array, ""]:

@@ -66,7 +66,7 @@ class AbstractNoise(_Piece):
     """An elementwise noise distribution around the expected observation.
 
     `sample` and `log_prob` work on arrays of any shape; parameters taken from `θ`
-    arrive already broadcastable against `mean`.
+    broadcast against `mean` (a batch is laid out batch last, `θ` entries `(batch,)`).
     """
 
     #: Whether observations are counts (non-negative integers).
@@ -82,7 +82,8 @@ class AbstractNoise(_Piece):
 
 
 class AbstractMissing(_Piece):
-    """Which observations are missing: returns a boolean mask, `True` = observed."""
+    """Which observations are missing: returns a boolean mask of the given shape,
+    `(time, channels, batch)`, `True` = observed."""
 
     @abc.abstractmethod
     def sample(self, key: Key, shape: tuple[int, ...], theta: Params, ts: Array) -> Array:

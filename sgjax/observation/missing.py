@@ -42,4 +42,4 @@ class FixedMask(AbstractMissing):
 
     def sample(self, key, shape, theta, ts):
         m = self.mask if self.mask.ndim == 2 else self.mask[:, None]
-        return jnp.broadcast_to(m, shape)
+        return jnp.broadcast_to(m[..., None], shape)  # (time, channels, batch)

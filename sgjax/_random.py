@@ -1,0 +1,1034 @@
+"""Fast exact samplers for the noise of large batched simulations.
+
+`jax.random.poisson`, `gamma` and `binomial` run their rejection loops over the
+whole array until the slowest element has finished, drawing fresh random bits for
+every element in every round; on CPU, threefry itself runs as a rolled loop over
+the whole array. On millions of values (the daily incidence of 65k SIR
+simulations) this takes 5-10 s. The samplers here are exact in exact arithmetic
+(floating-point rounding is the only error) and 15-90x faster on CPU:
+
+1. The array is flattened and cut into cache-sized chunks (`lax.map`). In each
+   chunk the *first* attempt is made for every element at once, in fused
+   element-wise code (including the Threefry-2x32 bits, `_uniforms`). Elements
+   that need more work are marked with a negative code in the output.
+2. Rejected elements are **compacted** into a buffer (`_first_true_indices`, an
+   equivalent of `jnp.nonzero(..., size=...)` that is ~10x faster on CPU) and
+   retried only there, in rounds of one attempt each with fresh keys, re-compacting
+   the still-rejected ones after each round (`_complete`, shared by the Poisson,
+   gamma and binomial samplers). More rejections than the buffer holds are handled
+   by further compactions.
+3. The rare inversion searches that did not finish within the unrolled terms are
+   compacted and finished in a small loop (`_finish_search`).
+
+All functions work under `jax.jit` and `jax.vmap`, for any array shape, for
+float32 and float64 (other float dtypes are computed in float32), and are
+deterministic for a given key. Any key implementation works (for threefry keys,
+jax's default, the bits come from our fused Threefry-2x32, bit-identical to jax's
+hash; other implementations go through `jax.random.bits`).
+
+Limitations of float32 (float64 pushes them far away): integers are exact only up
+to 2^24 (rates or trial counts beyond ~1e7 lose integer resolution), uniforms lie
+on a grid of spacing 2^-23 (probabilities are resolved to ~1e-7 per draw), and
+Gamma values below ~1e-38 come out as 0.
+"""
+
+from __future__ import annotations
+
+import functools as ft
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, PyTree
+
+
+__all__ = ["binomial", "gamma", "negative_binomial", "poisson"]
+
+
+# ----------------------------------------------------------------------------------
+# Tunables (private).
+
+# Elements per chunk of the first, fused attempt: large enough to amortise the
+# per-chunk overhead, small enough that the random bits and intermediates stay in
+# cache.
+_CHUNK = 65536
+# Unrolled steps of sequential-search inversion per attempt. For rates < 10 after 16
+# steps at most P(X >= 16 | 10) = 4.9% of the values are still searching.
+_SEARCH_STEPS = 16
+# The inversion search of one element stops after this many terms in any case
+# (unreachable: the probability mass stops changing the cumulative sum long before).
+_SEARCH_CAP = 1024
+# Below this mean the inversion samplers are used, above it the transformed
+# rejection samplers (whose constants are only valid there).
+_INVERSION_BELOW = 10.0
+# Retries are processed in chunks of this many elements.
+_RETRY_CHUNK = 4096
+# Default retry-buffer capacity as a fraction of the array. PTRS rejects 25% of the
+# first attempts at rate 10, 11% at large rates (12% of the SIR-like benchmark
+# rates); BTRS up to 30%; Marsaglia-Tsang at most 5%. More pending elements than
+# this only cost another compaction.
+_POISSON_CAPACITY = 0.125
+_BINOMIAL_CAPACITY = 0.3
+_GAMMA_CAPACITY = 0.0625
+# Inversion searches still running after _SEARCH_STEPS terms: P(X >= 16) <= 4.9%
+# for rates < 10, typically far less.
+_SEARCH_CAPACITY = 1 / 64
+# Safety cap on retry steps (acceptance probabilities are >= 0.7 per attempt, so
+# this is never reached for valid parameters).
+_MAX_ATTEMPTS = 1_000_000
+# Marks in the first attempt's output: inversion search unfinished / attempt
+# rejected (valid samples are >= 0, invalid parameters give NaN).
+_SEARCH_CODE = -1.0
+_REJECT_CODE = -2.0
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+# ----------------------------------------------------------------------------------
+# Generic machinery.
+
+
+def _compute_dtype(*dtypes) -> jnp.dtype:
+    dtype = jnp.result_type(*dtypes)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    if jnp.finfo(dtype).bits < 32:
+        dtype = jnp.dtype(jnp.float32)
+    return jnp.dtype(dtype)
+
+
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _threefry2x32(k0: Array, k1: Array, x0: Array, x1: Array) -> tuple[Array, Array]:
+    """The Threefry-2x32 block cipher (20 rounds; Salmon et al. 2011), as in
+    `jax.random`, written with plain integer ops so that XLA fuses it with its
+    consumers (jax's CPU lowering runs it as a rolled loop over whole arrays)."""
+    ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
+    x0 = x0 + ks[0]
+    x1 = x1 + ks[1]
+    for group in range(5):
+        for rot in _THREEFRY_ROTATIONS[group % 2]:
+            x0 = x0 + x1
+            x1 = (x1 << np.uint32(rot)) | (x1 >> np.uint32(32 - rot))
+            x1 = x0 ^ x1
+        x0 = x0 + ks[(group + 1) % 3]
+        x1 = x1 + ks[(group + 2) % 3] + np.uint32(group + 1)
+    return x0, x1
+
+
+def _uniforms(key, count: int, shape: tuple[int, ...], dtype) -> list[Array]:
+    """`count` independent arrays of uniforms on the open interval (0, 1) (the
+    midpoints of a grid of 2^-23 for float32, 2^-52 for float64).
+
+    For threefry keys (jax's default) the bits are Threefry-2x32 of the key and the
+    counters (j, element index), using both output words of each block (jax's
+    `random.bits` xors them together, so its uniforms cost twice as much); other key
+    implementations go through `jax.random.bits`."""
+    size = math.prod(shape)
+    wide = jnp.finfo(dtype).bits > 32
+    num_words = count * (2 if wide else 1)
+    if str(jax.random.key_impl(key)) == "threefry2x32":
+        k0, k1 = jax.random.key_data(key)
+        counter = lax.iota(jnp.uint32, size).reshape(shape)
+        words = []
+        for j in range(-(-num_words // 2)):
+            words.extend(_threefry2x32(k0, k1, jnp.full(shape, j, jnp.uint32), counter))
+    else:
+        words = list(jax.random.bits(key, (num_words,) + shape, jnp.uint32))
+    out = []
+    for i in range(count):
+        if wide:
+            hi = words[2 * i].astype(jnp.uint64)
+            lo = words[2 * i + 1].astype(jnp.uint64)
+            mantissa = ((hi << np.uint64(32)) | lo) >> np.uint64(12)
+            bits = mantissa | np.uint64(0x3FF << 52)  # in [1, 2)
+            out.append(lax.bitcast_convert_type(bits, jnp.float64) - (1 - 2.0**-53))
+        else:
+            mantissa = words[i] >> np.uint32(9)
+            bits = mantissa | np.uint32(0x3F800000)  # in [1, 2)
+            one = lax.bitcast_convert_type(bits, jnp.float32)
+            out.append(one - np.float32(1 - 2.0**-24))
+    return out
+
+
+def _normal_from_uniform(u: Array) -> Array:
+    # Inverse of the normal cdf via erfinv (cheaper than ndtri on CPU).
+    return jnp.sqrt(jnp.asarray(2.0, u.dtype)) * lax.erf_inv(2 * u - 1)
+
+
+def _map_chunks(fn: Callable, key, arrays: tuple[Array, ...], chunk: int = _CHUNK):
+    """Apply `fn(key_i, *chunk_arrays) -> pytree of chunk-shaped arrays` to
+    consecutive chunks of 1-D arrays of equal length `n`, with key
+    `fold_in(key, i)` for chunk `i`, and concatenate the results (length `n`)."""
+    n = arrays[0].shape[0]
+    num = max(1, -(-n // chunk))
+    if num == 1:
+        return fn(jax.random.fold_in(key, 0), *arrays)
+    size = -(-n // num)
+    size = -(-size // 128) * 128
+    pad = num * size - n
+
+    def _pad(a):
+        a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,))]) if pad else a
+        return a.reshape(num, size)
+
+    def body(args):
+        index, *chunks = args
+        return fn(jax.random.fold_in(key, index), *chunks)
+
+    out = lax.map(body, (jnp.arange(num, dtype=jnp.uint32), *map(_pad, arrays)))
+    return jtu.tree_map(lambda a: a.reshape((num * size,) + a.shape[2:])[:n], out)
+
+
+def _select_bit(word: Array, rank: Array) -> Array:
+    """Position (0..31) of the `rank`-th (0-based) set bit of each uint32 `word`."""
+    pos = jnp.zeros(word.shape, jnp.uint32)
+    rank = rank.astype(jnp.int32)
+    for width in (16, 8, 4, 2, 1):
+        low = lax.shift_right_logical(word, pos) & jnp.uint32((1 << width) - 1)
+        count = lax.population_count(low).astype(jnp.int32)
+        right = rank >= count
+        rank = jnp.where(right, rank - count, rank)
+        pos = jnp.where(right, pos + jnp.uint32(width), pos)
+    return pos.astype(jnp.int32)
+
+
+def _cumsum(x: Int[Array, " n"]) -> Int[Array, " n"]:
+    """Inclusive cumulative sum of a 1-D int32 array.
+
+    Rows of 32 are summed with an integer matrix product against a triangular matrix
+    and the row totals recursively: on CPU this is ~5x faster than `jnp.cumsum`
+    (an associative scan) and compiles ~20x faster."""
+    n = x.shape[0]
+    width = 32
+    rows = -(-n // width)
+    if rows * width != n:
+        x = jnp.concatenate([x, jnp.zeros((rows * width - n,), x.dtype)])
+    tri = jnp.asarray(np.triu(np.ones((width, width), np.int32)))
+    within = lax.dot(x.reshape(rows, width), tri, preferred_element_type=jnp.int32)
+    if rows > 1:
+        totals = within[:, -1]
+        within = within + (_cumsum(totals) - totals)[:, None]
+    return within.reshape(-1)[:n]
+
+
+def _first_true_indices(
+    mask: Bool[Array, " n"], size: int
+) -> tuple[Int[Array, " size"], Int[Array, ""]]:
+    """Indices of the first `size` True entries of a 1-D mask, in increasing order,
+    padded with `n` (the same as `jnp.nonzero(mask, size=size, fill_value=n)[0]`),
+    and the number of True entries.
+
+    `jnp.nonzero` computes a cumulative sum over all `n` entries and scatters `n`
+    updates, which on CPU costs ~0.13 s for n = 6.5M, more than the whole sampler.
+    Here the mask is packed into 32-bit words first: the prefix sum runs over n/32
+    word counts, and each of the `size` output slots finds its word via a histogram
+    of the prefix sums and its bit via popcount bisection.
+    """
+    n = mask.shape[0]
+    num_words = -(-n // 32)
+    pad = num_words * 32 - n
+    if pad:
+        mask = jnp.concatenate([mask, jnp.zeros((pad,), bool)])
+    shifts = jnp.arange(32, dtype=jnp.uint32)
+    words = jnp.sum(
+        mask.reshape(num_words, 32).astype(jnp.uint32) << shifts,
+        axis=1,
+        dtype=jnp.uint32,
+    )
+    counts = lax.population_count(words).astype(jnp.int32)
+    inclusive = _cumsum(counts)
+    total = inclusive[-1]
+    # word_of[j] = #{w : inclusive[w] <= j} = the word holding the j-th set bit.
+    hist = jnp.zeros((size,), jnp.int32).at[inclusive].add(1, mode="drop")
+    word_of = jnp.minimum(_cumsum(hist), num_words - 1)
+    slots = jnp.arange(size, dtype=jnp.int32)
+    rank = slots - (inclusive[word_of] - counts[word_of])
+    bit = _select_bit(words[word_of], rank)
+    return jnp.where(slots < total, 32 * word_of + bit, n), total
+
+
+def _complete(
+    key,
+    value: Float[Array, " n"],
+    code: float,
+    params: PyTree[Array],
+    attempt: Callable,
+    *,
+    capacity: int,
+    chunk: int = _RETRY_CHUNK,
+) -> Float[Array, " n"]:
+    """Finish a vectorised rejection sampler whose first attempt has been made for
+    all elements.
+
+    **Arguments:**
+
+    - `key`: key for the retries (must differ from the first attempt's keys).
+    - `value`: the results so far; the elements to be retried hold `code`.
+    - `code`: a negative number marking the pending elements (a mask would be one
+        more output of the first attempt, which XLA computes in a separate fusion,
+        duplicating the work).
+    - `params`: pytree of 1-D arrays of length `n`: the parameters an attempt needs
+        (only read at pending elements).
+    - `attempt`: `attempt(key, params) -> (value, accepted)`: one more independent
+        attempt for arrays of length `chunk`.
+    - `capacity`: size of the buffer the pending elements are compacted into.
+    - `chunk`: the buffer is processed `chunk` elements at a time.
+
+    **Returns:**
+
+    `value` with every element finished.
+
+    The pending elements (at most `capacity` of them) are compacted into a buffer
+    with `_first_true_indices`. The buffer is then processed in rounds: a round makes
+    one attempt for the `count` elements at the front of the buffer, `chunk` at a
+    time (so a round costs O(count), not O(capacity)), writes the accepted ones
+    straight to `value`, and moves the rejected ones to the front of the buffer again
+    (chunk by chunk, in place) for the next round. Once at most `chunk` are left
+    they are attempted together until all are accepted, without compactions. Both
+    modes share one `while_loop` and one traced `attempt` (the bookkeeping is
+    selected per step), which keeps the compiled program small. If more than `capacity`
+    elements were pending, the outer `while_loop` compacts the next ones. Every
+    attempt gets a fresh key, so the result is exact whatever `capacity` and
+    `chunk` are.
+    """
+    n = value.shape[0]
+    if n == 0:
+        return value
+    capacity = max(1, min(int(capacity), n))
+    chunk = max(1, min(int(chunk), capacity))
+    leaves, treedef = jtu.tree_flatten(params)
+    lanes = jnp.arange(chunk, dtype=jnp.int32)
+
+    def global_round(outer):
+        g, value, _ = outer
+        idx, total = _first_true_indices(value == code, capacity)
+        count = jnp.minimum(total, capacity)
+        # `chunk` spare slots, so that a whole chunk can always be read and written.
+        buf_idx = jnp.concatenate([idx, jnp.full((chunk,), n, jnp.int32)])
+        bufs = [a.at[buf_idx].get(mode="clip") for a in leaves]
+        key_g = jax.random.fold_in(key, g)
+
+        def step(state):
+            s, i, count, front, buf_idx, bufs, value, t_value, t_done = state
+            # Read with gathers, not dynamic_slice: XLA then updates the buffers in
+            # place instead of copying them in every iteration.
+            pos = i * chunk + lanes
+            c_idx = buf_idx.at[pos].get(mode="clip")
+            c_params = [a.at[pos].get(mode="clip") for a in bufs]
+            c_key = jax.random.fold_in(key_g, s)
+            c_value, ok = attempt(c_key, treedef.unflatten(c_params))
+            valid = pos < count
+            tail = count <= chunk
+            # Tail mode (one chunk left, attempted until all are accepted).
+            t_value = jnp.where(tail & ~t_done, c_value, t_value)
+            t_new = t_done | ok
+            finished = tail & jnp.all(t_new)
+            # Round mode: the rejected go to the front of the buffer; this never
+            # writes beyond the end of the current chunk, so unread chunks are
+            # intact. (In tail mode the write goes to the spare slots instead.)
+            accepted = ok & valid & ~tail
+            loc, num_left = lax.cond(
+                tail,
+                lambda: (lanes, jnp.int32(0)),
+                lambda: _first_true_indices(valid & ~ok, chunk),
+            )
+            target = jnp.where(
+                tail,
+                jnp.where(finished & valid, c_idx, n),
+                jnp.where(accepted, c_idx, n),
+            )
+            value = value.at[target].set(jnp.where(tail, t_value, c_value), mode="drop")
+            offset = jnp.where(tail, capacity, front)
+
+            def put(a, b):
+                b = b.at[loc].get(mode="clip")
+                return lax.dynamic_update_slice_in_dim(a, b, offset, 0)
+
+            buf_idx = put(buf_idx, c_idx)
+            bufs = [put(a, b) for a, b in zip(bufs, c_params)]
+            front = front + num_left
+            # After a round's last chunk the next round starts (maybe a tail).
+            last = ~tail & ((i + 1) * chunk >= count)
+            count = jnp.where(last, front, jnp.where(finished, 0, count))
+            t_done = jnp.where(last, lanes >= count, jnp.where(tail, t_new, t_done))
+            i = jnp.where(last | tail, 0, i + 1)
+            front = jnp.where(last, 0, front)
+            return s + 1, i, count, front, buf_idx, bufs, value, t_value, t_done
+
+        state = (
+            jnp.int32(0), jnp.int32(0), count, jnp.int32(0), buf_idx, bufs, value,
+            jnp.zeros((chunk,), value.dtype), lanes >= count,
+        )  # fmt: skip
+        state = lax.while_loop(
+            lambda st: (st[2] > 0) & (st[0] < _MAX_ATTEMPTS), step, state
+        )
+        return g + 1, state[6], total - count
+
+    # The last entry counts the pending elements not yet compacted (unknown at first).
+    outer = (jnp.int32(0), value, jnp.int32(1))
+    return lax.while_loop(lambda outer: outer[-1] > 0, global_round, outer)[1]
+
+
+def _finish_search(
+    value: Float[Array, " n"],
+    code: float,
+    params: PyTree[Array],
+    start: Callable,
+    step: Callable,
+    *,
+    capacity: int,
+) -> Float[Array, " n"]:
+    """Finish the inversion searches that `_search` did not complete.
+
+    These are rare and marked by `code` in `value`. They are compacted (at most
+    `capacity` at a time) into a buffer; there `start(params) -> state` restarts
+    each search from 0, and `step(state) -> (state, value, done)`, one more term
+    for every element, runs until all are done."""
+    n = value.shape[0]
+    if n == 0:
+        return value
+    capacity = max(1, min(int(capacity), n))
+
+    def round_(outer):
+        value, _ = outer
+        idx, total = _first_true_indices(value == code, capacity)
+        state = start(jtu.tree_map(lambda a: a.at[idx].get(mode="clip"), params))
+
+        def body(loop):
+            state, buf_value, buf_done = loop
+            new_state, new_value, new_done = step(state)
+            keep = lambda old, new: jnp.where(buf_done, old, new)  # noqa: E731
+            state = jtu.tree_map(keep, state, new_state)
+            return state, keep(buf_value, new_value), buf_done | new_done
+
+        loop = (state, value.at[idx].get(mode="clip"), idx >= n)
+        _, buf_value, _ = lax.while_loop(lambda s: ~jnp.all(s[2]), body, loop)
+        value = value.at[idx].set(buf_value, mode="drop")
+        return value, total - jnp.minimum(total, capacity)
+
+    outer = (value, jnp.int32(1))
+    return lax.while_loop(lambda outer: outer[-1] > 0, round_, outer)[0]
+
+
+def _capacity(n: int, buffer_size: int | None, fraction: float) -> int:
+    """`buffer_size` if given, else `fraction * n` (rounded up)."""
+    if buffer_size is not None:
+        return max(1, int(buffer_size))
+    return max(1, math.ceil(n * fraction))
+
+
+# ----------------------------------------------------------------------------------
+# Numerically stable log-probabilities (the acceptance tests of the transformed
+# rejection samplers compare against these; the textbook forms cancel
+# catastrophically in float32 for large means).
+
+
+def _poly(x: Array, coeffs) -> Array:
+    out = jnp.zeros_like(x) + coeffs[-1]
+    for c in coeffs[-2::-1]:
+        out = out * x + c
+    return out
+
+
+def _num_terms(dtype, float32_terms: int, float64_terms: int) -> int:
+    return float64_terms if jnp.finfo(dtype).bits > 32 else float32_terms
+
+
+def _stirling_err(m: Array) -> Array:
+    """log(m!) - (m log m - m + log(2 pi m)/2), for m >= 10 (error < 2e-14)."""
+    inv = 1 / m
+    inv2 = inv * inv
+    coeffs = (1 / 12, -1 / 360, 1 / 1260, -1 / 1680, 1 / 1188)
+    return inv * _poly(inv2, coeffs)
+
+
+def _bd0(x: Array, mu: Array, log_ratio: Array | None = None) -> Array:
+    """x log(x/mu) + mu - x >= 0 without cancellation (Loader 2000), for x, mu > 0;
+    `log_ratio`, if given, is log(x/mu) (only used where |x - mu| > (x + mu) / 10,
+    so a difference of logs is accurate enough there)."""
+    d = x - mu
+    t = d / (x + mu)
+    near_mode = jnp.abs(t) < 0.1
+    # x log(x/mu) = 2 x atanh(t) and atanh(t) - t = t^3 sum_j t^(2j)/(2j+3).
+    terms = _num_terms(x.dtype, 4, 9)
+    series = _poly(t * t, [1.0 / (2 * j + 3) for j in range(terms)])
+    near = d * t + 2 * x * t * t * t * series
+    if log_ratio is None:
+        log_ratio = jnp.log(jnp.where(near_mode, 1, x / mu))
+    far = x * log_ratio + mu - x
+    return jnp.where(near_mode, near, far)
+
+
+def _shift_small(k: Array) -> tuple[Array, Array]:
+    """For k >= 0 returns (kk, log(kk!/k!)) with kk = k + 10 if k < 10 else k, so
+    that kk >= 10 and Stirling's series applies to kk."""
+    small = k < 10
+    prod = k + 1
+    for i in range(2, 11):
+        prod = prod * (k + i)  # may overflow where not small; masked below
+    return jnp.where(small, k + 10, k), jnp.where(small, jnp.log(prod), 0)
+
+
+def _poisson_logpmf(k: Array, lam: Array, log_lam: Array) -> Array:
+    """log(lam^k e^-lam / k!) for integer-valued k >= 0 and lam > 0."""
+    kk, log_ratio = _shift_small(jnp.maximum(k, 0))
+    log_kk = jnp.log(kk)
+    return (
+        -_bd0(kk, lam, log_kk - log_lam)
+        - _HALF_LOG_2PI
+        - 0.5 * log_kk
+        - _stirling_err(kk)
+        - (kk - k) * log_lam
+        + log_ratio
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Poisson.
+
+
+def _search(u: Array, p0: Array, next_ratio: Callable):
+    """The first `_SEARCH_STEPS` terms of sequential-search inversion from 0.
+
+    The search for a uniform `u` returns the first x with u <= F(x). Instead of F
+    it tracks r = u - F(x) (F saturates near 1 in float32, r stays accurate).
+    `p0 = P(X = 0)`, `next_ratio(j) = P(X = j + 1) / P(X = j)`.
+
+    Returns `(x, done)`. Unrolled without selects: r only decreases, so the terms
+    with r > 0 form a prefix and counting them is the search. Elements not done
+    within `_SEARCH_STEPS` terms are restarted by `_finish_search` with the
+    termination guard of `_search_step` (which cannot matter earlier: r stalls only
+    where the pmf is below float resolution, in the decreasing tail, and then stays
+    stalled with r > 0, so such elements are never done here).
+    """
+    x = jnp.zeros_like(u)
+    r, p = u, p0
+    for j in range(_SEARCH_STEPS):
+        r = r - p
+        x = x + (r > 0)
+        if j + 1 < _SEARCH_STEPS:
+            p = p * next_ratio(j)
+    return x, r <= 0
+
+
+def _search_step(x, r, p, ratio):
+    """One term of the search with the termination guard: from the state `x` (the
+    term to test), `r = u - F(x - 1)`, `p = P(X = x)`, and `ratio = P(X = x + 1) /
+    P(X = x)`, returns the new `(x, done, r, p)`. The search stops where u <= F(x)
+    or where F stops increasing in floating point (then u is above the largest
+    representable F: a float rounding event)."""
+    r_next = r - p
+    go = (r_next > 0) & (r_next < r) & (x < _SEARCH_CAP)
+    return jnp.where(go, x + 1, x), ~go, r_next, p * ratio
+
+
+def _ptrs(u: Array, v: Array, lam: Array) -> tuple[Array, Bool[Array, "..."]]:
+    """One attempt of Hörmann's PTRS (transformed rejection with squeeze), lam >= 10.
+
+    W. Hörmann (1993), "The transformed rejection method for generating Poisson
+    random variables", Insurance: Mathematics and Economics 12, 39-45 (the algorithm
+    of numpy's `random.poisson` for lam >= 10). `u`, `v` uniform on (0, 1)."""
+    log_lam = jnp.log(lam)
+    b = 0.931 + 2.53 * jnp.sqrt(lam)
+    a = -0.059 + 0.02483 * b
+    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
+    v_r = 0.9277 - 3.6224 / (b - 2)
+    u = u - 0.5
+    us = 0.5 - jnp.abs(u)
+    k = jnp.floor((2 * a / us + b) * u + lam + 0.43)
+    quick = (us >= 0.07) & (v <= v_r)
+    reject = (k < 0) | ((us < 0.013) & (v > us))
+    log_lhs = jnp.log(v * inv_alpha / (a / (us * us) + b))
+    accept = quick | (~reject & (log_lhs <= _poisson_logpmf(k, lam, log_lam)))
+    return k, accept
+
+
+def _rounded_normal(u: Array, lam: Array) -> Array:
+    z = _normal_from_uniform(u)
+    return jnp.maximum(jnp.floor(lam + jnp.sqrt(lam) * z + 0.5), 0)
+
+
+def _poisson_first(key, lam: Array, *, normal_threshold: float | None):
+    """First attempt for every element (any rate; invalid ones give NaN).
+
+    Returns `(x, u)`: the samples, with `_SEARCH_CODE` where the inversion search is
+    unfinished and `_REJECT_CODE` where the PTRS attempt was rejected, and the
+    uniforms of the inversion search."""
+    valid = (lam >= 0) & (lam < jnp.inf)
+    small = lam < _INVERSION_BELOW
+    lam_s = jnp.where(valid & small, lam, 0)
+    ratio = lambda j: lam_s * (1 / (j + 1))  # noqa: E731
+    if normal_threshold is not None and normal_threshold <= _INVERSION_BELOW:
+        # Approximation everywhere above the inversion range: one uniform suffices.
+        (u,) = _uniforms(key, 1, lam.shape, lam.dtype)
+        x, done = _search(u, jnp.exp(-lam_s), ratio)
+        x = jnp.where(done, x, _SEARCH_CODE)
+        x = jnp.where(small, x, _rounded_normal(u, jnp.where(valid, lam, 0)))
+        return jnp.where(valid, x, jnp.nan), u
+    u, v = _uniforms(key, 2, lam.shape, lam.dtype)
+    x, done = _search(u, jnp.exp(-lam_s), ratio)
+    k, accept = _ptrs(u, v, jnp.where(valid & ~small, lam, _INVERSION_BELOW))
+    x = jnp.where(
+        small, jnp.where(done, x, _SEARCH_CODE), jnp.where(accept, k, _REJECT_CODE)
+    )
+    if normal_threshold is not None:
+        use_normal = lam >= normal_threshold
+        x = jnp.where(use_normal, _rounded_normal(u, jnp.where(valid, lam, 0)), x)
+    return jnp.where(valid, x, jnp.nan), u
+
+
+def _poisson_search_start(params):
+    lam, u = params
+    zero = jnp.zeros_like(lam)
+    return lam, zero, u, jnp.exp(-lam)
+
+
+def _poisson_search_step(state):
+    lam, x, r, p = state
+    x, done, r, p = _search_step(x, r, p, lam / (x + 1))
+    return (lam, x, r, p), x, done
+
+
+def _poisson_ptrs_attempt(key, params):
+    (lam,) = params
+    u, v = _uniforms(key, 2, lam.shape, lam.dtype)
+    return _ptrs(u, v, lam)
+
+
+def _poisson_flat(
+    key, lam: Array, normal_threshold: float | None, buffer_size: int | None
+) -> Array:
+    """Poisson samples for a 1-D float array of rates (NaN where invalid)."""
+    n = lam.shape[0]
+    key_first, key_ptrs = jax.random.split(key)
+    first = ft.partial(_poisson_first, normal_threshold=normal_threshold)
+    x, u = _map_chunks(first, key_first, (lam,))
+    # Searches not finished after _SEARCH_STEPS terms (< 5% even at rate 10).
+    x = _finish_search(
+        x, _SEARCH_CODE, (lam, u), _poisson_search_start, _poisson_search_step,
+        capacity=_capacity(n, buffer_size, _SEARCH_CAPACITY),
+    )  # fmt: skip
+    if normal_threshold is not None and normal_threshold <= _INVERSION_BELOW:
+        return x
+    # Rejected first PTRS attempts.
+    return _complete(
+        key_ptrs, x, _REJECT_CODE, (lam,), _poisson_ptrs_attempt,
+        capacity=_capacity(n, buffer_size, _POISSON_CAPACITY),
+    )  # fmt: skip
+
+
+def poisson(
+    key: PRNGKeyArray,
+    rate: Float[ArrayLike, "*shape"],
+    *,
+    method: Literal["exact", "normal"] = "exact",
+    normal_threshold: float = 10.0,
+    _buffer_size: int | None = None,  # private: retry-buffer capacity (tests)
+) -> Float[Array, "*shape"]:
+    r"""Poisson samples, one per element of `rate`.
+
+    The default `method="exact"` is exact up to floating-point rounding: for
+    `rate < 10` inversion by sequential search from 0 with one uniform per value
+    (guarded against the float32 saturation of the cumulative probabilities), for
+    `rate >= 10` Hörmann's PTRS transformed rejection (the algorithm numpy uses),
+    with its acceptance test evaluated in a cancellation-free form (Loader's
+    deviance and Stirling series), so that it stays accurate in float32 for large
+    rates. PTRS rejects 11-25% of first attempts; these are retried in a compacted
+    buffer, so the cost is about 1.2 attempts per value (~20x faster than
+    `jax.random.poisson` on CPU for 6.5M SIR-like rates, see
+    `benchmarks/bench_random.py`).
+
+    `method="normal"` is an explicit approximation for speed: values with
+    `rate >= normal_threshold` are drawn as
+    `max(floor(rate + sqrt(rate) * z + 1/2), 0)`, `z ~ N(0, 1)` (rounded normal with
+    continuity correction); smaller rates are still sampled exactly. Its total
+    variation distance to the Poisson law is at most `0.13 / sqrt(rate)` (0.041 at
+    rate 10, 0.013 at 100, 0.004 at 1000; the skewness of the Poisson law is what
+    it misses). With the default `normal_threshold=10` no rejection sampling is
+    done at all (one uniform per value, ~2.5x faster than the exact method), which
+    is the point of the approximation; a larger threshold keeps rates in
+    `[10, normal_threshold)` exact but then costs as much as the exact method.
+
+    **Arguments:**
+
+    - `key`: a PRNG key (any implementation).
+    - `rate`: the means, any shape. Float32 and float64 are kept; integer inputs are
+        converted to the default float dtype, float16/bfloat16 are computed in
+        float32 and rounded back.
+    - `method`: `"exact"` (default) or `"normal"`, see above.
+    - `normal_threshold`: the smallest rate drawn from the normal approximation when
+        `method="normal"`; at least 10 (below, the exact inversion is as cheap).
+        A Python float (static); ignored for `"exact"`.
+
+    **Returns:**
+
+    An array of `rate`'s shape and dtype holding integer-valued floats: counts
+    stay floating point so that they flow into networks and arithmetic without
+    casts (float32 represents every integer up to 2^24 exactly; beyond ~1e7
+    float32 rates lose integer resolution anyway). `rate == 0` gives 0. Negative,
+    NaN or infinite rates give NaN (mask them out downstream).
+    """
+    if method not in ("exact", "normal"):
+        raise ValueError(f"method must be 'exact' or 'normal', got {method!r}")
+    if not normal_threshold >= _INVERSION_BELOW:
+        raise ValueError(f"normal_threshold must be >= 10, got {normal_threshold}")
+    threshold = float(normal_threshold) if method == "normal" else None
+    return _poisson(key, rate, threshold, _buffer_size)
+
+
+@ft.partial(jax.jit, static_argnums=(2, 3))
+def _poisson(key, rate, normal_threshold: float | None, buffer_size: int | None):
+    rate = jnp.asarray(rate)
+    out_dtype = rate.dtype if jnp.issubdtype(rate.dtype, jnp.floating) else None
+    dtype = _compute_dtype(rate.dtype)
+    out_dtype = out_dtype or dtype
+    shape = rate.shape
+    lam = rate.astype(dtype).reshape(-1)
+    if lam.shape[0] == 0:
+        return jnp.zeros(shape, out_dtype)
+    x = _poisson_flat(key, lam, normal_threshold, buffer_size)
+    return x.reshape(shape).astype(out_dtype)
+
+
+# ----------------------------------------------------------------------------------
+# Gamma.
+
+
+def _gamma_log_ratio(y: Array) -> Array:
+    """g(y) = 3 (log1p(y) - y + y^2/2 - y^3/3) <= 0 for y > -1, without cancellation.
+
+    Marsaglia-Tsang accept when log(u) < x^2/2 + d (1 - v + log v) with v = (1+cx)^3,
+    c = 1/sqrt(9d); with y = c x this right-hand side is exactly d g(y), in which the
+    x^2/2 term has been cancelled analytically."""
+    terms = _num_terms(y.dtype, 8, 16)
+    # 3 sum_{k>=4} (-1)^(k+1) y^k / k = -3 y^4 (1/4 - y/5 + y^2/6 - ...)
+    coeffs = [(-1.0) ** j / (j + 4) for j in range(terms)]
+    y2 = y * y
+    near = -3 * y2 * y2 * _poly(y, coeffs)
+    ys = jnp.where(jnp.abs(y) < 0.1, 0.5, y)
+    far = 3 * (jnp.log1p(ys) - ys + ys * ys / 2 - ys * ys * ys / 3)
+    return jnp.where(jnp.abs(y) < 0.1, near, far)
+
+
+def _gamma_attempt_values(u1: Array, u2: Array, alpha: Array):
+    """One Marsaglia-Tsang attempt for Gamma(alpha, 1), any alpha > 0.
+
+    G. Marsaglia, W. W. Tsang (2000), "A simple method for generating gamma
+    variables", ACM TOMS 26(3). For alpha < 1 the sample for alpha + 1 is multiplied
+    by U^(1/alpha), where U = u2 / acceptance-ratio: given acceptance, this is
+    uniform on (0, 1) and independent of the accepted value, so no extra uniform is
+    needed."""
+    boost = alpha < 1
+    a = jnp.where(boost, alpha + 1, alpha)
+    d = a - 1.0 / 3.0
+    c = lax.rsqrt(9 * d)
+    y = c * _normal_from_uniform(u1)
+    log_ratio = d * _gamma_log_ratio(jnp.where(y > -1, y, 0))
+    log_u = jnp.log(u2)
+    accept = (y > -1) & (log_u < log_ratio)
+    one_y = 1 + y
+    value = d * (one_y * one_y * one_y)
+    value = jnp.where(boost, value * jnp.exp((log_u - log_ratio) / alpha), value)
+    return value, accept
+
+
+def _gamma_attempt(key, params):
+    alpha, scale = params
+    u1, u2 = _uniforms(key, 2, alpha.shape, alpha.dtype)
+    value, accept = _gamma_attempt_values(u1, u2, alpha)
+    return value * scale, accept
+
+
+def _gamma_first(key, alpha: Array, scale: Array):
+    """First attempt for every element (any parameters, invalid ones give NaN).
+    Returns the samples, with `_REJECT_CODE` where rejected."""
+    valid = (alpha >= 0) & (alpha < jnp.inf) & (scale >= 0) & (scale < jnp.inf)
+    positive = valid & (alpha > 0)
+    value, accept = _gamma_attempt(key, (jnp.where(positive, alpha, 1), scale))
+    value = jnp.where(accept, value, _REJECT_CODE)
+    return jnp.where(positive, value, jnp.where(valid, 0, jnp.nan))
+
+
+def _gamma_flat(key, alpha: Array, scale: Array, buffer_size: int | None) -> Array:
+    """Gamma(alpha, scale) for 1-D float arrays (NaN where invalid)."""
+    n = alpha.shape[0]
+    key_first, key_rest = jax.random.split(key)
+    value = _map_chunks(_gamma_first, key_first, (alpha, scale))
+    return _complete(
+        key_rest, value, _REJECT_CODE, (alpha, scale), _gamma_attempt,
+        capacity=_capacity(n, buffer_size, _GAMMA_CAPACITY),
+    )  # fmt: skip
+
+
+def gamma(
+    key: PRNGKeyArray,
+    shape_param: Float[ArrayLike, "*shape"],
+    scale: Float[ArrayLike, "*shape"] = 1.0,
+    *,
+    _buffer_size: int | None = None,
+) -> Float[Array, "*shape"]:
+    r"""Gamma samples with density $x^{a-1} e^{-x/s} / (\Gamma(a) s^a)$.
+
+    Exact (up to floating-point rounding) Marsaglia-Tsang rejection, with the
+    acceptance test in a cancellation-free form; for `shape_param < 1` the sample for
+    `shape_param + 1` is boosted by `U^(1/shape_param)`, with `U` recovered from the
+    accepted attempt (no extra uniform). One attempt is made for all values, the
+    0-5% rejected ones are retried in a compacted buffer (~80x faster than
+    `jax.random.gamma` on CPU for 6.5M values). For small shapes, values below the
+    normal float range (~1e-38 in float32) come out as 0: in float32 this happens
+    with probability ~4e-12 for shape 0.3 but 1.3% for shape 0.05.
+
+    **Arguments:**
+
+    - `key`: a PRNG key (any implementation).
+    - `shape_param`: the shape $a > 0$.
+    - `scale`: the scale $s > 0$ (mean is $a s$). Broadcast against `shape_param`.
+
+    **Returns:**
+
+    A float array of the broadcast shape, dtype the promotion of the inputs' dtypes
+    (float32 and float64 are kept). `shape_param == 0` gives 0; negative, NaN or
+    infinite shapes or scales give NaN.
+    """
+    return _gamma(key, shape_param, scale, _buffer_size)
+
+
+@ft.partial(jax.jit, static_argnums=(3,))
+def _gamma(key, shape_param, scale, buffer_size: int | None):
+    shape_param = jnp.asarray(shape_param)
+    scale = jnp.asarray(scale)
+    in_dtype = jnp.result_type(shape_param, scale)
+    dtype = _compute_dtype(in_dtype)
+    out_dtype = in_dtype if jnp.issubdtype(in_dtype, jnp.floating) else dtype
+    shape = jnp.broadcast_shapes(shape_param.shape, scale.shape)
+    alpha = jnp.broadcast_to(shape_param.astype(dtype), shape).reshape(-1)
+    scale = jnp.broadcast_to(scale.astype(dtype), shape).reshape(-1)
+    if alpha.shape[0] == 0:
+        return jnp.zeros(shape, out_dtype)
+    value = _gamma_flat(key, alpha, scale, buffer_size)
+    return value.reshape(shape).astype(out_dtype)
+
+
+# ----------------------------------------------------------------------------------
+# Negative binomial.
+
+
+def negative_binomial(
+    key: PRNGKeyArray,
+    mean: Float[ArrayLike, "*shape"],
+    dispersion: Float[ArrayLike, "*shape"],
+    *,
+    _buffer_size: int | None = None,
+) -> Float[Array, "*shape"]:
+    r"""Negative binomial samples with the given mean and dispersion.
+
+    Drawn exactly as a Gamma-Poisson mixture: $\lambda \sim
+    \mathrm{Gamma}(\phi, \mu/\phi)$, $X \sim \mathrm{Poisson}(\lambda)$, so that
+    $E[X] = \mu$ and $\mathrm{Var}[X] = \mu + \mu^2/\phi$. This is numpyro's
+    `NegativeBinomial2(mean, concentration=dispersion)` and scipy's
+    `nbinom(n=dispersion, p=dispersion / (dispersion + mean))`.
+    `dispersion = inf` gives Poisson(mean) samples.
+
+    **Arguments:**
+
+    - `key`: a PRNG key (any implementation).
+    - `mean`: $\mu \ge 0$.
+    - `dispersion`: $\phi > 0$ (may be `inf`). Broadcast against `mean`.
+
+    **Returns:**
+
+    Integer-valued floats of the broadcast shape and the promoted float dtype (see
+    [`poisson`][]). `mean == 0` gives 0; negative or NaN means and non-positive or
+    NaN dispersions give NaN.
+    """
+    return _negative_binomial(key, mean, dispersion, _buffer_size)
+
+
+@ft.partial(jax.jit, static_argnums=(3,))
+def _negative_binomial(key, mean, dispersion, buffer_size: int | None):
+    mean = jnp.asarray(mean)
+    dispersion = jnp.asarray(dispersion)
+    in_dtype = jnp.result_type(mean, dispersion)
+    dtype = _compute_dtype(in_dtype)
+    out_dtype = in_dtype if jnp.issubdtype(in_dtype, jnp.floating) else dtype
+    shape = jnp.broadcast_shapes(mean.shape, dispersion.shape)
+    mu = jnp.broadcast_to(mean.astype(dtype), shape).reshape(-1)
+    phi = jnp.broadcast_to(dispersion.astype(dtype), shape).reshape(-1)
+    if mu.shape[0] == 0:
+        return jnp.zeros(shape, out_dtype)
+    valid = (mu >= 0) & (mu < jnp.inf) & (phi > 0)  # phi may be inf
+    mixed = valid & (phi < jnp.inf)
+    key_gamma, key_poisson = jax.random.split(key)
+    # Gamma(phi, mu / phi) rates; where not mixed the gamma draw is a dummy.
+    phi_safe = jnp.where(mixed, phi, 1)
+    rate = _gamma_flat(key_gamma, phi_safe, mu / phi_safe, buffer_size)
+    rate = jnp.where(mixed, rate, jnp.where(valid, mu, jnp.nan))
+    x = _poisson_flat(key_poisson, rate, None, buffer_size)
+    return x.reshape(shape).astype(out_dtype)
+
+
+# ----------------------------------------------------------------------------------
+# Binomial.
+
+
+def _binomial_log_ratio(k, n, m, p, q, log_pq):
+    """log(f(k) / f(m)) for the Binomial(n, p) pmf f, p <= 1/2, 0 <= k <= n,
+    m = floor((n + 1) p) >= 10, n - m >= 10; without cancellation."""
+    k1, lr1 = _shift_small(k)
+    k2, lr2 = _shift_small(n - k)
+    nm = n - m
+    stirling = (
+        _stirling_err(m) + _stirling_err(nm) - _stirling_err(k1) - _stirling_err(k2)
+    )
+    half_log = 0.5 * jnp.log((m / k1) * (nm / k2))
+    # (m - k1) log k1 + (nm - k2) log k2 + (k - m) log(p/q); without shifts it is
+    # (m - k) log(k q / ((n - k) p)), a log of a ratio near 1 near the mode.
+    shifted = (k1 != k) | (k2 != n - k)
+    direct = (m - k) * jnp.log(jnp.where(shifted, 1, (k * q) / ((n - k) * p)))
+    general = (m - k1) * jnp.log(k1) + (nm - k2) * jnp.log(k2) + (k - m) * log_pq
+    linear = jnp.where(shifted, general, direct)
+    return _bd0(m, k1) + _bd0(nm, k2) + linear + half_log + stirling + lr1 + lr2
+
+
+def _btrs(u: Array, v: Array, n: Array, p: Array):
+    """One attempt of Hörmann's BTRS for Binomial(n, p), p <= 1/2, n p >= 10.
+
+    W. Hörmann (1993), "The generation of binomial random variates", Journal of
+    Statistical Computation and Simulation 46, 101-110."""
+    q = 1 - p
+    spq = jnp.sqrt(n * p * q)
+    b = 1.15 + 2.53 * spq
+    a = -0.0873 + 0.0248 * b + 0.01 * p
+    c = n * p + 0.5
+    v_r = 0.92 - 4.2 / b
+    alpha = (2.83 + 5.1 / b) * spq
+    m = jnp.floor((n + 1) * p)
+    u = u - 0.5
+    us = 0.5 - jnp.abs(u)
+    k = jnp.floor((2 * a / us + b) * u + c)
+    quick = (us >= 0.07) & (v <= v_r)
+    outside = (k < 0) | (k > n)
+    kc = jnp.clip(k, 0, n)
+    log_lhs = jnp.log(v * alpha / (a / (us * us) + b))
+    log_rhs = _binomial_log_ratio(kc, n, m, p, q, jnp.log(p / q))
+    accept = quick | (~outside & (log_lhs <= log_rhs))
+    return k, accept
+
+
+def _binomial_setup(n: Array, p: Array):
+    """(trials, success probability <= 1/2, flipped?, valid?) from raw n, p."""
+    n = jnp.floor(n)
+    valid = (n >= 0) & (n < jnp.inf) & (p >= 0) & (p <= 1)
+    flip = p > 0.5
+    q = jnp.where(valid, jnp.where(flip, 1 - p, p), 0)
+    return jnp.where(valid, n, 0), q, flip, valid
+
+
+def _binomial_value(k: Array, n: Array, flip: Array) -> Array:
+    k = jnp.minimum(k, n)  # a float32 search may overshoot n by rounding
+    return jnp.where(flip, n - k, k)
+
+
+def _binomial_first(key, n_raw: Array, p_raw: Array):
+    """First attempt for every element (any parameters, invalid ones give NaN).
+    Returns `(x, u)` (see `_poisson_first`)."""
+    n, q, flip, valid = _binomial_setup(n_raw, p_raw)
+    small = n * q < _INVERSION_BELOW
+    u, v = _uniforms(key, 2, n.shape, n.dtype)
+    n_s = jnp.where(small, n, 0)
+    q_s = jnp.where(small, q, 0)
+    odds = q_s / (1 - q_s)
+    x, done = _search(
+        u, jnp.exp(n_s * jnp.log1p(-q_s)), lambda j: (n_s - j) * odds * (1 / (j + 1))
+    )
+    k, accept = _btrs(u, v, jnp.where(small, 20, n), jnp.where(small, 0.5, q))
+    value = _binomial_value(jnp.where(small, x, k), n, flip)
+    value = jnp.where(
+        small,
+        jnp.where(done, value, _SEARCH_CODE),
+        jnp.where(accept, value, _REJECT_CODE),
+    )
+    return jnp.where(valid, value, jnp.nan), u
+
+
+def _binomial_search_start(params):
+    n_raw, p_raw, u = params
+    n, q, _, _ = _binomial_setup(n_raw, p_raw)
+    return n_raw, p_raw, jnp.zeros_like(u), u, jnp.exp(n * jnp.log1p(-q))
+
+
+def _binomial_search_step(state):
+    n_raw, p_raw, x, r, pj = state
+    n, q, flip, _ = _binomial_setup(n_raw, p_raw)
+    x, done, r, pj = _search_step(x, r, pj, (n - x) * (q / (1 - q)) / (x + 1))
+    return (n_raw, p_raw, x, r, pj), _binomial_value(x, n, flip), done
+
+
+def _binomial_btrs_attempt(key, params):
+    n, q, flip, _ = _binomial_setup(*params)
+    u, v = _uniforms(key, 2, n.shape, n.dtype)
+    k, accept = _btrs(u, v, n, q)
+    return _binomial_value(k, n, flip), accept
+
+
+def binomial(
+    key: PRNGKeyArray,
+    n: Float[ArrayLike, "*shape"],
+    p: Float[ArrayLike, "*shape"],
+    *,
+    _buffer_size: int | None = None,
+) -> Float[Array, "*shape"]:
+    r"""Binomial samples: the number of successes in `n` trials of probability `p`.
+
+    Exact up to floating-point rounding: with $p' = \min(p, 1-p)$, inversion by
+    sequential search for $n p' < 10$ and Hörmann's BTRS transformed rejection
+    otherwise (as `jax.random.binomial` and TensorFlow, but with a cancellation-free
+    acceptance test and compacted retries; ~15x faster than `jax.random.binomial`
+    on CPU for 6.5M values).
+
+    **Arguments:**
+
+    - `key`: a PRNG key (any implementation).
+    - `n`: numbers of trials, non-negative integer-valued (non-integers are floored,
+        as in numpy and `jax.random.binomial`; float32 is exact up to 2^24).
+    - `p`: success probabilities in [0, 1]. Broadcast against `n`.
+
+    **Returns:**
+
+    Integer-valued floats of the broadcast shape and the promoted float dtype (see
+    [`poisson`][]). Negative, NaN or infinite `n` and `p` outside [0, 1] give NaN.
+    """
+    return _binomial(key, n, p, _buffer_size)
+
+
+@ft.partial(jax.jit, static_argnums=(3,))
+def _binomial(key, n, p, buffer_size: int | None):
+    n = jnp.asarray(n)
+    p = jnp.asarray(p)
+    in_dtype = jnp.result_type(n, p)
+    dtype = _compute_dtype(in_dtype)
+    out_dtype = in_dtype if jnp.issubdtype(in_dtype, jnp.floating) else dtype
+    shape = jnp.broadcast_shapes(n.shape, p.shape)
+    nn = jnp.broadcast_to(n.astype(dtype), shape).reshape(-1)
+    pp = jnp.broadcast_to(p.astype(dtype), shape).reshape(-1)
+    num = nn.shape[0]
+    if num == 0:
+        return jnp.zeros(shape, out_dtype)
+    key_first, key_btrs = jax.random.split(key)
+    x, u = _map_chunks(_binomial_first, key_first, (nn, pp))
+    x = _finish_search(
+        x, _SEARCH_CODE, (nn, pp, u), _binomial_search_start, _binomial_search_step,
+        capacity=_capacity(num, buffer_size, _SEARCH_CAPACITY),
+    )  # fmt: skip
+    x = _complete(
+        key_btrs, x, _REJECT_CODE, (nn, pp), _binomial_btrs_attempt,
+        capacity=_capacity(num, buffer_size, _BINOMIAL_CAPACITY),
+    )  # fmt: skip
+    return x.reshape(shape).astype(out_dtype)

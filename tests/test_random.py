@@ -1,0 +1,316 @@
+"""Tests for `sgjax._random`: exactness (moments, goodness of fit), the retry
+machinery, determinism, jit/vmap, shapes and dtypes.
+
+Every test uses fixed keys, so it is deterministic. The statistical thresholds are
+set so that a correct sampler fails with negligible probability over the choice of
+key (5 standard errors for moments, p-value > 1e-3 for goodness of fit), while
+the errors they guard against (a wrong acceptance test, a biased retry, a shifted
+search) move these statistics by far more at the sample sizes used.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from sgjax import _random as R
+
+
+N = 200_000  # samples per parameter value in the distribution tests
+P_MIN = 1e-3  # goodness-of-fit p-values must exceed this
+RATES = (0.0, 1e-3, 0.5, 3.0, 9.99, 10.0, 30.0, 1e3, 1e5)
+
+
+def chisquare_pvalue(samples, dist) -> float:
+    """Chi-square test of integer samples against a frozen scipy discrete law.
+
+    The support is cut into consecutive bins of expected count >= 5 (the tails
+    beyond the 1e-9 quantiles form the outermost bins)."""
+    samples = np.asarray(samples, np.float64)
+    assert np.all(samples == np.round(samples)), "samples must be integers"
+    n = samples.size
+    lo, hi = (int(v) for v in dist.ppf([1e-9, 1 - 1e-9]))
+    ks = np.arange(lo, hi + 1)
+    probs = dist.pmf(ks)
+    probs[0] = dist.cdf(lo)  # everything <= lo
+    probs[-1] = dist.sf(hi - 1)  # everything >= hi
+    edges, expected, acc = [lo - 0.5], [], 0.0
+    for k, p in zip(ks, probs):
+        acc += p
+        if acc * n >= 5 and k < hi:
+            edges.append(k + 0.5)
+            expected.append(acc)
+            acc = 0.0
+    expected[-1] += acc  # merge the remainder into the last bin
+    edges[-1] = np.inf
+    edges[0] = -np.inf
+    observed, _ = np.histogram(samples, bins=np.asarray(edges))
+    expected = np.asarray(expected) * n
+    expected *= observed.sum() / expected.sum()  # remove rounding of the tails
+    return stats.chisquare(observed, expected).pvalue
+
+
+def rounded_normal_pmf(k, lam):
+    """pmf of max(floor(lam + sqrt(lam) z + 1/2), 0), z ~ N(0, 1)."""
+    cdf = stats.norm.cdf((k + 0.5 - lam) / np.sqrt(lam))
+    prev = np.where(k >= 1, stats.norm.cdf((k - 0.5 - lam) / np.sqrt(lam)), 0.0)
+    return cdf - prev
+
+
+# ----------------------------------------------------------------------------------
+# Building blocks.
+
+
+def test_first_true_indices_matches_nonzero():
+    rng = np.random.default_rng(0)
+    compact = jax.jit(R._first_true_indices, static_argnums=1)
+    for n, density, size in [(33, 0.5, 40), (4097, 0.3, 1000), (20000, 0.05, 500)]:
+        mask = jnp.asarray(rng.random(n) < density)
+        idx, total = compact(mask, size)
+        expected = jnp.nonzero(mask, size=size, fill_value=n)[0]
+        np.testing.assert_array_equal(idx, expected)
+        assert int(total) == int(mask.sum())
+
+
+def test_cumsum():
+    rng = np.random.default_rng(1)
+    for n in [33, 40000]:
+        x = rng.integers(0, 40, n).astype(np.int32)
+        np.testing.assert_array_equal(jax.jit(R._cumsum)(x), np.cumsum(x))
+
+
+def test_threefry_matches_jax():
+    """Our fused Threefry-2x32 is bit-identical to jax's."""
+    from jax.extend.random import threefry_2x32
+
+    keypair = jax.random.key_data(jax.random.key(123))
+    counts = jnp.arange(2 * 1000, dtype=jnp.uint32)
+    expected = threefry_2x32(keypair, counts)  # hashes (counts[:1000], counts[1000:])
+    x0, x1 = R._threefry2x32(keypair[0], keypair[1], counts[:1000], counts[1000:])
+    np.testing.assert_array_equal(jnp.concatenate([x0, x1]), expected)
+
+
+def test_uniforms_open_interval_and_grid():
+    """Also for legacy raw keys and other key implementations (the only place where
+    the samplers depend on the key implementation)."""
+    keys = [jax.random.key(0), jax.random.PRNGKey(1)]
+    for key in [*keys, jax.random.key(0, impl="philox4x32")]:
+        u, v = R._uniforms(key, 2, (100_000,), jnp.float32)
+        for w in (u, v):
+            w = np.asarray(w, np.float64)
+            assert w.min() > 0 and w.max() < 1
+            # midpoints of the 2^-23 grid
+            np.testing.assert_array_equal((w * 2**24) % 2, np.ones_like(w))
+            assert abs(w.mean() - 0.5) < 5 * math.sqrt(1 / 12 / w.size)
+        assert abs(np.corrcoef(u, v)[0, 1]) < 5 / math.sqrt(u.size)
+
+
+# ----------------------------------------------------------------------------------
+# Poisson.
+
+
+@pytest.fixture(scope="module")
+def poisson_grid():
+    rates = jnp.asarray(RATES, jnp.float32)[:, None] * jnp.ones((1, N), jnp.float32)
+    return np.asarray(R.poisson(jax.random.key(2024), rates), np.float64)
+
+
+def test_poisson_moments(poisson_grid):
+    for lam, x in zip(RATES, poisson_grid):
+        assert np.all(x == np.round(x)) and np.all(x >= 0)
+        if lam == 0:
+            assert np.all(x == 0)
+            continue
+        # Standard errors: mean sqrt(lam / N); sample variance
+        # sqrt((mu4 - sigma^4) / N) = sqrt((lam + 2 lam^2) / N).
+        se_mean = math.sqrt(lam / N)
+        se_var = math.sqrt((lam + 2 * lam**2) / N)
+        assert abs(x.mean() - lam) < 5 * se_mean, (lam, x.mean())
+        assert abs(x.var() - lam) < 5 * se_var, (lam, x.var())
+
+
+@pytest.mark.parametrize("lam", [0.5, 3.0, 9.99, 10.0, 30.0, 1e3, 1e5])
+def test_poisson_chisquare(poisson_grid, lam):
+    x = poisson_grid[RATES.index(lam)]
+    assert chisquare_pvalue(x, stats.poisson(lam)) > P_MIN
+
+
+def test_poisson_retry_buffer_overflow():
+    """Far more pending elements than the retry buffer holds, for both the
+    unfinished inversion searches (rate 9.9: P(X >= 16) = 4.6%) and rejected PTRS
+    attempts (rate 10.5: ~25%): many compaction rounds, still exact."""
+    n, buffer = 20_000, 64
+    rates = jnp.repeat(jnp.asarray([9.9, 10.5], jnp.float32), n)
+    x, _ = R._poisson_first(jax.random.key(1), rates, normal_threshold=None)
+    x = np.asarray(x).reshape(2, n)
+    assert (x[0] == R._SEARCH_CODE).sum() > 10 * buffer
+    assert (x[1] == R._REJECT_CODE).sum() > 10 * buffer
+    samples = np.asarray(R.poisson(jax.random.key(5), rates, _buffer_size=buffer))
+    samples = samples.reshape(2, n)
+    for lam, s in zip([9.9, 10.5], samples):
+        assert chisquare_pvalue(s, stats.poisson(lam)) > P_MIN
+
+
+def test_poisson_determinism_jit_vmap_invalid():
+    keys = jax.random.split(jax.random.key(7), 4)
+    row = [0.0, 0.3, 4.0, 12.0, 80.0, 3e4, -1.0, jnp.nan, jnp.inf]
+    rates = jnp.asarray([row * 40] * 4, jnp.float32)
+    looped = jnp.stack([R.poisson(k, r) for k, r in zip(keys, rates)])
+    batched = jax.jit(jax.vmap(R.poisson))(keys, rates)
+    np.testing.assert_array_equal(batched, looped)
+    np.testing.assert_array_equal(looped[0], R.poisson(keys[0], rates[0]))
+    assert not np.array_equal(looped[0], looped[1])  # rows have the same rates
+    out = np.asarray(looped).reshape(4, 40, len(row))
+    assert np.all(out[..., 0] == 0)
+    assert np.all(np.isnan(out[..., 6:]))
+
+
+def test_poisson_shapes_dtypes():
+    key = jax.random.key(3)
+    out = R.poisson(key, 5)  # a Python int: default float dtype, shape ()
+    assert out.shape == () and out.dtype == jnp.float32
+    out = R.poisson(key, jnp.full((2, 3, 4), 20.0, jnp.bfloat16))
+    assert out.shape == (2, 3, 4) and out.dtype == jnp.bfloat16
+    assert R.poisson(key, jnp.zeros((0, 5))).shape == (0, 5)
+
+
+def test_poisson_float64():
+    with jax.enable_x64(True):
+        rates = jnp.repeat(jnp.asarray([3.0, 1e3], jnp.float64), N)
+        x = R.poisson(jax.random.key(11), rates)
+        assert x.dtype == jnp.float64
+        x = np.asarray(x).reshape(2, N)
+    for lam, s in zip([3.0, 1e3], x):
+        assert chisquare_pvalue(s, stats.poisson(lam)) > P_MIN
+
+
+def test_poisson_normal_approximation():
+    # The documented bound on the total variation distance, computed exactly.
+    for lam in [10.0, 30.0, 100.0, 1e3, 1e4, 1e5]:
+        k = np.arange(0, int(lam + 40 * math.sqrt(lam) + 50))
+        tv = 0.5 * np.abs(stats.poisson.pmf(k, lam) - rounded_normal_pmf(k, lam)).sum()
+        assert tv <= 0.13 / math.sqrt(lam), (lam, tv)
+    n = 100_000
+    rates = jnp.repeat(jnp.asarray([3.0, 50.0, 1e4], jnp.float32), n)
+    key = jax.random.key(9)
+    # Only used when asked for: the default is the exact method.
+    exact = R.poisson(key, rates)
+    np.testing.assert_array_equal(exact, R.poisson(key, rates, method="exact"))
+    approx = np.asarray(R.poisson(key, rates, method="normal")).reshape(3, n)
+    assert not np.array_equal(np.asarray(exact).reshape(3, n)[2], approx[2])
+    # Below the threshold (10) exact, above it the rounded normal law.
+    assert chisquare_pvalue(approx[0], stats.poisson(3.0)) > P_MIN
+    for lam, s in zip([50.0, 1e4], approx[1:]):
+        k = np.arange(int(s.min()), int(s.max()) + 1)
+        pmf = rounded_normal_pmf(k, lam)
+        dist = stats.rv_discrete(values=(k, pmf / pmf.sum()))
+        assert chisquare_pvalue(s, dist) > P_MIN
+    # A higher threshold keeps rate 50 exact.
+    approx = np.asarray(
+        R.poisson(key, rates, method="normal", normal_threshold=100.0)
+    ).reshape(3, n)
+    assert chisquare_pvalue(approx[1], stats.poisson(50.0)) > P_MIN
+    with pytest.raises(ValueError):
+        R.poisson(key, rates, method="nope")
+    with pytest.raises(ValueError):
+        R.poisson(key, rates, method="normal", normal_threshold=5.0)
+
+
+# ----------------------------------------------------------------------------------
+# Gamma.
+
+
+GAMMA_SHAPES = (0.3, 1.0, 2.5, 100.0)
+
+
+@pytest.fixture(scope="module")
+def gamma_grid():
+    shapes = jnp.asarray(GAMMA_SHAPES, jnp.float32)[:, None] * jnp.ones((1, N))
+    scale = jnp.asarray([2.0, 0.5, 1.0, 3.0], jnp.float32)[:, None]
+    # A philox key: the full sampler also works with other key implementations.
+    key = jax.random.key(31, impl="philox4x32")
+    return np.asarray(R.gamma(key, shapes, scale), np.float64)
+
+
+@pytest.mark.parametrize("i", range(len(GAMMA_SHAPES)))
+def test_gamma_ks_and_moments(gamma_grid, i):
+    a, s = GAMMA_SHAPES[i], [2.0, 0.5, 1.0, 3.0][i]
+    x = gamma_grid[i]
+    assert stats.kstest(x, stats.gamma(a, scale=s).cdf).pvalue > P_MIN
+    # Standard errors: mean sqrt(a s^2 / N); variance sqrt((mu4 - sigma^4) / N)
+    # with mu4 = 3 a (a + 2) s^4, sigma^4 = a^2 s^4.
+    se_mean = math.sqrt(a * s**2 / N)
+    se_var = math.sqrt((3 * a * (a + 2) - a**2) * s**4 / N)
+    assert abs(x.mean() - a * s) < 5 * se_mean
+    assert abs(x.var() - a * s**2) < 5 * se_var
+
+
+def test_gamma_retry_buffer_overflow_and_edge_cases():
+    n = 20_000
+    shapes = jnp.repeat(jnp.asarray([0.5, 1.0], jnp.float32), n)
+    first = np.asarray(R._gamma_first(jax.random.key(0), shapes, jnp.ones_like(shapes)))
+    assert (first == R._REJECT_CODE).sum() > 10 * 16  # ~3-5% of 40k rejected
+    edge = jnp.asarray([-1.0, jnp.nan, jnp.inf, 0.0, 2.0])
+    x = R.gamma(jax.random.key(4), jnp.concatenate([shapes, edge]), _buffer_size=16)
+    x = np.asarray(x)
+    for a, s in zip([0.5, 1.0], x[: 2 * n].reshape(2, n)):
+        assert stats.kstest(s, stats.gamma(a).cdf).pvalue > P_MIN
+    out = x[2 * n :]
+    assert np.all(np.isnan(out[:3])) and out[3] == 0 and out[4] > 0
+    with jax.enable_x64(True):
+        x = R.gamma(jax.random.key(1), jnp.full((N,), 2.5, jnp.float64))
+        assert x.dtype == jnp.float64
+        assert stats.kstest(np.asarray(x), stats.gamma(2.5).cdf).pvalue > P_MIN
+
+
+# ----------------------------------------------------------------------------------
+# Negative binomial.
+
+
+def test_negative_binomial():
+    params = [(20.0, 2.0), (5.0, 0.5), (200.0, 10.0), (30.0, np.inf)]
+    invalid = [(-1.0, 1.0), (np.nan, 1.0), (5.0, 0.0), (0.0, 1.0), (5.0, -1.0)]
+    mean = jnp.repeat(jnp.asarray([m for m, _ in params], jnp.float32), N)
+    disp = jnp.repeat(jnp.asarray([d for _, d in params], jnp.float32), N)
+    mean = jnp.concatenate([mean, jnp.asarray([m for m, _ in invalid], jnp.float32)])
+    disp = jnp.concatenate([disp, jnp.asarray([d for _, d in invalid], jnp.float32)])
+    x = np.asarray(R.negative_binomial(jax.random.key(77), mean, disp), np.float64)
+    for (m, d), s in zip(params, x[: -len(invalid)].reshape(len(params), N)):
+        # numpyro's NegativeBinomial2(mean, concentration) = scipy's nbinom(n, p):
+        dist = stats.poisson(m) if np.isinf(d) else stats.nbinom(d, d / (d + m))
+        assert chisquare_pvalue(s, dist) > P_MIN, (m, d)
+        var = m + (0 if np.isinf(d) else m**2 / d)
+        assert abs(s.mean() - m) < 5 * math.sqrt(var / N)
+    out = x[-len(invalid) :]
+    assert np.all(np.isnan(out[[0, 1, 2, 4]])) and out[3] == 0
+
+
+# ----------------------------------------------------------------------------------
+# Binomial.
+
+
+def test_binomial():
+    params = [(5, 0.3), (100, 0.05), (40, 0.9), (1000, 0.5), (1e6, 0.3), (200, 0.97)]
+    edge = [(-1.0, 0.5), (np.nan, 0.5), (5.0, 1.5), (0.0, 0.5), (7.0, 1.0), (7.0, 0.0)]
+    n = jnp.repeat(jnp.asarray([a for a, _ in params], jnp.float32), N)
+    p = jnp.repeat(jnp.asarray([b for _, b in params], jnp.float32), N)
+    n = jnp.concatenate([n, jnp.asarray([a for a, _ in edge], jnp.float32)])
+    p = jnp.concatenate([p, jnp.asarray([b for _, b in edge], jnp.float32)])
+    x = np.asarray(R.binomial(jax.random.key(5), n, p), np.float64)
+    for (a, b), s in zip(params, x[: -len(edge)].reshape(len(params), N)):
+        assert chisquare_pvalue(s, stats.binom(int(a), b)) > P_MIN, (a, b)
+    out = x[-len(edge) :]
+    assert np.all(np.isnan(out[:3]))
+    np.testing.assert_array_equal(out[3:], [0.0, 7.0, 0.0])
+
+
+def test_binomial_retry_buffer_overflow():
+    n = 20_000
+    trials = jnp.repeat(jnp.asarray([30.0, 60.0], jnp.float32), n)
+    prob = jnp.repeat(jnp.asarray([0.31, 0.2], jnp.float32), n)  # search / BTRS
+    x = np.asarray(R.binomial(jax.random.key(6), trials, prob, _buffer_size=32))
+    for (a, b), s in zip([(30, 0.31), (60, 0.2)], x.reshape(2, n)):
+        assert chisquare_pvalue(s, stats.binom(a, b)) > P_MIN

@@ -236,7 +236,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, out.observation
 
 
 def peak_memory(n, keep):
-    res = subprocess.run([sys.executable, "-c", PEAK.format(n=n, keep=keep)], capture_output=True, text=True, check=True)
+    res = subprocess.run([sys.executable, "-c", PEAK.format(n=n, keep=keep)], capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(f"peak-memory run failed: {res.stderr.strip().splitlines()[-1]}")
     peak, data = map(float, res.stdout.split())
     return round(peak), round(data)
 

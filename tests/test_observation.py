@@ -155,3 +155,14 @@ def test_bad_observation_input():
         obs.check_data([1.0, np.nan])
     with pytest.raises(TypeError, match="noise"):
         ObservationModel("poisson")
+
+
+def test_poisson_normal_approximation_is_opt_in():
+    assert Poisson().method == "exact"
+    x, _ = _simulate_noise(ObservationModel(Poisson(method="normal")), 400.0, {})
+    # Rounded normal: mean and variance of Poisson(400) within sampling error.
+    assert abs(x.mean() - 400.0) < 5 * np.sqrt(400.0 / x.size)
+    assert abs(x.var() / 400.0 - 1) < 0.05
+    assert np.all(x == np.round(x))
+    with pytest.raises(ValueError, match="exact' or 'normal"):
+        Poisson(method="fast")

@@ -1,6 +1,7 @@
 """Abstract pieces of an observation model and their shared plumbing."""
 
 import abc
+import dataclasses
 from collections.abc import Mapping
 
 import equinox as eqx
@@ -39,8 +40,10 @@ def check_param(value, what: str, low: float | None = None, high: float | None =
 class _Piece(eqx.Module):
     @property
     def param_names(self) -> tuple[str, ...]:
-        """The names of the `θ` entries this piece reads."""
-        return names_of(*(getattr(self, f) for f in self.__dataclass_fields__))
+        """The names of the `θ` entries this piece reads: its parameter fields given as
+        strings (static fields such as a method switch are structure, not parameters)."""
+        fields = dataclasses.fields(self)
+        return names_of(*(getattr(self, f.name) for f in fields if not f.metadata.get("static", False)))
 
     def default_priors(self) -> Mapping:
         """Default priors for the parameters this piece names (used by

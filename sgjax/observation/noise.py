@@ -5,7 +5,9 @@ transformed rejection that retries only the rejected entries, instead of
 `jax.random.poisson`'s loop over the whole batch.
 """
 
-from typing import ClassVar
+from typing import ClassVar, Literal
+
+import equinox as eqx
 
 import jax
 import jax.numpy as jnp
@@ -61,13 +63,24 @@ class LogNormal(AbstractNoise):
 
 
 class Poisson(AbstractNoise):
-    """`x ~ Poisson(mean)`, sampled exactly and fast (see `sgjax._random.poisson`).
-    Counts are returned as floats."""
+    """`x ~ Poisson(mean)`. Counts are returned as floats.
 
+    **Arguments:** `method`: `"exact"` (default; inversion below rate 10, transformed
+    rejection above, ~26x faster than `jax.random.poisson` on large batches) or
+    `"normal"`, an explicit approximation: a rounded normal for rates >= 10, exact
+    below, within total variation 0.13/sqrt(rate) of Poisson and about twice as fast
+    again.
+    """
+
+    method: Literal["exact", "normal"] = eqx.field(default="exact", static=True)
     is_count: ClassVar[bool] = True
 
+    def __check_init__(self):
+        if self.method not in ("exact", "normal"):
+            raise ValueError(f"Poisson method must be 'exact' or 'normal', got {self.method!r}.")
+
     def sample(self, key, mean, theta):
-        return poisson(key, _nonneg(mean))
+        return poisson(key, _nonneg(mean), method=self.method)
 
     def log_prob(self, x, mean, theta):
         return dist.Poisson(_nonneg(mean)).log_prob(x)

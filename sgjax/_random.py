@@ -800,16 +800,22 @@ def gamma(
     return _gamma(key, shape_param, scale, _buffer_size)
 
 
-@ft.partial(jax.jit, static_argnums=(3,))
-def _gamma(key, shape_param, scale, buffer_size: int | None):
-    shape_param = jnp.asarray(shape_param)
-    scale = jnp.asarray(scale)
-    in_dtype = jnp.result_type(shape_param, scale)
+def _flat_pair(a, b):
+    """Broadcast two parameters and flatten them in the compute dtype; returns the
+    flat arrays, the broadcast shape and the output dtype (float inputs keep their
+    dtype, others get the default float)."""
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    in_dtype = jnp.result_type(a, b)
     dtype = _compute_dtype(in_dtype)
     out_dtype = in_dtype if jnp.issubdtype(in_dtype, jnp.floating) else dtype
-    shape = jnp.broadcast_shapes(shape_param.shape, scale.shape)
-    alpha = jnp.broadcast_to(shape_param.astype(dtype), shape).reshape(-1)
-    scale = jnp.broadcast_to(scale.astype(dtype), shape).reshape(-1)
+    shape = jnp.broadcast_shapes(a.shape, b.shape)
+    flat = lambda x: jnp.broadcast_to(x.astype(dtype), shape).reshape(-1)
+    return flat(a), flat(b), shape, out_dtype
+
+
+@ft.partial(jax.jit, static_argnums=(3,))
+def _gamma(key, shape_param, scale, buffer_size: int | None):
+    alpha, scale, shape, out_dtype = _flat_pair(shape_param, scale)
     if alpha.shape[0] == 0:
         return jnp.zeros(shape, out_dtype)
     value = _gamma_flat(key, alpha, scale, buffer_size)
@@ -853,14 +859,7 @@ def negative_binomial(
 
 @ft.partial(jax.jit, static_argnums=(3,))
 def _negative_binomial(key, mean, dispersion, buffer_size: int | None):
-    mean = jnp.asarray(mean)
-    dispersion = jnp.asarray(dispersion)
-    in_dtype = jnp.result_type(mean, dispersion)
-    dtype = _compute_dtype(in_dtype)
-    out_dtype = in_dtype if jnp.issubdtype(in_dtype, jnp.floating) else dtype
-    shape = jnp.broadcast_shapes(mean.shape, dispersion.shape)
-    mu = jnp.broadcast_to(mean.astype(dtype), shape).reshape(-1)
-    phi = jnp.broadcast_to(dispersion.astype(dtype), shape).reshape(-1)
+    mu, phi, shape, out_dtype = _flat_pair(mean, dispersion)
     if mu.shape[0] == 0:
         return jnp.zeros(shape, out_dtype)
     valid = (mu >= 0) & (mu < jnp.inf) & (phi > 0)  # phi may be inf
@@ -1010,14 +1009,7 @@ def binomial(
 
 @ft.partial(jax.jit, static_argnums=(3,))
 def _binomial(key, n, p, buffer_size: int | None):
-    n = jnp.asarray(n)
-    p = jnp.asarray(p)
-    in_dtype = jnp.result_type(n, p)
-    dtype = _compute_dtype(in_dtype)
-    out_dtype = in_dtype if jnp.issubdtype(in_dtype, jnp.floating) else dtype
-    shape = jnp.broadcast_shapes(n.shape, p.shape)
-    nn = jnp.broadcast_to(n.astype(dtype), shape).reshape(-1)
-    pp = jnp.broadcast_to(p.astype(dtype), shape).reshape(-1)
+    nn, pp, shape, out_dtype = _flat_pair(n, p)
     num = nn.shape[0]
     if num == 0:
         return jnp.zeros(shape, out_dtype)

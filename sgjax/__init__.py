@@ -1,12 +1,21 @@
 """sgjax: simulation-grounded learning in JAX.
 
 Simulate mechanistic models in batches (`Simulator`, `simulate`), observe them through
-noise models (`sgjax.observation`), and learn from the simulations.
+noise models (`sgjax.observation`), train networks on a stream of simulations
+(`Task`, `fit`), and use them as amortized Bayesian inference (`infer`).
 """
 
 import importlib.metadata
 
-from . import models as models, observation as observation
+from . import heads as heads, models as models, nn as nn, observation as observation
+from ._estimator import (
+    Estimator as Estimator,
+    infer as infer,
+    load as load,
+    Posterior as Posterior,
+    save as save,
+)
+from ._io import FileFormatError as FileFormatError, read_csv as read_csv
 from ._model import AbstractODEModel as AbstractODEModel, ODEModel as ODEModel
 from ._observables import (
     AbstractObservable as AbstractObservable,
@@ -19,6 +28,17 @@ from ._observables import (
 from ._prior import Prior as Prior
 from ._simulate import Simulation as Simulation, simulate as simulate
 from ._simulator import Simulator as Simulator, solve as solve
+from ._target import (
+    AbstractTarget as AbstractTarget,
+    Derived as Derived,
+    Forecast as Forecast,
+    Hidden as Hidden,
+    Parameter as Parameter,
+    Signal as Signal,
+    Space as Space,
+)
+from ._task import AbstractTask as AbstractTask, Batch as Batch, ModelSelection as ModelSelection, Task as Task
+from ._train import default_optimiser as default_optimiser, fit as fit, simulate_batch as simulate_batch
 from ._strategy import (
     AbstractStrategy as AbstractStrategy,
     PerTrajectory as PerTrajectory,

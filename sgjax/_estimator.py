@@ -1,0 +1,276 @@
+"""A trained SGNN as amortized Bayesian inference: the estimator, its posterior
+summaries, and saving and loading it."""
+
+import json
+import pathlib
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+from ._custom_types import Key
+from ._io import FileFormatError, read_csv, read_header, read_payload, write_pair
+from ._target import Space
+from .heads import AbstractHead, head_from_config
+from .nn import AbstractNetwork, Standardise, network_from_config
+
+
+class Estimator(eqx.Module):
+    """A trained network with everything needed to apply it: input standardisation,
+    the network, the head, and the target's scaling and learning spaces.
+
+    Built by [`sgjax.fit`][]; apply it with [`sgjax.infer`][]; save and load it with
+    [`sgjax.save`][] and [`sgjax.load`][].
+
+    **Fields:**
+
+    - `standardise`: the input standardisation fitted on a pilot batch.
+    - `network`: the network (an [`sgjax.nn.AbstractNetwork`][]).
+    - `head`: the head (an [`sgjax.heads.AbstractHead`][]).
+    - `y_mean`, `y_std`: the target's pilot mean and std in its learning space.
+    - `labels`: one name per target component (per model for model selection).
+    - `spaces`: the learning space of each component.
+    - `n_classes`: the number of models for model selection, else 0.
+    - `info`: a JSON string describing the task that trained it.
+    """
+
+    standardise: Standardise
+    network: AbstractNetwork
+    head: AbstractHead
+    y_mean: Float[Array, " k"]
+    y_std: Float[Array, " k"]
+    labels: tuple[str, ...] = eqx.field(static=True)
+    spaces: tuple[Space, ...] = eqx.field(static=True)
+    n_classes: int = eqx.field(static=True, default=0)
+    info: str = eqx.field(static=True, default="{}")
+
+    @property
+    def in_time(self) -> int:
+        return self.network.in_time
+
+    @property
+    def in_channels(self) -> int:
+        return self.network.in_channels
+
+    def __call__(self, x: Float[Array, "time channels"], mask: Bool[Array, "time channels"]) -> Float[Array, " m"]:
+        """The head's raw output for one series."""
+        return self.network(self.standardise(x, mask), mask)
+
+    def loss(self, x, mask, y) -> Float[Array, ""]:
+        """The head's loss for one sample, `y` in the learning space."""
+        return self.head.loss(self(x, mask), (y - self.y_mean) / self.y_std)
+
+    def to_natural(self, z: Float[Array, "... k"]) -> Float[Array, "... k"]:
+        """Map standardised learning-space values back to natural units."""
+        y = self.y_mean + self.y_std * z
+        return jnp.stack([s.inverse(y[..., i]) for i, s in enumerate(self.spaces)], axis=-1)
+
+
+class Posterior(eqx.Module):
+    """Posterior summaries for a batch of observed series, in natural units (NumPy
+    arrays, observation first).
+
+    **Fields:**
+
+    - `labels`: the target components (or models).
+    - `point`: `(n, k)` — the point head's posterior mean (in the learning space,
+        mapped back); for a density head the posterior mean of its samples; for a
+        quantile head the median.
+    - `quantiles`: level → `(n, k)`.
+    - `samples`: `(n, n_samples, k)` for density heads, else `None`.
+    - `probabilities`: `(n, models)` for model selection, else `None`.
+    """
+
+    labels: tuple[str, ...]
+    point: np.ndarray | None
+    quantiles: dict
+    samples: np.ndarray | None
+    probabilities: np.ndarray | None
+
+    def interval(self, mass: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """The central credible interval holding `mass`: `(lower, upper)`, each
+        `(n, k)`."""
+        lo, hi = round((1 - mass) / 2, 6), round((1 + mass) / 2, 6)
+        have = sorted(self.quantiles)
+        if lo not in self.quantiles or hi not in self.quantiles:
+            raise ValueError(f"A {mass:.0%} interval needs the {lo} and {hi} quantiles; available: {have}.")
+        return self.quantiles[lo], self.quantiles[hi]
+
+    def summary(self, i: int = 0) -> dict:
+        """A JSON-friendly dict of the summaries for observation `i`."""
+        out = {}
+        if self.probabilities is not None:
+            return {"probabilities": dict(zip(self.labels, map(float, self.probabilities[i])))}
+        for j, label in enumerate(self.labels):
+            entry = {}
+            if self.point is not None:
+                entry["point"] = float(self.point[i, j])
+            entry["quantiles"] = {str(q): float(v[i, j]) for q, v in sorted(self.quantiles.items())}
+            out[label] = entry
+        return out
+
+
+#: Quantile levels reported from samples of a density head.
+SAMPLE_LEVELS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975)
+
+
+def _batched(a):
+    """`(time,)` or `(time, channels)` → `(1, time, channels)`."""
+    if a.ndim == 1:
+        a = a[:, None]
+    return a[None] if a.ndim == 2 else a
+
+
+def _prepare(estimator: Estimator, x, mask):
+    x = _batched(np.asarray(x, dtype=float))
+    if x.ndim != 3:
+        raise ValueError(f"Observations must be (time,), (time, channels) or (n, time, channels); got shape {x.shape}.")
+    want = (estimator.in_time, estimator.in_channels)
+    if x.shape[1:] != want:
+        raise ValueError(
+            f"The estimator was trained on series of {want[0]} times and {want[1]} channel(s); "
+            f"got {x.shape[1]} times and {x.shape[2]} channel(s). Pad a shorter series to "
+            f"{want[0]} times and pass `mask` with False where there is no observation."
+        )
+    if mask is None:
+        if np.isnan(x).any():
+            where = [tuple(int(i) for i in w) for w in np.argwhere(np.isnan(x))[:5]]
+            raise ValueError(
+                f"The observations contain NaN (e.g. at index {where}). To mark missing "
+                "entries, pass `mask` (True where observed) — e.g. `mask = ~np.isnan(x)` "
+                "— and the NaNs are ignored."
+            )
+        mask = np.ones(x.shape, bool)
+    else:
+        mask = _batched(np.asarray(mask, bool))
+        if mask.shape != x.shape:
+            raise ValueError(f"`mask` has shape {mask.shape} but the observations have shape {x.shape}.")
+        if np.isnan(x[mask]).any():
+            raise ValueError("Some entries marked observed in `mask` are NaN: set mask False there.")
+        x = np.where(mask, x, 0.0)
+    if not np.isfinite(x).all():
+        raise ValueError("The observations contain infinite values.")
+    return jnp.asarray(x, jnp.result_type(float)), jnp.asarray(mask)
+
+
+@eqx.filter_jit
+def _summaries(estimator: Estimator, x, mask, key, n_samples: int):
+    out = jax.vmap(estimator)(x, mask)
+    k = estimator.y_mean.shape[0]
+    keys = None if key is None else jax.random.split(key, x.shape[0])
+    summarise = lambda o, kk: estimator.head.summarise(o, k, kk, n_samples)  # noqa: E731
+    s = jax.vmap(summarise)(out, keys) if keys is not None else jax.vmap(lambda o: summarise(o, None))(out)
+    if estimator.n_classes:
+        return s
+    return {name: estimator.to_natural(v) for name, v in s.items()}
+
+
+def infer(
+    estimator: Estimator,
+    x,
+    mask=None,
+    *,
+    key: Key | None = None,
+    n_samples: int = 2000,
+) -> Posterior:
+    """Amortized inference: the posterior for one or many observed series in one call.
+
+    **Arguments:**
+
+    - `estimator`: a trained [`sgjax.Estimator`][].
+    - `x`: observations: `(time,)`, `(time, channels)` or `(n, time, channels)`; or the
+        path of a CSV file with a `time` column and one column per channel.
+    - `mask`: `True` where observed (same shape as `x`); missing entries may hold
+        NaN. Without it, NaN in `x` is an error.
+    - `key`: a PRNG key for posterior samples (density heads); default key 0.
+    - `n_samples`: posterior samples per series (density heads).
+
+    **Returns:** a [`sgjax.Posterior`][] with point estimates, quantiles and credible
+    intervals, samples (density heads) and model probabilities (model selection).
+    """
+    if not isinstance(estimator, Estimator):
+        raise TypeError(f"`estimator` must be an sgjax.Estimator (from sgjax.fit or sgjax.load), got {type(estimator).__name__}.")
+    if isinstance(x, (str, pathlib.Path)):
+        if mask is not None:
+            raise ValueError("A CSV carries its own missing entries (empty cells); do not pass `mask` with it.")
+        _, x, mask = read_csv(x)
+    x, mask = _prepare(estimator, x, mask)
+    if key is None and estimator.head.is_density:
+        key = jax.random.key(0)
+    s = jax.tree.map(np.asarray, _summaries(estimator, x, mask, key if estimator.head.is_density else None, n_samples))
+    if estimator.n_classes:
+        return Posterior(estimator.labels, None, {}, None, s["probabilities"])
+    quantiles, samples, point = {}, None, None
+    if "samples" in s:
+        samples = s["samples"]
+        point = samples.mean(axis=1)
+        qs = np.quantile(samples, SAMPLE_LEVELS, axis=1)
+        quantiles = {lvl: q for lvl, q in zip(SAMPLE_LEVELS, qs)}
+    elif "quantiles" in s:
+        levels = estimator.head.levels
+        quantiles = {lvl: s["quantiles"][:, i] for i, lvl in enumerate(levels)}
+        point = quantiles.get(0.5)
+    if "mean" in s and samples is None:
+        point = s["mean"]
+    return Posterior(estimator.labels, point, quantiles, samples, None)
+
+
+def save(path, estimator: Estimator, *, overwrite: bool = False) -> pathlib.Path:
+    """Save an estimator to the directory `path` as `estimator.eqx` (array leaves
+    only, no pickle) and `estimator.json` (structure, versions, checksum).
+
+    Refuses to replace an existing saved estimator unless `overwrite=True`.
+    """
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    stem = path / "estimator"
+    if stem.with_suffix(".json").exists() and not overwrite:
+        raise FileExistsError(f"{stem.with_suffix('.json')} exists; pass overwrite=True to replace it, or choose another path.")
+    write_pair(stem, estimator, _config(estimator))
+    return path
+
+
+def _config(estimator: Estimator) -> dict:
+    return {
+        "kind": "estimator",
+        "network": estimator.network.config(),
+        "head": estimator.head.config(),
+        "standardise": estimator.standardise.config(),
+        "labels": list(estimator.labels),
+        "spaces": [s.config() for s in estimator.spaces],
+        "n_classes": estimator.n_classes,
+        "dtype": str(estimator.y_mean.dtype),
+        "task": json.loads(estimator.info),
+    }
+
+
+def skeleton(config: dict) -> Estimator:
+    """An estimator of the structure `config` describes, with placeholder values."""
+    try:
+        std = config["standardise"]
+        k = max(len(config["labels"]), 1) if not config["n_classes"] else 1
+        dtype = jnp.dtype(config["dtype"])
+        return Estimator(
+            standardise=Standardise.skeleton(std["in_time"], std["in_channels"], std["log1p"]),
+            network=network_from_config(config["network"], key=jax.random.key(0)),
+            head=head_from_config(config["head"]),
+            y_mean=jnp.zeros(k, dtype),
+            y_std=jnp.ones(k, dtype),
+            labels=tuple(config["labels"]),
+            spaces=tuple(Space(**s) for s in config["spaces"]),
+            n_classes=int(config["n_classes"]),
+            info=json.dumps(config.get("task", {})),
+        )
+    except (KeyError, TypeError) as e:
+        raise FileFormatError(f"The saved configuration is incomplete or malformed ({e!r}).") from None
+
+
+def load(path) -> Estimator:
+    """Load an estimator saved by [`sgjax.save`][] (or by `sgjax train`), in any
+    process. The structure is rebuilt by sgjax from the JSON; only array values are
+    read from the payload, after its checksum is verified."""
+    stem = pathlib.Path(path) / "estimator"
+    header = read_header(stem.with_suffix(".json"), "estimator")
+    return read_payload(stem, header, skeleton(header))

@@ -1,0 +1,292 @@
+"""Learning tasks: where training pairs `(x, y)` come from.
+
+A task is a jittable function `key, n → Batch`: it draws `θ` from a prior, simulates,
+observes, and computes the target. [`sgjax.fit`][] calls it inside the fused
+training step, so no dataset ever exists on disk or on the host.
+"""
+
+import abc
+from collections.abc import Mapping, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+from ._custom_types import Key
+from ._prior import Prior
+from ._simulate import _chunk
+from ._simulator import Simulator
+from ._strategy import AbstractStrategy, SharedStep
+from ._target import AbstractTarget, Derived, Draw, Parameter, Space
+
+
+class Batch(eqx.Module):
+    """Training pairs, sample first.
+
+    **Fields:**
+
+    - `x`: observations `(n, time, channels)`, 0 where missing.
+    - `mask`: `True` where observed, `(n, time, channels)`.
+    - `y`: targets in their learning space `(n, k)`; for model selection, the model
+        index `(n, 1)`.
+    - `weight`: per-sample loss weight `(n,)`: 0 for failed simulations.
+    """
+
+    x: Float[Array, "n time channels"]
+    mask: Bool[Array, "n time channels"]
+    y: Float[Array, "n k"]
+    weight: Float[Array, " n"]
+
+
+class AbstractTask(eqx.Module):
+    """A source of training pairs. Subclass it to learn from any jittable simulator
+    (an agent-based model, a toy with an exact posterior): define `sample`, `labels`,
+    `spaces`, `in_time`, `in_channels`, and `n_classes` (0 for regression)."""
+
+    @abc.abstractmethod
+    def sample(self, key: Key, n: int) -> Batch:
+        """`n` fresh training pairs; must be jittable with `n` static."""
+
+    @property
+    @abc.abstractmethod
+    def labels(self) -> tuple[str, ...]:
+        """One name per target component (per class for model selection)."""
+
+    @property
+    @abc.abstractmethod
+    def spaces(self) -> tuple[Space, ...]:
+        """The learning space of each target component (empty for model selection)."""
+
+    @property
+    @abc.abstractmethod
+    def in_time(self) -> int:
+        """How many observation times the network sees."""
+
+    @property
+    @abc.abstractmethod
+    def in_channels(self) -> int:
+        """How many observed channels."""
+
+    @property
+    def n_classes(self) -> int:
+        """The number of models for model selection; 0 for regression."""
+        return 0
+
+    def describe(self) -> dict:
+        """A JSON-serialisable description, saved with a trained estimator."""
+        return {"kind": type(self).__name__, "labels": list(self.labels)}
+
+
+def _as_targets(targets, simulator) -> tuple[AbstractTarget, ...]:
+    if isinstance(targets, (AbstractTarget, str)):
+        targets = (targets,)
+    if not isinstance(targets, Sequence) or not targets:
+        raise TypeError("`targets` must be a target (e.g. sgjax.Parameter('beta')) or a non-empty sequence of them.")
+    out = []
+    for t in targets:
+        if isinstance(t, str):
+            # A bare name: a parameter if the simulator has one, else a derived quantity.
+            t = Parameter(t) if t in simulator.param_names else Derived(t)
+        if not isinstance(t, AbstractTarget):
+            raise TypeError(f"Targets must be sgjax targets or names, got {t!r}.")
+        t.check(simulator)
+        out.append(t)
+    horizons = [t.observed_times(len(simulator.ts)) for t in out]
+    if len(set(horizons)) > 1:
+        raise ValueError("At most one Forecast horizon per task.")
+    return tuple(out)
+
+
+class Task(AbstractTask):
+    """Learn `targets` from a simulator's observations under a prior.
+
+    **Arguments:**
+
+    - `simulator`: an [`sgjax.Simulator`][].
+    - `targets`: a target or a sequence of them: [`sgjax.Parameter`][],
+        [`sgjax.Derived`][], [`sgjax.Hidden`][], [`sgjax.Signal`][],
+        [`sgjax.Forecast`][]; a bare name means a parameter, else a derived quantity.
+    - `prior`: an [`sgjax.Prior`][]; default `simulator.default_prior()`.
+    - `strategy`: how batches are solved; default [`sgjax.SharedStep`][].
+
+    Failed simulations get weight 0 in the loss (they are not resampled inside the
+    jitted step).
+
+    **Example:**
+
+    ```python
+    task = sgjax.Task(simulator, ["beta", "gamma", "R0"])
+    batch = task.sample(jax.random.key(0), 512)   # x (512, time, 1), y (512, 3)
+    ```
+    """
+
+    simulator: Simulator
+    targets: tuple[AbstractTarget, ...]
+    prior: Prior
+    strategy: AbstractStrategy
+    _spaces: tuple[Space, ...] = eqx.field(static=True)
+
+    def __init__(self, simulator: Simulator, targets, prior: Prior | None = None, strategy: AbstractStrategy | None = None):
+        if not isinstance(simulator, Simulator):
+            raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")
+        prior = simulator.default_prior() if prior is None else prior
+        if not isinstance(prior, Prior):
+            raise TypeError(f"`prior` must be an sgjax.Prior, got {type(prior).__name__}.")
+        prior.check_model(simulator.model, simulator.param_names)
+        self.simulator = simulator
+        self.targets = _as_targets(targets, simulator)
+        self.prior = prior
+        self.strategy = SharedStep() if strategy is None else strategy
+        self._spaces = tuple(
+            s for t in self.targets for s in (t.resolve_space(simulator, prior),) * len(t.labels(simulator))
+        )
+
+    @property
+    def labels(self):
+        return tuple(label for t in self.targets for label in t.labels(self.simulator))
+
+    @property
+    def spaces(self):
+        return self._spaces
+
+    @property
+    def in_time(self):
+        return self.targets[0].observed_times(len(self.simulator.ts))
+
+    @property
+    def in_channels(self):
+        return _channels(self.simulator)
+
+    def sample(self, key: Key, n: int) -> Batch:
+        ktheta, knoise = jax.random.split(key)
+        theta, states, signal, x, mask, valid = _chunk(
+            self.simulator, self.strategy, self.prior.sample(ktheta, n), knoise, keep_states=True
+        )
+        y = jax.vmap(self._target)(theta, states, signal, x)
+        ok = valid & jnp.all(jnp.isfinite(y), axis=1)
+        t = self.in_time
+        return Batch(x[:, :t], mask[:, :t], jnp.where(ok[:, None], y, 0.0), ok.astype(y.dtype))
+
+    def _target(self, theta, states, signal, x):
+        draw = Draw(theta, self.simulator.ts, states, signal, x)
+        parts = [jnp.asarray(t(draw, self.simulator), x.dtype) for t in self.targets]
+        y = jnp.concatenate(parts)
+        return jnp.stack([s.forward(v) for s, v in zip(self._spaces, y)]) if y.size else y
+
+    def describe(self):
+        return {
+            "kind": "Task",
+            "model": type(self.simulator.model).__name__,
+            "targets": [type(t).__name__ for t in self.targets],
+            "labels": list(self.labels),
+            "ts": np.asarray(self.simulator.ts).tolist(),
+        }
+
+
+class ModelSelection(AbstractTask):
+    """Learn which mechanism produced the data: a prior over models, each with its
+    own simulator and prior over `θ`. With cross-entropy the network learns the
+    posterior model probabilities.
+
+    **Arguments:**
+
+    - `simulators`: a mapping from model name to a [`sgjax.Simulator`][] or a
+        `(simulator, prior)` pair. All must share observation times and channels.
+    - `probabilities`: prior model probabilities (default uniform).
+    - `strategy`: how batches are solved; default [`sgjax.SharedStep`][].
+
+    Each batch holds a fixed share of every model (stratified, so every model is in
+    every batch); per-sample weights correct the shares to exactly the prior model
+    probabilities.
+    """
+
+    simulators: tuple[Simulator, ...]
+    priors: tuple[Prior, ...]
+    probabilities: tuple[float, ...] = eqx.field(static=True)
+    names: tuple[str, ...] = eqx.field(static=True)
+    strategy: AbstractStrategy
+
+    def __init__(self, simulators: Mapping, probabilities=None, strategy: AbstractStrategy | None = None):
+        if not isinstance(simulators, Mapping) or len(simulators) < 2:
+            raise TypeError("`simulators` must map at least two model names to simulators.")
+        sims, priors = [], []
+        for name, s in simulators.items():
+            sim, prior = s if isinstance(s, tuple) else (s, None)
+            if not isinstance(sim, Simulator):
+                raise TypeError(f"Model {name!r}: expected an sgjax.Simulator or (simulator, prior), got {s!r}.")
+            prior = sim.default_prior() if prior is None else prior
+            prior.check_model(sim.model, sim.param_names)
+            sims.append(sim)
+            priors.append(prior)
+        ts0 = np.asarray(sims[0].ts)
+        for name, sim in zip(simulators, sims):
+            if sim.ts.shape != ts0.shape or not np.allclose(np.asarray(sim.ts), ts0):
+                raise ValueError(f"Model {name!r} observes at other times than the first; all must share `ts`.")
+        k = len(sims)
+        p = np.full(k, 1.0 / k) if probabilities is None else np.asarray(probabilities, float)
+        if p.shape != (k,) or np.any(p <= 0) or not np.isclose(p.sum(), 1.0):
+            raise ValueError(f"`probabilities` must be {k} positive numbers summing to 1, got {probabilities!r}.")
+        self.simulators = tuple(sims)
+        self.priors = tuple(priors)
+        self.probabilities = tuple(float(v) for v in p)
+        self.names = tuple(str(n) for n in simulators)
+        self.strategy = SharedStep() if strategy is None else strategy
+        channels = {_channels(s) for s in sims}
+        if len(channels) != 1:
+            raise ValueError(f"Every model must observe the same number of channels, got {sorted(channels)}.")
+
+    @property
+    def labels(self):
+        return self.names
+
+    @property
+    def spaces(self):
+        return ()
+
+    @property
+    def in_time(self):
+        return len(self.simulators[0].ts)
+
+    @property
+    def in_channels(self):
+        return _channels(self.simulators[0])
+
+    @property
+    def n_classes(self):
+        return len(self.names)
+
+    def counts(self, n: int) -> tuple[int, ...]:
+        """How many of `n` samples each model contributes (largest remainders)."""
+        p = np.asarray(self.probabilities)
+        base = np.floor(p * n).astype(int)
+        order = np.argsort(-(p * n - base))
+        base[order[: n - base.sum()]] += 1
+        if np.any(base == 0):
+            raise ValueError(f"A batch of {n} is too small to hold every model; use at least {len(p)} per batch.")
+        return tuple(int(c) for c in base)
+
+    def sample(self, key, n):
+        parts = []
+        for i, (sim, prior, m) in enumerate(zip(self.simulators, self.priors, self.counts(n))):
+            ktheta, knoise = jax.random.split(jax.random.fold_in(key, i))
+            _, _, _, x, mask, valid = _chunk(sim, self.strategy, prior.sample(ktheta, m), knoise, keep_states=False)
+            w = self.probabilities[i] * n / m
+            parts.append(Batch(x, mask, jnp.full((m, 1), i, x.dtype), jnp.where(valid, w, 0.0).astype(x.dtype)))
+        return jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
+
+    def describe(self):
+        return {
+            "kind": "ModelSelection",
+            "models": [type(s.model).__name__ for s in self.simulators],
+            "labels": list(self.names),
+            "probabilities": list(self.probabilities),
+            "ts": np.asarray(self.simulators[0].ts).tolist(),
+        }
+
+
+def _channels(simulator: Simulator) -> int:
+    ys = jax.ShapeDtypeStruct((len(simulator.ts) + 1, len(simulator.model.state_names)), simulator.ts.dtype)
+    return jax.eval_shape(simulator.signal, ys).shape[1]
+

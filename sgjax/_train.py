@@ -1,0 +1,382 @@
+"""Training an SGNN: one fused, jitted step from a PRNG key to an optimiser update,
+several steps per dispatch, with validation, early stopping and checkpoints."""
+
+import json
+import math
+import pathlib
+import time
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._custom_types import Key
+from ._estimator import Estimator, _config as estimator_config, skeleton
+from ._io import FileFormatError, read_header, read_payload, write_pair
+from ._task import AbstractTask, Batch
+from .heads import AbstractHead, Point
+from .nn import MLP, AbstractNetwork, Standardise
+
+# Incremented whenever the training call is traced, so tests can assert it compiles once.
+_TRACES = {"train": 0}
+
+#: Checkpoints kept in a checkpoint directory (older ones are deleted).
+KEEP_CHECKPOINTS = 2
+
+
+class _Data(eqx.Module):
+    """A fixed budget of pre-simulated training pairs (device arrays)."""
+
+    batch: Batch
+
+    def take(self, idx):
+        return jax.tree.map(lambda a: a[idx], self.batch)
+
+
+@eqx.filter_jit
+def _sample(task: AbstractTask, key: Key, n: int) -> Batch:
+    return task.sample(key, n)
+
+
+def simulate_batch(task: AbstractTask, key: Key, n: int, chunk: int = 512) -> Batch:
+    """`n` training pairs from `task`, generated in jitted chunks of `chunk` (rounded
+    up to whole chunks) and kept on the device."""
+    m = -(-n // chunk)
+    parts = [_sample(task, k, chunk) for k in jax.random.split(key, m)]
+    return jax.tree.map(lambda *a: jnp.concatenate(a)[:n], *parts)
+
+
+def _assemble(frozen: Estimator, params) -> Estimator:
+    return eqx.tree_at(lambda e: e.network, frozen, eqx.combine(params, frozen.network))
+
+
+def _batch_loss(params, frozen: Estimator, batch: Batch):
+    est = _assemble(frozen, params)
+    per = jax.vmap(est.loss)(batch.x, batch.mask, batch.y)
+    return jnp.sum(per * batch.weight) / jnp.maximum(jnp.sum(batch.weight), 1.0)
+
+
+@eqx.filter_jit(donate="all-except-first")
+def _train_call(consts, params, opt_state, xs):
+    """`len(xs)` optimiser steps in one dispatch. `xs` holds one PRNG key per step
+    (on-the-fly simulation) or one row of indices per step (fixed budget)."""
+    _TRACES["train"] += 1
+    source, frozen, optimiser, batch_size = consts
+
+    def step(carry, x):
+        params, opt_state = carry
+        batch = source.sample(x, batch_size) if isinstance(source, AbstractTask) else source.take(x)
+        loss, grads = eqx.filter_value_and_grad(_batch_loss)(params, frozen, batch)
+        updates, opt_state = optimiser.update(grads, opt_state, params)
+        return (eqx.apply_updates(params, updates), opt_state), loss
+
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), xs)
+    return params, opt_state, losses
+
+
+@eqx.filter_jit
+def _eval_loss(frozen: Estimator, params, batch: Batch, chunk: int):
+    """The weighted mean loss over a batch, evaluated `chunk` samples at a time."""
+    chunks = jax.tree.map(lambda a: a.reshape(-1, chunk, *a.shape[1:]), batch)
+
+    def one(b):
+        est = _assemble(frozen, params)
+        per = jax.vmap(est.loss)(b.x, b.mask, b.y)
+        return jnp.sum(per * b.weight), jnp.sum(b.weight)
+
+    total, weight = jax.lax.map(one, chunks)
+    return jnp.sum(total) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def default_optimiser(learning_rate: float, steps: int) -> optax.GradientTransformation:
+    """Adam with weight decay, gradient clipping at norm 1, a linear warm-up over the
+    first 5% of steps and a cosine decay to 1% of the peak."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, warmup_steps=max(1, steps // 20), decay_steps=steps, end_value=learning_rate * 1e-2
+    )
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4))
+
+
+def _make_network(network, task: AbstractTask, out_size: int, key) -> AbstractNetwork:
+    if network is None:
+        network = MLP
+    if isinstance(network, AbstractNetwork):
+        got = (network.in_time, network.in_channels, network.out_size)
+        want = (task.in_time, task.in_channels, out_size)
+        if got != want:
+            raise ValueError(
+                f"The network maps (time, channels) = {got[:2]} to {got[2]} outputs, but the task "
+                f"and head need {want[:2]} → {want[2]}. Pass the class (e.g. sgjax.nn.MLP) or "
+                "functools.partial(sgjax.nn.MLP, width=...) and fit builds it with the right sizes."
+            )
+        return network
+    if not callable(network):
+        raise TypeError(f"`network` must be an sgjax.nn network, its class, or a factory; got {network!r}.")
+    net = network(task.in_time, task.in_channels, out_size, key=key)
+    if not isinstance(net, AbstractNetwork):
+        raise TypeError(f"The network factory returned {type(net).__name__}, not an sgjax.nn.AbstractNetwork.")
+    return net
+
+
+def _initial_estimator(task, head, network, pilot: Batch, log1p, key) -> Estimator:
+    x, mask, w = np.asarray(pilot.x), np.asarray(pilot.mask), np.asarray(pilot.weight)
+    ok = w > 0
+    if not ok.any():
+        raise RuntimeError("Every simulation in the pilot batch failed; check the prior and the solver settings.")
+    if log1p is None:  # counts (non-negative data) are standardised on the log scale
+        log1p = bool(np.all(x[ok][mask[ok]] >= 0))
+    standardise = Standardise.fit(x[ok], mask[ok], log1p=log1p)
+    if task.n_classes:
+        y_mean, y_std, k = np.zeros(1), np.ones(1), 1
+    else:
+        y = np.asarray(pilot.y)[ok]
+        y_mean, y_std, k = y.mean(0), y.std(0), y.shape[1]
+        y_std = np.where(y_std > 1e-8 * np.maximum(np.abs(y_mean), 1.0), y_std, 1.0)
+    dtype = jnp.result_type(float)
+    net = _make_network(network, task, head.n_outputs(k, task.n_classes), key)
+    return Estimator(
+        standardise=standardise,
+        network=net,
+        head=head,
+        y_mean=jnp.asarray(y_mean, dtype),
+        y_std=jnp.asarray(y_std, dtype),
+        labels=tuple(task.labels),
+        spaces=tuple(task.spaces),
+        n_classes=task.n_classes,
+        info=json.dumps(task.describe()),
+    )
+
+
+def _checkpoints(directory: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(directory.glob("ckpt-*.json"))
+
+
+def _latest_checkpoint(directory: pathlib.Path, optimiser):
+    """The newest checkpoint whose payload verifies, or `None`. A checkpoint whose
+    write was interrupted has no JSON (written last) or a payload that fails its
+    checksum; it is skipped in favour of the previous one."""
+    errors = []
+    for path in reversed(_checkpoints(directory)):
+        try:
+            header = read_header(path, "checkpoint")
+            est = skeleton(header["estimator"])
+            params = eqx.filter(est.network, eqx.is_inexact_array)
+            like = {"estimator": est, "opt_state": optimiser.init(params), "best": params}
+            return header, read_payload(path.with_suffix(""), header, like)
+        except (FileFormatError, KeyError) as e:
+            errors.append(f"{path.name}: {e}")
+    if errors:
+        raise FileFormatError("No usable checkpoint in " + str(directory) + ":\n" + "\n".join(errors))
+    return None
+
+
+def fit(
+    task: AbstractTask,
+    head: AbstractHead | None = None,
+    network=None,
+    *,
+    key: Key,
+    steps: int = 2000,
+    batch_size: int = 512,
+    optimiser: optax.GradientTransformation | None = None,
+    learning_rate: float = 1e-3,
+    steps_per_call: int = 25,
+    validation_size: int = 4096,
+    eval_every: int = 250,
+    patience: int | None = None,
+    budget: int | None = None,
+    pilot_size: int = 4096,
+    log1p: bool | None = None,
+    checkpoint_dir=None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callable[[int, dict], None] | None = None,
+) -> tuple[Estimator, dict]:
+    """Train an SGNN on a stream of fresh simulations (or on a fixed budget of them).
+
+    Each training step draws `θ` from the prior, simulates, observes, computes the
+    target, and updates the network — all inside one jitted function, `steps_per_call`
+    steps per dispatch with `lax.scan`, parameter and optimiser buffers donated. Input
+    standardisation and target scaling are fitted on a pilot batch and stored with the
+    estimator.
+
+    **Arguments:**
+
+    - `task`: an [`sgjax.Task`][], [`sgjax.ModelSelection`][] or any
+        [`sgjax.AbstractTask`][].
+    - `head`: what to learn; default [`sgjax.heads.Point`][] (the posterior mean), or
+        `Quantile()`, `Gaussian()`, `MixtureDensity()`, `Classifier()` (model
+        selection).
+    - `network`: an [`sgjax.nn`][] class (default `MLP`), a factory
+        `(in_time, in_channels, out_size, *, key) → network` such as
+        `functools.partial(sgjax.nn.GRU, hidden=128)`, or a built network.
+    - `key`: the PRNG key; the whole run is a deterministic function of it.
+    - `steps`: optimiser steps (rounded up to a multiple of `steps_per_call`).
+    - `batch_size`: samples per step.
+    - `optimiser`: any optax transformation; default [`sgjax.default_optimiser`][]
+        with `learning_rate` over `steps`.
+    - `steps_per_call`: steps fused into one dispatch.
+    - `validation_size`: a fixed held-out set of simulations for the validation loss.
+    - `eval_every`: steps between validation losses (a multiple of `steps_per_call`).
+    - `patience`: stop after this many evaluations without improvement (default: never);
+        the best estimator seen is returned.
+    - `budget`: train on this many pre-simulated samples (epochs of shuffled
+        minibatches) instead of fresh simulations, to compare sample efficiency with
+        budgeted methods.
+    - `pilot_size`: samples used to fit input standardisation and target scaling.
+    - `log1p`: standardise `log1p(x)`; default: when all pilot data are `≥ 0`.
+    - `checkpoint_dir`: write checkpoints there every `checkpoint_every` steps
+        (default `eval_every`), atomically; the last two are kept.
+    - `resume`: continue from the newest valid checkpoint in `checkpoint_dir`; the
+        result equals an uninterrupted run with the same arguments.
+    - `progress`: show a tqdm progress bar (loss, validation loss, samples/s).
+    - `callback`: called as `callback(step, metrics)` after each evaluation.
+
+    **Returns:** `(estimator, history)`, `history` a dict of lists: `step`, `loss`,
+    `val_step`, `val_loss`, `samples_per_s`.
+    """
+    if not isinstance(task, AbstractTask):
+        raise TypeError(f"`task` must be an sgjax task (sgjax.Task, sgjax.ModelSelection), got {type(task).__name__}.")
+    head = Point() if head is None else head
+    if not isinstance(head, AbstractHead):
+        raise TypeError(f"`head` must be an sgjax.heads head such as sgjax.heads.Point(), got {head!r}.")
+    from .heads import Classifier
+
+    if bool(task.n_classes) != isinstance(head, Classifier):
+        raise ValueError(
+            "Model selection (sgjax.ModelSelection) goes with the Classifier head, and the "
+            "Classifier head only with model selection."
+        )
+    for name, v in (("steps", steps), ("batch_size", batch_size), ("steps_per_call", steps_per_call), ("eval_every", eval_every), ("pilot_size", pilot_size), ("validation_size", validation_size)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {v!r}.")
+    steps_per_call = min(steps_per_call, steps)
+    steps = -(-steps // steps_per_call) * steps_per_call
+    checkpoint_every = eval_every if checkpoint_every is None else checkpoint_every
+    for name, v in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
+        if v % steps_per_call:
+            raise ValueError(f"`{name}`={v} must be a multiple of `steps_per_call`={steps_per_call}.")
+    if budget is not None and (not isinstance(budget, (int, np.integer)) or budget < batch_size):
+        raise ValueError(f"`budget` must be an integer of at least one batch ({batch_size}), got {budget!r}.")
+    if resume and checkpoint_dir is None:
+        raise ValueError("`resume=True` needs `checkpoint_dir`.")
+    optimiser = default_optimiser(learning_rate, steps) if optimiser is None else optimiser
+
+    k_pilot, k_val, k_init, k_train, k_budget = jax.random.split(key, 5)
+    validation_size = -(-validation_size // batch_size) * batch_size
+    val = simulate_batch(task, k_val, validation_size, batch_size)
+    pilot = simulate_batch(task, k_pilot, pilot_size, batch_size)
+    estimator = _initial_estimator(task, head, network, pilot, log1p, k_init)
+    params, net_static = eqx.partition(estimator.network, eqx.is_inexact_array)
+    frozen = eqx.tree_at(lambda e: e.network, estimator, net_static)
+    opt_state = optimiser.init(params)
+
+    config = {
+        "task": task.describe(),
+        "head": head.config(),
+        "network": estimator.network.config(),
+        "batch_size": int(batch_size),
+        "steps_per_call": int(steps_per_call),
+        "learning_rate": float(learning_rate),
+        "validation_size": int(validation_size),
+        "eval_every": int(eval_every),
+        "patience": patience,
+        "budget": None if budget is None else int(budget),
+        "pilot_size": int(pilot_size),
+        "key": np.asarray(jax.random.key_data(key)).ravel().tolist(),
+    }
+    history = {"step": [], "loss": [], "val_step": [], "val_loss": [], "samples_per_s": []}
+    step, best_val, bad_evals, best = 0, math.inf, 0, jax.tree.map(jnp.copy, params)
+    ckpt_dir = None if checkpoint_dir is None else pathlib.Path(checkpoint_dir)
+    if ckpt_dir is not None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if _checkpoints(ckpt_dir) and not resume:
+            raise FileExistsError(
+                f"{ckpt_dir} already holds checkpoints; pass resume=True to continue from them, "
+                "or choose an empty directory."
+            )
+        found = _latest_checkpoint(ckpt_dir, optimiser) if resume else None
+        if found is not None:
+            header, state = found
+            diff = {k: (header["fit"].get(k), v) for k, v in config.items() if header["fit"].get(k) != v}
+            if diff:
+                raise ValueError(f"Cannot resume: the checkpoint was trained with other settings {diff} (saved, now).")
+            estimator = state["estimator"]
+            params, net_static = eqx.partition(estimator.network, eqx.is_inexact_array)
+            frozen = eqx.tree_at(lambda e: e.network, estimator, net_static)
+            opt_state, best = state["opt_state"], state["best"]
+            step, best_val, bad_evals, history = header["step"], header["best_val"], header["bad_evals"], header["history"]
+            best_val = math.inf if best_val is None else best_val
+
+    if budget is not None:
+        source = _Data(simulate_batch(task, k_budget, int(budget), batch_size))
+        per_epoch = int(budget) // batch_size
+        seed = np.asarray(jax.random.key_data(k_budget)).ravel()
+    else:
+        source = task
+    consts = (source, frozen, optimiser, int(batch_size))
+
+    def xs_for(call: int):
+        if budget is None:
+            return jax.random.split(jax.random.fold_in(k_train, call), steps_per_call)
+        rows = []
+        for s in range(call * steps_per_call, (call + 1) * steps_per_call):
+            epoch, pos = divmod(s, per_epoch)
+            perm = np.random.default_rng([*seed.tolist(), epoch]).permutation(int(budget))
+            rows.append(perm[pos * batch_size : (pos + 1) * batch_size])
+        return jnp.asarray(np.stack(rows))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    window_start, window_samples = time.perf_counter(), 0
+    stopped = False
+    try:
+        while step < steps and not stopped:
+            call = step // steps_per_call
+            params, opt_state, losses = _train_call(consts, params, opt_state, xs_for(call))
+            step += steps_per_call
+            window_samples += steps_per_call * batch_size
+            history["step"].append(step)
+            history["loss"].append(float(jnp.mean(losses)))
+            bar.update(steps_per_call)
+            if step % eval_every == 0 or step >= steps:
+                v = float(_eval_loss(frozen, params, val, batch_size))
+                rate = window_samples / (time.perf_counter() - window_start)
+                history["val_step"].append(step)
+                history["val_loss"].append(v)
+                history["samples_per_s"].append(rate)
+                if v < best_val:
+                    best_val, bad_evals, best = v, 0, jax.tree.map(jnp.copy, params)
+                else:
+                    bad_evals += 1
+                    stopped = patience is not None and bad_evals >= patience
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", val=f"{v:.4g}", samples_s=f"{rate:,.0f}")
+                if callback is not None:
+                    callback(step, {"loss": history["loss"][-1], "val_loss": v, "samples_per_s": rate})
+                window_start, window_samples = time.perf_counter(), 0
+            if ckpt_dir is not None and (step % checkpoint_every == 0 or step >= steps or stopped):
+                _save_checkpoint(ckpt_dir, step, _assemble(frozen, params), opt_state, best, best_val, bad_evals, history, config)
+    finally:
+        bar.close()
+    return _assemble(frozen, best), history
+
+
+def _save_checkpoint(directory, step, estimator, opt_state, best, best_val, bad_evals, history, config):
+    header = {
+        "kind": "checkpoint",
+        "step": step,
+        "best_val": None if math.isinf(best_val) else best_val,
+        "bad_evals": bad_evals,
+        "history": history,
+        "fit": config,
+        "estimator": estimator_config(estimator),
+    }
+    write_pair(directory / f"ckpt-{step:08d}", {"estimator": estimator, "opt_state": opt_state, "best": best}, header)
+    for old in _checkpoints(directory)[:-KEEP_CHECKPOINTS]:
+        old.unlink()
+        old.with_suffix(".eqx").unlink(missing_ok=True)

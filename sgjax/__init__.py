@@ -7,7 +7,7 @@ noise models (`sgjax.observation`), train networks on a stream of simulations
 
 import importlib.metadata
 
-from . import heads as heads, models as models, nn as nn, observation as observation
+from . import datasets as datasets, heads as heads, models as models, nn as nn, observation as observation
 from ._estimator import (
     Estimator as Estimator,
     infer as infer,
@@ -15,6 +15,7 @@ from ._estimator import (
     Posterior as Posterior,
     save as save,
 )
+from ._evaluate import evaluate as evaluate
 from ._io import FileFormatError as FileFormatError, read_csv as read_csv
 from ._model import AbstractODEModel as AbstractODEModel, ODEModel as ODEModel
 from ._observables import (

@@ -1,4 +1,5 @@
-"""The `sgjax` command line: `sgjax simulate MODEL ...`."""
+"""The `sgjax` command line: `simulate`, `train`, `infer`, and the main job
+`boarding-school`."""
 
 import argparse
 import json
@@ -80,21 +81,28 @@ def _plot(sim, path: Path, title: str, k: int = 6) -> None:
     plt.close(fig)
 
 
-def _simulate_cmd(args) -> int:
-    import jax
+def _simulator(args):
+    """The built-in model named on the command line, observed as the flags say."""
     import jax.numpy as jnp
 
-    from . import PerTrajectory, SharedStep, Simulator, __version__, simulate
+    from . import Simulator
 
     registry = _registry()
     if args.model not in registry:
         raise SystemExit(f"error: unknown model {args.model!r}; choose one of {sorted(registry)}.")
     cls = registry[args.model]
     kind = cls.__module__.rsplit(".", 1)[-1]
-    model = cls()
     t1 = args.t1 if args.t1 is not None else _HORIZON.get(kind, 50.0)
     ts = jnp.linspace(t1 / args.times, t1, args.times)
-    simulator = Simulator(model, ts, _observation(args, counts=kind in ("epidemics", "growth")))
+    return cls, Simulator(cls(), ts, _observation(args, counts=kind in ("epidemics", "growth")))
+
+
+def _simulate_cmd(args) -> int:
+    import jax
+
+    from . import PerTrajectory, SharedStep, __version__, simulate
+
+    cls, simulator = _simulator(args)
     out = _prepare_out(args.out, args.overwrite)
     strategy = PerTrajectory() if args.strategy == "per-trajectory" else SharedStep()
     start = time.perf_counter()
@@ -125,6 +133,100 @@ def _simulate_cmd(args) -> int:
     return 0
 
 
+_HEADS = {"point": "Point", "quantile": "Quantile", "gaussian": "Gaussian", "mixture": "MixtureDensity"}
+_NETWORKS = {"mlp": "MLP", "cnn": "CNN", "gru": "GRU", "transformer": "Transformer"}
+
+
+def _train_cmd(args) -> int:
+    import jax
+
+    from . import Task, _plots, fit, heads, nn, save
+    from ._evaluate import held_out, recovery
+    from ._io import versions
+
+    cls, simulator = _simulator(args)
+    out = Path(args.out or f"runs/{args.model}")
+    if not args.resume:
+        out = _prepare_out(str(out), args.overwrite)
+    elif not (out / "checkpoints").exists():
+        raise SystemExit(f"error: --resume needs checkpoints in {out / 'checkpoints'}; none found.")
+    targets = args.targets.split(",") if args.targets else list(simulator.param_names)
+    task = Task(simulator, targets)
+    head = getattr(heads, _HEADS[args.head])()
+    network = getattr(nn, _NETWORKS[args.network])
+    key = jax.random.key(args.seed)
+    k_fit, k_test = jax.random.split(key)
+    start = time.perf_counter()
+    estimator, history = fit(
+        task, head, network, key=k_fit, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        eval_every=args.eval_every, steps_per_call=min(25, args.eval_every), validation_size=args.validation_size,
+        budget=args.budget, checkpoint_dir=out / "checkpoints", resume=args.resume, progress=not args.quiet,
+    )
+    seconds = time.perf_counter() - start
+    save(out, estimator, overwrite=True)
+    post, truth = held_out(estimator, task, k_test, args.test_size)
+    rec = recovery(post, truth)
+    _plots.training_curve(history, out / "training.png")
+    if post.quantiles:
+        _plots.recovery(truth, post, out / "recovery.png")
+    metrics = {
+        "model": cls.__name__,
+        "targets": list(task.labels),
+        "head": head.config(),
+        "network": estimator.network.config(),
+        "training": {"steps": history["step"][-1], "batch_size": args.batch_size, "seconds_including_compile": round(seconds, 2),
+                     "samples_per_s_last_window": round(history["samples_per_s"][-1]),
+                     "final_validation_loss": history["val_loss"][-1]},
+        "recovery_on_held_out_simulations": {"n": len(truth), **rec},
+        "history": history,
+        "versions": versions(),
+        "backend": jax.default_backend(),
+    }
+    _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
+    for label, m in rec.items():
+        print(f"{label:>12}: " + ", ".join(f"{k} = {v:.3f}" for k, v in m.items()))
+    print(f"wrote {out}/estimator.eqx, estimator.json, metrics.json, training.png" + (", recovery.png" if post.quantiles else ""))
+    return 0
+
+
+def _infer_cmd(args) -> int:
+    import jax
+
+    from . import _plots, infer, load, read_csv
+
+    estimator = load(args.model_dir)
+    times, values, mask = read_csv(args.data, columns=args.columns, time_column=args.time_column)
+    trained = json.loads(estimator.info).get("ts")
+    if trained is not None and len(trained) == estimator.in_time and (
+        len(times) != len(trained) or not np.allclose(times, trained)
+    ):
+        raise ValueError(
+            f"The estimator was trained on observations at times {trained[0]:g}..{trained[-1]:g} "
+            f"({len(trained)} times); {args.data} has {len(times)} rows at times "
+            f"{times[0]:g}..{times[-1]:g}. Give one row per training time, with empty cells "
+            "where a value is missing."
+        )
+    out = _prepare_out(args.out or str(Path(args.model_dir) / "inference"), args.overwrite)
+    post = infer(estimator, values, mask, key=jax.random.key(args.seed), n_samples=args.samples)
+    result = {"data": str(args.data), "posterior": post.summary(0)}
+    _write_atomic(out / "posterior.json", lambda p: p.write_text(json.dumps(result, indent=2)))
+    if post.samples is not None:
+        _plots.posterior_histograms({l: post.samples[0, :, j] for j, l in enumerate(post.labels)}, out / "posterior.png", f"Posterior given {Path(args.data).name}")
+    print(json.dumps(result["posterior"], indent=2))
+    print(f"wrote {out}/posterior.json" + (", posterior.png" if post.samples is not None else ""))
+    return 0
+
+
+def _main_job_cmd(args) -> int:
+    from . import _mainjob
+
+    out = _prepare_out(args.out, args.overwrite)
+    metrics = _mainjob.run(out, fast=args.fast, seed=args.seed, steps=args.steps, progress=not args.quiet, overwrite=True)
+    print(_mainjob.report(metrics))
+    print(f"wrote {out}/metrics.json, posterior_predictive.png, posterior.png, recovery.png, training.png, estimator/")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sgjax", description="Simulation-grounded learning in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,12 +249,76 @@ def main(argv=None) -> int:
     s.add_argument("--out", default="runs/simulate", help="output directory (default runs/simulate)")
     s.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
     s.set_defaults(func=_simulate_cmd)
+
+    t = sub.add_parser(
+        "train",
+        help="train an SGNN on fresh simulations from a built-in model",
+        description="Train a network on a stream of simulations from a built-in model with its default "
+        "prior, then check recovery on held-out simulations. Writes the estimator, metrics.json and plots.",
+    )
+    t.add_argument("model", help=f"a built-in model: {', '.join(sorted(_registry()))}")
+    t.add_argument("--targets", default=None, help="comma-separated parameters or derived quantities, e.g. beta,gamma,R0 "
+                   "(default: every parameter)")
+    t.add_argument("--head", choices=sorted(_HEADS), default="quantile", help="what to learn (default quantile)")
+    t.add_argument("--network", choices=sorted(_NETWORKS), default="mlp", help="network (default mlp)")
+    t.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
+    t.add_argument("--batch-size", type=int, default=512, help="simulations per step (default 512)")
+    t.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    t.add_argument("--eval-every", type=int, default=250, help="steps between validation losses (default 250)")
+    t.add_argument("--validation-size", type=int, default=4096, help="held-out validation simulations (default 4096)")
+    t.add_argument("--test-size", type=int, default=2000, help="held-out simulations for recovery metrics (default 2000)")
+    t.add_argument("--budget", type=int, default=None, help="train on this many pre-simulated samples instead of fresh ones")
+    t.add_argument("--times", type=int, default=100, help="number of observation times (default 100)")
+    t.add_argument("--t1", type=float, default=None, help="last observation time (default by model kind)")
+    t.add_argument("--noise", choices=["poisson", "negbin", "gaussian", "lognormal", "none"], default=None,
+                   help="observation noise (default: poisson for epidemics and growth, gaussian otherwise)")
+    t.add_argument("--reporting", type=float, default=1.0, help="reporting fraction in [0, 1] (default 1)")
+    t.add_argument("--dispersion", type=float, default=10.0, help="negative-binomial dispersion (default 10)")
+    t.add_argument("--scale", type=float, default=0.1, help="gaussian / lognormal noise scale (default 0.1)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default=None, help="output directory (default runs/MODEL)")
+    t.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train_cmd)
+
+    i = sub.add_parser(
+        "infer",
+        help="apply a trained estimator to observed data in a CSV file",
+        description="Amortized inference: the posterior for the series in a CSV file (a time column and "
+        "one column per observed channel; empty cells are missing).",
+    )
+    i.add_argument("model_dir", help="a directory written by `sgjax train` (holding estimator.json)")
+    i.add_argument("data", help="the CSV file")
+    i.add_argument("--time-column", default="time", help="name of the time column (default time)")
+    i.add_argument("--columns", nargs="+", default=None, help="value columns (default: all but the time column)")
+    i.add_argument("--samples", type=int, default=2000, help="posterior samples for density heads (default 2000)")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--out", default=None, help="output directory (default MODEL_DIR/inference)")
+    i.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
+    i.set_defaults(func=_infer_cmd)
+
+    m = sub.add_parser(
+        "boarding-school",
+        help="the main job: an SGNN for the 1978 boarding-school influenza outbreak",
+        description="Train an SGNN on an SIR model with under-reporting and negative-binomial counts, check "
+        "recovery on held-out simulations, and infer beta, gamma, R0 and the final size for the 1978 English "
+        "boarding-school influenza outbreak, with posterior predictive bands.",
+    )
+    m.add_argument("--out", default="runs/boarding-school", help="output directory (default runs/boarding-school)")
+    m.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
+    m.add_argument("--fast", action="store_true", help="a quick run with few steps (for tests)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.set_defaults(func=_main_job_cmd)
     args = parser.parse_args(argv)
     if getattr(args, "n", 1) < 1:
         parser.error("--n must be a positive integer")
     try:
         return args.func(args)
-    except ValueError as e:  # our errors say what to fix; show them without a traceback
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        # Our errors say what to fix; show them without a traceback.
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,183 @@
+"""Training: Bayes-optimality against exact posteriors, compile-once, budgets,
+checkpoints and resume."""
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+from exact_tasks import LinearGaussian, PoissonGamma, TwoGaussians, binomial_tolerance, coverage
+
+import sgjax
+from sgjax import _io, _train
+
+SMALL_MLP = functools.partial(sgjax.nn.MLP, width=64)
+# Small settings shared by the tests: a 64-wide MLP, batches of 256.
+FAST = dict(batch_size=256, validation_size=512, pilot_size=512, steps_per_call=50, eval_every=50, progress=False)
+
+
+def _fit(task, head=None, **kwargs):
+    return sgjax.fit(task, head, kwargs.pop("network", SMALL_MLP), **{**FAST, **kwargs})
+
+
+def test_point_head_learns_the_exact_posterior_mean_linear_gaussian():
+    task = LinearGaussian()
+    test = task.sample(jax.random.key(99), 4000)
+    mean, sd = task.posterior(test.x)
+    errors = []
+    for steps in (100, 1000):
+        est, _ = _fit(task, key=jax.random.key(0), steps=steps)
+        point = sgjax.infer(est, test.x).point[:, 0]
+        errors.append(np.mean((point - mean) ** 2) / sd**2)
+    # The mean squared distance to the exact posterior mean, in units of the posterior
+    # variance: measured ~0.07 after 100 steps and ~0.005 after 1000.
+    assert errors[1] < errors[0]
+    assert errors[1] < 0.03
+
+
+def test_point_head_learns_the_exact_posterior_mean_poisson_gamma():
+    task = PoissonGamma()
+    test = task.sample(jax.random.key(98), 4000)
+    mean, var = task.posterior_log_moments(test.x)
+    est, _ = _fit(task, key=jax.random.key(1), steps=1000)
+    # Estimated in log space, the target's learning space: E[log λ | x] exactly.
+    point = np.log(sgjax.infer(est, test.x).point[:, 0])
+    assert np.mean((point - mean) ** 2 / var) < 0.05
+    # The Bayes risk bound: the trained network's risk is no better than the posterior
+    # variance (the irreducible error), up to sampling error.
+    truth = np.asarray(test.y[:, 0])
+    assert np.mean((point - truth) ** 2) > 0.9 * np.mean(var)
+
+
+def test_quantile_head_covers_at_nominal_rates():
+    task = LinearGaussian()
+    n = 4000
+    test = task.sample(jax.random.key(97), n)
+    head = sgjax.heads.Quantile((0.025, 0.1, 0.25, 0.5, 0.75, 0.9, 0.975))
+    est, _ = _fit(task, head, key=jax.random.key(2), steps=1000)
+    post = sgjax.infer(est, test.x)
+    truth = np.asarray(test.y[:, 0])
+    for mass in (0.5, 0.8, 0.95):
+        lo, hi = post.interval(mass)
+        # Sampling error of a coverage over n draws (4 sd), plus 0.02 for training.
+        assert abs(coverage(lo[:, 0], hi[:, 0], truth) - mass) < binomial_tolerance(mass, n) + 0.02
+    # And the quantiles themselves are the exact posterior quantiles.
+    mean, sd = task.posterior(test.x)
+    for level in (0.1, 0.5, 0.9):
+        exact = mean + sd * scipy.stats.norm.ppf(level)
+        assert np.sqrt(np.mean((post.quantiles[level][:, 0] - exact) ** 2)) < 0.15 * sd
+
+
+@pytest.mark.parametrize("head", [sgjax.heads.Gaussian(), sgjax.heads.MixtureDensity(3)])
+def test_density_heads_match_the_exact_posterior(head):
+    task = LinearGaussian()
+    test = task.sample(jax.random.key(96), 500)
+    est, _ = _fit(task, head, key=jax.random.key(3), steps=1000)
+    post = sgjax.infer(est, test.x, key=jax.random.key(0), n_samples=4000)
+    mean, sd = task.posterior(test.x)
+    assert post.samples.shape == (500, 4000, 1)
+    assert np.sqrt(np.mean((post.point[:, 0] - mean) ** 2)) < 0.15 * sd
+    assert abs(np.mean(post.samples[..., 0].std(1)) / sd - 1) < 0.1
+
+
+def test_classifier_learns_the_exact_posterior_model_probabilities():
+    task = TwoGaussians()
+    test = task.sample(jax.random.key(95), 4000)
+    est, _ = _fit(task, sgjax.heads.Classifier(), key=jax.random.key(4), steps=1000)
+    post = sgjax.infer(est, test.x)
+    assert post.probabilities.shape == (4000, 2)
+    np.testing.assert_allclose(post.probabilities.sum(1), 1, rtol=1e-5)
+    exact = task.posterior(test.x)
+    assert np.mean(np.abs(post.probabilities[:, 1] - exact)) < 0.03
+
+
+def test_the_fused_step_compiles_once():
+    before = _train._TRACES["train"]
+    _fit(LinearGaussian(), key=jax.random.key(5), steps=200)  # four dispatches
+    assert _train._TRACES["train"] == before + 1
+
+
+def test_fixed_budget_trains_on_the_budget_only():
+    task = LinearGaussian()
+    test = task.sample(jax.random.key(94), 2000)
+    mean, sd = task.posterior(test.x)
+    est, hist = _fit(task, key=jax.random.key(6), steps=400, budget=1024)
+    point = sgjax.infer(est, test.x).point[:, 0]
+    assert np.mean((point - mean) ** 2) / sd**2 < 0.2
+    # Four epochs of 1024 at batch 256 = 16 steps each; the training loss falls below
+    # the validation loss once the network starts to fit its fixed sample.
+    assert hist["loss"][-1] < hist["val_loss"][-1]
+
+
+def test_early_stopping_returns_the_best_estimator():
+    seen = []
+    est, hist = _fit(
+        LinearGaussian(), key=jax.random.key(7), steps=3000, patience=2, learning_rate=3e-2,
+        callback=lambda step, m: seen.append(step),
+    )
+    assert hist["val_step"][-1] < 3000  # stopped early
+    best = int(np.argmin(hist["val_loss"]))
+    assert len(hist["val_loss"]) - 1 - best == 2
+    assert seen == hist["val_step"]
+
+
+def _leaves(est):
+    return [np.asarray(a) for a in jax.tree.leaves(eqx_filter(est))]
+
+
+def eqx_filter(tree):
+    import equinox as eqx
+
+    return eqx.filter(tree, eqx.is_array)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    task = LinearGaussian()
+    kwargs = dict(key=jax.random.key(8), steps=300, checkpoint_every=50)
+    full, full_hist = _fit(task, checkpoint_dir=tmp_path / "a", **kwargs)
+
+    class Crash(Exception):
+        pass
+
+    def crash(step, metrics):
+        if step == 150:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _fit(task, checkpoint_dir=tmp_path / "b", callback=crash, **kwargs)
+    assert len(list((tmp_path / "b").glob("ckpt-*.json"))) == 2  # only the last two kept
+    with pytest.raises(FileExistsError, match="resume=True"):
+        _fit(task, checkpoint_dir=tmp_path / "b", **kwargs)
+    resumed, hist = _fit(task, checkpoint_dir=tmp_path / "b", resume=True, **kwargs)
+    for a, b in zip(_leaves(full), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert hist["val_loss"] == full_hist["val_loss"]
+    with pytest.raises(ValueError, match="other settings"):
+        _fit(task, checkpoint_dir=tmp_path / "b", resume=True, **{**kwargs, "batch_size": 128})
+
+
+def test_a_crash_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    task = LinearGaussian()
+    _fit(task, key=jax.random.key(9), steps=100, checkpoint_dir=tmp_path)
+    # A crash after the payload is written but before its JSON (the commit record)...
+    (tmp_path / "ckpt-99999999.eqx").write_bytes(b"partial")
+    # ...and a checkpoint whose payload was truncated later.
+    eqx_file = sorted(tmp_path.glob("ckpt-*.eqx"))[-2]
+    eqx_file.write_bytes(eqx_file.read_bytes()[:100])
+    header, state = _train._latest_checkpoint(tmp_path, sgjax.default_optimiser(1e-3, 100))
+    assert header["step"] == 50
+    # atomic_write: a failure mid-write leaves the old file and no temporary behind.
+    target = tmp_path / "file.bin"
+    target.write_bytes(b"old")
+
+    def boom(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError, match="disk full"):
+        _io.atomic_write(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.glob(".file.bin*")) == []

@@ -93,9 +93,8 @@ def _as_targets(targets, simulator) -> tuple[AbstractTarget, ...]:
             raise TypeError(f"Targets must be sgjax targets or names, got {t!r}.")
         t.check(simulator)
         out.append(t)
-    horizons = [t.observed_times(len(simulator.ts)) for t in out]
-    if len(set(horizons)) > 1:
-        raise ValueError("At most one Forecast horizon per task.")
+    if sum(t.observed_times(len(simulator.ts)) < len(simulator.ts) for t in out) > 1:
+        raise ValueError("At most one Forecast target per task: give one Forecast with the longest horizon.")
     return tuple(out)
 
 
@@ -153,7 +152,7 @@ class Task(AbstractTask):
 
     @property
     def in_time(self):
-        return self.targets[0].observed_times(len(self.simulator.ts))
+        return min(t.observed_times(len(self.simulator.ts)) for t in self.targets)
 
     @property
     def in_channels(self):

@@ -1,0 +1,100 @@
+"""Tasks and targets on ODE simulators: what the network sees and learns."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+
+import sgjax
+from sgjax import models, observation as obs
+
+DAYS = jnp.arange(1.0, 31.0)
+
+
+def _sir(observation=None, **kwargs):
+    return sgjax.Simulator(models.SIR(**kwargs), DAYS, observation)
+
+
+def test_task_batch_matches_simulate_and_targets_are_exact():
+    sim = _sir()
+    task = sgjax.Task(sim, ["beta", sgjax.Derived("R0"), sgjax.Derived("final_size"), sgjax.Hidden("R"), sgjax.Signal()])
+    assert task.labels[:4] == ("beta", "R0", "final_size", "R[29]")
+    assert len(task.labels) == 4 + 30
+    b = task.sample(jax.random.key(0), 64)
+    assert b.x.shape == (64, 30, 1) and b.mask.all() and b.y.shape == (64, 34)
+    assert np.all(np.asarray(b.weight) == 1)
+    # Learning spaces: beta's prior is LogUniform(0.1, 1) → logit on (0.1, 1).
+    beta_space = task.spaces[0]
+    assert beta_space.kind == "logit" and np.isclose(beta_space.lo, 0.1) and np.isclose(beta_space.hi, 1.0)
+    beta = np.asarray(beta_space.inverse(b.y[:, 0]))
+    r0 = np.asarray(b.y[:, 1])
+    # Re-simulate the same θ: the clean observation (no noise here) and R equal the
+    # labels, and the final size is the closed form of R0.
+    theta = {"beta": beta, "gamma": beta / r0}
+    again = sgjax.simulate(sim, jax.random.key(1), theta=theta)
+    np.testing.assert_allclose(again.observations, b.x, rtol=2e-3, atol=1e-2)
+    np.testing.assert_allclose(again.states[:, -1, 2], b.y[:, 3], rtol=2e-3, atol=1e-2)
+    np.testing.assert_allclose(b.y[:, 4:], again.signal[:, :, 0], rtol=2e-3, atol=1e-2)
+    np.testing.assert_allclose(b.y[:, 2], models.final_size(r0, 1 - 1 / 1000), rtol=1e-5)
+
+
+def test_space_round_trip_and_auto_choice():
+    for space, v in ((sgjax.Space("log"), 2.5), (sgjax.Space("logit", 0.3, 1.0), 0.7), (sgjax.Space("log1p"), 4.0)):
+        np.testing.assert_allclose(space.inverse(space.forward(jnp.asarray(v))), v, rtol=1e-5)
+    assert sgjax.Space.from_support(dist.Gamma(2.0, 1.0).support).kind == "log"
+    assert sgjax.Space.from_support(dist.Normal(0.0, 1.0).support).kind == "identity"
+    # A draw on the boundary of a uniform prior still gets a finite label.
+    assert np.isfinite(sgjax.Space("logit", 0.5, 1.0).forward(jnp.asarray(0.5)))
+    with pytest.raises(ValueError, match="choose one of"):
+        sgjax.Space("sqrt")
+
+
+def test_forecast_splits_the_window():
+    sim = _sir(obs.ObservationModel(obs.Poisson()))
+    task = sgjax.Task(sim, [sgjax.Forecast(7), "beta"])
+    b = task.sample(jax.random.key(2), 16)
+    assert task.in_time == 23 and b.x.shape == (16, 23, 1)
+    assert task.labels[:7] == tuple(f"x[{i}]" for i in range(23, 30))
+    # The labels are the last 7 noisy observations: integers.
+    np.testing.assert_array_equal(b.y[:, :7], np.round(b.y[:, :7]))
+    with pytest.raises(ValueError, match="leaves no observed times"):
+        sgjax.Task(sim, sgjax.Forecast(30))
+
+
+def test_bad_targets_say_what_exists():
+    sim = _sir()
+    with pytest.raises(ValueError, match="Did you mean 'beta'"):
+        sgjax.Task(sim, [sgjax.Parameter("betta")])
+    with pytest.raises(ValueError, match="derives"):
+        sgjax.Task(sim, ["R_0"])
+    with pytest.raises(ValueError, match="states are"):
+        sgjax.Task(sim, [sgjax.Hidden("Q")])
+    with pytest.raises(TypeError, match="sgjax.Simulator"):
+        sgjax.Task("sir", ["beta"])
+
+
+def test_failed_simulations_get_zero_weight():
+    sim = sgjax.Simulator(models.SIR(), DAYS, max_steps=16)  # too few steps for many draws
+    b = sgjax.Task(sim, ["beta"], strategy=sgjax.PerTrajectory()).sample(jax.random.key(3), 64)
+    w = np.asarray(b.weight)
+    assert 0 < w.sum() < 64
+    assert np.all(np.isfinite(b.x)) and np.all(np.asarray(b.y)[w == 0] == 0)
+
+
+def test_model_selection_strata_and_weights():
+    counts = obs.ObservationModel(obs.Poisson())
+    sir = sgjax.Simulator(models.SIR(), DAYS, counts)
+    seir = sgjax.Simulator(models.SEIR(), DAYS, counts)
+    task = sgjax.ModelSelection({"SIR": sir, "SEIR": seir}, probabilities=[0.3, 0.7])
+    assert task.counts(100) == (30, 70) and task.counts(7) == (2, 5)
+    b = task.sample(jax.random.key(4), 7)
+    labels = np.asarray(b.y[:, 0])
+    np.testing.assert_array_equal(labels, [0, 0, 1, 1, 1, 1, 1])
+    # Weights restore the prior model probabilities exactly: Σ weights per model ∝ p.
+    w = np.asarray(b.weight)
+    np.testing.assert_allclose([w[labels == 0].sum() / 7, w[labels == 1].sum() / 7], [0.3, 0.7], rtol=1e-6)
+    with pytest.raises(ValueError, match="share `ts`"):
+        sgjax.ModelSelection({"a": sir, "b": sgjax.Simulator(models.SIR(), DAYS + 1, counts)})
+    with pytest.raises(ValueError, match="positive numbers summing to 1"):
+        sgjax.ModelSelection({"a": sir, "b": seir}, probabilities=[0.5, 0.6])

@@ -1,0 +1,68 @@
+"""A gated recurrent network run forward over time."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from .base import AbstractNetwork, check_size, observed_times, scale_output
+
+
+class GRU(AbstractNetwork):
+    """A gated recurrent unit run forward over time with one `lax.scan`.
+
+    At each time point the cell reads the values (masked entries set to 0) and the mask
+    (as 0/1). Time points with no observed channel leave the hidden state unchanged, so
+    trailing missing time points act as a shorter series. The final hidden state (zero
+    when nothing was observed) goes through a linear layer to the output.
+    """
+
+    in_time: int = eqx.field(static=True)
+    in_channels: int = eqx.field(static=True)
+    out_size: int = eqx.field(static=True)
+    hidden: int = eqx.field(static=True)
+    cell: eqx.nn.GRUCell
+    last: eqx.nn.Linear
+
+    def __init__(
+        self,
+        in_time: int,
+        in_channels: int,
+        out_size: int,
+        *,
+        hidden: int = 64,
+        key: PRNGKeyArray,
+    ):
+        """**Arguments:**
+
+        - `in_time`, `in_channels`: the shape `(time, channels)` of one series.
+        - `out_size`: the length of the output vector.
+        - `hidden`: size of the hidden state.
+        - `key`: a PRNG key for the initial weights.
+        """
+        self.in_time = check_size(in_time, "in_time")
+        self.in_channels = check_size(in_channels, "in_channels")
+        self.out_size = check_size(out_size, "out_size")
+        self.hidden = check_size(hidden, "hidden")
+        k1, k2 = jax.random.split(key)
+        self.cell = eqx.nn.GRUCell(2 * self.in_channels, self.hidden, key=k1)
+        self.last = scale_output(eqx.nn.Linear(self.hidden, self.out_size, key=k2))
+
+    def __call__(
+        self,
+        x: Float[Array, "time channels"],
+        mask: Bool[Array, "time channels"],
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, " out"]:
+        x, mask = self._prepare(x, mask)
+        inputs = jnp.concatenate([x, mask.astype(x.dtype)], axis=-1)
+        keep = observed_times(mask)
+
+        def step(h, xs):
+            u, k = xs
+            return jnp.where(k, self.cell(u, h), h), None
+
+        h0 = jnp.zeros(self.hidden, inputs.dtype)
+        h, _ = jax.lax.scan(step, h0, (inputs, keep))
+        return self.last(h)

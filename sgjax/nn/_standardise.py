@@ -1,0 +1,142 @@
+"""Input standardisation fitted on a pilot batch and stored with the model."""
+
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Bool, Float
+
+from .base import check_size
+
+#: The std of a (time, channel) column is floored at this fraction of the std of its
+#: whole channel (all times pooled), so a column that is constant in the pilot batch
+#: (zero counts before an epidemic starts) does not blow up later inputs.
+MIN_STD_FRACTION = 0.1
+
+
+class Standardise(eqx.Module):
+    """Standardise one series per (time, channel): `(f(x) - mean) / std` with
+    `f = log1p` (for counts, which are >= 0) or the identity (for real-valued data),
+    and masked entries set to 0.
+
+    Fit it on a pilot batch with `Standardise.fit`, keep it with the network, and apply
+    it to each series before the network (`jax.vmap` it for a batch).
+
+    **Fields:**
+
+    - `mean`, `std`: arrays of shape `(time, channels)`.
+    - `log1p`: whether values go through `log1p` first (static).
+    """
+
+    mean: Float[Array, "time channels"]
+    std: Float[Array, "time channels"]
+    log1p: bool = eqx.field(static=True)
+
+    def __check_init__(self):
+        if jnp.ndim(self.mean) != 2 or jnp.shape(self.mean) != jnp.shape(self.std):
+            raise ValueError(
+                "Standardise needs `mean` and `std` of the same shape (time, channels), "
+                f"got {jnp.shape(self.mean)} and {jnp.shape(self.std)}. Build it with "
+                "`Standardise.fit` or `Standardise.skeleton`."
+            )
+        if not isinstance(self.log1p, bool):
+            raise TypeError(f"`log1p` must be True or False, got {self.log1p!r}.")
+
+    @property
+    def in_time(self) -> int:
+        return self.mean.shape[0]
+
+    @property
+    def in_channels(self) -> int:
+        return self.mean.shape[1]
+
+    @classmethod
+    def fit(
+        cls,
+        x: Float[ArrayLike, "n time channels"],
+        mask: Bool[ArrayLike, "n time channels"],
+        *,
+        log1p: bool = True,
+    ) -> "Standardise":
+        """Fit the mean and std of each (time, channel) over the observed entries of a
+        pilot batch.
+
+        The std is the population std (dividing by the number of observed entries),
+        floored at `MIN_STD_FRACTION` (0.1) times the std of the whole channel over all
+        times, or set to 1 when the whole channel is constant. A column never observed
+        gets mean 0 and std 1.
+
+        **Arguments:**
+
+        - `x`: a batch of series, shape `(n, time, channels)`; masked entries may hold
+            anything, even NaN.
+        - `mask`: booleans of the same shape, `True` where observed.
+        - `log1p`: standardise `log1p(x)` (for counts) rather than `x` (pass `False`
+            for real-valued data, which may be negative).
+
+        **Returns:** the fitted `Standardise`.
+        """
+        x = jnp.asarray(x)
+        mask = jnp.asarray(mask)
+        if x.ndim != 3 or mask.shape != x.shape:
+            raise ValueError(
+                "Standardise.fit takes a batch `x` of shape (n, time, channels) and a "
+                f"mask of the same shape, got {x.shape} and {mask.shape}. For a single "
+                "series add a batch axis: `x[None]`."
+            )
+        if not isinstance(log1p, bool):
+            raise TypeError(f"`log1p` must be True or False, got {log1p!r}.")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.result_type(float))
+        mask = mask.astype(bool)
+        y = jnp.where(mask, jnp.log1p(x) if log1p else x, 0)
+
+        def moments(axis):
+            n = jnp.sum(mask, axis=axis)
+            mean = jnp.sum(y, axis=axis) / jnp.maximum(n, 1)
+            centred = jnp.where(mask, y - jnp.expand_dims(mean, axis), 0)
+            var = jnp.sum(centred**2, axis=axis) / jnp.maximum(n, 1)
+            return n, mean, jnp.sqrt(var)
+
+        n, mean, std = moments(0)  # (time, channels)
+        _, _, channel_std = moments((0, 1))  # (channels,)
+        floor = jnp.where(channel_std > 0, MIN_STD_FRACTION * channel_std, 1.0)
+        std = jnp.maximum(std, floor)
+        seen = n > 0
+        return cls(jnp.where(seen, mean, 0.0), jnp.where(seen, std, 1.0), log1p)
+
+    @classmethod
+    def skeleton(cls, in_time: int, in_channels: int, log1p: bool) -> "Standardise":
+        """A `Standardise` of the given shape (mean 0, std 1), to load saved leaves into
+        with `eqx.tree_deserialise_leaves`. `Standardise.skeleton(**s.config())` matches
+        `s`."""
+        shape = (check_size(in_time, "in_time"), check_size(in_channels, "in_channels"))
+        return cls(jnp.zeros(shape), jnp.ones(shape), log1p)
+
+    def config(self) -> dict[str, Any]:
+        """A JSON-serialisable description of this module's structure, the arguments of
+        `Standardise.skeleton`."""
+        return {"log1p": self.log1p, "in_time": self.in_time, "in_channels": self.in_channels}
+
+    def __call__(
+        self, x: Float[Array, "time channels"], mask: Bool[Array, "time channels"]
+    ) -> Float[Array, "time channels"]:
+        """**Arguments:**
+
+        - `x`: the values of one series, shape `(time, channels)`.
+        - `mask`: booleans of the same shape, `True` where observed.
+
+        **Returns:** the standardised values, shape `(time, channels)`, 0 where masked.
+        """
+        x = jnp.asarray(x)
+        mask = jnp.asarray(mask)
+        if x.shape != self.mean.shape or mask.shape != self.mean.shape:
+            raise ValueError(
+                f"Standardise was fitted for series of shape (time, channels) = "
+                f"{self.mean.shape}, got x {x.shape} and mask {mask.shape}. For a batch "
+                "use `jax.vmap(standardise)(x, mask)`."
+            )
+        mask = mask.astype(bool)
+        x = jnp.where(mask, x, 0)  # so NaN at masked entries reaches no gradient either
+        y = jnp.log1p(x) if self.log1p else x
+        return jnp.where(mask, (y - self.mean) / self.std, 0)

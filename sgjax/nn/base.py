@@ -1,0 +1,222 @@
+"""The abstract network, the activation table, and rebuilding a network from its config."""
+
+import abc
+import inspect
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+#: Activations by name. Names rather than functions so that a network's config is
+#: plain JSON.
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu": jax.nn.gelu,
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "silu": jax.nn.silu,
+    "elu": jax.nn.elu,
+}
+
+#: Factor applied to the initial weights and bias of every network's output layer, so
+#: that outputs start small (of order 0.01 to 0.1 for standardised inputs), never large.
+OUTPUT_SCALE = 0.5
+
+
+class AbstractNetwork(eqx.Module):
+    """Maps one observed series to a vector. Batching is added outside with `jax.vmap`.
+
+    A network takes the values `x` of shape `(time, channels)` and the mask of the same
+    shape (`True` = observed). Values at masked positions never influence the output
+    (they may be anything, even NaN), and a series with no observation at all gives a
+    finite output.
+
+    Subclasses store every constructor argument (except `key`) as a field of the same
+    name, so that `config()` can describe them and `network_from_config` rebuild them.
+    """
+
+    in_time: eqx.AbstractVar[int]
+    in_channels: eqx.AbstractVar[int]
+    out_size: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def __call__(
+        self,
+        x: Float[Array, "time channels"],
+        mask: Bool[Array, "time channels"],
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, " out"]:
+        """**Arguments:**
+
+        - `x`: the values of one series, shape `(in_time, in_channels)`.
+        - `mask`: booleans of the same shape, `True` where observed.
+        - `key`: unused by the built-in networks (none uses dropout); accepted so that
+            every network has the same call signature.
+
+        **Returns:** a vector of shape `(out_size,)`.
+        """
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """A JSON-serialisable description of this network's structure:
+        `{"kind": class name, **constructor arguments except key}`. Rebuild a network of
+        the same structure with `network_from_config(config, key=...)`.
+        """
+        names = [
+            name
+            for name, p in inspect.signature(type(self).__init__).parameters.items()
+            if name not in ("self", "key") and p.kind is not p.VAR_KEYWORD
+        ]
+        return {"kind": type(self).__name__, **{name: getattr(self, name) for name in names}}
+
+    def _prepare(self, x: Array, mask: Array) -> tuple[Array, Array]:
+        """Check the shapes of one series and return `(x with masked entries set to 0,
+        mask as a boolean array)`."""
+        x = jnp.asarray(x)
+        mask = jnp.asarray(mask)
+        expected = (self.in_time, self.in_channels)
+        for what, a in (("x", x), ("mask", mask)):
+            if a.shape != expected:
+                raise ValueError(
+                    f"{type(self).__name__} takes one series: `{what}` must have shape "
+                    f"(in_time, in_channels) = {expected}, got {a.shape}. For a batch, "
+                    "use `jax.vmap(network)(x, mask)`."
+                )
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.result_type(float))
+        mask = mask.astype(bool)
+        return jnp.where(mask, x, 0), mask
+
+
+def check_size(value: Any, what: str, minimum: int = 1) -> int:
+    """Refuse anything but an integer `>= minimum` (a size, a depth), at construction."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"`{what}` must be an integer, got {value!r}.") from None
+    if n < minimum:
+        raise ValueError(f"`{what}` must be an integer >= {minimum}, got {n}.")
+    return n
+
+
+def check_activation(name: Any) -> str:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError(
+            f"Unknown activation {name!r}. Pass one of the names "
+            f"{sorted(ACTIVATIONS)} (a string, so the network's config stays JSON)."
+        )
+    return name
+
+
+def scale_output(layer: eqx.nn.Linear, factor: float = OUTPUT_SCALE) -> eqx.nn.Linear:
+    """Scale an output layer's initial weight and bias by `factor`."""
+    return eqx.tree_at(
+        lambda l: (l.weight, l.bias), layer, (layer.weight * factor, layer.bias * factor)
+    )
+
+
+def stack_layers(make: Callable[[PRNGKeyArray], eqx.Module], n: int, key: PRNGKeyArray):
+    """`n` independently initialised copies of a layer, stacked along a leading axis of
+    every array leaf (run them with `scan_layers`). `None` when `n == 0`.
+
+    The copies are built one by one and then stacked: on CPU this initialises several
+    times faster than `eqx.filter_vmap(make)(keys)`, whose batched random draws take
+    seconds to compile.
+    """
+    if n == 0:
+        return None
+    layers = [make(k) for k in jax.random.split(key, n)]
+    params = [eqx.filter(layer, eqx.is_array) for layer in layers]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
+    return eqx.combine(stacked, eqx.filter(layers[0], eqx.is_array, inverse=True))
+
+
+def scan_layers(apply: Callable[[Any, Array], Array], stacked, h: Array) -> Array:
+    """Apply stacked layers in turn, `h = apply(layer, h)`, with one `lax.scan`, so the
+    compiled graph holds one layer whatever the depth."""
+    if stacked is None:
+        return h
+    params, static = eqx.partition(stacked, eqx.is_array)
+
+    def body(h, p):
+        return apply(eqx.combine(p, static), h), None
+
+    h, _ = jax.lax.scan(body, h, params)
+    return h
+
+
+def observed_times(mask: Bool[Array, "time channels"]) -> Bool[Array, " time"]:
+    """Time points at which at least one channel is observed."""
+    return jnp.any(mask, axis=-1)
+
+
+def masked_mean(h: Float[Array, "time feat"], keep: Bool[Array, " time"]) -> Float[Array, " feat"]:
+    """Mean of the rows of `h` where `keep`; zeros when no row is kept."""
+    w = keep.astype(h.dtype)
+    return jnp.sum(jnp.where(keep[:, None], h, 0), axis=0) / jnp.maximum(jnp.sum(w), 1)
+
+
+def network_from_config(config: dict[str, Any], *, key: PRNGKeyArray) -> AbstractNetwork:
+    """Rebuild a network of the structure described by `config` (from
+    `AbstractNetwork.config`), with freshly initialised weights.
+
+    Use it as the skeleton to load saved weights into:
+    ```python
+    net = sgjax.nn.network_from_config(config, key=jax.random.key(0))
+    net = eqx.tree_deserialise_leaves(path, net)
+    ```
+
+    Only sgjax's own networks (`MLP`, `CNN`, `GRU`, `Transformer`) are accepted: the
+    `"kind"` is looked up in a fixed table, never imported or evaluated.
+
+    **Arguments:**
+
+    - `config`: a dict `{"kind": class name, **constructor arguments except key}`.
+    - `key`: a PRNG key for the (random) initial weights.
+
+    **Returns:** the network.
+    """
+    from ._cnn import CNN
+    from ._gru import GRU
+    from ._mlp import MLP
+    from ._transformer import Transformer
+
+    kinds: dict[str, type[AbstractNetwork]] = {
+        "MLP": MLP,
+        "CNN": CNN,
+        "GRU": GRU,
+        "Transformer": Transformer,
+    }
+    if not isinstance(config, dict) or "kind" not in config:
+        raise ValueError(
+            "A network config must be a dict with a 'kind' entry (one of "
+            f"{list(kinds)}) and the constructor arguments, as returned by "
+            f"`network.config()`; got {config!r}."
+        )
+    kwargs = dict(config)
+    kind = kwargs.pop("kind")
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ValueError(
+            f"Unknown network kind {kind!r}; expected one of {list(kinds)}. Only sgjax's "
+            "own networks can be rebuilt from a config."
+        )
+    cls = kinds[kind]
+    signature = inspect.signature(cls.__init__)
+    accepted = [n for n in signature.parameters if n not in ("self", "key")]
+    try:
+        signature.bind(None, **kwargs, key=key)
+    except TypeError as e:
+        raise ValueError(
+            f"Bad arguments for {kind} in the config {config!r}: {e}. {kind} takes "
+            f"{accepted}."
+        ) from None
+    try:
+        return cls(**kwargs, key=key)
+    except TypeError as e:  # a value of the wrong type, e.g. a width given as a string
+        raise ValueError(f"Bad arguments for {kind} in the config {config!r}: {e}") from e

@@ -142,7 +142,7 @@ def _train_cmd(args) -> int:
 
     from . import Task, _plots, fit, heads, nn, save
     from ._evaluate import held_out, recovery
-    from ._io import versions
+    from ._io import rounded, versions
 
     cls, simulator = _simulator(args)
     out = Path(args.out or f"runs/{args.model}")
@@ -175,7 +175,7 @@ def _train_cmd(args) -> int:
         "head": head.config(),
         "network": estimator.network.config(),
         "training": {"steps": history["step"][-1], "batch_size": args.batch_size, "seconds_including_compile": round(seconds, 2),
-                     "samples_per_s_last_window": round(history["samples_per_s"][-1]),
+                     "samples_per_s_last_window": rounded(history["samples_per_s"][-1]),
                      "final_validation_loss": history["val_loss"][-1]},
         "recovery_on_held_out_simulations": {"n": len(truth), **rec},
         "history": history,

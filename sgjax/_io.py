@@ -180,3 +180,8 @@ def read_csv(path, columns=None, time_column: str = "time"):
     if np.any(np.diff(times) <= 0):
         raise ValueError(f"{path}: the times must be strictly increasing.")
     return times, np.asarray(values, float).reshape(len(times), len(idx)), np.asarray(mask, bool).reshape(len(times), len(idx))
+
+
+def rounded(x):
+    """`round(x)` for a JSON report; `None` stays `None` (a figure not measured)."""
+    return None if x is None else round(x)

@@ -17,7 +17,7 @@ import numpyro.distributions as dist
 from . import _plots, datasets, heads, models, nn, observation as obs
 from ._estimator import Posterior, infer, save
 from ._evaluate import held_out, recovery
-from ._io import atomic_write, versions
+from ._io import atomic_write, rounded, versions
 from ._observables import State
 from ._prior import Prior
 from ._simulate import simulate
@@ -147,7 +147,7 @@ def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, pro
             "batch_size": 512,
             "samples": history["step"][-1] * 512,
             "seconds_including_compile": round(train_seconds, 2),
-            "samples_per_s_last_window": round(history["samples_per_s"][-1]),
+            "samples_per_s_last_window": rounded(history["samples_per_s"][-1]),
             "final_validation_loss": history["val_loss"][-1],
         },
         "recovery_on_held_out_simulations": {"n": len(truth), **rec},

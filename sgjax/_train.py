@@ -333,7 +333,7 @@ def fit(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
-    window_start, window_samples = time.perf_counter(), 0
+    window_start, window_samples, first_call, rate = time.perf_counter(), 0, step // steps_per_call, math.nan
     stopped = False
     try:
         while step < steps and not stopped:
@@ -343,19 +343,22 @@ def fit(
             window_samples += steps_per_call * batch_size
             history["step"].append(step)
             history["loss"].append(float(jnp.mean(losses)))
+            if call == first_call:  # the first dispatch includes compilation: not counted in samples/s
+                window_start, window_samples = time.perf_counter(), 0
             bar.update(steps_per_call)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", val=f"{best_val:.4g}", samples_s=f"{rate:,.0f}")
             if step % eval_every == 0 or step >= steps:
                 v = float(_eval_loss(frozen, params, val, batch_size))
-                rate = window_samples / (time.perf_counter() - window_start)
+                if window_samples:
+                    rate = window_samples / (time.perf_counter() - window_start)
                 history["val_step"].append(step)
                 history["val_loss"].append(v)
-                history["samples_per_s"].append(rate)
+                history["samples_per_s"].append(None if math.isnan(rate) else rate)
                 if v < best_val:
                     best_val, bad_evals, best = v, 0, jax.tree.map(jnp.copy, params)
                 else:
                     bad_evals += 1
                     stopped = patience is not None and bad_evals >= patience
-                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", val=f"{v:.4g}", samples_s=f"{rate:,.0f}")
                 if callback is not None:
                     callback(step, {"loss": history["loss"][-1], "val_loss": v, "samples_per_s": rate})
                 window_start, window_samples = time.perf_counter(), 0

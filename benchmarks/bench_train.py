@@ -1,0 +1,186 @@
+"""Fused-training benchmarks (issue: fused on-the-fly training).
+
+SIR, 100 daily Poisson-observed incidences, MLP 2×256, batch 512, float32. Measured
+in one run, each the best of several repeats after compilation:
+
+- fused: `sgjax.fit`'s jitted call (prior → simulate → observe → network → loss →
+  gradient → optax update), `--steps-per-call` steps per dispatch;
+- the split: simulation alone (`task.sample` jitted) and the network step alone
+  (gradient + update on a fixed batch, also scanned), per batch;
+- unfused baseline: simulate a batch with `sgjax.simulate` (to NumPy on the host),
+  copy it back to the device, and take a jitted training step — what a pipeline
+  with a separate simulator and trainer does.
+
+Run: `python benchmarks/bench_train.py` (`--quick` for a smoke run). Prints a markdown
+report and writes it into benchmarks/RESULTS.md between markers.
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import sgjax
+from sgjax import _train, models
+from sgjax.observation import ObservationModel, Poisson
+
+HERE = Path(__file__).parent
+
+
+def best_of(fn, repeats):
+    fn()  # compile / warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def setup(batch):
+    sim = sgjax.Simulator(models.SIR(), jnp.arange(1.0, 101.0), ObservationModel(Poisson()))
+    task = sgjax.Task(sim, ["beta", "gamma"])
+    head = sgjax.heads.Point()
+    pilot = _train.simulate_batch(task, jax.random.key(0), 2048, batch)
+    est = _train._initial_estimator(task, head, sgjax.nn.MLP, pilot, None, jax.random.key(1))
+    params, static = eqx.partition(est.network, eqx.is_inexact_array)
+    frozen = eqx.tree_at(lambda e: e.network, est, static)
+    optimiser = sgjax.default_optimiser(1e-3, 10_000)
+    return task, frozen, params, optimiser
+
+
+@eqx.filter_jit(donate="all-except-first")
+def _network_only(consts, params, opt_state, batch):
+    frozen, optimiser, k = consts
+
+    def step(carry, _):
+        params, opt_state = carry
+        loss, grads = eqx.filter_value_and_grad(_train._batch_loss)(params, frozen, batch)
+        updates, opt_state = optimiser.update(grads, opt_state, params)
+        return (eqx.apply_updates(params, updates), opt_state), loss
+
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), None, length=k)
+    return params, opt_state, losses
+
+
+@eqx.filter_jit(donate="all-except-first")
+def _one_step(consts, params, opt_state, batch):
+    frozen, optimiser = consts
+    loss, grads = eqx.filter_value_and_grad(_train._batch_loss)(params, frozen, batch)
+    updates, opt_state = optimiser.update(grads, opt_state, params)
+    return eqx.apply_updates(params, updates), opt_state, loss
+
+
+def bench(batch, k, calls, repeats):
+    task, frozen, params, optimiser = setup(batch)
+    state = {"params": params, "opt": optimiser.init(params)}
+    consts = (task, frozen, optimiser, batch)
+    counter = {"call": 0}
+
+    def fused():
+        for _ in range(calls):
+            counter["call"] += 1
+            keys = jax.random.split(jax.random.key(counter["call"]), k)
+            state["params"], state["opt"], losses = _train._train_call(consts, state["params"], state["opt"], keys)
+        losses.block_until_ready()
+
+    t_fused = best_of(fused, repeats) / (calls * k)
+
+    sample = lambda key: _train._sample(task, key, batch)  # noqa: E731
+
+    def sim_only():
+        for i in range(calls * k):
+            out = sample(jax.random.key(i))
+        out.x.block_until_ready()
+
+    t_sim = best_of(sim_only, repeats) / (calls * k)
+
+    fixed = _train._sample(task, jax.random.key(123), batch)
+
+    def net_only():
+        for _ in range(calls):
+            state["params"], state["opt"], losses = _network_only((frozen, optimiser, k), state["params"], state["opt"], fixed)
+        losses.block_until_ready()
+
+    t_net = best_of(net_only, repeats) / (calls * k)
+
+    sim = task.simulator
+
+    def unfused():
+        for i in range(max(calls * k // 4, 2)):
+            s = sgjax.simulate(sim, jax.random.key(i), batch, keep_states=False, resample_failed=False, chunk_size=batch)
+            y = np.log(np.stack([s.theta["beta"], s.theta["gamma"]], 1))
+            b = sgjax.Batch(jnp.asarray(s.observations), jnp.asarray(s.mask), jnp.asarray(y), jnp.asarray(s.valid, jnp.float32))
+            state["params"], state["opt"], loss = _one_step((frozen, optimiser), state["params"], state["opt"], b)
+        loss.block_until_ready()
+        return max(calls * k // 4, 2)
+
+    n_unfused = unfused()
+    t_unfused = best_of(unfused, repeats) / n_unfused
+    return {
+        "batch": batch,
+        "steps_per_call": k,
+        "fused_samples_per_s": batch / t_fused,
+        "sim_only_samples_per_s": batch / t_sim,
+        "network_only_samples_per_s": batch / t_net,
+        "unfused_samples_per_s": batch / t_unfused,
+        "ms_per_step_fused": 1e3 * t_fused,
+        "ms_per_step_sim": 1e3 * t_sim,
+        "ms_per_step_network": 1e3 * t_net,
+        "ms_per_step_unfused": 1e3 * t_unfused,
+    }
+
+
+def report(rows, args):
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {jax.device_count()} {jax.default_backend()} "
+        f"device(s), {__import__('os').cpu_count()} cores; jax {jax.__version__}, equinox {eqx.__version__}, "
+        f"sgjax {sgjax.__version__}. Command: `python benchmarks/bench_train.py{' --quick' if args.quick else ''}`.",
+        "",
+        "SIR, 100 daily Poisson incidences, targets (β, γ), MLP 2×256, point head, float32. Best of "
+        f"{args.repeats} repeats of {args.calls} dispatches.",
+        "",
+        "| batch | steps/dispatch | fused samples/s | simulation only | network only | unfused (simulate → host → train) | fused / unfused |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['batch']} | {r['steps_per_call']} | {r['fused_samples_per_s']:,.0f} ({r['ms_per_step_fused']:.2f} ms/step) | "
+            f"{r['sim_only_samples_per_s']:,.0f} ({r['ms_per_step_sim']:.2f} ms) | "
+            f"{r['network_only_samples_per_s']:,.0f} ({r['ms_per_step_network']:.2f} ms) | "
+            f"{r['unfused_samples_per_s']:,.0f} ({r['ms_per_step_unfused']:.2f} ms) | "
+            f"{r['fused_samples_per_s'] / r['unfused_samples_per_s']:.2f}× |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=4)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.calls = 1, 2
+    rows = [bench(512, k, args.calls, args.repeats) for k in ((1, 25) if not args.quick else (25,))]
+    text = report(rows, args)
+    print(text)
+    (HERE / "results_train.json").write_text(json.dumps(rows, indent=2))
+    if not args.no_write:
+        path = HERE / "RESULTS.md"
+        old = path.read_text()
+        begin, end = "<!-- train:begin -->", "<!-- train:end -->"
+        block = f"{begin}\n## Fused training\n\n{text}\n{end}"
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :] if begin in old else old.rstrip() + "\n\n" + block + "\n"
+        path.write_text(new)
+
+
+if __name__ == "__main__":
+    main()

@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools as ft
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import jax
 import jax.lax as lax
@@ -72,7 +72,7 @@ _RETRY_CHUNK = 4096
 # first attempts at rate 10, 11% at large rates (12% of the SIR-like benchmark
 # rates); BTRS up to 30%; Marsaglia-Tsang at most 5%. More pending elements than
 # this only cost another compaction.
-_POISSON_CAPACITY = 0.125
+_POISSON_CAPACITY = 0.0625
 _BINOMIAL_CAPACITY = 0.3
 _GAMMA_CAPACITY = 0.0625
 # Inversion searches still running after _SEARCH_STEPS terms: P(X >= 16) <= 4.9%
@@ -81,6 +81,12 @@ _SEARCH_CAPACITY = 1 / 64
 # Safety cap on retry steps (acceptance probabilities are >= 0.7 per attempt, so
 # this is never reached for valid parameters).
 _MAX_ATTEMPTS = 1_000_000
+# Fresh attempts each rejected element makes at once in the wide retry buffer
+# (`_retry`): afterwards at most 0.25^2 of them are still pending (PTRS at rate 10).
+_WIDE_ATTEMPTS = 2
+# Search terms per iteration of a search restarted in the retry buffer (rare: few
+# terms keep the loop body small, which compiles faster).
+_RETRY_SEARCH_STEPS = 2
 # Marks in the first attempt's output: inversion search unfinished / attempt
 # rejected (valid samples are >= 0, invalid parameters give NaN).
 _SEARCH_CODE = -1.0
@@ -122,9 +128,29 @@ def _threefry2x32(k0: Array, k1: Array, x0: Array, x1: Array) -> tuple[Array, Ar
     return x0, x1
 
 
+def _unit_floats(words: list[Array], dtype) -> list[Array]:
+    """Uniforms on the open interval (0, 1) from uint32 words: one word per float32,
+    two per float64 (the midpoints of a grid of 2^-23 for float32, 2^-52 for
+    float64)."""
+    if jnp.finfo(dtype).bits > 32:
+        out = []
+        for hi, lo in zip(words[0::2], words[1::2]):
+            hi, lo = hi.astype(jnp.uint64), lo.astype(jnp.uint64)
+            mantissa = ((hi << np.uint64(32)) | lo) >> np.uint64(12)
+            bits = mantissa | np.uint64(0x3FF << 52)  # in [1, 2)
+            out.append(lax.bitcast_convert_type(bits, jnp.float64) - (1 - 2.0**-53))
+        return out
+    out = []
+    for word in words:
+        bits = (word >> np.uint32(9)) | np.uint32(0x3F800000)  # in [1, 2)
+        one = lax.bitcast_convert_type(bits, jnp.float32)
+        out.append(one - np.float32(1 - 2.0**-24))
+    return out
+
+
 def _uniforms(key, count: int, shape: tuple[int, ...], dtype) -> list[Array]:
-    """`count` independent arrays of uniforms on the open interval (0, 1) (the
-    midpoints of a grid of 2^-23 for float32, 2^-52 for float64).
+    """`count` independent arrays of uniforms on the open interval (0, 1) (see
+    `_unit_floats`).
 
     For threefry keys (jax's default) the bits are Threefry-2x32 of the key and the
     counters (j, element index), using both output words of each block (jax's
@@ -141,20 +167,38 @@ def _uniforms(key, count: int, shape: tuple[int, ...], dtype) -> list[Array]:
             words.extend(_threefry2x32(k0, k1, jnp.full(shape, j, jnp.uint32), counter))
     else:
         words = list(jax.random.bits(key, (num_words,) + shape, jnp.uint32))
-    out = []
-    for i in range(count):
-        if wide:
-            hi = words[2 * i].astype(jnp.uint64)
-            lo = words[2 * i + 1].astype(jnp.uint64)
-            mantissa = ((hi << np.uint64(32)) | lo) >> np.uint64(12)
-            bits = mantissa | np.uint64(0x3FF << 52)  # in [1, 2)
-            out.append(lax.bitcast_convert_type(bits, jnp.float64) - (1 - 2.0**-53))
-        else:
-            mantissa = words[i] >> np.uint32(9)
-            bits = mantissa | np.uint32(0x3F800000)  # in [1, 2)
-            one = lax.bitcast_convert_type(bits, jnp.float32)
-            out.append(one - np.float32(1 - 2.0**-24))
-    return out
+    return _unit_floats(words[:num_words], dtype)
+
+
+def _key_words(key) -> tuple[Array, Array]:
+    """The two 32-bit words that key `_counter_uniforms`: the key data of a
+    threefry key (jax's default, so that the bits are jax's own Threefry-2x32
+    hash), 64 bits drawn from a key of any other implementation."""
+    if str(jax.random.key_impl(key)) == "threefry2x32":
+        words = jax.random.key_data(key)
+    else:
+        words = jax.random.bits(key, (2,), jnp.uint32)
+    return words[0], words[1]
+
+
+def _counter_uniforms(k0, k1, counter, index, dtype) -> tuple[Array, Array]:
+    """The two uniforms of attempt number `counter` for the elements `index`
+    (uint32, broadcast against each other): Threefry-2x32 of the block (counter,
+    index) under the key words (k0, k1), both output words used; float64 takes the
+    blocks (2 counter, index) and (2 counter + 1, index).
+
+    Counter-based: any element's bits for any attempt can be recomputed anywhere,
+    so the retries read nothing but the element's index, and every (attempt,
+    element) pair has its own bits."""
+    index = jnp.asarray(index, jnp.uint32)
+    counter = jnp.broadcast_to(jnp.asarray(counter, jnp.uint32), index.shape)
+    if jnp.finfo(dtype).bits > 32:
+        words = _threefry2x32(k0, k1, 2 * counter, index)
+        words += _threefry2x32(k0, k1, 2 * counter + 1, index)
+    else:
+        words = _threefry2x32(k0, k1, counter, index)
+    u, v = _unit_floats(list(words), dtype)
+    return u, v
 
 
 def _normal_from_uniform(u: Array) -> Array:
@@ -424,6 +468,141 @@ def _capacity(n: int, buffer_size: int | None, fraction: float) -> int:
     return max(1, math.ceil(n * fraction))
 
 
+def _any_pending(value: Array) -> Array:
+    """Whether any entry is negative (pending). A float max: XLA on CPU compiles
+    boolean and integer reductions (`jnp.any`, `jnp.sum` of a mask) into
+    reduce-window trees that take 0.2-0.5 s each to compile, float ones in 0.01 s."""
+    return jnp.max(jnp.where(value < 0, 1, 0).astype(value.dtype)) > 0
+
+
+class _Search(NamedTuple):
+    """Sequential-search inversion for `_finish`: `first(params) = P(X = 0)`,
+    `ratio(j, params) = P(X = j + 1) / P(X = j)` for a scalar term index `j`,
+    `value(x, params)` the sample for search result `x`."""
+
+    first: Callable
+    ratio: Callable
+    value: Callable
+
+
+def _compact_small(mask: Bool[Array, " n"], size: int) -> tuple[Int[Array, " size"], Int[Array, ""]]:
+    """Like `_first_true_indices` (indices of the first `size` True entries, padded
+    with `n`, and their number), by a cumulative sum and a scatter of all `n`
+    entries: slower per entry, but fewer XLA kernels (so faster to compile), for
+    the small retry buffers."""
+    n = mask.shape[0]
+    inclusive = _cumsum(mask.astype(jnp.int32))
+    target = jnp.where(mask, inclusive - 1, size)
+    idx = jnp.full((size,), n, jnp.int32).at[target].set(
+        lax.iota(jnp.int32, n), mode="drop"
+    )
+    return idx, inclusive[-1]
+
+
+def _finish(
+    k0, k1, value, index, params, attempt, search: _Search, *, capacity, first_counter
+):
+    """Finish the pending entries of `value` (1-D): `_REJECT_CODE` marks a
+    rejected attempt, `_SEARCH_CODE` an inversion search to be run from 0 again
+    with the element's first uniform.
+
+    The pending entries, at most `capacity` at a time, are compacted into a buffer
+    (`_compact_small`). There one `while_loop` makes fresh attempts
+    `attempt(k0, k1, counter, index, params) -> (value, accepted)` for all rejected
+    entries at once, with counters `first_counter, first_counter + 1, ...`, until
+    all are accepted; a second one runs the searches, `_RETRY_SEARCH_STEPS` terms
+    per iteration (all restart at term 0 together, so the term index is a scalar;
+    such searches are rare). More pending entries than `capacity` take further
+    rounds. `index` holds the entries' global element indices (their random
+    streams, `_counter_uniforms`). Every (element, counter) pair is used at most
+    once, so the result is exact whatever `capacity` is; in fact each element gets
+    the first accepted attempt of its own stream, whatever the buffers.
+    """
+    n = value.shape[0]
+    capacity = max(1, min(int(capacity), n))
+    dtype = value.dtype
+
+    def round_(carry):
+        value, _ = carry
+        pos, total = _compact_small(value < 0, capacity)
+        val = value.at[pos].get(mode="fill", fill_value=0)  # 0: an empty slot
+        idx = index.at[pos].get(mode="clip")
+        p = [a.at[pos].get(mode="clip") for a in params]
+
+        if attempt is not None:
+
+            def attempt_body(state):
+                t, val = state
+                k, ok = attempt(k0, k1, first_counter + t, idx, p)
+                rejected = val == _REJECT_CODE
+                return t + 1, jnp.where(rejected, jnp.where(ok, k, _REJECT_CODE), val)
+
+            val = lax.while_loop(
+                lambda s: _any_pending(jnp.where(s[1] == _REJECT_CODE, -1, 0).astype(dtype))
+                & (s[0] < _MAX_ATTEMPTS),
+                attempt_body,
+                (jnp.uint32(0), val),
+            )[1]
+
+        def search_body(state):
+            t, val, r, pj = state
+            start = (t * _RETRY_SEARCH_STEPS).astype(dtype)
+            count, r, pj, ended = _search_block(
+                r, pj, start, lambda j: search.ratio(j, p), _RETRY_SEARCH_STEPS
+            )
+            ended = ended | (start + _RETRY_SEARCH_STEPS >= _SEARCH_CAP)
+            found = jnp.where(ended, search.value(start + count, p), _SEARCH_CODE)
+            return t + 1, jnp.where(val == _SEARCH_CODE, found, val), r, pj
+
+        u0, _ = _counter_uniforms(k0, k1, 0, idx, dtype)
+        state = (jnp.uint32(0), val, u0, search.first(p))
+        val = lax.while_loop(lambda s: _any_pending(s[1]), search_body, state)[1]
+        value = value.at[pos].set(val, mode="drop")
+        return value, total - jnp.minimum(total, capacity)
+
+    pending = jnp.where(_any_pending(value), 1, 0)  # a count is not needed
+    return lax.while_loop(lambda c: c[1] > 0, round_, (value, pending))[0]
+
+
+def _retry(k0, k1, value, params, attempt, search: _Search, *, capacity):
+    """Finish the pending entries of the first attempt's output `value` (1-D, see
+    `_finish`); `params`: 1-D arrays of the same length.
+
+    Two levels, because XLA on CPU pays per element of a buffer, used or not: the
+    pending entries (at most `capacity` per round) are compacted into a wide
+    buffer, where each rejected one makes `_WIDE_ATTEMPTS` fresh attempts at once
+    (counters 1, 2, ...; the first attempt was counter 0); the few still pending
+    then go to `_finish` with a buffer of an eighth of the size. Without `attempt`
+    (no rejection sampler) the searches go to `_finish` directly."""
+    n = value.shape[0]
+    index = lax.iota(jnp.uint32, n)
+    if attempt is None:
+        return _finish(
+            k0, k1, value, index, params, None, search,
+            capacity=capacity, first_counter=1,
+        )  # fmt: skip
+    capacity = max(1, min(int(capacity), n))
+
+    def round_(carry):
+        value, _ = carry
+        pos, total = _first_true_indices(value < 0, capacity)
+        val = value.at[pos].get(mode="fill", fill_value=0)
+        idx = pos.astype(jnp.uint32)
+        p = [a.at[pos].get(mode="clip") for a in params]
+        for j in range(_WIDE_ATTEMPTS):
+            k, ok = attempt(k0, k1, 1 + j, idx, p)
+            val = jnp.where(val == _REJECT_CODE, jnp.where(ok, k, _REJECT_CODE), val)
+        val = _finish(
+            k0, k1, val, idx, p, attempt, search,
+            capacity=max(1, capacity // 8), first_counter=1 + _WIDE_ATTEMPTS,
+        )  # fmt: skip
+        value = value.at[pos].set(val, mode="drop")
+        return value, total - jnp.minimum(total, capacity)
+
+    pending = jnp.where(_any_pending(value), 1, 0)  # a count is not needed
+    return lax.while_loop(lambda c: c[1] > 0, round_, (value, pending))[0]
+
+
 # ----------------------------------------------------------------------------------
 # Numerically stable log-probabilities (the acceptance tests of the transformed
 # rejection samplers compare against these; the textbook forms cancel
@@ -476,18 +655,47 @@ def _shift_small(k: Array) -> tuple[Array, Array]:
     return jnp.where(small, k + 10, k), jnp.where(small, jnp.log(prod), 0)
 
 
-def _poisson_logpmf(k: Array, lam: Array, log_lam: Array) -> Array:
-    """log(lam^k e^-lam / k!) for integer-valued k >= 0 and lam > 0."""
-    kk, log_ratio = _shift_small(jnp.maximum(k, 0))
-    log_kk = jnp.log(kk)
-    return (
-        -_bd0(kk, lam, log_kk - log_lam)
-        - _HALF_LOG_2PI
-        - 0.5 * log_kk
-        - _stirling_err(kk)
-        - (kk - k) * log_lam
-        + log_ratio
-    )
+# log k! - (k log k - k + log(2 pi k)/2) for k = 0..9 (0 at k = 0), in float64.
+_STIRLING_ERR_TABLE = (0.0,) + tuple(
+    math.lgamma(k + 1) - (k * math.log(k) - k + 0.5 * math.log(2 * math.pi * k))
+    for k in range(1, 10)
+)
+
+
+def _stirling_err_any(k: Array) -> Array:
+    """log k! - (k log k - k + log(2 pi k)/2) for integer-valued k >= 0 (0 at
+    k = 0): a table below 10, Stirling's series from 10 on.
+
+    In float32 the series is cut after three terms (error < 2e-9) and written as
+    one fraction, so that it costs a single division (see `_ptrs` for why that
+    matters); k is capped at 1e7 there (the value is < 1e-8 beyond, below float32
+    resolution of the test, and k^5 stays finite)."""
+    if jnp.finfo(k.dtype).bits > 32:
+        out = _stirling_err(jnp.maximum(k, 10))
+    else:
+        kc = jnp.clip(k, 10, 1e7)
+        k2 = kc * kc
+        out = ((k2 * (1 / 12) - 1 / 360) * k2 + 1 / 1260) / (k2 * k2 * kc)
+    for j in range(9, -1, -1):
+        out = jnp.where(k == j, _STIRLING_ERR_TABLE[j], out)
+    return out
+
+
+def _bd0_relative(x: Array, mu: Array, inv_mu: Array) -> Array:
+    """x log(x/mu) + mu - x >= 0 for integer-valued x >= 0 and mu > 0, given
+    inv_mu = 1/mu, without cancellation (like `_bd0`, but no division or log of
+    x is used twice, see `_ptrs`).
+
+    With d = x/mu - 1 this is mu ((1 + d) log(1 + d) - d) = mu sum_{j>=2}
+    (-d)^j / (j (j - 1)): the series for |d| < 1/4 (12 terms in float32, 26 in
+    float64: truncation below 1e-9 resp. 1e-18 relative), the direct form
+    beyond."""
+    delta = (x - mu) * inv_mu
+    terms = _num_terms(x.dtype, 12, 26)
+    coeffs = [(-1.0) ** j / (j * (j - 1)) for j in range(2, 2 + terms)]
+    near = mu * (delta * delta) * _poly(delta, coeffs)
+    far = x * jnp.log(jnp.maximum(x, 1) * inv_mu) + mu - x  # mu at x = 0
+    return jnp.where(jnp.abs(delta) < 0.25, near, far)
 
 
 # ----------------------------------------------------------------------------------
@@ -529,13 +737,44 @@ def _search_step(x, r, p, ratio):
     return jnp.where(go, x + 1, x), ~go, r_next, p * ratio
 
 
+def _search_block(r: Array, p: Array, start, next_ratio: Callable, steps: int):
+    """`steps` more terms of the search, from term `start` (a scalar, the same for
+    all elements): `r = u - F(start - 1)`, `p = P(X = start)`, `next_ratio(j) =
+    P(X = j + 1) / P(X = j)` for a scalar term index `j`.
+
+    Returns `(count, r, p, ended)`: the number of terms passed (u > F), the state
+    at term `start + steps`, and whether the search has ended, at `start + count`:
+    where u <= F, or where F stopped increasing in floating point (u above the
+    largest representable F, a rounding event; it only happens in the decreasing
+    tail, and then for all later terms, so counting the terms that still move r is
+    the guarded search of `_search_step`). Counting keeps the block a chain of
+    cheap element-wise ops, which XLA fuses into one loop."""
+    count = jnp.zeros_like(r)
+    moved = jnp.ones(r.shape, bool)
+    for j in range(steps):
+        r_next = r - p
+        moved = r_next < r
+        count = count + ((r_next > 0) & moved)
+        r = r_next
+        p = p * next_ratio(start + j)
+    return count, r, p, (r <= 0) | ~moved
+
+
 def _ptrs(u: Array, v: Array, lam: Array) -> tuple[Array, Bool[Array, "..."]]:
     """One attempt of Hörmann's PTRS (transformed rejection with squeeze), lam >= 10.
 
     W. Hörmann (1993), "The transformed rejection method for generating Poisson
     random variables", Insurance: Mathematics and Economics 12, 39-45 (the algorithm
-    of numpy's `random.poisson` for lam >= 10). `u`, `v` uniform on (0, 1)."""
-    log_lam = jnp.log(lam)
+    of numpy's `random.poisson` for lam >= 10). `u`, `v` uniform on (0, 1).
+
+    The acceptance test log(v / alpha / (a / us^2 + b)) <= log pmf(k) is evaluated
+    as log(v sqrt(2 pi k) / alpha / (a / us^2 + b)) <= -bd0(k, lam) -
+    stirling_err(k) (Loader's cancellation-free form of the log pmf, accurate in
+    float32 for large rates). It is written so that every division, square root or
+    log that depends on the uniforms is used once: XLA does not duplicate such an
+    expensive op into several consumers, so one used twice splits the fused loop in
+    two, and each part recomputes the cheap but long Threefry hash (this form runs
+    as a single loop, ~2x faster on CPU)."""
     b = 0.931 + 2.53 * jnp.sqrt(lam)
     a = -0.059 + 0.02483 * b
     inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
@@ -545,9 +784,11 @@ def _ptrs(u: Array, v: Array, lam: Array) -> tuple[Array, Bool[Array, "..."]]:
     k = jnp.floor((2 * a / us + b) * u + lam + 0.43)
     quick = (us >= 0.07) & (v <= v_r)
     reject = (k < 0) | ((us < 0.013) & (v > us))
-    log_lhs = jnp.log(v * inv_alpha / (a / (us * us) + b))
-    accept = quick | (~reject & (log_lhs <= _poisson_logpmf(k, lam, log_lam)))
-    return k, accept
+    kk = jnp.maximum(k, 0)
+    root = jnp.sqrt(jnp.maximum((2 * math.pi) * kk, 1))  # sqrt(2 pi k), 1 at k = 0
+    lhs = jnp.log(v * inv_alpha * root / (a / (us * us) + b))
+    rhs = -_bd0_relative(kk, lam, 1 / lam) - _stirling_err_any(kk)
+    return k, quick | (~reject & (lhs <= rhs))
 
 
 def _rounded_normal(u: Array, lam: Array) -> Array:
@@ -555,51 +796,41 @@ def _rounded_normal(u: Array, lam: Array) -> Array:
     return jnp.maximum(jnp.floor(lam + jnp.sqrt(lam) * z + 0.5), 0)
 
 
-def _poisson_first(key, lam: Array, *, normal_threshold: float | None):
-    """First attempt for every element (any rate; invalid ones give NaN).
-
-    Returns `(x, u)`: the samples, with `_SEARCH_CODE` where the inversion search is
-    unfinished and `_REJECT_CODE` where the PTRS attempt was rejected, and the
-    uniforms of the inversion search."""
+def _poisson_first(k0, k1, lam: Array, *, normal_threshold: float | None):
+    """First attempt for every element of a 1-D array of rates (any rate; invalid
+    ones give NaN), attempt counter 0, in one fused loop: `_SEARCH_STEPS` terms of
+    the inversion search for rates < 10, one PTRS attempt above (or the rounded
+    normal for `method="normal"`). Returns the samples, with `_SEARCH_CODE` where
+    the search is unfinished and `_REJECT_CODE` where PTRS rejected."""
     valid = (lam >= 0) & (lam < jnp.inf)
     small = lam < _INVERSION_BELOW
     lam_s = jnp.where(valid & small, lam, 0)
-    ratio = lambda j: lam_s * (1 / (j + 1))  # noqa: E731
+    u, v = _counter_uniforms(k0, k1, 0, lax.iota(jnp.uint32, lam.shape[0]), lam.dtype)
+    x, done = _search(u, jnp.exp(-lam_s), lambda j: lam_s * (1 / (j + 1)))
+    x = jnp.where(done, x, _SEARCH_CODE)
+    lam_v = jnp.where(valid, lam, 0)
     if normal_threshold is not None and normal_threshold <= _INVERSION_BELOW:
-        # Approximation everywhere above the inversion range: one uniform suffices.
-        (u,) = _uniforms(key, 1, lam.shape, lam.dtype)
-        x, done = _search(u, jnp.exp(-lam_s), ratio)
-        x = jnp.where(done, x, _SEARCH_CODE)
-        x = jnp.where(small, x, _rounded_normal(u, jnp.where(valid, lam, 0)))
-        return jnp.where(valid, x, jnp.nan), u
-    u, v = _uniforms(key, 2, lam.shape, lam.dtype)
-    x, done = _search(u, jnp.exp(-lam_s), ratio)
-    k, accept = _ptrs(u, v, jnp.where(valid & ~small, lam, _INVERSION_BELOW))
-    x = jnp.where(
-        small, jnp.where(done, x, _SEARCH_CODE), jnp.where(accept, k, _REJECT_CODE)
-    )
-    if normal_threshold is not None:
-        use_normal = lam >= normal_threshold
-        x = jnp.where(use_normal, _rounded_normal(u, jnp.where(valid, lam, 0)), x)
-    return jnp.where(valid, x, jnp.nan), u
+        # Approximation everywhere above the inversion range: no rejections.
+        x = jnp.where(small, x, _rounded_normal(u, lam_v))
+    else:
+        k, accept = _ptrs(u, v, jnp.where(valid & ~small, lam, _INVERSION_BELOW))
+        x = jnp.where(small, x, jnp.where(accept, k, _REJECT_CODE))
+        if normal_threshold is not None:
+            x = jnp.where(lam >= normal_threshold, _rounded_normal(u, lam_v), x)
+    return jnp.where(valid, x, jnp.nan)
 
 
-def _poisson_search_start(params):
-    lam, u = params
-    zero = jnp.zeros_like(lam)
-    return lam, zero, u, jnp.exp(-lam)
-
-
-def _poisson_search_step(state):
-    lam, x, r, p = state
-    x, done, r, p = _search_step(x, r, p, lam / (x + 1))
-    return (lam, x, r, p), x, done
-
-
-def _poisson_ptrs_attempt(key, params):
+def _poisson_attempt(k0, k1, counter, index, params):
     (lam,) = params
-    u, v = _uniforms(key, 2, lam.shape, lam.dtype)
+    u, v = _counter_uniforms(k0, k1, counter, index, lam.dtype)
     return _ptrs(u, v, lam)
+
+
+_POISSON_SEARCH = _Search(
+    first=lambda p: jnp.exp(-p[0]),
+    ratio=lambda j, p: p[0] * (1 / (j + 1)),
+    value=lambda x, p: x,
+)
 
 
 def _poisson_flat(
@@ -607,19 +838,16 @@ def _poisson_flat(
 ) -> Array:
     """Poisson samples for a 1-D float array of rates (NaN where invalid)."""
     n = lam.shape[0]
-    key_first, key_ptrs = jax.random.split(key)
-    first = ft.partial(_poisson_first, normal_threshold=normal_threshold)
-    x, u = _map_chunks(first, key_first, (lam,))
-    # Searches not finished after _SEARCH_STEPS terms (< 5% even at rate 10).
-    x = _finish_search(
-        x, _SEARCH_CODE, (lam, u), _poisson_search_start, _poisson_search_step,
-        capacity=_capacity(n, buffer_size, _SEARCH_CAPACITY),
-    )  # fmt: skip
+    k0, k1 = _key_words(key)
+    x = _poisson_first(k0, k1, lam, normal_threshold=normal_threshold)
     if normal_threshold is not None and normal_threshold <= _INVERSION_BELOW:
-        return x
-    # Rejected first PTRS attempts.
-    return _complete(
-        key_ptrs, x, _REJECT_CODE, (lam,), _poisson_ptrs_attempt,
+        # Only unfinished searches (< 5% even at rate 10).
+        return _retry(
+            k0, k1, x, (lam,), None, _POISSON_SEARCH,
+            capacity=_capacity(n, buffer_size, _SEARCH_CAPACITY),
+        )  # fmt: skip
+    return _retry(
+        k0, k1, x, (lam,), _poisson_attempt, _POISSON_SEARCH,
         capacity=_capacity(n, buffer_size, _POISSON_CAPACITY),
     )  # fmt: skip
 

@@ -139,12 +139,14 @@ def test_poisson_chisquare(poisson_grid, lam):
 
 
 def test_poisson_retry_buffer_overflow():
-    """Far more pending elements than the retry buffer holds, for both the
+    """Far more pending elements than the retry buffers hold, for both the
     unfinished inversion searches (rate 9.9: P(X >= 16) = 4.6%) and rejected PTRS
-    attempts (rate 10.5: ~25%): many compaction rounds, still exact."""
+    attempts (rate 10.5: ~25%): many rounds of the wide buffer (64) and of the
+    narrow one (8) behind it, still exact."""
     n, buffer = 20_000, 64
     rates = jnp.repeat(jnp.asarray([9.9, 10.5], jnp.float32), n)
-    x, _ = R._poisson_first(jax.random.key(1), rates, normal_threshold=None)
+    k0, k1 = R._key_words(jax.random.key(1))
+    x = R._poisson_first(k0, k1, rates, normal_threshold=None)
     x = np.asarray(x).reshape(2, n)
     assert (x[0] == R._SEARCH_CODE).sum() > 10 * buffer
     assert (x[1] == R._REJECT_CODE).sum() > 10 * buffer
@@ -152,6 +154,107 @@ def test_poisson_retry_buffer_overflow():
     samples = samples.reshape(2, n)
     for lam, s in zip([9.9, 10.5], samples):
         assert chisquare_pvalue(s, stats.poisson(lam)) > P_MIN
+    # Each element takes the first accepted attempt of its own stream (attempt
+    # counters 0, 1, 2, ... of its index), so the buffers change nothing, and
+    # neither do the other elements' rates.
+    default = np.asarray(R.poisson(jax.random.key(5), rates)).reshape(2, n)
+    np.testing.assert_array_equal(default, samples)
+    other = rates.at[::2].set(1e4)
+    other = np.asarray(R.poisson(jax.random.key(5), other)).reshape(2, n)
+    np.testing.assert_array_equal(other[:, 1::2], samples[:, 1::2])
+
+
+def test_ptrs_acceptance_matches_float64():
+    """The float32 acceptance test of PTRS (rearranged so that it fuses) decides
+    like the textbook test evaluated in float64 with scipy's log pmf, except where
+    the two sides are within float32 rounding of each other."""
+    rng = np.random.default_rng(0)
+    m = 200_000
+    for lam in [10.0, 10.5, 37.3, 1e3, 1e5, 3e6]:
+        u = rng.random(m).astype(np.float32)
+        v = rng.random(m).astype(np.float32)
+        k, accept = jax.jit(R._ptrs)(u, v, jnp.full(m, lam, jnp.float32))
+        k, accept = np.asarray(k, np.float64), np.asarray(accept)
+        u64, v64 = u.astype(np.float64), v.astype(np.float64)
+        b = 0.931 + 2.53 * math.sqrt(lam)
+        a = -0.059 + 0.02483 * b
+        inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
+        us = 0.5 - np.abs(u64 - 0.5)
+        # k itself only differs where float32 rounding crosses an integer, or
+        # by more in the far tails (u near 0 or 1), which are rejected.
+        k64 = np.floor((2 * a / us + b) * (u64 - 0.5) + lam + 0.43)
+        assert np.mean(k != k64) < 1e-3 + lam * 2.0**-22  # float32 spacing near lam
+        assert np.all((np.abs(k - k64) <= 1) | ~accept)
+        with np.errstate(divide="ignore"):
+            lhs = np.log(v64 * inv_alpha / (a / us**2 + b))
+        rhs = stats.poisson.logpmf(k, lam)
+        quick = (us >= 0.07) & (v64 <= 0.9277 - 3.6224 / (b - 2))
+        reject = (k < 0) | ((us < 0.013) & (v64 > us))
+        expected = quick | (~reject & (lhs <= rhs))
+        close = np.abs(lhs - rhs) < 1e-5 * np.maximum(1, np.abs(rhs))
+        assert np.all((accept == expected) | close), lam
+        assert 0.7 < accept.mean() < 0.95
+
+
+def test_fused_log_pmf_pieces():
+    from scipy.special import gammaln
+
+    k = np.arange(0, 300_000, dtype=np.float64)
+    k = np.concatenate([k, [1e6, 9.9e6, 1.5e7]])
+    # Reference: lgamma below 30, Stirling's series (error < 1e-15) above.
+    kk = np.maximum(k, 1)
+    true = gammaln(k + 1) - (k * np.log(kk) - k + 0.5 * np.log(2 * np.pi * kk))
+    series = (1 / 12 - (1 / 360 - (1 / 1260 - 1 / (1680 * kk**2)) / kk**2) / kk**2) / kk
+    true = np.where(k >= 30, series, true)
+    true[0] = 0
+    se32 = np.asarray(R._stirling_err_any(jnp.asarray(k, jnp.float32)), np.float64)
+    assert np.abs(se32 - true).max() < 1e-8
+    with jax.enable_x64(True):
+        se64 = np.asarray(R._stirling_err_any(jnp.asarray(k)))
+    assert np.abs(se64 - true).max() < 1e-13
+    for mu in [10.0, 10.5, 37.3, 1e3, 1e5, 3e6]:
+        x = np.unique(np.round(np.linspace(0, mu * 3 + 50, 20_001)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ref = np.where(x > 0, x * np.log(x / mu), 0) + mu - x
+        mu32 = jnp.float32(mu)
+        got = np.asarray(R._bd0_relative(jnp.asarray(x, jnp.float32), mu32, 1 / mu32), np.float64)
+        # Relative to the float32 rate itself (mu is rounded to float32 first).
+        mu_r = float(mu32)
+        # In extended precision (x86: 64-bit mantissa): the float64 form cancels.
+        xl, ml = x.astype(np.longdouble), np.longdouble(mu_r)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ref = np.where(xl > 0, xl * np.log(xl / ml), 0) + ml - xl
+        ref = ref.astype(np.float64)
+        assert np.all(np.abs(got - ref) <= 2e-6 * ref + 1e-7 * (x + mu)), mu
+        with jax.enable_x64(True):
+            got = np.asarray(R._bd0_relative(jnp.asarray(x), jnp.float64(mu_r), 1 / jnp.float64(mu_r)))
+        assert np.all(np.abs(got - ref) <= 1e-14 * ref + 1e-16 * (x + mu)), mu
+
+
+def test_counter_uniforms():
+    """Counter-addressed uniforms: on the grid, independent across counters and
+    elements, recomputable from (counter, index) alone, any key implementation."""
+    index = jnp.arange(100_000, dtype=jnp.uint32)
+    for key in [jax.random.key(0), jax.random.PRNGKey(1), jax.random.key(0, impl="philox4x32")]:
+        k0, k1 = R._key_words(key)
+        u, v = R._counter_uniforms(k0, k1, 0, index, jnp.float32)
+        u1, _ = R._counter_uniforms(k0, k1, 1, index, jnp.float32)
+        part, _ = R._counter_uniforms(k0, k1, 0, index[7::13], jnp.float32)
+        np.testing.assert_array_equal(part, u[7::13])
+        for w in (u, v, u1):
+            w = np.asarray(w, np.float64)
+            assert w.min() > 0 and w.max() < 1
+            np.testing.assert_array_equal((w * 2**24) % 2, np.ones_like(w))
+            assert abs(w.mean() - 0.5) < 5 * math.sqrt(1 / 12 / w.size)
+        for a, b in [(u, v), (u, u1), (u[1:], u[:-1])]:
+            assert abs(np.corrcoef(a, b)[0, 1]) < 5 / math.sqrt(u.size)
+    with jax.enable_x64(True):
+        k0, k1 = R._key_words(jax.random.key(0))
+        u, v = R._counter_uniforms(k0, k1, 3, index, jnp.float64)
+        assert u.dtype == jnp.float64
+        w = np.asarray(u)
+        assert w.min() > 0 and w.max() < 1 and abs(w.mean() - 0.5) < 5 * math.sqrt(1 / 12 / w.size)
+        assert len(np.unique(w)) == w.size  # 52-bit resolution
 
 
 def test_poisson_determinism_jit_vmap_invalid():

@@ -81,7 +81,7 @@ def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, pro
         raise FileExistsError(f"The output directory {out} is not empty; choose another or pass overwrite.")
     out.mkdir(parents=True, exist_ok=True)
     steps = steps or (200 if fast else 3000)
-    n_test, n_post = (400, 500) if fast else (2000, 2000)
+    n_test, n_post, n_val = (256, 200, 512) if fast else (2000, 2000, 2048)
     key = jax.random.key(seed)
     k_fit, k_test, k_post, k_pred = jax.random.split(key, 4)
     data, simulator, prior, task = boarding_school_problem()
@@ -96,14 +96,15 @@ def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, pro
         batch_size=512,
         learning_rate=2e-3,
         eval_every=min(250, steps),
-        validation_size=2048,
+        validation_size=n_val,
+        pilot_size=n_val * 2,
         progress=progress,
     )
     train_seconds = time.perf_counter() - start
     save(out / "estimator", estimator, overwrite=overwrite)
 
     # Recovery on held-out simulations, derived quantities pushed forward from samples.
-    post, theta = held_out(estimator, task, k_test, n_test, n_samples=500)
+    post, theta = held_out(estimator, task, k_test, n_test, n_samples=n_post)
     post, _ = _with_derived(post, data.population)
     truth = np.concatenate([theta, np.stack(list(_derived(theta, data.population).values()), axis=-1)], axis=1)
     rec = recovery(post, truth)

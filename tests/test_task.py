@@ -12,6 +12,10 @@ from sgjax import models, observation as obs
 DAYS = jnp.arange(1.0, 31.0)
 
 
+def _sample(task, key, n):
+    return sgjax.simulate_batch(task, key, n, chunk=n)  # jitted, as in training
+
+
 def _sir(observation=None, **kwargs):
     return sgjax.Simulator(models.SIR(**kwargs), DAYS, observation)
 
@@ -21,7 +25,7 @@ def test_task_batch_matches_simulate_and_targets_are_exact():
     task = sgjax.Task(sim, ["beta", sgjax.Derived("R0"), sgjax.Derived("final_size"), sgjax.Hidden("R"), sgjax.Signal()])
     assert task.labels[:4] == ("beta", "R0", "final_size", "R[29]")
     assert len(task.labels) == 4 + 30
-    b = task.sample(jax.random.key(0), 64)
+    b = _sample(task, jax.random.key(0), 64)
     assert b.x.shape == (64, 30, 1) and b.mask.all() and b.y.shape == (64, 34)
     assert np.all(np.asarray(b.weight) == 1)
     # Learning spaces: beta's prior is LogUniform(0.1, 1) → logit on (0.1, 1).
@@ -53,7 +57,7 @@ def test_space_round_trip_and_auto_choice():
 def test_forecast_splits_the_window():
     sim = _sir(obs.ObservationModel(obs.Poisson()))
     task = sgjax.Task(sim, [sgjax.Forecast(7), "beta"])
-    b = task.sample(jax.random.key(2), 16)
+    b = _sample(task, jax.random.key(2), 16)
     assert task.in_time == 23 and b.x.shape == (16, 23, 1)
     assert task.labels[:7] == tuple(f"x[{i}]" for i in range(23, 30))
     # The labels are the last 7 noisy observations: integers.
@@ -76,7 +80,7 @@ def test_bad_targets_say_what_exists():
 
 def test_failed_simulations_get_zero_weight():
     sim = sgjax.Simulator(models.SIR(), DAYS, max_steps=16)  # too few steps for many draws
-    b = sgjax.Task(sim, ["beta"], strategy=sgjax.PerTrajectory()).sample(jax.random.key(3), 64)
+    b = _sample(sgjax.Task(sim, ["beta"], strategy=sgjax.PerTrajectory()), jax.random.key(3), 64)
     w = np.asarray(b.weight)
     assert 0 < w.sum() < 64
     assert np.all(np.isfinite(b.x)) and np.all(np.asarray(b.y)[w == 0] == 0)
@@ -88,7 +92,7 @@ def test_model_selection_strata_and_weights():
     seir = sgjax.Simulator(models.SEIR(), DAYS, counts)
     task = sgjax.ModelSelection({"SIR": sir, "SEIR": seir}, probabilities=[0.3, 0.7])
     assert task.counts(100) == (30, 70) and task.counts(7) == (2, 5)
-    b = task.sample(jax.random.key(4), 7)
+    b = _sample(task, jax.random.key(4), 7)
     labels = np.asarray(b.y[:, 0])
     np.testing.assert_array_equal(labels, [0, 0, 1, 1, 1, 1, 1])
     # Weights restore the prior model probabilities exactly: Σ weights per model ∝ p.

@@ -146,7 +146,7 @@ def test_poisson_retry_buffer_overflow():
     n, buffer = 20_000, 64
     rates = jnp.repeat(jnp.asarray([9.9, 10.5], jnp.float32), n)
     k0, k1 = R._key_words(jax.random.key(1))
-    x = R._poisson_first(k0, k1, rates, normal_threshold=None)
+    x = R._poisson_first(k0, k1, jnp.arange(2 * n, dtype=jnp.uint32), rates, normal_threshold=None)
     x = np.asarray(x).reshape(2, n)
     assert (x[0] == R._SEARCH_CODE).sum() > 10 * buffer
     assert (x[1] == R._REJECT_CODE).sum() > 10 * buffer

@@ -227,6 +227,18 @@ def _main_job_cmd(args) -> int:
     return 0
 
 
+def _add_simulator_args(p: argparse.ArgumentParser) -> None:
+    """The flags that choose the observation grid and model, shared by `simulate` and
+    `train`."""
+    p.add_argument("--times", type=int, default=100, help="number of observation times (default 100)")
+    p.add_argument("--t1", type=float, default=None, help="last observation time (default by model kind)")
+    p.add_argument("--noise", choices=["poisson", "negbin", "gaussian", "lognormal", "none"], default=None,
+                   help="observation noise (default: poisson for epidemics and growth, gaussian otherwise)")
+    p.add_argument("--reporting", type=float, default=1.0, help="reporting fraction in [0, 1] (default 1)")
+    p.add_argument("--dispersion", type=float, default=10.0, help="negative-binomial dispersion (default 10)")
+    p.add_argument("--scale", type=float, default=0.1, help="gaussian / lognormal noise scale (default 0.1)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sgjax", description="Simulation-grounded learning in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,13 +249,7 @@ def main(argv=None) -> int:
     )
     s.add_argument("model", help=f"a built-in model: {', '.join(sorted(_registry()))}")
     s.add_argument("--n", type=int, default=1000, help="number of simulations (default 1000)")
-    s.add_argument("--times", type=int, default=100, help="number of observation times (default 100)")
-    s.add_argument("--t1", type=float, default=None, help="last observation time (default by model kind)")
-    s.add_argument("--noise", choices=["poisson", "negbin", "gaussian", "lognormal", "none"], default=None,
-                   help="observation noise (default: poisson for epidemics and growth, gaussian otherwise)")
-    s.add_argument("--reporting", type=float, default=1.0, help="reporting fraction in [0, 1] (default 1)")
-    s.add_argument("--dispersion", type=float, default=10.0, help="negative-binomial dispersion (default 10)")
-    s.add_argument("--scale", type=float, default=0.1, help="gaussian / lognormal noise scale (default 0.1)")
+    _add_simulator_args(s)
     s.add_argument("--strategy", choices=["shared-step", "per-trajectory"], default="shared-step")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/simulate", help="output directory (default runs/simulate)")
@@ -268,13 +274,7 @@ def main(argv=None) -> int:
     t.add_argument("--validation-size", type=int, default=4096, help="held-out validation simulations (default 4096)")
     t.add_argument("--test-size", type=int, default=2000, help="held-out simulations for recovery metrics (default 2000)")
     t.add_argument("--budget", type=int, default=None, help="train on this many pre-simulated samples instead of fresh ones")
-    t.add_argument("--times", type=int, default=100, help="number of observation times (default 100)")
-    t.add_argument("--t1", type=float, default=None, help="last observation time (default by model kind)")
-    t.add_argument("--noise", choices=["poisson", "negbin", "gaussian", "lognormal", "none"], default=None,
-                   help="observation noise (default: poisson for epidemics and growth, gaussian otherwise)")
-    t.add_argument("--reporting", type=float, default=1.0, help="reporting fraction in [0, 1] (default 1)")
-    t.add_argument("--dispersion", type=float, default=10.0, help="negative-binomial dispersion (default 10)")
-    t.add_argument("--scale", type=float, default=0.1, help="gaussian / lognormal noise scale (default 0.1)")
+    _add_simulator_args(t)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None, help="output directory (default runs/MODEL)")
     t.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")

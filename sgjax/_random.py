@@ -5,26 +5,39 @@ whole array until the slowest element has finished, drawing fresh random bits fo
 every element in every round; on CPU, threefry itself runs as a rolled loop over
 the whole array. On millions of values (the daily incidence of 65k SIR
 simulations) this takes 5-10 s. The samplers here are exact in exact arithmetic
-(floating-point rounding is the only error) and 15-90x faster on CPU:
+(floating-point rounding is the only error) and several times to ~100x faster on
+CPU (`benchmarks/bench_random.py`):
 
-1. The array is flattened and cut into cache-sized chunks (`lax.map`). In each
-   chunk the *first* attempt is made for every element at once, in fused
-   element-wise code (including the Threefry-2x32 bits, `_uniforms`). Elements
-   that need more work are marked with a negative code in the output.
-2. Rejected elements are **compacted** into a buffer (`_first_true_indices`, an
-   equivalent of `jnp.nonzero(..., size=...)` that is ~10x faster on CPU) and
-   retried only there, in rounds of one attempt each with fresh keys, re-compacting
-   the still-rejected ones after each round (`_complete`, shared by the Poisson,
-   gamma and binomial samplers). More rejections than the buffer holds are handled
-   by further compactions.
-3. The rare inversion searches that did not finish within the unrolled terms are
-   compacted and finished in a small loop (`_finish_search`).
+1. **Counter-based bits.** Attempt number `c` of element `i` uses the uniforms of
+   Threefry-2x32 of the block `(c, i)` under the key (`_counter_uniforms`; jax's
+   own hash for threefry keys). Any element's bits for any attempt can be
+   recomputed anywhere, so retries need nothing stored but the element's index,
+   and each element takes the first accepted attempt of its own stream: samples
+   depend on the key, the element's index and its parameters only, never on
+   buffer sizes or on the other elements.
+2. **One fused first pass.** Attempt 0 for every element in one element-wise XLA
+   loop over a contiguous copy of the parameters (`_contiguous`): the first
+   `_SEARCH_STEPS` terms of sequential-search inversion for small means, one
+   transformed-rejection attempt (PTRS, BTRS, Marsaglia-Tsang) otherwise. The
+   acceptance tests use every division, root or log that depends on the bits
+   once: XLA will not duplicate such an op into two consumers, so one used twice
+   splits the loop, and each part recomputes the (cheap but long) hash. Elements
+   that need more work are marked with a negative code.
+3. **Retries in compacted buffers** (`_retry`). Pending elements are compacted
+   (`_first_true_indices`, ~10x faster than `jnp.nonzero` on CPU) into a wide
+   buffer, where every rejected element makes `_WIDE_ATTEMPTS` more attempts at
+   once; the few still pending are compacted again into a narrow buffer and
+   finished there in loops (`_finish`): one of attempts, one of search terms.
+   More pending elements than a buffer holds take further rounds.
+
+XLA on CPU compiles boolean and integer reductions slowly (0.2-0.5 s each); the
+loop conditions use float reductions instead (`_any_pending`).
 
 All functions work under `jax.jit` and `jax.vmap`, for any array shape, for
 float32 and float64 (other float dtypes are computed in float32), and are
 deterministic for a given key. Any key implementation works (for threefry keys,
-jax's default, the bits come from our fused Threefry-2x32, bit-identical to jax's
-hash; other implementations go through `jax.random.bits`).
+jax's default, the bits are jax's Threefry-2x32 hash of the key data; other
+implementations first draw 64 key bits with `jax.random.bits`).
 
 Limitations of float32 (float64 pushes them far away): integers are exact only up
 to 2^24 (rates or trial counts beyond ~1e7 lose integer resolution), uniforms lie
@@ -53,10 +66,6 @@ __all__ = ["binomial", "gamma", "negative_binomial", "poisson"]
 # ----------------------------------------------------------------------------------
 # Tunables (private).
 
-# Elements per chunk of the first, fused attempt: large enough to amortise the
-# per-chunk overhead, small enough that the random bits and intermediates stay in
-# cache.
-_CHUNK = 65536
 # Unrolled steps of sequential-search inversion per attempt. For rates < 10 after 16
 # steps at most P(X >= 16 | 10) = 4.9% of the values are still searching.
 _SEARCH_STEPS = 16
@@ -66,15 +75,14 @@ _SEARCH_CAP = 1024
 # Below this mean the inversion samplers are used, above it the transformed
 # rejection samplers (whose constants are only valid there).
 _INVERSION_BELOW = 10.0
-# Retries are processed in chunks of this many elements.
-_RETRY_CHUNK = 4096
-# Default retry-buffer capacity as a fraction of the array. PTRS rejects 25% of the
-# first attempts at rate 10, 11% at large rates (12% of the SIR-like benchmark
-# rates); BTRS up to 30%; Marsaglia-Tsang at most 5%. More pending elements than
-# this only cost another compaction.
-_POISSON_CAPACITY = 0.0625
-_BINOMIAL_CAPACITY = 0.3
-_GAMMA_CAPACITY = 0.0625
+# Default capacity of the wide retry buffer (`_retry`) as a fraction of the array.
+# PTRS rejects 25% of the first attempts at rate 10, 11% at large rates (2.7% of
+# all values for SIR daily incidence, 12% for the benchmark's rates); BTRS up to
+# 30%; Marsaglia-Tsang at most 5%. The buffer costs per slot, used or not; more
+# pending elements than it holds only cost another round.
+_POISSON_CAPACITY = 1 / 16
+_BINOMIAL_CAPACITY = 1 / 8
+_GAMMA_CAPACITY = 1 / 16
 # Inversion searches still running after _SEARCH_STEPS terms: P(X >= 16) <= 4.9%
 # for rates < 10, typically far less.
 _SEARCH_CAPACITY = 1 / 64
@@ -91,8 +99,6 @@ _RETRY_SEARCH_STEPS = 2
 # rejected (valid samples are >= 0, invalid parameters give NaN).
 _SEARCH_CODE = -1.0
 _REJECT_CODE = -2.0
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 # ----------------------------------------------------------------------------------
@@ -148,28 +154,6 @@ def _unit_floats(words: list[Array], dtype) -> list[Array]:
     return out
 
 
-def _uniforms(key, count: int, shape: tuple[int, ...], dtype) -> list[Array]:
-    """`count` independent arrays of uniforms on the open interval (0, 1) (see
-    `_unit_floats`).
-
-    For threefry keys (jax's default) the bits are Threefry-2x32 of the key and the
-    counters (j, element index), using both output words of each block (jax's
-    `random.bits` xors them together, so its uniforms cost twice as much); other key
-    implementations go through `jax.random.bits`."""
-    size = math.prod(shape)
-    wide = jnp.finfo(dtype).bits > 32
-    num_words = count * (2 if wide else 1)
-    if str(jax.random.key_impl(key)) == "threefry2x32":
-        k0, k1 = jax.random.key_data(key)
-        counter = lax.iota(jnp.uint32, size).reshape(shape)
-        words = []
-        for j in range(-(-num_words // 2)):
-            words.extend(_threefry2x32(k0, k1, jnp.full(shape, j, jnp.uint32), counter))
-    else:
-        words = list(jax.random.bits(key, (num_words,) + shape, jnp.uint32))
-    return _unit_floats(words[:num_words], dtype)
-
-
 def _key_words(key) -> tuple[Array, Array]:
     """The two 32-bit words that key `_counter_uniforms`: the key data of a
     threefry key (jax's default, so that the bits are jax's own Threefry-2x32
@@ -204,30 +188,6 @@ def _counter_uniforms(k0, k1, counter, index, dtype) -> tuple[Array, Array]:
 def _normal_from_uniform(u: Array) -> Array:
     # Inverse of the normal cdf via erfinv (cheaper than ndtri on CPU).
     return jnp.sqrt(jnp.asarray(2.0, u.dtype)) * lax.erf_inv(2 * u - 1)
-
-
-def _map_chunks(fn: Callable, key, arrays: tuple[Array, ...], chunk: int = _CHUNK):
-    """Apply `fn(key_i, *chunk_arrays) -> pytree of chunk-shaped arrays` to
-    consecutive chunks of 1-D arrays of equal length `n`, with key
-    `fold_in(key, i)` for chunk `i`, and concatenate the results (length `n`)."""
-    n = arrays[0].shape[0]
-    num = max(1, -(-n // chunk))
-    if num == 1:
-        return fn(jax.random.fold_in(key, 0), *arrays)
-    size = -(-n // num)
-    size = -(-size // 128) * 128
-    pad = num * size - n
-
-    def _pad(a):
-        a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,))]) if pad else a
-        return a.reshape(num, size)
-
-    def body(args):
-        index, *chunks = args
-        return fn(jax.random.fold_in(key, index), *chunks)
-
-    out = lax.map(body, (jnp.arange(num, dtype=jnp.uint32), *map(_pad, arrays)))
-    return jtu.tree_map(lambda a: a.reshape((num * size,) + a.shape[2:])[:n], out)
 
 
 def _contiguous(arrays: tuple[Array, ...]) -> tuple[Array, ...]:
@@ -319,169 +279,6 @@ def _first_true_indices(
     return jnp.where(slots < total, 32 * word_of + bit, n), total
 
 
-def _complete(
-    key,
-    value: Float[Array, " n"],
-    code: float,
-    params: PyTree[Array],
-    attempt: Callable,
-    *,
-    capacity: int,
-    chunk: int = _RETRY_CHUNK,
-) -> Float[Array, " n"]:
-    """Finish a vectorised rejection sampler whose first attempt has been made for
-    all elements.
-
-    **Arguments:**
-
-    - `key`: key for the retries (must differ from the first attempt's keys).
-    - `value`: the results so far; the elements to be retried hold `code`.
-    - `code`: a negative number marking the pending elements (a mask would be one
-        more output of the first attempt, which XLA computes in a separate fusion,
-        duplicating the work).
-    - `params`: pytree of 1-D arrays of length `n`: the parameters an attempt needs
-        (only read at pending elements).
-    - `attempt`: `attempt(key, params) -> (value, accepted)`: one more independent
-        attempt for arrays of length `chunk`.
-    - `capacity`: size of the buffer the pending elements are compacted into.
-    - `chunk`: the buffer is processed `chunk` elements at a time.
-
-    **Returns:**
-
-    `value` with every element finished.
-
-    The pending elements (at most `capacity` of them) are compacted into a buffer
-    with `_first_true_indices`. The buffer is then processed in rounds: a round makes
-    one attempt for the `count` elements at the front of the buffer, `chunk` at a
-    time (so a round costs O(count), not O(capacity)), writes the accepted ones
-    straight to `value`, and moves the rejected ones to the front of the buffer again
-    (chunk by chunk, in place) for the next round. Once at most `chunk` are left
-    they are attempted together until all are accepted, without compactions. Both
-    modes share one `while_loop` and one traced `attempt` (the bookkeeping is
-    selected per step), which keeps the compiled program small. If more than `capacity`
-    elements were pending, the outer `while_loop` compacts the next ones. Every
-    attempt gets a fresh key, so the result is exact whatever `capacity` and
-    `chunk` are.
-    """
-    n = value.shape[0]
-    if n == 0:
-        return value
-    capacity = max(1, min(int(capacity), n))
-    chunk = max(1, min(int(chunk), capacity))
-    leaves, treedef = jtu.tree_flatten(params)
-    lanes = jnp.arange(chunk, dtype=jnp.int32)
-
-    def global_round(outer):
-        g, value, _ = outer
-        idx, total = _first_true_indices(value == code, capacity)
-        count = jnp.minimum(total, capacity)
-        # `chunk` spare slots, so that a whole chunk can always be read and written.
-        buf_idx = jnp.concatenate([idx, jnp.full((chunk,), n, jnp.int32)])
-        bufs = [a.at[buf_idx].get(mode="clip") for a in leaves]
-        key_g = jax.random.fold_in(key, g)
-
-        def step(state):
-            s, i, count, front, buf_idx, bufs, value, t_value, t_done = state
-            # Read with gathers, not dynamic_slice: XLA then updates the buffers in
-            # place instead of copying them in every iteration.
-            pos = i * chunk + lanes
-            c_idx = buf_idx.at[pos].get(mode="clip")
-            c_params = [a.at[pos].get(mode="clip") for a in bufs]
-            c_key = jax.random.fold_in(key_g, s)
-            c_value, ok = attempt(c_key, treedef.unflatten(c_params))
-            valid = pos < count
-            tail = count <= chunk
-            # Tail mode (one chunk left, attempted until all are accepted).
-            t_value = jnp.where(tail & ~t_done, c_value, t_value)
-            t_new = t_done | ok
-            finished = tail & jnp.all(t_new)
-            # Round mode: the rejected go to the front of the buffer; this never
-            # writes beyond the end of the current chunk, so unread chunks are
-            # intact. (In tail mode the write goes to the spare slots instead.)
-            accepted = ok & valid & ~tail
-            loc, num_left = lax.cond(
-                tail,
-                lambda: (lanes, jnp.int32(0)),
-                lambda: _first_true_indices(valid & ~ok, chunk),
-            )
-            target = jnp.where(
-                tail,
-                jnp.where(finished & valid, c_idx, n),
-                jnp.where(accepted, c_idx, n),
-            )
-            value = value.at[target].set(jnp.where(tail, t_value, c_value), mode="drop")
-            offset = jnp.where(tail, capacity, front)
-
-            def put(a, b):
-                b = b.at[loc].get(mode="clip")
-                return lax.dynamic_update_slice_in_dim(a, b, offset, 0)
-
-            buf_idx = put(buf_idx, c_idx)
-            bufs = [put(a, b) for a, b in zip(bufs, c_params)]
-            front = front + num_left
-            # After a round's last chunk the next round starts (maybe a tail).
-            last = ~tail & ((i + 1) * chunk >= count)
-            count = jnp.where(last, front, jnp.where(finished, 0, count))
-            t_done = jnp.where(last, lanes >= count, jnp.where(tail, t_new, t_done))
-            i = jnp.where(last | tail, 0, i + 1)
-            front = jnp.where(last, 0, front)
-            return s + 1, i, count, front, buf_idx, bufs, value, t_value, t_done
-
-        state = (
-            jnp.int32(0), jnp.int32(0), count, jnp.int32(0), buf_idx, bufs, value,
-            jnp.zeros((chunk,), value.dtype), lanes >= count,
-        )  # fmt: skip
-        state = lax.while_loop(
-            lambda st: (st[2] > 0) & (st[0] < _MAX_ATTEMPTS), step, state
-        )
-        return g + 1, state[6], total - count
-
-    # The last entry counts the pending elements not yet compacted (unknown at first).
-    outer = (jnp.int32(0), value, jnp.int32(1))
-    return lax.while_loop(lambda outer: outer[-1] > 0, global_round, outer)[1]
-
-
-def _finish_search(
-    value: Float[Array, " n"],
-    code: float,
-    params: PyTree[Array],
-    start: Callable,
-    step: Callable,
-    *,
-    capacity: int,
-) -> Float[Array, " n"]:
-    """Finish the inversion searches that `_search` did not complete.
-
-    These are rare and marked by `code` in `value`. They are compacted (at most
-    `capacity` at a time) into a buffer; there `start(params) -> state` restarts
-    each search from 0, and `step(state) -> (state, value, done)`, one more term
-    for every element, runs until all are done."""
-    n = value.shape[0]
-    if n == 0:
-        return value
-    capacity = max(1, min(int(capacity), n))
-
-    def round_(outer):
-        value, _ = outer
-        idx, total = _first_true_indices(value == code, capacity)
-        state = start(jtu.tree_map(lambda a: a.at[idx].get(mode="clip"), params))
-
-        def body(loop):
-            state, buf_value, buf_done = loop
-            new_state, new_value, new_done = step(state)
-            keep = lambda old, new: jnp.where(buf_done, old, new)  # noqa: E731
-            state = jtu.tree_map(keep, state, new_state)
-            return state, keep(buf_value, new_value), buf_done | new_done
-
-        loop = (state, value.at[idx].get(mode="clip"), idx >= n)
-        _, buf_value, _ = lax.while_loop(lambda s: ~jnp.all(s[2]), body, loop)
-        value = value.at[idx].set(buf_value, mode="drop")
-        return value, total - jnp.minimum(total, capacity)
-
-    outer = (value, jnp.int32(1))
-    return lax.while_loop(lambda outer: outer[-1] > 0, round_, outer)[0]
-
-
 def _capacity(n: int, buffer_size: int | None, fraction: float) -> int:
     """`buffer_size` if given, else `fraction * n` (rounded up)."""
     if buffer_size is not None:
@@ -521,8 +318,9 @@ def _compact_small(mask: Bool[Array, " n"], size: int) -> tuple[Int[Array, " siz
 
 
 def _finish(
-    k0, k1, value, index, params, attempt, search: _Search, *, capacity, first_counter
-):
+    k0, k1, value, index, params, attempt, search: _Search | None, *, capacity,
+    first_counter,
+):  # fmt: skip
     """Finish the pending entries of `value` (1-D): `_REJECT_CODE` marks a
     rejected attempt, `_SEARCH_CODE` an inversion search to be run from 0 again
     with the element's first uniform.
@@ -565,19 +363,21 @@ def _finish(
                 (jnp.uint32(0), val),
             )[1]
 
-        def search_body(state):
-            t, val, r, pj = state
-            start = (t * _RETRY_SEARCH_STEPS).astype(dtype)
-            count, r, pj, ended = _search_block(
-                r, pj, start, lambda j: search.ratio(j, p), _RETRY_SEARCH_STEPS
-            )
-            ended = ended | (start + _RETRY_SEARCH_STEPS >= _SEARCH_CAP)
-            found = jnp.where(ended, search.value(start + count, p), _SEARCH_CODE)
-            return t + 1, jnp.where(val == _SEARCH_CODE, found, val), r, pj
+        if search is not None:
 
-        u0, _ = _counter_uniforms(k0, k1, 0, idx, dtype)
-        state = (jnp.uint32(0), val, u0, search.first(p))
-        val = lax.while_loop(lambda s: _any_pending(s[1]), search_body, state)[1]
+            def search_body(state):
+                t, val, r, pj = state
+                start = (t * _RETRY_SEARCH_STEPS).astype(dtype)
+                count, r, pj, ended = _search_block(
+                    r, pj, start, lambda j: search.ratio(j, p), _RETRY_SEARCH_STEPS
+                )
+                ended = ended | (start + _RETRY_SEARCH_STEPS >= _SEARCH_CAP)
+                found = jnp.where(ended, search.value(start + count, p), _SEARCH_CODE)
+                return t + 1, jnp.where(val == _SEARCH_CODE, found, val), r, pj
+
+            u0, _ = _counter_uniforms(k0, k1, 0, idx, dtype)
+            state = (jnp.uint32(0), val, u0, search.first(p))
+            val = lax.while_loop(lambda s: _any_pending(s[1]), search_body, state)[1]
         value = value.at[pos].set(val, mode="drop")
         return value, total - jnp.minimum(total, capacity)
 
@@ -585,7 +385,7 @@ def _finish(
     return lax.while_loop(lambda c: c[1] > 0, round_, (value, pending))[0]
 
 
-def _retry(k0, k1, value, params, attempt, search: _Search, *, capacity):
+def _retry(k0, k1, value, params, attempt, search: _Search | None, *, capacity):
     """Finish the pending entries of the first attempt's output `value` (1-D, see
     `_finish`); `params`: 1-D arrays of the same length.
 
@@ -593,15 +393,10 @@ def _retry(k0, k1, value, params, attempt, search: _Search, *, capacity):
     pending entries (at most `capacity` per round) are compacted into a wide
     buffer, where each rejected one makes `_WIDE_ATTEMPTS` fresh attempts at once
     (counters 1, 2, ...; the first attempt was counter 0); the few still pending
-    then go to `_finish` with a buffer of an eighth of the size. Without `attempt`
-    (no rejection sampler) the searches go to `_finish` directly."""
+    then go to `_finish` with a buffer of an eighth of the size. `attempt` is
+    None without a rejection sampler (only searches pending), `search` without
+    inversion (only rejections pending)."""
     n = value.shape[0]
-    index = lax.iota(jnp.uint32, n)
-    if attempt is None:
-        return _finish(
-            k0, k1, value, index, params, None, search,
-            capacity=capacity, first_counter=1,
-        )  # fmt: skip
     capacity = max(1, min(int(capacity), n))
 
     def round_(carry):
@@ -610,7 +405,7 @@ def _retry(k0, k1, value, params, attempt, search: _Search, *, capacity):
         val = value.at[pos].get(mode="fill", fill_value=0)
         idx = pos.astype(jnp.uint32)
         p = [a.at[pos].get(mode="clip") for a in params]
-        for j in range(_WIDE_ATTEMPTS):
+        for j in range(_WIDE_ATTEMPTS if attempt is not None else 0):
             k, ok = attempt(k0, k1, 1 + j, idx, p)
             val = jnp.where(val == _REJECT_CODE, jnp.where(ok, k, _REJECT_CODE), val)
         val = _finish(
@@ -649,34 +444,6 @@ def _stirling_err(m: Array) -> Array:
     return inv * _poly(inv2, coeffs)
 
 
-def _bd0(x: Array, mu: Array, log_ratio: Array | None = None) -> Array:
-    """x log(x/mu) + mu - x >= 0 without cancellation (Loader 2000), for x, mu > 0;
-    `log_ratio`, if given, is log(x/mu) (only used where |x - mu| > (x + mu) / 10,
-    so a difference of logs is accurate enough there)."""
-    d = x - mu
-    t = d / (x + mu)
-    near_mode = jnp.abs(t) < 0.1
-    # x log(x/mu) = 2 x atanh(t) and atanh(t) - t = t^3 sum_j t^(2j)/(2j+3).
-    terms = _num_terms(x.dtype, 4, 9)
-    series = _poly(t * t, [1.0 / (2 * j + 3) for j in range(terms)])
-    near = d * t + 2 * x * t * t * t * series
-    if log_ratio is None:
-        log_ratio = jnp.log(jnp.where(near_mode, 1, x / mu))
-    far = x * log_ratio + mu - x
-    return jnp.where(near_mode, near, far)
-
-
-def _shift_small(k: Array) -> tuple[Array, Array]:
-    """For k >= 0 returns (kk, log(kk!/k!)) with kk = k + 10 if k < 10 else k, so
-    that kk >= 10 and Stirling's series applies to kk."""
-    small = k < 10
-    prod = k + 1
-    for i in range(2, 11):
-        prod = prod * (k + i)  # may overflow where not small; masked below
-    return jnp.where(small, k + 10, k), jnp.where(small, jnp.log(prod), 0)
-
-
-# log k! - (k log k - k + log(2 pi k)/2) for k = 0..9 (0 at k = 0), in float64.
 _STIRLING_ERR_TABLE = (0.0,) + tuple(
     math.lgamma(k + 1) - (k * math.log(k) - k + 0.5 * math.log(2 * math.pi * k))
     for k in range(1, 10)
@@ -704,8 +471,8 @@ def _stirling_err_any(k: Array) -> Array:
 
 def _bd0_relative(x: Array, mu: Array, inv_mu: Array) -> Array:
     """x log(x/mu) + mu - x >= 0 for integer-valued x >= 0 and mu > 0, given
-    inv_mu = 1/mu, without cancellation (like `_bd0`, but no division or log of
-    x is used twice, see `_ptrs`).
+    inv_mu = 1/mu, without cancellation (Loader's deviance term), using no division
+    or log of x twice (see `_ptrs`).
 
     With d = x/mu - 1 this is mu ((1 + d) log(1 + d) - d) = mu sum_{j>=2}
     (-d)^j / (j (j - 1)): the series for |d| < 1/4 (12 terms in float32, 26 in
@@ -732,10 +499,11 @@ def _search(u: Array, p0: Array, next_ratio: Callable):
 
     Returns `(x, done)`. Unrolled without selects: r only decreases, so the terms
     with r > 0 form a prefix and counting them is the search. Elements not done
-    within `_SEARCH_STEPS` terms are restarted by `_finish_search` with the
-    termination guard of `_search_step` (which cannot matter earlier: r stalls only
-    where the pmf is below float resolution, in the decreasing tail, and then stays
-    stalled with r > 0, so such elements are never done here).
+    within `_SEARCH_STEPS` terms are searched again from 0 in the retry buffer
+    (`_finish`, `_search_block`), which also ends a search where the cumulative
+    sum stops increasing in floating point (that cannot happen earlier: it only
+    happens where the pmf is below float resolution, in the decreasing tail, and
+    then r stays > 0, so such elements are never done here).
     """
     x = jnp.zeros_like(u)
     r, p = u, p0
@@ -747,17 +515,6 @@ def _search(u: Array, p0: Array, next_ratio: Callable):
     return x, r <= 0
 
 
-def _search_step(x, r, p, ratio):
-    """One term of the search with the termination guard: from the state `x` (the
-    term to test), `r = u - F(x - 1)`, `p = P(X = x)`, and `ratio = P(X = x + 1) /
-    P(X = x)`, returns the new `(x, done, r, p)`. The search stops where u <= F(x)
-    or where F stops increasing in floating point (then u is above the largest
-    representable F: a float rounding event)."""
-    r_next = r - p
-    go = (r_next > 0) & (r_next < r) & (x < _SEARCH_CAP)
-    return jnp.where(go, x + 1, x), ~go, r_next, p * ratio
-
-
 def _search_block(r: Array, p: Array, start, next_ratio: Callable, steps: int):
     """`steps` more terms of the search, from term `start` (a scalar, the same for
     all elements): `r = u - F(start - 1)`, `p = P(X = start)`, `next_ratio(j) =
@@ -767,9 +524,9 @@ def _search_block(r: Array, p: Array, start, next_ratio: Callable, steps: int):
     at term `start + steps`, and whether the search has ended, at `start + count`:
     where u <= F, or where F stopped increasing in floating point (u above the
     largest representable F, a rounding event; it only happens in the decreasing
-    tail, and then for all later terms, so counting the terms that still move r is
-    the guarded search of `_search_step`). Counting keeps the block a chain of
-    cheap element-wise ops, which XLA fuses into one loop."""
+    tail, and then for all later terms, so counting the terms that still move r
+    finds it). Counting keeps the block a chain of cheap element-wise ops, which
+    XLA fuses into one loop."""
     count = jnp.zeros_like(r)
     moved = jnp.ones(r.shape, bool)
     for j in range(steps):
@@ -798,8 +555,13 @@ def _ptrs(u: Array, v: Array, lam: Array) -> tuple[Array, Bool[Array, "..."]]:
     as a single loop, ~2x faster on CPU)."""
     b = 0.931 + 2.53 * jnp.sqrt(lam)
     a = -0.059 + 0.02483 * b
-    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
-    v_r = 0.9277 - 3.6224 / (b - 2)
+    # 1 / (b - 3.4), 1 / (b - 2) and 1 / lam from one division (rounding-level
+    # differences; fewer expensive ops, fewer XLA kernels where they get hoisted).
+    b34, b2 = b - 3.4, b - 2
+    recip = 1 / (b34 * b2 * lam)
+    inv_alpha = 1.1239 + 1.1328 * (b2 * lam * recip)
+    v_r = 0.9277 - 3.6224 * (b34 * lam * recip)
+    inv_lam = b34 * b2 * recip
     u = u - 0.5
     us = 0.5 - jnp.abs(u)
     k = jnp.floor((2 * a / us + b) * u + lam + 0.43)
@@ -807,8 +569,9 @@ def _ptrs(u: Array, v: Array, lam: Array) -> tuple[Array, Bool[Array, "..."]]:
     reject = (k < 0) | ((us < 0.013) & (v > us))
     kk = jnp.maximum(k, 0)
     root = jnp.sqrt(jnp.maximum((2 * math.pi) * kk, 1))  # sqrt(2 pi k), 1 at k = 0
-    lhs = jnp.log(v * inv_alpha * root / (a / (us * us) + b))
-    rhs = -_bd0_relative(kk, lam, 1 / lam) - _stirling_err_any(kk)
+    us2 = us * us
+    lhs = jnp.log(v * inv_alpha * root * us2 / (a + b * us2))
+    rhs = -_bd0_relative(kk, lam, inv_lam) - _stirling_err_any(kk)
     return k, quick | (~reject & (lhs <= rhs))
 
 
@@ -990,19 +753,20 @@ def _gamma_attempt_values(u1: Array, u2: Array, alpha: Array):
     return value, accept
 
 
-def _gamma_attempt(key, params):
+def _gamma_attempt(k0, k1, counter, index, params):
     alpha, scale = params
-    u1, u2 = _uniforms(key, 2, alpha.shape, alpha.dtype)
+    u1, u2 = _counter_uniforms(k0, k1, counter, index, alpha.dtype)
     value, accept = _gamma_attempt_values(u1, u2, alpha)
     return value * scale, accept
 
 
-def _gamma_first(key, alpha: Array, scale: Array):
-    """First attempt for every element (any parameters, invalid ones give NaN).
-    Returns the samples, with `_REJECT_CODE` where rejected."""
+def _gamma_first(k0, k1, index, alpha: Array, scale: Array):
+    """First attempt (counter 0) for every element (any parameters, invalid ones
+    give NaN). Returns the samples, with `_REJECT_CODE` where rejected."""
     valid = (alpha >= 0) & (alpha < jnp.inf) & (scale >= 0) & (scale < jnp.inf)
     positive = valid & (alpha > 0)
-    value, accept = _gamma_attempt(key, (jnp.where(positive, alpha, 1), scale))
+    params = (jnp.where(positive, alpha, 1), scale)
+    value, accept = _gamma_attempt(k0, k1, 0, index, params)
     value = jnp.where(accept, value, _REJECT_CODE)
     return jnp.where(positive, value, jnp.where(valid, 0, jnp.nan))
 
@@ -1010,12 +774,15 @@ def _gamma_first(key, alpha: Array, scale: Array):
 def _gamma_flat(key, alpha: Array, scale: Array, buffer_size: int | None) -> Array:
     """Gamma(alpha, scale) for 1-D float arrays (NaN where invalid)."""
     n = alpha.shape[0]
-    key_first, key_rest = jax.random.split(key)
-    value = _map_chunks(_gamma_first, key_first, (alpha, scale))
-    return _complete(
-        key_rest, value, _REJECT_CODE, (alpha, scale), _gamma_attempt,
+    k0, k1 = _key_words(key)
+    alpha, scale = _contiguous((alpha, scale))
+    index = lax.iota(jnp.uint32, alpha.shape[0])
+    value = _gamma_first(k0, k1, index, alpha, scale)
+    value = _retry(
+        k0, k1, value, (alpha, scale), _gamma_attempt, None,
         capacity=_capacity(n, buffer_size, _GAMMA_CAPACITY),
     )  # fmt: skip
+    return value[:n]
 
 
 def gamma(
@@ -1128,48 +895,54 @@ def _negative_binomial(key, mean, dispersion, buffer_size: int | None):
 # Binomial.
 
 
-def _binomial_log_ratio(k, n, m, p, q, log_pq):
-    """log(f(k) / f(m)) for the Binomial(n, p) pmf f, p <= 1/2, 0 <= k <= n,
-    m = floor((n + 1) p) >= 10, n - m >= 10; without cancellation."""
-    k1, lr1 = _shift_small(k)
-    k2, lr2 = _shift_small(n - k)
-    nm = n - m
-    stirling = (
-        _stirling_err(m) + _stirling_err(nm) - _stirling_err(k1) - _stirling_err(k2)
-    )
-    half_log = 0.5 * jnp.log((m / k1) * (nm / k2))
-    # (m - k1) log k1 + (nm - k2) log k2 + (k - m) log(p/q); without shifts it is
-    # (m - k) log(k q / ((n - k) p)), a log of a ratio near 1 near the mode.
-    shifted = (k1 != k) | (k2 != n - k)
-    direct = (m - k) * jnp.log(jnp.where(shifted, 1, (k * q) / ((n - k) * p)))
-    general = (m - k1) * jnp.log(k1) + (nm - k2) * jnp.log(k2) + (k - m) * log_pq
-    linear = jnp.where(shifted, general, direct)
-    return _bd0(m, k1) + _bd0(nm, k2) + linear + half_log + stirling + lr1 + lr2
-
-
 def _btrs(u: Array, v: Array, n: Array, p: Array):
     """One attempt of Hörmann's BTRS for Binomial(n, p), p <= 1/2, n p >= 10.
 
     W. Hörmann (1993), "The generation of binomial random variates", Journal of
-    Statistical Computation and Simulation 46, 101-110."""
+    Statistical Computation and Simulation 46, 101-110.
+
+    The acceptance test log(v alpha / (a / us^2 + b)) <= log(f(k) / f(m)) (f the
+    pmf, m the mode) is evaluated with Loader's cancellation-free form of log f
+    (bd0 and Stirling terms), the terms of the mode computed from the parameters
+    alone and, as in `_ptrs`, every division, root or log that depends on the
+    uniforms used once, so that the attempt is one fused loop."""
     q = 1 - p
     spq = jnp.sqrt(n * p * q)
     b = 1.15 + 2.53 * spq
     a = -0.0873 + 0.0248 * b + 0.01 * p
     c = n * p + 0.5
-    v_r = 0.92 - 4.2 / b
-    alpha = (2.83 + 5.1 / b) * spq
+    inv_b = 1 / b
+    v_r = 0.92 - 4.2 * inv_b
+    alpha = (2.83 + 5.1 * inv_b) * spq
     m = jnp.floor((n + 1) * p)
+    nm = n - m
+    mean_p, mean_q = n * p, n * q
+    recip = 1 / (mean_p * mean_q * m * nm)
+    inv_p, inv_q = mean_q * m * nm * recip, mean_p * m * nm * recip
+    inv_mode = mean_p * mean_q * recip  # 1 / (m (n - m))
+    # log f(m) + log sqrt(2 pi m (n - m) / n) - stirling_err(n)
+    mode = (
+        _bd0_relative(m, mean_p, inv_p) + _bd0_relative(nm, mean_q, inv_q)
+        + _stirling_err_any(m) + _stirling_err_any(nm)
+    )  # fmt: skip
     u = u - 0.5
     us = 0.5 - jnp.abs(u)
     k = jnp.floor((2 * a / us + b) * u + c)
     quick = (us >= 0.07) & (v <= v_r)
     outside = (k < 0) | (k > n)
     kc = jnp.clip(k, 0, n)
-    log_lhs = jnp.log(v * alpha / (a / (us * us) + b))
-    log_rhs = _binomial_log_ratio(kc, n, m, p, q, jnp.log(p / q))
-    accept = quick | (~outside & (log_lhs <= log_rhs))
-    return k, accept
+    nk = n - kc
+    # sqrt of the ratio of the 2 pi k (n - k) / n factors of f(m) and f(k) (that
+    # of f(k) is 1 at k = 0 or n).
+    ends = (kc < 1) | (nk < 1)
+    g = jnp.where(ends, n * (1 / (2 * math.pi)), kc * nk) * inv_mode
+    us2 = us * us
+    lhs = jnp.log(v * alpha * us2 * jnp.sqrt(g) / (a + b * us2))
+    rhs = (
+        mode - _bd0_relative(kc, mean_p, inv_p) - _bd0_relative(nk, mean_q, inv_q)
+        - _stirling_err_any(kc) - _stirling_err_any(nk)
+    )  # fmt: skip
+    return k, quick | (~outside & (lhs <= rhs))
 
 
 def _binomial_setup(n: Array, p: Array):
@@ -1186,12 +959,14 @@ def _binomial_value(k: Array, n: Array, flip: Array) -> Array:
     return jnp.where(flip, n - k, k)
 
 
-def _binomial_first(key, n_raw: Array, p_raw: Array):
-    """First attempt for every element (any parameters, invalid ones give NaN).
-    Returns `(x, u)` (see `_poisson_first`)."""
+def _binomial_first(k0, k1, index, n_raw: Array, p_raw: Array):
+    """First attempt (counter 0) for every element (any parameters, invalid ones
+    give NaN): `_SEARCH_STEPS` terms of the inversion search where n p < 10, one
+    BTRS attempt elsewhere. Returns the samples, with `_SEARCH_CODE` where the
+    search is unfinished and `_REJECT_CODE` where BTRS rejected."""
     n, q, flip, valid = _binomial_setup(n_raw, p_raw)
     small = n * q < _INVERSION_BELOW
-    u, v = _uniforms(key, 2, n.shape, n.dtype)
+    u, v = _counter_uniforms(k0, k1, 0, index, n.dtype)
     n_s = jnp.where(small, n, 0)
     q_s = jnp.where(small, q, 0)
     odds = q_s / (1 - q_s)
@@ -1205,25 +980,32 @@ def _binomial_first(key, n_raw: Array, p_raw: Array):
         jnp.where(done, value, _SEARCH_CODE),
         jnp.where(accept, value, _REJECT_CODE),
     )
-    return jnp.where(valid, value, jnp.nan), u
+    return jnp.where(valid, value, jnp.nan)
 
 
-def _binomial_search_start(params):
-    n_raw, p_raw, u = params
-    n, q, _, _ = _binomial_setup(n_raw, p_raw)
-    return n_raw, p_raw, jnp.zeros_like(u), u, jnp.exp(n * jnp.log1p(-q))
+def _binomial_search_first(params):
+    n, q, _, _ = _binomial_setup(*params)
+    return jnp.exp(n * jnp.log1p(-q))
 
 
-def _binomial_search_step(state):
-    n_raw, p_raw, x, r, pj = state
-    n, q, flip, _ = _binomial_setup(n_raw, p_raw)
-    x, done, r, pj = _search_step(x, r, pj, (n - x) * (q / (1 - q)) / (x + 1))
-    return (n_raw, p_raw, x, r, pj), _binomial_value(x, n, flip), done
+def _binomial_search_ratio(j, params):
+    n, q, _, _ = _binomial_setup(*params)
+    return (n - j) * (q / (1 - q)) * (1 / (j + 1))
 
 
-def _binomial_btrs_attempt(key, params):
+def _binomial_search_value(x, params):
+    n, _, flip, _ = _binomial_setup(*params)
+    return _binomial_value(x, n, flip)
+
+
+_BINOMIAL_SEARCH = _Search(
+    _binomial_search_first, _binomial_search_ratio, _binomial_search_value
+)
+
+
+def _binomial_btrs_attempt(k0, k1, counter, index, params):
     n, q, flip, _ = _binomial_setup(*params)
-    u, v = _uniforms(key, 2, n.shape, n.dtype)
+    u, v = _counter_uniforms(k0, k1, counter, index, n.dtype)
     k, accept = _btrs(u, v, n, q)
     return _binomial_value(k, n, flip), accept
 
@@ -1264,14 +1046,11 @@ def _binomial(key, n, p, buffer_size: int | None):
     num = nn.shape[0]
     if num == 0:
         return jnp.zeros(shape, out_dtype)
-    key_first, key_btrs = jax.random.split(key)
-    x, u = _map_chunks(_binomial_first, key_first, (nn, pp))
-    x = _finish_search(
-        x, _SEARCH_CODE, (nn, pp, u), _binomial_search_start, _binomial_search_step,
-        capacity=_capacity(num, buffer_size, _SEARCH_CAPACITY),
-    )  # fmt: skip
-    x = _complete(
-        key_btrs, x, _REJECT_CODE, (nn, pp), _binomial_btrs_attempt,
+    k0, k1 = _key_words(key)
+    nn, pp = _contiguous((nn, pp))
+    x = _binomial_first(k0, k1, lax.iota(jnp.uint32, nn.shape[0]), nn, pp)
+    x = _retry(
+        k0, k1, x, (nn, pp), _binomial_btrs_attempt, _BINOMIAL_SEARCH,
         capacity=_capacity(num, buffer_size, _BINOMIAL_CAPACITY),
-    )  # fmt: skip
+    )[:num]  # fmt: skip
     return x.reshape(shape).astype(out_dtype)

@@ -93,21 +93,6 @@ def test_threefry_matches_jax():
     np.testing.assert_array_equal(jnp.concatenate([x0, x1]), expected)
 
 
-def test_uniforms_open_interval_and_grid():
-    """Also for legacy raw keys and other key implementations (the only place where
-    the samplers depend on the key implementation)."""
-    keys = [jax.random.key(0), jax.random.PRNGKey(1)]
-    for key in [*keys, jax.random.key(0, impl="philox4x32")]:
-        u, v = R._uniforms(key, 2, (100_000,), jnp.float32)
-        for w in (u, v):
-            w = np.asarray(w, np.float64)
-            assert w.min() > 0 and w.max() < 1
-            # midpoints of the 2^-23 grid
-            np.testing.assert_array_equal((w * 2**24) % 2, np.ones_like(w))
-            assert abs(w.mean() - 0.5) < 5 * math.sqrt(1 / 12 / w.size)
-        assert abs(np.corrcoef(u, v)[0, 1]) < 5 / math.sqrt(u.size)
-
-
 # ----------------------------------------------------------------------------------
 # Poisson.
 
@@ -354,11 +339,16 @@ def test_gamma_ks_and_moments(gamma_grid, i):
 def test_gamma_retry_buffer_overflow_and_edge_cases():
     n = 20_000
     shapes = jnp.repeat(jnp.asarray([0.5, 1.0], jnp.float32), n)
-    first = np.asarray(R._gamma_first(jax.random.key(0), shapes, jnp.ones_like(shapes)))
+    k0, k1 = R._key_words(jax.random.key(0))
+    index = jnp.arange(2 * n, dtype=jnp.uint32)
+    first = np.asarray(R._gamma_first(k0, k1, index, shapes, jnp.ones_like(shapes)))
     assert (first == R._REJECT_CODE).sum() > 10 * 16  # ~3-5% of 40k rejected
     edge = jnp.asarray([-1.0, jnp.nan, jnp.inf, 0.0, 2.0])
     x = R.gamma(jax.random.key(4), jnp.concatenate([shapes, edge]), _buffer_size=16)
     x = np.asarray(x)
+    # Per-element streams: the buffers do not change the samples.
+    default = R.gamma(jax.random.key(4), jnp.concatenate([shapes, edge]))
+    np.testing.assert_array_equal(np.asarray(default), x)
     for a, s in zip([0.5, 1.0], x[: 2 * n].reshape(2, n)):
         assert stats.kstest(s, stats.gamma(a).cdf).pvalue > P_MIN
     out = x[2 * n :]
@@ -410,6 +400,41 @@ def test_binomial():
     np.testing.assert_array_equal(out[3:], [0.0, 7.0, 0.0])
 
 
+def test_btrs_acceptance_matches_float64():
+    """As for PTRS: the fused float32 acceptance test of BTRS decides like the
+    textbook test log(v alpha / (a / us^2 + b)) <= log f(k) - log f(m) evaluated in
+    float64 with scipy's log pmf, except within float32 rounding."""
+    rng = np.random.default_rng(1)
+    m_draws = 200_000
+    for n, p in [(40, 0.25), (100, 0.5), (1000, 0.3), (1e5, 0.02), (1e6, 0.5)]:
+        u = rng.random(m_draws).astype(np.float32)
+        v = rng.random(m_draws).astype(np.float32)
+        full = lambda x: jnp.full(m_draws, x, jnp.float32)  # noqa: E731
+        k, accept = jax.jit(R._btrs)(u, v, full(n), full(p))
+        k, accept = np.asarray(k, np.float64), np.asarray(accept)
+        q = 1 - p
+        spq = math.sqrt(n * p * q)
+        b = 1.15 + 2.53 * spq
+        a = -0.0873 + 0.0248 * b + 0.01 * p
+        alpha = (2.83 + 5.1 / b) * spq
+        mode = math.floor((n + 1) * p)
+        u64, v64 = u.astype(np.float64), v.astype(np.float64)
+        us = 0.5 - np.abs(u64 - 0.5)
+        k64 = np.floor((2 * a / us + b) * (u64 - 0.5) + n * p + 0.5)
+        assert np.mean(k != k64) < 1e-3 + n * p * 2.0**-22
+        assert np.all((np.abs(k - k64) <= 1) | ~accept)
+        with np.errstate(divide="ignore"):
+            lhs = np.log(v64 * alpha / (a / us**2 + b))
+        dist = stats.binom(int(n), p)
+        rhs = dist.logpmf(np.clip(k, 0, n)) - dist.logpmf(mode)
+        quick = (us >= 0.07) & (v64 <= 0.92 - 4.2 / b)
+        outside = (k < 0) | (k > n)
+        expected = quick | (~outside & (lhs <= rhs))
+        close = np.abs(lhs - rhs) < 1e-5 * np.maximum(1, np.abs(rhs))
+        assert np.all((accept == expected) | close), (n, p)
+        assert 0.6 < accept.mean() < 0.95
+
+
 def test_binomial_retry_buffer_overflow():
     n = 20_000
     trials = jnp.repeat(jnp.asarray([30.0, 60.0], jnp.float32), n)
@@ -417,3 +442,6 @@ def test_binomial_retry_buffer_overflow():
     x = np.asarray(R.binomial(jax.random.key(6), trials, prob, _buffer_size=32))
     for (a, b), s in zip([(30, 0.31), (60, 0.2)], x.reshape(2, n)):
         assert chisquare_pvalue(s, stats.binom(a, b)) > P_MIN
+    # Per-element streams: the buffers do not change the samples.
+    default = np.asarray(R.binomial(jax.random.key(6), trials, prob))
+    np.testing.assert_array_equal(default, x)

@@ -319,6 +319,7 @@ def fit(
     else:
         source = task
     consts = (source, frozen, optimiser, int(batch_size))
+    perms = {}
 
     def xs_for(call: int):
         if budget is None:
@@ -326,8 +327,10 @@ def fit(
         rows = []
         for s in range(call * steps_per_call, (call + 1) * steps_per_call):
             epoch, pos = divmod(s, per_epoch)
-            perm = np.random.default_rng([*seed.tolist(), epoch]).permutation(int(budget))
-            rows.append(perm[pos * batch_size : (pos + 1) * batch_size])
+            if epoch not in perms:  # one shuffle per epoch, a function of the key and epoch only
+                perms.clear()
+                perms[epoch] = np.random.default_rng([*seed.tolist(), epoch]).permutation(int(budget))
+            rows.append(perms[epoch][pos * batch_size : (pos + 1) * batch_size])
         return jnp.asarray(np.stack(rows))
 
     from tqdm.auto import tqdm

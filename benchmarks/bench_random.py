@@ -1,21 +1,33 @@
 """Micro-benchmark of the samplers in `sgjax._random` against `jax.random`.
 
-Times Poisson, Gamma and negative binomial sampling for 65,536 x 100 parameters
-drawn like the daily incidence of a batch of SIR simulations (exponential with mean
-20, plus 1% large rates up to 1e5), both on the whole array at once and generated
-in chunks of 1024 rows with `jax.lax.map` inside `jit`. Compilation is excluded
-(one warm-up call); each figure is the best of `--repeat` runs (the jax baselines
-take seconds, so they are run fewer times).
+1. Poisson, Gamma, negative binomial and binomial sampling for 65,536 x 100
+   parameters (exponential with mean 20, plus 1% large rates up to 1e5), both on
+   the whole array at once and generated in chunks of 1024 rows with
+   `jax.lax.map` inside `jit`. Each figure is the best of `--repeat` runs (the jax
+   baselines take seconds, so they are run fewer times).
+2. The target workload of `sgjax.simulate`: Poisson noise on the daily incidence
+   of SIR epidemics (the model's default prior, integrated here with NumPy RK4),
+   one 100 x 1 x 1024 chunk (batch last, as `simulate` hands it to the noise) per
+   call, timed per chunk (best of many calls, interleaved across samplers), with
+   the compile time of each sampler for that shape.
+
+Compilation is excluded from the run times (one warm-up call).
 
     python benchmarks/bench_random.py            # full size, ~2 minutes
     python benchmarks/bench_random.py --rows 8192 --repeat 3   # quick
     python benchmarks/bench_random.py --impl philox4x32        # other PRNG
+    python benchmarks/bench_random.py --sir-only               # section 2 only
+    python benchmarks/bench_random.py --baseline-rev 761b8af   # + samplers at a rev
 
-Prints a markdown table and the speed-ups.
+Prints markdown tables and the speed-ups.
 """
 
 import argparse
+import importlib.util
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +42,90 @@ def sir_like_rates(rows: int, days: int, seed: int = 0) -> np.ndarray:
     large = rng.random((rows, days)) < 0.01
     rates[large] = rng.uniform(1e3, 1e5, large.sum())
     return rates.astype(np.float32)
+
+
+def sir_incidence(rows: int, days: int = 100, seed: int = 0) -> np.ndarray:
+    """Daily incidence S(t - 1) - S(t) of SIR epidemics (N = 1000, I0 = 1, the
+    default prior beta ~ LogUniform(0.1, 1), gamma ~ LogUniform(0.05, 0.5)), by RK4
+    with 20 steps a day; shape (days, 1, rows), batch last like `simulate`."""
+    rng = np.random.default_rng(seed)
+    beta = np.exp(rng.uniform(np.log(0.1), np.log(1.0), rows))
+    gamma = np.exp(rng.uniform(np.log(0.05), np.log(0.5), rows))
+    n = 1000.0
+
+    def f(y):
+        s, i = y
+        new = beta * s * i / n
+        return np.stack([-new, new - gamma * i])
+
+    y = np.stack([np.full(rows, n - 1.0), np.ones(rows)])
+    h, s_daily = 1 / 20, [y[0]]
+    for _ in range(days):
+        for _ in range(20):
+            k1 = f(y)
+            k2 = f(y + h / 2 * k1)
+            k3 = f(y + h / 2 * k2)
+            k4 = f(y + h * k3)
+            y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        s_daily.append(y[0])
+    s_daily = np.stack(s_daily)
+    return np.maximum(s_daily[:-1] - s_daily[1:], 0)[:, None, :].astype(np.float32)
+
+
+def load_revision(rev: str):
+    """`sgjax/_random.py` as of git revision `rev`, imported as a module."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:sgjax/_random.py"], cwd=Path(__file__).parent,
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    path = Path(tempfile.mkdtemp()) / f"random_{rev}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"random_{rev}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sir_section(our_key, chunk: int, calls: int, baseline_rev: str | None):
+    """Per-chunk timing of Poisson noise on SIR daily incidence (section 2)."""
+    rates = jnp.asarray(sir_incidence(chunk))
+    lam = np.asarray(rates)
+    print(f"\nSIR daily incidence, one chunk {rates.shape} = {rates.size:,} values: "
+          f"median rate {np.median(lam):.2f}, {np.mean(lam < 10):.0%} below 10, "
+          f"max {lam.max():.0f}")  # fmt: skip
+    base_name = "`jax.random.poisson`"
+    samplers = {
+        base_name: lambda k, r: jax.random.poisson(k, r).astype(r.dtype),
+        "sgjax `poisson` (exact)": sgr.poisson,
+        "sgjax `poisson(method=\"normal\")`": lambda k, r: sgr.poisson(k, r, method="normal"),
+    }  # fmt: skip
+    if baseline_rev is not None:
+        old = load_revision(baseline_rev)
+        samplers[f"sgjax `poisson` (exact) at {baseline_rev}"] = old.poisson
+    compiled, compile_s = {}, {name: np.inf for name in samplers}
+    for _ in range(2):  # best of two from cold caches (the first pays warm-up)
+        for name, fn in samplers.items():
+            k = jax.random.key(0) if name == base_name else our_key
+            jax.clear_caches()
+            start = time.perf_counter()
+            compiled[name] = (jax.jit(lambda k, r, fn=fn: fn(k, r)).lower(k, rates).compile(), k)
+            compile_s[name] = min(compile_s[name], time.perf_counter() - start)
+    best = {name: np.inf for name in compiled}
+    for i in range(calls):  # interleaved, so that load changes hit all alike
+        for name, (fn, k) in compiled.items():
+            if name == base_name and i % 10:
+                continue  # ~20 ms a call: timed every tenth round only
+            start = time.perf_counter()
+            jax.block_until_ready(fn(jax.random.fold_in(k, i), rates))
+            best[name] = min(best[name], time.perf_counter() - start)
+    print()
+    print("| sampler (SIR incidence, one 100 x 1 x 1024 chunk) | ms per chunk | values/s "
+          "| speed-up | compile [s] |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|")
+    for name in compiled:
+        t = best[name]
+        print(f"| {name} | {t * 1e3:.2f} | {rates.size / t:,.0f} | {best[base_name] / t:.1f}x "
+              f"| {compile_s[name]:.2f} |")  # fmt: skip
 
 
 def chunked(sampler, chunk_rows: int):
@@ -68,13 +164,22 @@ def main():
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--baseline-repeat", type=int, default=2)
     parser.add_argument("--impl", default=None, help="PRNG for our samplers")
+    parser.add_argument("--sir-calls", type=int, default=200)
+    parser.add_argument("--sir-only", action="store_true")
+    parser.add_argument("--baseline-rev", default=None,
+                        help="also time the samplers of this git revision")
     args = parser.parse_args()
+    our_key = jax.random.key(0) if args.impl is None else jax.random.key(0, impl=args.impl)
+    if args.sir_only:
+        print(f"{jax.devices()[0]}; our PRNG: {jax.random.key_impl(our_key)}")
+        sir_section(our_key, args.chunk_rows, args.sir_calls, args.baseline_rev)
+        return
 
     rates = jnp.asarray(sir_like_rates(args.rows, args.days))
     shapes = rates + 0.1  # gamma shapes of the same magnitudes, some < 1
     dispersion = jnp.full_like(rates, 5.0)
+    trials = jnp.round(rates)
     key = jax.random.key(0)  # jax.random.poisson only supports threefry keys
-    our_key = key if args.impl is None else jax.random.key(0, impl=args.impl)
 
     cases = [
         # name, sampler, params, is_baseline, baseline name
@@ -93,7 +198,23 @@ def main():
          (rates, dispersion), True, None),
         ("sgjax negative_binomial", sgr.negative_binomial, (rates, dispersion), False,
          "jax gamma + poisson (NB)"),
+        ("jax.random.binomial (p = 0.3)",
+         lambda k, n: jax.random.binomial(k, n, 0.3).astype(n.dtype),
+         (trials,), True, None),
+        ("sgjax binomial (p = 0.3)", lambda k, n: sgr.binomial(k, n, 0.3), (trials,),
+         False, "jax.random.binomial (p = 0.3)"),
     ]  # fmt: skip
+    if args.baseline_rev is not None:
+        old = load_revision(args.baseline_rev)
+        at = f" at {args.baseline_rev}"
+        cases += [
+            ("sgjax poisson (exact)" + at, old.poisson, (rates,), False, "jax.random.poisson"),
+            ("sgjax gamma" + at, old.gamma, (shapes,), False, "jax.random.gamma"),
+            ("sgjax negative_binomial" + at, old.negative_binomial, (rates, dispersion),
+             False, "jax gamma + poisson (NB)"),
+            ("sgjax binomial (p = 0.3)" + at, lambda k, n: old.binomial(k, n, 0.3),
+             (trials,), False, "jax.random.binomial (p = 0.3)"),
+        ]  # fmt: skip
 
     n = rates.size
     print(f"{args.rows} x {args.days} = {n:,} values; {jax.devices()[0]}; "
@@ -120,6 +241,8 @@ def main():
         else:
             up = tuple(f"{b / t:.1f}x" for b, t in zip(results[base], (whole, chunks)))
         print(f"| {name} | {whole:.3f} | {chunks:.3f} | {up[0]} | {up[1]} |")
+
+    sir_section(our_key, args.chunk_rows, args.sir_calls, args.baseline_rev)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ Every figure is a ratio against a baseline measured in the same run:
 
 Run: `python benchmarks/bench_simulate.py` (add `--quick` for a smoke run). Prints a
 markdown report and writes it into benchmarks/RESULTS.md between markers.
+
+`python benchmarks/bench_simulate.py --noise-cost [--baseline-rev REV]` only measures
+what the observation noise adds per 1,024-sample SIR chunk (clean, exact Poisson,
+`method="normal"`, and the Poisson sampler of git revision REV), interleaved.
 """
 
 import argparse
@@ -243,6 +247,60 @@ def peak_memory(n, keep):
     return round(peak), round(data)
 
 
+def poisson_at(rev):
+    """A Poisson noise model sampling with `sgjax/_random.py` as of git revision
+    `rev` (its own type, so `simulate` compiles its own chunk for it)."""
+    sys.path.insert(0, str(HERE))
+    from bench_random import load_revision
+
+    old = load_revision(rev)
+
+    class PoissonAtRevision(Poisson):
+        def sample(self, key, mean, theta):
+            return old.poisson(key, jnp.maximum(mean, 0.0))
+
+    return PoissonAtRevision()
+
+
+def noise_cost(calls, baseline_rev=None):
+    """What the noise adds per 1,024-sample SIR chunk through `simulate`
+    (`keep_states=False`), interleaved across noise models so that load changes on
+    a shared machine hit all alike; best of `calls` per model."""
+    days = jnp.arange(1.0, 101.0)
+    controller = dfx.PIDController(rtol=RTOL, atol=ATOL)
+    noises = {"none (clean signal)": None, "`Poisson()` (exact)": Poisson(),
+              '`Poisson(method="normal")`': Poisson(method="normal")}  # fmt: skip
+    if baseline_rev is not None:
+        noises[f"`Poisson()` (exact) at {baseline_rev}"] = poisson_at(baseline_rev)
+    sims = {
+        name: sgjax.Simulator(models.SIR(), days, None if noise is None else ObservationModel(noise),
+                              stepsize_controller=controller)
+        for name, noise in noises.items()
+    }  # fmt: skip
+    prior = next(iter(sims.values())).default_prior()
+    run = lambda sim, key: sgjax.simulate(sim, key, 1024, prior=prior, keep_states=False).observations  # noqa: E731
+    compile_s, best = {}, {}
+    for name, sim in sims.items():
+        start = time.perf_counter()
+        jax.block_until_ready(run(sim, jax.random.key(0)))
+        first = time.perf_counter() - start
+        compile_s[name] = first - best_of(lambda: run(sim, jax.random.key(0)), 3)
+        best[name] = np.inf
+    for i in range(calls):
+        for name, sim in sims.items():
+            start = time.perf_counter()
+            jax.block_until_ready(run(sim, jax.random.key(i)))
+            best[name] = min(best[name], time.perf_counter() - start)
+    clean = best["none (clean signal)"]
+    lines = [
+        "| noise (SIR, one 1,024-sample chunk through `simulate`) | ms per chunk | noise adds [ms] | samples/s | compile [s] |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, t in best.items():
+        lines.append(f"| {name} | {t * 1e3:.2f} | {(t - clean) * 1e3:.2f} | {1024 / t:,.0f} | {compile_s[name]:.2f} |")
+    return "\n".join(lines)
+
+
 def report(rows, compiles, peaks, args):
     lines = [
         f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores, {platform.platform()}; "
@@ -277,7 +335,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--noise-cost", action="store_true",
+                        help="only: what the noise adds per SIR chunk (prints, writes nothing)")
+    parser.add_argument("--noise-calls", type=int, default=100)
+    parser.add_argument("--baseline-rev", default=None,
+                        help="--noise-cost: also the Poisson sampler of this git revision")
     args = parser.parse_args()
+    if args.noise_cost:
+        print(noise_cost(args.noise_calls, args.baseline_rev))
+        return
     n, n_scipy, n_vmap, repeats = (4096, 20, 1024, 1) if args.quick else (65536, 200, 8192, 3)
     rows = [bench_model(name, cfg, n=n, n_scipy=n_scipy, n_vmap=n_vmap, repeats=repeats) for name, cfg in configs().items()]
     compiles = compile_times()

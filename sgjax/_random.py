@@ -27,8 +27,8 @@ CPU (`benchmarks/bench_random.py`):
    (`_first_true_indices`, ~10x faster than `jnp.nonzero` on CPU) into a wide
    buffer, where every rejected element makes `_WIDE_ATTEMPTS` more attempts at
    once; the few still pending are compacted again into a narrow buffer and
-   finished there in loops (`_finish`): one of attempts, one of search terms.
-   More pending elements than a buffer holds take further rounds.
+   finished there in one loop of attempts and search terms (`_finish`). More
+   pending elements than a buffer holds take further rounds.
 
 XLA on CPU compiles boolean and integer reductions slowly (0.2-0.5 s each); the
 loop conditions use float reductions instead (`_any_pending`).

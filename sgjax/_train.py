@@ -291,6 +291,7 @@ def fit(
     }
     history = {"step": [], "loss": [], "val_step": [], "val_loss": [], "samples_per_s": []}
     step, best_val, bad_evals, best = 0, math.inf, 0, jax.tree.map(jnp.copy, params)
+    already_stopped = False  # a resumed run that had stopped early stays stopped
     ckpt_dir = None if checkpoint_dir is None else pathlib.Path(checkpoint_dir)
     if ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -311,6 +312,7 @@ def fit(
             opt_state, best = state["opt_state"], state["best"]
             step, best_val, bad_evals, history = header["step"], header["best_val"], header["bad_evals"], header["history"]
             best_val = math.inf if best_val is None else best_val
+            already_stopped = header.get("stopped", False)
 
     if budget is not None:
         source = _Data(simulate_batch(task, k_budget, int(budget), batch_size))
@@ -337,7 +339,7 @@ def fit(
 
     bar = tqdm(total=steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     window_start, window_samples, first_call, rate = time.perf_counter(), 0, step // steps_per_call, math.nan
-    stopped = False
+    stopped = already_stopped
     try:
         while step < steps and not stopped:
             call = step // steps_per_call
@@ -366,18 +368,21 @@ def fit(
                     callback(step, {"loss": history["loss"][-1], "val_loss": v, "samples_per_s": rate})
                 window_start, window_samples = time.perf_counter(), 0
             if ckpt_dir is not None and (step % checkpoint_every == 0 or step >= steps or stopped):
-                _save_checkpoint(ckpt_dir, step, _assemble(frozen, params), opt_state, best, best_val, bad_evals, history, config)
+                _save_checkpoint(
+                    ckpt_dir, step, _assemble(frozen, params), opt_state, best, best_val, bad_evals, history, config, stopped
+                )
     finally:
         bar.close()
     return _assemble(frozen, best), history
 
 
-def _save_checkpoint(directory, step, estimator, opt_state, best, best_val, bad_evals, history, config):
+def _save_checkpoint(directory, step, estimator, opt_state, best, best_val, bad_evals, history, config, stopped):
     header = {
         "kind": "checkpoint",
         "step": step,
         "best_val": None if math.isinf(best_val) else best_val,
         "bad_evals": bad_evals,
+        "stopped": stopped,
         "history": history,
         "fit": config,
         "estimator": estimator_config(estimator),

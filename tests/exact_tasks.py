@@ -11,7 +11,18 @@ import sgjax
 from sgjax._random import gamma, poisson
 
 
-class LinearGaussian(sgjax.AbstractTask):
+class _OneSeries(sgjax.AbstractTask):
+    """A single series of `T` times."""
+
+    T: eqx.AbstractVar[int]
+    in_channels = 1
+
+    @property
+    def in_time(self):
+        return self.T
+
+
+class LinearGaussian(_OneSeries):
     """θ ~ N(0, 1); x_t = θ + σ ε_t for t = 1..T. The posterior is Gaussian with
     precision 1 + T/σ² and mean (Σx/σ²) / precision."""
 
@@ -20,11 +31,6 @@ class LinearGaussian(sgjax.AbstractTask):
 
     labels = ("theta",)
     spaces = (sgjax.Space("identity"),)
-    in_channels = 1
-
-    @property
-    def in_time(self):
-        return self.T
 
     def sample(self, key, n):
         k1, k2 = jax.random.split(key)
@@ -38,7 +44,7 @@ class LinearGaussian(sgjax.AbstractTask):
         return np.asarray(x).sum((1, 2)) / self.sigma**2 / precision, 1 / np.sqrt(precision)
 
 
-class PoissonGamma(sgjax.AbstractTask):
+class PoissonGamma(_OneSeries):
     """λ ~ Gamma(a, b); x_t ~ Poisson(λ) for t = 1..T; learned in log space. The
     posterior is Gamma(a + Σx, b + T), so E[log λ | x] = ψ(a + Σx) − log(b + T) and
     Var[log λ | x] = ψ'(a + Σx)."""
@@ -49,11 +55,6 @@ class PoissonGamma(sgjax.AbstractTask):
 
     labels = ("lam",)
     spaces = (sgjax.Space("log"),)
-    in_channels = 1
-
-    @property
-    def in_time(self):
-        return self.T
 
     def sample(self, key, n):
         k1, k2 = jax.random.split(key)
@@ -68,7 +69,7 @@ class PoissonGamma(sgjax.AbstractTask):
         return scipy.special.digamma(shape) - np.log(self.b + self.T), scipy.special.polygamma(1, shape)
 
 
-class TwoGaussians(sgjax.AbstractTask):
+class TwoGaussians(_OneSeries):
     """Model selection between x_t ~ N(0, 1) and x_t ~ N(δ, 1), prior probabilities
     (1 − p, p). P(model 1 | x) = sigmoid(log-likelihood ratio + log-prior ratio)."""
 
@@ -78,12 +79,7 @@ class TwoGaussians(sgjax.AbstractTask):
 
     labels = ("zero", "shifted")
     spaces = ()
-    in_channels = 1
     n_classes = 2
-
-    @property
-    def in_time(self):
-        return self.T
 
     def sample(self, key, n):
         k1, k2 = jax.random.split(key)

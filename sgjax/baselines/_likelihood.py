@@ -1,0 +1,127 @@
+"""The likelihood of one observed series under a simulator, differentiable through
+diffrax, and the map between a prior's constrained parameters and an unconstrained
+vector that the classical baselines (maximum likelihood, NUTS) work in."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as dist
+from jaxtyping import Array, Bool, Float
+from numpyro.distributions.transforms import biject_to
+
+from .._custom_types import Params
+from .._prior import Prior
+from .._simulator import Simulator
+from .._strategy import _solve_one
+
+#: The clean signal is floored here before the noise model's log density, so that a
+#: count observed where the model predicts exactly zero gives a large finite penalty
+#: and a finite gradient instead of `-inf` and NaN.
+SIGNAL_FLOOR = 1e-6
+
+
+def log_likelihood(
+    simulator: Simulator,
+    theta: Params,
+    x: Float[Array, "time channels"],
+    mask: Bool[Array, "time channels"] | None = None,
+) -> Float[Array, ""]:
+    """`log p(x | θ)` for one series under `simulator`'s observation model, with
+    entries where `mask` is `False` left out; `-inf` if the solve fails.
+
+    `θ` is a dict of scalars. Differentiable in `θ` (reverse mode through diffrax's
+    default checkpointed adjoint), and written for one series: `jax.vmap` it over
+    datasets or parameter sets.
+    """
+    if simulator.observation is None:
+        raise ValueError(
+            "The simulator has no observation model, so the data have no likelihood. "
+            "Build it with e.g. observation=ObservationModel(Poisson())."
+        )
+    ys, ok = _solve_one(simulator, theta, simulator.stepsize_controller)
+    signal = jnp.maximum(simulator.signal(ys), SIGNAL_FLOOR)
+    lp = simulator.observation.log_prob(x, signal, theta, simulator.ts, mask)
+    return jnp.where(ok & jnp.isfinite(lp), lp, -jnp.inf)
+
+
+class Unconstrained(eqx.Module):
+    """The free parameters of a prior as one unconstrained vector `u`.
+
+    Each non-degenerate prior is mapped through numpyro's `biject_to(support)` (log
+    for a positive parameter, a scaled logit for an interval); parameters fixed by a
+    `Delta` prior keep their value and are not part of `u`.
+
+    **Arguments:** `prior`, an [`sgjax.Prior`][].
+    """
+
+    prior: Prior
+    free: tuple[str, ...] = eqx.field(static=True)
+
+    def __init__(self, prior: Prior):
+        if not isinstance(prior, Prior):
+            raise TypeError(f"`prior` must be an sgjax.Prior, got {type(prior).__name__}.")
+        self.prior = prior
+        self.free = tuple(n for n, d in prior.distributions.items() if not isinstance(d, dist.Delta))
+        if not self.free:
+            raise ValueError("Every parameter of the prior is fixed; there is nothing to fit.")
+
+    @property
+    def size(self) -> int:
+        return len(self.free)
+
+    def theta(self, u: Float[Array, " k"]) -> Params:
+        """`θ` (a dict of scalars, fixed parameters included) for one `u`."""
+        out = {n: jnp.asarray(d.v) for n, d in self.prior.distributions.items() if isinstance(d, dist.Delta)}
+        for i, name in enumerate(self.free):
+            out[name] = biject_to(self.prior.distributions[name].support)(u[i])
+        return out
+
+    def u(self, theta: Params) -> Float[Array, " k"]:
+        """The unconstrained vector for one `θ` (a dict of scalars)."""
+        return jnp.stack(
+            [biject_to(self.prior.distributions[n].support).inv(jnp.asarray(theta[n])) for n in self.free]
+        )
+
+    def log_prior(self, u: Float[Array, " k"]) -> Float[Array, ""]:
+        """The prior's log density of `u`: `log p(θ(u)) + log |dθ/du|`."""
+        total = 0.0
+        for i, name in enumerate(self.free):
+            d = self.prior.distributions[name]
+            t = biject_to(d.support)
+            value = t(u[i])
+            total = total + d.log_prob(value) + t.log_abs_det_jacobian(u[i], value)
+        return total
+
+
+def log_posterior(
+    simulator: Simulator,
+    space: Unconstrained,
+    u: Float[Array, " k"],
+    x: Float[Array, "time channels"],
+    mask: Bool[Array, "time channels"] | None = None,
+) -> Float[Array, ""]:
+    """The unnormalised log posterior density of `u` (prior, Jacobian and
+    likelihood), as NUTS needs it."""
+    return space.log_prior(u) + log_likelihood(simulator, space.theta(u), x, mask)
+
+
+def check_data(simulator: Simulator, x, mask) -> tuple[Array, Array]:
+    """Observations as a batch `(n, time, channels)` with a matching mask, checked
+    against the simulator: right shape, valid for its noise model."""
+    x = jnp.asarray(x, dtype=simulator.ts.dtype)
+    n_time = len(simulator.ts)
+    n_ch = jax.eval_shape(simulator.signal, jax.ShapeDtypeStruct((n_time + 1, len(simulator.model.state_names)), x.dtype)).shape[1]
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[1:] != (n_time, n_ch):
+        raise ValueError(
+            f"The observations must have shape (n, time, channels) = (n, {n_time}, {n_ch}) "
+            f"for this simulator, or ({n_time}, {n_ch}) for one series; got {x.shape}."
+        )
+    if mask is None:
+        mask = jnp.ones(x.shape, bool)
+    else:
+        mask = jnp.broadcast_to(jnp.asarray(mask, bool), x.shape)
+    if simulator.observation is not None:
+        simulator.observation.check_data(jnp.where(mask, x, 0.0))
+    return x, mask

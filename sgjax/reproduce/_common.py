@@ -1,0 +1,44 @@
+"""Pieces shared by the experiments: training with the experiment's budget, and
+predictions on held-out simulations."""
+
+import jax
+import numpy as np
+
+from .._estimator import infer
+from .._train import fit, simulate_batch
+
+
+def train(task, head, *, key, steps: int, batch_size: int = 512, progress: bool = False, **kwargs):
+    """`sgjax.fit` with the experiments' defaults: a validation check every 10% of
+    training, early stopping after 4 checks without improvement."""
+    eval_every = max(25, steps // 10 // 25 * 25)
+    return fit(
+        task,
+        head,
+        key=key,
+        steps=steps,
+        batch_size=batch_size,
+        eval_every=eval_every,
+        patience=4,
+        validation_size=kwargs.pop("validation_size", 2048),
+        pilot_size=kwargs.pop("pilot_size", 2048),
+        progress=progress,
+        **kwargs,
+    )
+
+
+def held_out(task, key, n: int):
+    """`n` fresh simulations as NumPy arrays `(x, mask, y)` (learning space), failed
+    ones dropped."""
+    batch = simulate_batch(task, key, n)
+    ok = np.asarray(batch.weight) > 0
+    return tuple(np.asarray(a)[ok] for a in (batch.x, batch.mask, batch.y))
+
+
+def predict(estimator, x, mask, key=None, n_samples: int = 500):
+    return infer(estimator, x, mask, key=jax.random.key(0) if key is None else key, n_samples=n_samples)
+
+
+def loglog_slope(n, err) -> float:
+    """The least-squares slope of `log err` against `log n`."""
+    return float(np.polyfit(np.log(np.asarray(n, float)), np.log(np.asarray(err, float)), 1)[0])

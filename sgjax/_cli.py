@@ -239,6 +239,14 @@ def _add_simulator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, default=0.1, help="gaussian / lognormal noise scale (default 0.1)")
 
 
+def _reproduce_cmd(args) -> int:
+    from .reproduce import reproduce
+
+    page = reproduce(args.names, args.out, quick=args.quick, seed=args.seed, overwrite=args.overwrite, progress=args.progress)
+    print(f"results page: {page}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sgjax", description="Simulation-grounded learning in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -312,6 +320,24 @@ def main(argv=None) -> int:
     m.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_main_job_cmd)
+
+    from .reproduce import EXPERIMENTS
+
+    r = sub.add_parser(
+        "reproduce",
+        help="reproduce a claim of the paper: writes a markdown table, JSON and figures",
+        description="Run experiments that check the claims of 'Learning From Simulators' (Dudley & "
+        "Eisenberg, 2025) against MLE/AIC, NUTS and ABC on the same simulators, and assemble the "
+        "results page OUT/README.md. Experiments: "
+        + "; ".join(f"{k} ({v[1]})" for k, v in EXPERIMENTS.items()),
+    )
+    r.add_argument("names", nargs="+", metavar="NAME", help=f"experiments: {', '.join(EXPERIMENTS)}, or all")
+    r.add_argument("--quick", action="store_true", help="the reduced versions that CI runs")
+    r.add_argument("--out", default="results", help="output directory (default results)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--overwrite", action="store_true", help="replace earlier results of these experiments in --out")
+    r.add_argument("--progress", action="store_true", help="show training progress bars")
+    r.set_defaults(func=_reproduce_cmd)
     args = parser.parse_args(argv)
     if getattr(args, "n", 1) < 1:
         parser.error("--n must be a positive integer")

@@ -89,9 +89,9 @@ def test_failed_simulations_get_zero_weight():
 def test_model_selection_strata_and_weights():
     # Gaussian noise: the strata and weights do not depend on the noise model, and it
     # compiles in a fraction of the count samplers' time.
-    counts = obs.ObservationModel(obs.Gaussian(1.0))
-    sir = sgjax.Simulator(models.SIR(), DAYS, counts)
-    seir = sgjax.Simulator(models.SEIR(), DAYS, counts)
+    noisy = obs.ObservationModel(obs.Gaussian(1.0))
+    sir = sgjax.Simulator(models.SIR(), DAYS, noisy)
+    seir = sgjax.Simulator(models.SEIR(), DAYS, noisy)
     task = sgjax.ModelSelection({"SIR": sir, "SEIR": seir}, probabilities=[0.3, 0.7])
     assert task.counts(100) == (30, 70) and task.counts(7) == (2, 5)
     b = _sample(task, jax.random.key(4), 7)
@@ -101,6 +101,6 @@ def test_model_selection_strata_and_weights():
     w = np.asarray(b.weight)
     np.testing.assert_allclose([w[labels == 0].sum() / 7, w[labels == 1].sum() / 7], [0.3, 0.7], rtol=1e-6)
     with pytest.raises(ValueError, match="share `ts`"):
-        sgjax.ModelSelection({"a": sir, "b": sgjax.Simulator(models.SIR(), DAYS + 1, counts)})
+        sgjax.ModelSelection({"a": sir, "b": sgjax.Simulator(models.SIR(), DAYS + 1, noisy)})
     with pytest.raises(ValueError, match="positive numbers summing to 1"):
         sgjax.ModelSelection({"a": sir, "b": seir}, probabilities=[0.5, 0.6])

@@ -18,7 +18,7 @@ from .._model import AbstractODEModel
 from .._observables import AbstractObservable, Decrease
 from .._prior import Prior
 from .._simulator import Simulator
-from .._target import Derived, Hidden
+from .._target import Derived, Hidden, Parameter
 from .._task import Task
 from ..heads import Quantile
 from ..observation import NegativeBinomial, ObservationModel, Reporting
@@ -94,17 +94,25 @@ def settings(quick: bool = False) -> list[Setting]:
             "sir-60-days",
             "SIR (N = 10,000, I0 ~ LogU(1, 100)), 60 days of reported incidence, reporting "
             "ρ ~ U(0.1, 0.9), negative-binomial noise; targets: the true fraction infected "
-            "by day 60, R0",
-            Task(Simulator(seeded, days60, _observation()), [Derived("attack_rate", space="logit"), Derived("R0")], _prior(seeds)),
-            (proxies, {}),
+            "by day 60, the reporting fraction ρ (true infections per reported case = 1/ρ), R0",
+            Task(
+                Simulator(seeded, days60, _observation()),
+                [Derived("attack_rate", space="logit"), Parameter("rho"), Derived("R0")],
+                _prior(seeds),
+            ),
+            (proxies, {}, {}),
         ),
         Setting(
             "sir-first-10-days",
             "the same epidemics seen only for their first 10 days: the reported counts "
             "ρ·β·I0·e^{(β−γ)t} cannot tell a small, well-reported outbreak from a large, "
-            "poorly reported one; targets: the true fraction infected by day 10, R0",
-            Task(Simulator(seeded, days10, _observation()), [Derived("attack_rate", space="log"), Derived("R0")], _prior(seeds)),
-            (proxies, {}),
+            "poorly reported one; the same targets",
+            Task(
+                Simulator(seeded, days10, _observation()),
+                [Derived("attack_rate", space="log"), Parameter("rho"), Derived("R0")],
+                _prior(seeds),
+            ),
+            (proxies, {}, {}),
         ),
         Setting(
             "seir-30-days",
@@ -169,11 +177,11 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         f"(best reported-cases proxy R² {max(a['proxies_r2'].values()):.2f})"
     )
     if not quick:
-        f = results["sir-first-10-days"]["targets"]["attack_rate"]
+        f = results["sir-first-10-days"]["targets"]["rho"]
         e = next(iter(results["seir-30-days"]["targets"].values()))
         report.data["headline"] += (
-            f"; hidden E R² {e['r2']:.2f}; from 10 days, intervals {f['width_90'] / f['prior_width_90']:.0%} "
-            f"of the prior's width, coverage {f['coverage_90']:.2f}"
+            f"; hidden E R² {e['r2']:.2f}; reporting fraction from 10 days: R² {f['r2']:.2f}, intervals "
+            f"{f['width_90'] / f['prior_width_90']:.0%} of the prior's width (not identifiable), coverage {f['coverage_90']:.2f}"
         )
     return report
 

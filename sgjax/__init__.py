@@ -17,7 +17,7 @@ from ._estimator import (
 )
 from ._evaluate import evaluate as evaluate
 from ._io import FileFormatError as FileFormatError, read_csv as read_csv
-from ._mismatch import embed as embed, MismatchScore as MismatchScore, mmd as mmd
+from ._mismatch import embed as embed, MismatchScore as MismatchScore, mmd as mmd, SimulationBank as SimulationBank
 from ._model import AbstractODEModel as AbstractODEModel, ODEModel as ODEModel
 from ._observables import (
     AbstractObservable as AbstractObservable,

@@ -52,11 +52,63 @@ def mmd(a: Float[Array, "n m"], b: Float[Array, "k m"], bandwidth: float | None 
     return float(term_a + term_b - 2 * jnp.mean(k(a, b)))
 
 
+class SimulationBank(eqx.Module):
+    """Simulations kept with their summaries, to find the ones nearest an observation
+    in the network's summary space (standardised per dimension): attribution of a
+    prediction back to the simulated mechanisms behind it.
+
+    **Fields:** `z` `(n, m)` standardised summaries, `scale` `(m,)`, `x` and `mask`
+    `(n, time, channels)` the simulated series, `y` `(n, k)` their targets in natural
+    units (the model index for model selection), `labels` the targets' names.
+
+    Build with [`sgjax.SimulationBank.simulate`][].
+    """
+
+    estimator: Estimator
+    z: Float[Array, "n m"]
+    scale: Float[Array, " m"]
+    x: np.ndarray
+    mask: np.ndarray
+    y: np.ndarray
+    labels: tuple[str, ...] = eqx.field(static=True)
+
+    @classmethod
+    def simulate(cls, estimator: Estimator, task: AbstractTask, key: Key, n: int = 4096) -> "SimulationBank":
+        """Simulate `n` series from `task` (failed ones dropped) and summarise them."""
+        batch = simulate_batch(task, key, n)
+        ok = np.asarray(batch.weight) > 0
+        x, mask, y = (np.asarray(a)[ok] for a in (batch.x, batch.mask, batch.y))
+        if not estimator.n_classes:
+            y = np.stack([np.asarray(sp.inverse(y[:, j])) for j, sp in enumerate(estimator.spaces)], axis=1)
+        z = embed(estimator, x, mask)
+        scale = np.maximum(z.std(0), 1e-8)
+        return cls(estimator, jnp.asarray(z / scale), jnp.asarray(scale), x, mask, y, tuple(estimator.labels))
+
+    def __len__(self) -> int:
+        return self.z.shape[0]
+
+    def nearest(self, x, mask=None, k: int = 10, *, first: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` nearest simulations to each series: `(indices, distances)`, each
+        `(n, k)`, nearest first. `first` restricts the search to the bank's first
+        simulations (to study how attribution changes with the bank's size)."""
+        size = len(self) if first is None else first
+        if not 1 <= k <= size <= len(self):
+            raise ValueError(f"Need 1 <= k <= first <= {len(self)} simulations; got k={k}, first={size}.")
+        q = jnp.asarray(embed(self.estimator, x, mask)) / self.scale
+        neg, idx = _top_k(q, self.z[:size], k)
+        return np.asarray(idx), np.asarray(jnp.sqrt(-neg))
+
+
+@eqx.filter_jit
+def _top_k(q, z, k):
+    return jax.lax.top_k(-_sq_dists(q, z), k)
+
+
 class MismatchScore(eqx.Module):
     """A per-observation misspecification score with a calibrated threshold.
 
     The score of a series is its mean distance to its `k` nearest simulated series in
-    the network's summary space (standardised per dimension). The threshold is
+    the network's summary space (a [`sgjax.SimulationBank`][]). The threshold is
     calibrated on fresh simulations: under the simulator, a series scores above the
     `level` quantile with probability `1 − level`; `p_value` is the fraction of
     simulated series that score at least as high.
@@ -64,11 +116,9 @@ class MismatchScore(eqx.Module):
     Build it with [`sgjax.MismatchScore.fit`][]; score data with `score(x, mask)`.
     """
 
-    reference: Float[Array, "n m"]
-    scale: Float[Array, " m"]
+    bank: SimulationBank
     calibration: np.ndarray
     k: int = eqx.field(static=True)
-    estimator: Estimator
 
     @classmethod
     def fit(cls, estimator: Estimator, task: AbstractTask, key: Key, n_reference: int = 4096, n_calibration: int = 1024, k: int = 10):
@@ -77,20 +127,14 @@ class MismatchScore(eqx.Module):
         if not 1 <= k < n_reference:
             raise ValueError(f"`k` must be between 1 and n_reference - 1, got k={k}, n_reference={n_reference}.")
         k_ref, k_cal = jax.random.split(key)
-        ref = simulate_batch(task, k_ref, n_reference)
-        ok = np.asarray(ref.weight) > 0
-        z = embed(estimator, np.asarray(ref.x)[ok], np.asarray(ref.mask)[ok])
-        scale = np.maximum(z.std(0), 1e-8)
-        self = cls(jnp.asarray(z / scale), jnp.asarray(scale), np.zeros(0), k, estimator)
+        self = cls(SimulationBank.simulate(estimator, task, k_ref, n_reference), np.zeros(0), k)
         cal = simulate_batch(task, k_cal, n_calibration)
         ok = np.asarray(cal.weight) > 0
         scores = self._raw(np.asarray(cal.x)[ok], np.asarray(cal.mask)[ok])
         return eqx.tree_at(lambda s: s.calibration, self, np.sort(scores))
 
     def _raw(self, x, mask) -> np.ndarray:
-        z = jnp.asarray(embed(self.estimator, x, mask)) / self.scale
-        d = jax.lax.top_k(-_sq_dists(z, self.reference), self.k)[0]
-        return np.asarray(jnp.mean(jnp.sqrt(-d), axis=1))
+        return self.bank.nearest(x, mask, self.k)[1].mean(axis=1)
 
     def threshold(self, level: float = 0.95) -> float:
         """The score that a fraction `level` of simulated series stay below."""

@@ -36,3 +36,24 @@ def test_mismatch_score_is_calibrated_on_simulations_and_flags_shifted_data():
     assert sgjax.mmd(sgjax.embed(est, noisy[:300]), sgjax.embed(est, fresh.x[300:600])) > 10 * abs(
         sgjax.mmd(sgjax.embed(est, fresh.x[:300]), sgjax.embed(est, fresh.x[300:600]))
     )
+
+
+def test_nearest_simulations_are_exact_neighbours_in_summary_space():
+    task = LinearGaussian()
+    est, _ = sgjax.fit(task, key=jax.random.key(0), steps=50, batch_size=256, validation_size=512, pilot_size=512, progress=False)
+    bank = sgjax.SimulationBank.simulate(est, task, jax.random.key(5), 1000)
+    assert len(bank) == 1000 and bank.y.shape == (1000, 1)
+    # A simulation in the bank is its own nearest neighbour, at distance 0.
+    idx, dist = bank.nearest(bank.x[:5], bank.mask[:5], k=3)
+    np.testing.assert_array_equal(idx[:, 0], np.arange(5))
+    np.testing.assert_allclose(dist[:, 0], 0.0, atol=1e-2)
+    assert np.all(np.diff(dist, axis=1) >= 0)
+    # Brute force agrees (on distances: in a 1-D summary, near-ties may swap order).
+    z = np.asarray(bank.z, np.float64)
+    q = sgjax.embed(est, bank.x[7:8], bank.mask[7:8]) / np.asarray(bank.scale)
+    brute = np.sort(np.sqrt(((z - q) ** 2).sum(1)))[:20]
+    idx, dist = bank.nearest(bank.x[7:8], bank.mask[7:8], k=20, first=1000)
+    np.testing.assert_allclose(dist[0], brute, atol=2e-3)
+    np.testing.assert_allclose(np.sqrt(((z[idx[0]] - q) ** 2).sum(1)), brute, atol=2e-3)
+    with pytest.raises(ValueError, match="k <= first"):
+        bank.nearest(bank.x[:1], k=5, first=3)

@@ -155,14 +155,20 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             proxy_text = "; ".join(f"{n}: R² {v:.2f}" for n, v in proxies.items()) or "none: never observed"
             rows.append([setting.name, label, rec[label]["r2"], rec[label]["coverage_90"], width / prior_width, proxy_text])
         results[setting.name] = {"description": setting.description, "targets": res}
-        shown[setting.name] = (est.labels[0], truth[:300, 0], post.point[:300, 0], lo[:300, 0], hi[:300, 0])
+        for j, label in enumerate(est.labels):
+            if label != "R0":
+                shown[f"{setting.name}: {label}"] = (label, truth[:300, j], post.point[:300, j], lo[:300, j], hi[:300, j])
     report.text(
         "One network per setting (MLP 2×256, quantile head) is trained on fresh "
         "simulations, then tested on held-out ones. *Width* is the mean 90% credible "
         "interval over the prior's 90% range: near 0 when the data pin the quantity down, "
         "near 1 when they say nothing about it. The last column is what a method that "
         "sees only reported data can offer instead: with no labels for the true "
-        "quantity, at best a proxy built from the observations."
+        "quantity, at best a proxy built from the observations. Where a quantity is not "
+        "identifiable — the reporting fraction from an epidemic's first 10 days, when a "
+        "small well-reported outbreak and a large poorly reported one look the same — the "
+        "SGNN's intervals stay nearly as wide as the prior and still cover at the "
+        "nominal rate: it says that it does not know."
     )
     report.table(
         ["setting", "target", "SGNN R²", "90% coverage", "width / prior width", "observed-data method"],
@@ -188,13 +194,17 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
 
 def _figure(report, shown) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 4), squeeze=False)
-    for ax, (name, (label, t, p, lo, hi)) in zip(axes[0], shown.items()):
+    cols = min(3, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.ravel()[len(shown):]:
+        ax.set_visible(False)
+    for ax, (name, (label, t, p, lo, hi)) in zip(axes.ravel(), shown.items()):
         ax.errorbar(t, p, yerr=[p - lo, hi - p], fmt=".", ms=3, lw=0.5, alpha=0.5)
         a, b = float(np.min(t)), float(np.max(t))
         ax.plot([a, b], [a, b], "k--", lw=1)
         ax.set_xlabel(f"true {label}")
         ax.set_ylabel("SGNN median, 90% interval")
-        ax.set_title(name)
+        ax.set_title(name, fontsize=9)
     fig.tight_layout()
     report.figure(fig, "recovery", "True against predicted unobservable quantities (SGNN median and 90% interval) in each setting.")

@@ -42,11 +42,17 @@ def _sample(task: AbstractTask, key: Key, n: int) -> Batch:
 
 
 def simulate_batch(task: AbstractTask, key: Key, n: int, chunk: int = 512) -> Batch:
-    """`n` training pairs from `task`, generated in jitted chunks of `chunk` (rounded
-    up to whole chunks) and kept on the device."""
+    """`n` training pairs from `task`, generated in jitted chunks of `chunk` and kept
+    on the device. When `n` is not a whole number of chunks, a random subset of the
+    last chunk's size is dropped: chunks can be ordered inside (model selection
+    stratifies by model), so cutting off the end would drop a model's share."""
     m = -(-n // chunk)
     parts = [_sample(task, k, chunk) for k in jax.random.split(key, m)]
-    return jax.tree.map(lambda *a: jnp.concatenate(a)[:n], *parts)
+    batch = jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
+    if m * chunk == n:
+        return batch
+    keep = jnp.sort(jax.random.permutation(jax.random.fold_in(key, m), m * chunk)[:n])
+    return jax.tree.map(lambda a: a[keep], batch)
 
 
 def _assemble(frozen: Estimator, params) -> Estimator:

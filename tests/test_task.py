@@ -104,3 +104,15 @@ def test_model_selection_strata_and_weights():
         sgjax.ModelSelection({"a": sir, "b": sgjax.Simulator(models.SIR(), DAYS + 1, noisy)})
     with pytest.raises(ValueError, match="positive numbers summing to 1"):
         sgjax.ModelSelection({"a": sir, "b": seir}, probabilities=[0.5, 0.6])
+
+
+def test_a_partial_chunk_keeps_every_model_share():
+    # 128 samples from a stratified chunk of 256 (128 of each model): cutting off the
+    # end would keep only the first model; a random half keeps ~64 of each.
+    noisy = obs.ObservationModel(obs.Gaussian(1.0))
+    sir = sgjax.Simulator(models.SIR(), DAYS, noisy)
+    task = sgjax.ModelSelection({"a": sir, "b": sgjax.Simulator(models.SIR(N=500.0), DAYS, noisy)})
+    labels = np.asarray(sgjax.simulate_batch(task, jax.random.key(0), 128, chunk=256).y[:, 0])
+    assert labels.shape == (128,)
+    # Hypergeometric(256, 128, 128) has sd ~4: 64 ± 24 is a 6 sd band.
+    assert 40 < np.sum(labels == 1) < 88

@@ -102,8 +102,10 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         bayes_risk = float(np.mean((mean - y) ** 2))
         rows = []
         for b_i, n in enumerate(budgets):
-            batch = min(256, n // 4)
-            steps = 300 if quick else int(np.clip(3 * n // batch, 1000, 4000))
+            # At least ~10 epochs over the budget (up to 10,000 steps), so that the large
+            # budgets are trained out rather than stopped after a pass or two.
+            batch = min(512, n // 4)
+            steps = 300 if quick else int(np.clip(10 * n // batch, 1500, 10_000))
             est, _ = train(problem.task, Point(), key=jax.random.fold_in(k_train, b_i), steps=steps, batch_size=batch, budget=n, progress=progress)
             f = predict(est, x, mask).point[:, 0]
             rows.append(

@@ -7,6 +7,7 @@ from ._likelihood import (
     Unconstrained as Unconstrained,
 )
 from ._mle import fit_mle as fit_mle, MLEResult as MLEResult, select as select
+from ._laplace import laplace as laplace, Laplace as Laplace
 from ._nuts import nuts as nuts, ReferencePosterior as ReferencePosterior
 from ._abc import ABCPosterior as ABCPosterior, rejection_abc as rejection_abc
 from ._samples import AbstractSamples as AbstractSamples

@@ -42,3 +42,33 @@ def predict(estimator, x, mask, key=None, n_samples: int = 500):
 def loglog_slope(n, err) -> float:
     """The least-squares slope of `log err` against `log n`."""
     return float(np.polyfit(np.log(np.asarray(n, float)), np.log(np.asarray(err, float)), 1)[0])
+
+
+#: The SIR problem that experiments 5 and 6 share (so that in one process its training
+#: step compiles once): N = 1000, 40 days of Poisson-distributed reported incidence.
+SIR_DAYS = 40
+SIR_PARAMS = ("beta", "gamma", "rho")
+
+
+def sir_prior():
+    import numpyro.distributions as dist
+
+    from .._prior import Prior
+
+    return Prior(beta=dist.LogUniform(0.3, 1.5), gamma=dist.LogUniform(0.1, 0.5), rho=dist.Uniform(0.3, 1.0))
+
+
+def sir_reported(model=None):
+    """`(simulator, task)`: SIR (or `model`, e.g. SEIR) with Poisson-reported incidence;
+    the task learns β, γ, ρ and R0."""
+    import jax.numpy as jnp
+
+    from .. import models
+    from .._simulator import Simulator
+    from .._target import Derived, Parameter
+    from .._task import Task
+    from ..observation import ObservationModel, Poisson, Reporting
+
+    model = models.SIR(N=1000.0, I0=5.0) if model is None else model
+    sim = Simulator(model, jnp.arange(1.0, SIR_DAYS + 1), ObservationModel(Poisson(), (Reporting("rho"),)))
+    return sim, Task(sim, [*(Parameter(p) for p in SIR_PARAMS), Derived("R0")], sir_prior())

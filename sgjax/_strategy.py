@@ -44,9 +44,10 @@ class AbstractStrategy(eqx.Module):
         return None
 
 
-def _diffeqsolve(simulator, field, y0, theta, controller):
+def _diffeqsolve(simulator, field, y0, theta, controller, adjoint=None):
     """Solve `y' = field(t, y, θ)` from `t0`, saving at `t0` and every observation
-    time; returns the saved states and whether the solve succeeded."""
+    time; returns the saved states and whether the solve succeeded. `adjoint` is
+    diffrax's (default: its checkpointed reverse mode)."""
     ts = simulator.ts
     sol = dfx.diffeqsolve(
         dfx.ODETerm(lambda t, y, args: field(t, y, args)),
@@ -60,13 +61,14 @@ def _diffeqsolve(simulator, field, y0, theta, controller):
         stepsize_controller=controller,
         max_steps=simulator.max_steps,
         throw=False,
+        **({} if adjoint is None else {"adjoint": adjoint}),
     )
     return sol.ys, sol.result == dfx.RESULTS.successful
 
 
-def _solve_one(simulator, theta, controller):
+def _solve_one(simulator, theta, controller, adjoint=None):
     model = simulator.model
-    return _diffeqsolve(simulator, model.vector_field, model.initial_state(theta), theta, controller)
+    return _diffeqsolve(simulator, model.vector_field, model.initial_state(theta), theta, controller, adjoint)
 
 
 class PerTrajectory(AbstractStrategy):

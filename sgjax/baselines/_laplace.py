@@ -4,6 +4,7 @@ the unconstrained space, pushed to any positive quantity by the delta method."""
 import statistics
 from collections.abc import Callable
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -18,14 +19,13 @@ from ._mle import MLEResult
 
 
 @eqx.filter_jit
-def _covariances(simulator, space, u, x, mask, step):
+def _covariances(simulator, space, u, x, mask):
     def one(u, x, mask):
-        grad = jax.grad(lambda v: log_likelihood(simulator, space.theta(v), x, mask))
-        # Central differences of the exact gradient: diffrax's reverse-mode adjoint
-        # does not support forward-over-reverse Hessians.
-        eye = step * jnp.eye(u.shape[0], dtype=u.dtype)
-        rows = jax.vmap(lambda e: (grad(u + e) - grad(u - e)) / (2 * step))(eye)
-        info = -(rows + rows.T) / 2
+        # Forward over forward through diffrax (its reverse-mode adjoint does not
+        # support forward-over-reverse): the exact Hessian of a few parameters.
+        f = lambda v: log_likelihood(simulator, space.theta(v), x, mask, adjoint=dfx.ForwardMode())  # noqa: E731
+        hess = jax.jacfwd(jax.jacfwd(f))(u)
+        info = -(hess + hess.T) / 2
         cov = jnp.linalg.inv(info)
         ok = jnp.all(jnp.isfinite(cov)) & jnp.all(jnp.linalg.eigvalsh(info) > 0)
         return jnp.where(ok, cov, jnp.nan), ok
@@ -72,18 +72,17 @@ def laplace(
     *,
     prior: Prior,
     fit: MLEResult,
-    step: float = 1e-2,
 ) -> Laplace:
     """The Laplace approximation around each fit of [`sgjax.baselines.fit_mle`][] (the
     same data, mask and prior), for Wald intervals with `Laplace.interval`.
 
-    **Arguments:** as for `fit_mle`, plus `fit`, its result, and `step`, the
-    finite-difference step in the unconstrained space for the Hessian.
+    **Arguments:** as for `fit_mle`, plus `fit`, its result. The observed information
+    is the exact Hessian of the log likelihood (forward-mode through diffrax).
     """
     x, mask = check_data(simulator, x, mask)
     if not isinstance(fit, MLEResult) or len(fit) != x.shape[0]:
         raise ValueError(f"`fit` must be the MLEResult of fit_mle on these {x.shape[0]} datasets.")
     space = Unconstrained(prior)
     u = jax.vmap(space.u)({n: fit.theta[n] for n in space.free})
-    cov, ok = _covariances(simulator, space, u, x, mask, step)
+    cov, ok = _covariances(simulator, space, u, x, mask)
     return Laplace(space, u, cov, ok)

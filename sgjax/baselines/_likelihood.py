@@ -2,6 +2,7 @@
 diffrax, and the map between a prior's constrained parameters and an unconstrained
 vector that the classical baselines (maximum likelihood, NUTS) work in."""
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -25,12 +26,15 @@ def log_likelihood(
     theta: Params,
     x: Float[Array, "time channels"],
     mask: Bool[Array, "time channels"] | None = None,
+    *,
+    adjoint: dfx.AbstractAdjoint | None = None,
 ) -> Float[Array, ""]:
     """`log p(x | θ)` for one series under `simulator`'s observation model, with
     entries where `mask` is `False` left out; `-inf` if the solve fails.
 
-    `θ` is a dict of scalars. Differentiable in `θ` (reverse mode through diffrax's
-    default checkpointed adjoint), and written for one series: `jax.vmap` it over
+    `θ` is a dict of scalars. Differentiable in `θ`: in reverse mode through
+    diffrax's default checkpointed adjoint, or in forward mode (Jacobians, Hessians)
+    with `adjoint=diffrax.ForwardMode()`. Written for one series: `jax.vmap` it over
     datasets or parameter sets.
     """
     if simulator.observation is None:
@@ -38,7 +42,7 @@ def log_likelihood(
             "The simulator has no observation model, so the data have no likelihood. "
             "Build it with e.g. observation=ObservationModel(Poisson())."
         )
-    ys, ok = _solve_one(simulator, theta, simulator.stepsize_controller)
+    ys, ok = _solve_one(simulator, theta, simulator.stepsize_controller, adjoint)
     signal = jnp.maximum(simulator.signal(ys), SIGNAL_FLOOR)
     lp = simulator.observation.log_prob(x, signal, theta, simulator.ts, mask)
     return jnp.where(ok & jnp.isfinite(lp), lp, -jnp.inf)

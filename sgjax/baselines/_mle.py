@@ -14,7 +14,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._custom_types import Key, Params
 from .._prior import Prior
 from .._simulator import Simulator
-from ._likelihood import check_data, SIGNAL_FLOOR, Unconstrained
+from ._likelihood import check_data, log_likelihood, Unconstrained
 
 #: Datasets per compiled call. Each dataset runs `n_starts` optimisations, all of them
 #: vmapped together, so a chunk holds `chunk_size × n_starts` optimisations in flight.
@@ -82,33 +82,6 @@ class MLEResult(eqx.Module):
         return self.n_params * jnp.log(self.n_obs) - 2.0 * self.log_likelihood
 
 
-def _log_likelihood(simulator, theta, x, mask, adjoint):
-    """[`sgjax.baselines.log_likelihood`][] with a choice of diffrax adjoint, so that
-    it can also be differentiated in forward mode (`diffrax.ForwardMode()`).
-
-    Everything else is the simulator's own (solver, controller, `max_steps`,
-    observation model); the tests check it equals `log_likelihood`.
-    """
-    ts = simulator.ts
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(lambda t, y, args: simulator.model.vector_field(t, y, args)),
-        simulator.solver,
-        simulator.t0,
-        ts[-1],
-        simulator.dt0,
-        simulator.model.initial_state(theta),
-        args=theta,
-        saveat=dfx.SaveAt(ts=jnp.concatenate([jnp.asarray([simulator.t0], ts.dtype), ts])),
-        stepsize_controller=simulator.stepsize_controller,
-        max_steps=simulator.max_steps,
-        adjoint=adjoint,
-        throw=False,
-    )
-    ok = sol.result == dfx.RESULTS.successful
-    signal = jnp.maximum(simulator.signal(sol.ys), SIGNAL_FLOOR)
-    lp = simulator.observation.log_prob(x, signal, theta, ts, mask)
-    return jnp.where(ok & jnp.isfinite(lp), lp, -jnp.inf)
-
 
 def _failed(dtype):
     """The objective's value where the likelihood or its gradient is not finite."""
@@ -127,7 +100,7 @@ def _value_and_grad(simulator, space, adjoint, u, x, mask):
     """
 
     def f(u):
-        return -_log_likelihood(simulator, space.theta(u), x, mask, adjoint)
+        return -log_likelihood(simulator, space.theta(u), x, mask, adjoint=adjoint)
 
     if isinstance(adjoint, dfx.ForwardMode):
         basis = jnp.eye(u.shape[0], dtype=u.dtype)

@@ -57,7 +57,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
     report = Report("attribution", "6. Mechanistic attribution", CLAIM, out, quick)
     key = jax.random.key(seed)
     if quick:
-        steps, batch, sizes, n_ref, n_cal, n_bank_ms = 100, 256, (1024, 4096), 2, 300, 2048
+        steps, batch, sizes, n_ref, n_cal, n_bank_ms = 100, 256, (1024, 4096), 2, 300, 1024
         nuts_kwargs = dict(num_warmup=100, num_samples=150, num_chains=2)
     else:
         steps, batch, sizes, n_ref, n_cal, n_bank_ms = 3000, 512, (1024, 4096, 16384, 65536), 12, 1000, 16384
@@ -111,6 +111,8 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         "SEIR": (Simulator(models.SEIR(N=1000.0, I0=5.0), DAYS, _obs()), Prior({**PRIOR, "sigma": dist.LogUniform(0.2, 1.0)})),
         "SIRS": (Simulator(models.SIRS(N=1000.0, I0=5.0), DAYS, _obs()), Prior({**PRIOR, "omega": dist.LogUniform(0.01, 0.2)})),
     }
+    if quick:
+        del cands["SIRS"]
     ms = ModelSelection(cands)
     clf, _ = train(ms, Classifier(), key=ks["ms_train"], steps=steps, batch_size=batch, progress=progress)
     ms_bank = SimulationBank.simulate(clf, ms, ks["ms_bank"], n_bank_ms)

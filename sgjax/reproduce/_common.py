@@ -31,8 +31,11 @@ def held_out(task, key, n: int):
     """`n` fresh simulations as NumPy arrays `(x, mask, y)` (learning space), failed
     ones dropped."""
     batch = simulate_batch(task, key, n)
-    ok = np.asarray(batch.weight) > 0
-    return tuple(np.asarray(a)[ok] for a in (batch.x, batch.mask, batch.y))
+    # Shuffled: model-selection batches come stratified by model, and experiments
+    # take leading subsets for their costlier baselines.
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 1), n))
+    ok = np.asarray(batch.weight)[order] > 0
+    return tuple(np.asarray(a)[order][ok] for a in (batch.x, batch.mask, batch.y))
 
 
 def predict(estimator, x, mask, key=None, n_samples: int = 500):

@@ -63,7 +63,7 @@ PERTURBATIONS = {
 def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> Report:
     report = Report("misspecification", "5. Robustness under misspecification", CLAIM, out, quick)
     key = jax.random.key(seed)
-    steps, batch, n_test, n_starts = (100, 256, 40, 2) if quick else (3000, 512, 300, 6)
+    steps, batch, n_test, n_starts = (100, 256, 40, 2) if quick else (3000, 512, 200, 4)
     kinds = {"overdispersion": (PERTURBATIONS["overdispersion"][0], (0.0, 0.3))} if quick else PERTURBATIONS
     sim, task = sir_reported()
     r0 = task.labels.index("R0")

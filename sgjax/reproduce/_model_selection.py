@@ -94,13 +94,13 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         cfg = dict(steps=150, batch=256, n_test=200, n_mle=60, n_starts=2)
         grid, only = [], ("exponential", "logistic")
     else:
-        cfg = dict(steps=3000, batch=512, n_test=2000, n_mle=2000, n_starts=8)
+        cfg = dict(steps=3000, batch=512, n_test=1000, n_mle=1000, n_starts=6)
         grid, only = [(s, t) for s in (0.05, 0.2) for t in (15, 30)], None
     names = list(candidates(30, only=only))
     main = compare(candidates(30, only=only), key=key, progress=progress, **cfg)
     cells = {}
     for g_i, (sigma, n_times) in enumerate(grid):
-        small = dict(cfg, steps=1500, n_test=1000, n_mle=1000)
+        small = dict(cfg, steps=1500, n_test=400, n_mle=400)
         cells[f"sigma={sigma},T={n_times}"] = {
             "sigma": sigma,
             "n_times": n_times,

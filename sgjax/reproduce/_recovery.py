@@ -121,7 +121,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         sim, _ = sir_reported()
         problems = {"SIR (Poisson; quick)": (sim, sir_prior(), SIR_PARAMS)}
     else:
-        cfg = dict(steps=3000, batch=512, n_test=2000, n_mle=200, n_nuts=24)
+        cfg = dict(steps=3000, batch=512, n_test=2000, n_mle=200, n_nuts=16)
         nuts_kwargs = dict(num_warmup=400, num_samples=500, num_chains=2, n_starts=6)
         problems = settings()
     results = {}

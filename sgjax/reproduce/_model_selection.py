@@ -67,8 +67,8 @@ def compare(cands: dict, *, key, steps: int, batch: int, n_test: int, n_mle: int
         name: fit_mle(sim, x, mask, prior=prior, key=jax.random.fold_in(k_mle, i), n_starts=n_starts)
         for i, (name, (sim, prior)) in enumerate(cands.items())
     }
-    for criterion in ("aic", "aicc", "bic"):
-        chosen[criterion.upper()] = np.asarray(select(fits, criterion)[0])
+    for criterion, label in (("aic", "AIC"), ("aicc", "AICc"), ("bic", "BIC")):
+        chosen[label] = np.asarray(select(fits, criterion)[0])
     wrong = {m: (c != label).astype(float) for m, c in chosen.items()}
     n_models = len(cands)
     confusion = {

@@ -43,9 +43,10 @@ def test_nearest_simulations_are_exact_neighbours_in_summary_space():
     est, _ = sgjax.fit(task, key=jax.random.key(0), steps=50, batch_size=256, validation_size=512, pilot_size=512, progress=False)
     bank = sgjax.SimulationBank.simulate(est, task, jax.random.key(5), 1000)
     assert len(bank) == 1000 and bank.y.shape == (1000, 1)
-    # A simulation in the bank is its own nearest neighbour, at distance 0.
+    # A simulation in the bank is its own nearest neighbour, at distance 0 (or one
+    # with the same summary: in a 1-D summary, float32 ties happen).
     idx, dist = bank.nearest(bank.x[:5], bank.mask[:5], k=3)
-    np.testing.assert_array_equal(idx[:, 0], np.arange(5))
+    np.testing.assert_allclose(np.asarray(bank.z)[idx[:, 0]], np.asarray(bank.z)[:5], atol=1e-4)
     np.testing.assert_allclose(dist[:, 0], 0.0, atol=1e-2)
     assert np.all(np.diff(dist, axis=1) >= 0)
     # Brute force agrees (on distances: in a 1-D summary, near-ties may swap order).

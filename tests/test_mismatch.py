@@ -44,9 +44,9 @@ def test_nearest_simulations_are_exact_neighbours_in_summary_space():
     bank = sgjax.SimulationBank.simulate(est, task, jax.random.key(5), 1000)
     assert len(bank) == 1000 and bank.y.shape == (1000, 1)
     # A simulation in the bank is its own nearest neighbour, at distance 0 (or one
-    # with the same summary: in a 1-D summary, float32 ties happen).
+    # with the same summary up to float32 rounding of the squared-distance expansion).
     idx, dist = bank.nearest(bank.x[:5], bank.mask[:5], k=3)
-    np.testing.assert_allclose(np.asarray(bank.z)[idx[:, 0]], np.asarray(bank.z)[:5], atol=1e-4)
+    np.testing.assert_allclose(np.asarray(bank.z)[idx[:, 0]], np.asarray(bank.z)[:5], atol=1e-3)
     np.testing.assert_allclose(dist[:, 0], 0.0, atol=1e-2)
     assert np.all(np.diff(dist, axis=1) >= 0)
     # Brute force agrees (on distances: in a 1-D summary, near-ties may swap order).

@@ -67,8 +67,8 @@ def compare(cands: dict, *, key, steps: int, batch: int, n_test: int, n_mle: int
         name: fit_mle(sim, x, mask, prior=prior, key=jax.random.fold_in(k_mle, i), n_starts=n_starts)
         for i, (name, (sim, prior)) in enumerate(cands.items())
     }
-    for criterion, label in (("aic", "AIC"), ("aicc", "AICc"), ("bic", "BIC")):
-        chosen[label] = np.asarray(select(fits, criterion)[0])
+    for criterion, column in (("aic", "AIC"), ("aicc", "AICc"), ("bic", "BIC")):
+        chosen[column] = np.asarray(select(fits, criterion)[0])
     wrong = {m: (c != label).astype(float) for m, c in chosen.items()}
     n_models = len(cands)
     confusion = {
@@ -95,7 +95,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         grid, only = [], ("exponential", "logistic")
     else:
         cfg = dict(steps=3000, batch=512, n_test=1000, n_mle=1000, n_starts=6)
-        grid, only = [(s, t) for s in (0.05, 0.2) for t in (15, 30)], None
+        grid, only = [(0.05, 30), (0.2, 15)], None
     names = list(candidates(30, only=only))
     main = compare(candidates(30, only=only), key=key, progress=progress, **cfg)
     cells = {}

@@ -9,6 +9,7 @@ masked; Σx is a sufficient statistic.
 
 import warnings
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -123,6 +124,8 @@ def test_nuts_errors(problem, getkey):
         nuts(sim, x, prior=prior, key=getkey(), num_chains=0)
     with pytest.raises(ValueError, match="target_accept_prob"):
         nuts(sim, x, prior=prior, key=getkey(), target_accept_prob=1.5)
+    with pytest.raises(TypeError, match="diffrax adjoint"):
+        nuts(sim, x, prior=prior, key=getkey(), adjoint="forward")
     with pytest.raises(TypeError, match="sgjax.Prior"):
         nuts(sim, x, prior={"rho": dist.Gamma(A, B)}, key=getkey())
     with pytest.raises(ValueError, match="no distribution for"):
@@ -150,13 +153,14 @@ def test_nuts_warnings():
 
 @pytest.mark.slow
 def test_nuts_two_parameter_sir(getkey):
-    """β and γ free with a dense mass matrix: the chains agree and the posterior
-    covers the truth."""
+    """β and γ free with a dense mass matrix, gradients in reverse mode (the default
+    forward mode is checked above): the chains agree and the posterior covers the
+    truth."""
     sim = sgjax.Simulator(sgjax.models.SIR(N=1000.0, I0=1.0), jnp.arange(1.0, 61.0), ObservationModel(Poisson()))
     prior = sgjax.Prior(beta=dist.LogUniform(0.2, 1.0), gamma=dist.LogUniform(0.05, 0.5))
     truth = {"beta": jnp.array([0.5, 0.3]), "gamma": jnp.array([0.2, 0.1])}
     x = sgjax.simulate(sim, getkey(), theta=truth).observations
-    post = nuts(sim, x, prior=prior, key=getkey(), num_warmup=300, num_samples=500)
+    post = nuts(sim, x, prior=prior, key=getkey(), num_warmup=300, num_samples=500, adjoint=diffrax.RecursiveCheckpointAdjoint())
     for name in ("beta", "gamma"):
         np.testing.assert_array_less(post.r_hat[name], 1.05)
         lo, hi = post.quantile([0.0005, 0.9995])[name].T

@@ -31,7 +31,7 @@ def _sane(name, data):
         att = data["results"]["sir-60-days"]["targets"]["attack_rate"]
         assert att["r2"] > 0.5 and 0.7 < att["coverage_90"] <= 1.0
     elif name == "model-selection":
-        err = data["default"]["error"]
+        err = data["settings"][data["default"]]["error"]
         assert 0 <= err["SGNN"] < 0.5 and 0 <= err["AIC"] < 0.5  # 2 models in quick mode: chance is 0.5
     elif name == "misspecification":
         rows = data["results"]["overdispersion"]["rows"]

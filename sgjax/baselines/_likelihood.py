@@ -48,6 +48,58 @@ def log_likelihood(
     return jnp.where(ok & jnp.isfinite(lp), lp, -jnp.inf)
 
 
+def _failed(dtype):
+    """The objective's value where the likelihood or its gradient is not finite."""
+    return jnp.asarray(jnp.finfo(dtype).max / 4, dtype)
+
+
+def negative_log_likelihood(simulator: Simulator, space: "Unconstrained", x, mask, *, adjoint=None):
+    """`u ↦ −ℓ(θ(u))` for one dataset, differentiable (`jax.grad`, `jax.jvp`) with
+    its derivative computed through `adjoint`: in forward mode, one tangent per free
+    parameter, for `diffrax.ForwardMode()`; otherwise in reverse mode.
+
+    Where the value or its gradient is not finite (a failed solve, an overflow) the
+    value is a huge finite constant and the gradient zero: an optimiser's line search
+    or a sampler's accept step then rejects moves into such regions, and an
+    optimiser that starts in one stops at once instead of holding up every other
+    member of a vmapped batch.
+    """
+    # The arrays (data, time grid, prior parameters) are explicit arguments of the
+    # custom derivative, not closed over: under an outer jit or vmap they are tracers.
+    dynamic, static = eqx.partition((simulator, space, x, mask), eqx.is_array)
+
+    def value_and_grad(u, dynamic):
+        simulator, space, x, mask = eqx.combine(dynamic, static)
+
+        def f(u):
+            return -log_likelihood(simulator, space.theta(u), x, mask, adjoint=adjoint)
+
+        if isinstance(adjoint, dfx.ForwardMode):
+            basis = jnp.eye(u.shape[0], dtype=u.dtype)
+            value, grad = jax.vmap(lambda t: jax.jvp(f, (u,), (t,)), out_axes=(None, 0))(basis)
+        else:
+            value, grad = jax.value_and_grad(f)(u)
+        ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
+        return jnp.where(ok, value, _failed(value.dtype)), jnp.where(ok, grad, 0.0)
+
+    @jax.custom_jvp
+    def nll(u, dynamic):
+        return value_and_grad(u, dynamic)[0]
+
+    @nll.defjvp
+    def _(primals, tangents):
+        # Optimisers and samplers linearise the objective and transpose that. Neither
+        # works on the ODE solve under vmap (a checkpointed solve cannot be linearised
+        # there, a forward-mode one cannot be transposed), so the derivative is given
+        # as the gradient, and `du ↦ grad · du` transposes trivially. The data are
+        # constants: their tangents are ignored.
+        (u, dynamic), (du, _) = primals, tangents
+        value, grad = value_and_grad(u, dynamic)
+        return value, jnp.dot(grad, du)
+
+    return lambda u: nll(u, dynamic)
+
+
 class Unconstrained(eqx.Module):
     """The free parameters of a prior as one unconstrained vector `u`.
 

@@ -14,7 +14,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._custom_types import Key, Params
 from .._prior import Prior
 from .._simulator import Simulator
-from ._likelihood import check_data, log_likelihood, Unconstrained
+from ._likelihood import _failed, check_data, negative_log_likelihood, Unconstrained
 
 #: Datasets per compiled call. Each dataset runs `n_starts` optimisations, all of them
 #: vmapped together, so a chunk holds `chunk_size × n_starts` optimisations in flight.
@@ -83,51 +83,9 @@ class MLEResult(eqx.Module):
 
 
 
-def _failed(dtype):
-    """The objective's value where the likelihood or its gradient is not finite."""
-    return jnp.asarray(jnp.finfo(dtype).max / 4, dtype)
-
-
-def _value_and_grad(simulator, space, adjoint, u, x, mask):
-    """`−ℓ(θ(u))` and its gradient: in forward mode (one tangent per parameter) for
-    `diffrax.ForwardMode()`, otherwise in reverse mode through `adjoint`.
-
-    Where either is not finite (a failed solve, an overflow) the value is a huge
-    finite constant and the gradient zero: the line search then rejects steps into
-    such regions, and a start that begins in one stops after two steps (no change in
-    `u` or in the value) instead of running to `max_steps` and holding up every other
-    start of the vmapped batch.
-    """
-
-    def f(u):
-        return -log_likelihood(simulator, space.theta(u), x, mask, adjoint=adjoint)
-
-    if isinstance(adjoint, dfx.ForwardMode):
-        basis = jnp.eye(u.shape[0], dtype=u.dtype)
-        value, grad = jax.vmap(lambda t: jax.jvp(f, (u,), (t,)), out_axes=(None, 0))(basis)
-    else:
-        value, grad = jax.value_and_grad(f)(u)
-    ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
-    return jnp.where(ok, value, _failed(value.dtype)), jnp.where(ok, grad, 0.0)
-
-
 def _objective(simulator, space, adjoint, x, mask):
     """`u ↦ −ℓ(θ(u))` for one dataset, as an optimistix objective `fn(u, args)`."""
-
-    @jax.custom_jvp
-    def nll(u):
-        return _value_and_grad(simulator, space, adjoint, u, x, mask)[0]
-
-    @nll.defjvp
-    def _(primals, tangents):
-        # The optimiser linearises the objective and transposes that. Neither works
-        # on the ODE solve under vmap (a checkpointed solve cannot be linearised
-        # there, a forward-mode one cannot be transposed), so the derivative is given
-        # as the gradient, and `du ↦ grad · du` transposes trivially.
-        (u,), (du,) = primals, tangents
-        value, grad = _value_and_grad(simulator, space, adjoint, u, x, mask)
-        return value, jnp.dot(grad, du)
-
+    nll = negative_log_likelihood(simulator, space, x, mask, adjoint=adjoint)
     return lambda u, args: nll(u)
 
 

@@ -4,6 +4,7 @@ call."""
 
 import warnings
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,7 @@ from numpyro.infer.hmc import hmc
 from .._custom_types import Key
 from .._prior import Prior
 from .._simulator import Simulator
-from ._likelihood import check_data, log_posterior, Unconstrained
+from ._likelihood import check_data, negative_log_likelihood, Unconstrained
 from ._samples import AbstractSamples
 
 #: Datasets per compiled call. Every dataset × chain of a chunk is one member of a
@@ -62,27 +63,28 @@ class ReferencePosterior(AbstractSamples):
     num_chains: int = eqx.field(static=True)
 
 
-def _initial_point(simulator, space, x, mask, key, n_init):
+def _initial_point(simulator, space, adjoint, x, mask, key, n_init):
     """The best of `n_init` prior draws by log posterior: a start in the bulk of the
     posterior, away from flat or failing regions of the prior."""
     theta = space.prior.sample(key, n_init)
     u = jax.vmap(space.u)(theta)
-    lp = -jax.vmap(lambda u: _potential(simulator, space, u, x, mask))(u)
+    lp = -jax.vmap(lambda u: _potential(simulator, space, adjoint, u, x, mask))(u)
     return u[jnp.argmax(jnp.where(jnp.isnan(lp), -jnp.inf, lp))]
 
 
 @eqx.filter_jit
-def _potential(simulator, space, u, x, mask):
+def _potential(simulator, space, adjoint, u, x, mask):
     # Its own jit, so that its batched form is built once and reused (JAX caches the
     # batching of a jitted function) while vmap works through the sampler's nested
     # loops, instead of re-batching the ODE solve and its adjoint at every level.
-    return -log_posterior(simulator, space, u, x, mask)
+    return -space.log_prior(u) + negative_log_likelihood(simulator, space, x, mask, adjoint=adjoint)(u)
 
 
 @eqx.filter_jit
 def _nuts_chunk(
     simulator,
     space,
+    adjoint,
     x,
     mask,
     key,
@@ -98,10 +100,10 @@ def _nuts_chunk(
 
     def one_chain(x, mask, key):
         kinit, krun = jax.random.split(key)
-        u0 = _initial_point(simulator, space, x, mask, kinit, n_init)
+        u0 = _initial_point(simulator, space, adjoint, x, mask, kinit, n_init)
 
         def potential(u):
-            return _potential(simulator, space, u, x, mask)
+            return _potential(simulator, space, adjoint, u, x, mask)
 
         init_kernel, sample_kernel = hmc(potential_fn=potential, algo="NUTS")
         state = init_kernel(
@@ -152,6 +154,7 @@ def nuts(
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
     dense_mass: bool = True,
+    adjoint: dfx.AbstractAdjoint = dfx.ForwardMode(),
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> ReferencePosterior:
     """A reference posterior for each dataset by the No-U-Turn sampler.
@@ -185,6 +188,9 @@ def nuts(
         through R0); on SIR a dense matrix took 3.4× fewer leapfrog steps per draw
         and gave twice the effective samples. With many parameters (≳ 50) a
         diagonal one may be cheaper.
+    - `adjoint`: how the gradient of the ODE solve is computed, as in
+        [`sgjax.baselines.fit_mle`][]. The default, `diffrax.ForwardMode()`, carries
+        one tangent per free parameter; FORWARD_FIGURE
     - `chunk_size`: datasets per compiled call (fewer if there are fewer datasets);
         the last chunk is padded to it.
 
@@ -223,6 +229,11 @@ def nuts(
     n_init = _check_int(n_init, "n_init")
     max_tree_depth = _check_int(max_tree_depth, "max_tree_depth")
     chunk_size = _check_int(chunk_size, "chunk_size")
+    if not isinstance(adjoint, dfx.AbstractAdjoint):
+        raise TypeError(
+            "`adjoint` must be a diffrax adjoint such as diffrax.ForwardMode() or "
+            f"diffrax.RecursiveCheckpointAdjoint(), got {type(adjoint).__name__}."
+        )
     if not 0.0 < target_accept_prob < 1.0:
         raise ValueError(f"`target_accept_prob` must be in (0, 1), got {target_accept_prob!r}.")
     space = Unconstrained(prior)
@@ -242,6 +253,7 @@ def nuts(
             _nuts_chunk(
                 simulator,
                 space,
+                adjoint,
                 xc,
                 mc,
                 keys[i],

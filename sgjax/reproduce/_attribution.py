@@ -65,12 +65,15 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
     ks = dict(zip(("train", "bank", "obs", "nuts", "cal", "ms_train", "ms_bank", "ms_test"), jax.random.split(key, 8)))
     sim, task = sir_reported()
     prior = Prior(PRIOR)
-    est, _ = train(task, Quantile(), key=ks["train"], steps=steps, batch_size=batch, progress=progress)
-    bank = SimulationBank.simulate(est, task, ks["bank"], sizes[-1])
+    with report.phase("SGNN training"):
+        est, _ = train(task, Quantile(), key=ks["train"], steps=steps, batch_size=batch, progress=progress)
+    with report.phase("bank"):
+        bank = SimulationBank.simulate(est, task, ks["bank"], sizes[-1])
 
     # Posterior consistency against NUTS as the bank grows.
     x_obs, m_obs, _ = held_out(task, ks["obs"], n_ref)
-    ref = nuts(sim, x_obs, m_obs, prior=prior, key=ks["nuts"], **nuts_kwargs)
+    with report.phase("NUTS"):
+        ref = nuts(sim, x_obs, m_obs, prior=prior, key=ks["nuts"], **nuts_kwargs)
     ref_draws = np.stack([ref.samples[p] for p in PARAMS], axis=-1)  # (n_ref, draws, p)
     consistency = []
     for m in sizes:
@@ -114,8 +117,9 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
     if quick:
         del cands["SIRS"]
     ms = ModelSelection(cands)
-    clf, _ = train(ms, Classifier(), key=ks["ms_train"], steps=steps, batch_size=batch, progress=progress)
-    ms_bank = SimulationBank.simulate(clf, ms, ks["ms_bank"], n_bank_ms)
+    with report.phase("classifier training and bank"):
+        clf, _ = train(ms, Classifier(), key=ks["ms_train"], steps=steps, batch_size=batch, progress=progress)
+        ms_bank = SimulationBank.simulate(clf, ms, ks["ms_bank"], n_bank_ms)
     x_ms, m_ms, y_ms = held_out(ms, ks["ms_test"], 300 if quick else 1500)
     probs = predict(clf, x_ms, m_ms).probabilities
     k_ms = int(np.sqrt(n_bank_ms))

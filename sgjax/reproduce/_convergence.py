@@ -106,7 +106,8 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             # budgets are trained out rather than stopped after a pass or two.
             batch = min(512, n // 4)
             steps = 300 if quick else int(np.clip(10 * n // batch, 1500, 10_000))
-            est, _ = train(problem.task, Point(), key=jax.random.fold_in(k_train, b_i), steps=steps, batch_size=batch, budget=n, progress=progress)
+            with report.phase(f"{problem.name}: training"):
+                est, _ = train(problem.task, Point(), key=jax.random.fold_in(k_train, b_i), steps=steps, batch_size=batch, budget=n, progress=progress)
             f = predict(est, x, mask).point[:, 0]
             rows.append(
                 {

@@ -68,8 +68,10 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
     sim, task = sir_reported()
     r0 = task.labels.index("R0")
     k_train, k_score, k_sim, k_mle, k_ref = jax.random.split(key, 5)
-    est, _ = train(task, Quantile(), key=k_train, steps=steps, batch_size=batch, progress=progress)
-    detector = MismatchScore.fit(est, task, k_score, n_reference=1024 if quick else 4096, n_calibration=512 if quick else 2048)
+    with report.phase("SGNN training"):
+        est, _ = train(task, Quantile(), key=k_train, steps=steps, batch_size=batch, progress=progress)
+    with report.phase("mismatch score"):
+        detector = MismatchScore.fit(est, task, k_score, n_reference=1024 if quick else 4096, n_calibration=512 if quick else 2048)
     ref_x, ref_mask, _ = held_out(task, k_ref, n_test)
     ref_z = embed(est, ref_x, ref_mask)
     synthetic = None
@@ -84,7 +86,8 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             x, mask = np.asarray(data.observations)[ok], np.asarray(data.mask)[ok]
             log_r0 = np.log(np.asarray(data.theta["beta"]) / np.asarray(data.theta["gamma"]))[ok]
             sgnn = np.log(predict(est, x, mask).point[:, r0])
-            fits = fit_mle(sim, x, mask, prior=Prior(PRIOR), key=jax.random.fold_in(k_mle, p_i * 10 + s_i), n_starts=n_starts)
+            with report.phase("MLE fits"):
+                fits = fit_mle(sim, x, mask, prior=Prior(PRIOR), key=jax.random.fold_in(k_mle, p_i * 10 + s_i), n_starts=n_starts)
             mle = np.log(np.asarray(fits.theta["beta"]) / np.asarray(fits.theta["gamma"]))
             good = np.isfinite(mle)
             score = detector.score(x, mask)

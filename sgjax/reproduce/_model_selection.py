@@ -13,7 +13,7 @@ from .._simulator import Simulator
 from .._task import ModelSelection
 from ..baselines import fit_mle, select
 from ..heads import Classifier
-from ..observation import LogNormal, ObservationModel
+from ..observation import LogNormal, NegativeBinomial, ObservationModel, Reporting
 from ._common import held_out, predict, train
 from ._report import Report, fmt, pyplot
 
@@ -24,9 +24,10 @@ CLAIM = (
 
 N0 = 10.0
 SIGMA_PRIOR = (0.05, 0.3)
+DISPERSION_PRIOR = (5.0, 100.0)
 
 
-def candidates(n_times: int, sigma=None, only=None) -> dict:
+def growth(n_times: int, sigma=None, only=None) -> dict:
     """Exponential, logistic, Gompertz and Richards growth from `N0 = 10`, observed at
     times 1..n_times with multiplicative log-normal noise of scale `sigma` (a number,
     or `None` for `sigma ~ LogUniform(0.05, 0.3)`, unknown to both methods)."""
@@ -43,6 +44,27 @@ def candidates(n_times: int, sigma=None, only=None) -> dict:
     return {name: (Simulator(m, ts, obs), Prior({**p, **noise})) for name, (m, p) in spec.items() if only is None or name in only}
 
 
+def epidemic(n_days: int, dispersion=None) -> dict:
+    """SIR, SEIR and SIRS (N = 1000, 5 infectious on day 0), daily incidence over
+    `n_days` observed through a reporting fraction ρ ~ U(0.2, 1) with
+    negative-binomial noise of `dispersion` (a number, or `None` for
+    `LogUniform(5, 100)`, unknown to both methods)."""
+    ts = jnp.arange(1.0, n_days + 1)
+    obs = ObservationModel(NegativeBinomial("dispersion"), (Reporting("rho"),))
+    base = {
+        "beta": dist.LogUniform(0.3, 1.5),
+        "gamma": dist.LogUniform(0.1, 0.5),
+        "rho": dist.Uniform(0.2, 1.0),
+        "dispersion": dist.LogUniform(*DISPERSION_PRIOR) if dispersion is None else float(dispersion),
+    }
+    spec = {
+        "SIR": (models.SIR(N=1000.0, I0=5.0), {}),
+        "SEIR": (models.SEIR(N=1000.0, I0=5.0), {"sigma": dist.LogUniform(0.2, 1.0)}),
+        "SIRS": (models.SIRS(N=1000.0, I0=5.0), {"omega": dist.LogUniform(0.01, 0.2)}),
+    }
+    return {name: (Simulator(m, ts, obs), Prior({**base, **extra})) for name, (m, extra) in spec.items()}
+
+
 def _bootstrap_ratio(wrong_a, wrong_b, key, n_boot: int = 2000):
     """A paired bootstrap 95% interval for error(a) / error(b) over datasets."""
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1])
@@ -52,21 +74,23 @@ def _bootstrap_ratio(wrong_a, wrong_b, key, n_boot: int = 2000):
     return tuple(float(v) for v in np.quantile(a / b, [0.025, 0.975]))
 
 
-def compare(cands: dict, *, key, steps: int, batch: int, n_test: int, n_mle: int, n_starts: int, progress: bool) -> dict:
+def compare(cands: dict, *, key, steps: int, batch: int, n_test: int, n_mle: int, n_starts: int, progress: bool, phase) -> dict:
     """Train the SGNN classifier, fit every candidate by MLE on the same held-out
     data, and score SGNN, AIC, AICc and BIC selection."""
     task = ModelSelection(cands)
     k_train, k_test, k_mle, k_boot = jax.random.split(key, 4)
-    est, _ = train(task, Classifier(), key=k_train, steps=steps, batch_size=batch, progress=progress)
-    x, mask, y = held_out(task, k_test, n_test)
+    with phase("SGNN training"):
+        est, _ = train(task, Classifier(), key=k_train, steps=steps, batch_size=batch, progress=progress)
+        x, mask, y = held_out(task, k_test, n_test)
     # Every method is scored on the same series: those the MLE baseline also fits.
     x, mask, y = x[:n_mle], mask[:n_mle], y[:n_mle]
     label = y[:, 0].astype(int)
     chosen = {"SGNN": predict(est, x, mask).probabilities.argmax(1)}
-    fits = {
-        name: fit_mle(sim, x, mask, prior=prior, key=jax.random.fold_in(k_mle, i), n_starts=n_starts)
-        for i, (name, (sim, prior)) in enumerate(cands.items())
-    }
+    with phase("MLE fits"):
+        fits = {
+            name: fit_mle(sim, x, mask, prior=prior, key=jax.random.fold_in(k_mle, i), n_starts=n_starts)
+            for i, (name, (sim, prior)) in enumerate(cands.items())
+        }
     for criterion, column in (("aic", "AIC"), ("aicc", "AICc"), ("bic", "BIC")):
         chosen[column] = np.asarray(select(fits, criterion)[0])
     wrong = {m: (c != label).astype(float) for m, c in chosen.items()}
@@ -86,44 +110,79 @@ def compare(cands: dict, *, key, steps: int, batch: int, n_test: int, n_mle: int
     }
 
 
+#: Families of candidate mechanisms: (candidates(length, noise), description, length
+#: unit, noise name).
+FAMILIES = {
+    "epidemic": (
+        epidemic,
+        "SIR, SEIR and SIRS (N = 1000, I0 = 5; SEIR adds a latent period 1/σ, SIRS "
+        "waning immunity at rate ω), daily incidence observed through a reporting "
+        "fraction ρ ~ U(0.2, 1) with negative-binomial noise",
+        "days",
+        "NB dispersion",
+    ),
+    "growth": (
+        growth,
+        "exponential, logistic, Gompertz and Richards growth from N0 = 10 (Richards "
+        "nests logistic at ν = 1), observed with multiplicative log-normal noise",
+        "times",
+        "noise σ",
+    ),
+}
+
+
+def _settings(quick: bool):
+    """`(name, family, length, noise, config)` for each setting; the first is the
+    default setting, where the goal is judged."""
+    if quick:
+        # Two growth candidates: each candidate compiles its own fit.
+        cfg = dict(steps=150, batch=256, n_test=200, n_mle=60, n_starts=2)
+        return [("growth, exponential vs logistic, 30 times", "growth", 30, None, dict(cfg, only=("exponential", "logistic")))]
+    cfg = dict(steps=4000, batch=512, n_test=2000, n_mle=400, n_starts=4)
+    return [
+        ("epidemic, 60 days (default)", "epidemic", 60, None, cfg),
+        ("epidemic, 30 days", "epidemic", 30, None, dict(cfg, steps=3000, n_mle=200)),
+        ("epidemic, 60 days, dispersion 10", "epidemic", 60, 10.0, dict(cfg, steps=3000, n_mle=200)),
+        ("growth, 30 times", "growth", 30, None, dict(cfg, steps=3000, n_mle=300)),
+    ]
+
+
 def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> Report:
     report = Report("model-selection", "4. Model selection against AIC and BIC", CLAIM, out, quick)
     key = jax.random.key(seed)
-    if quick:
-        # Two of the four candidates: each candidate compiles its own fit.
-        cfg = dict(steps=150, batch=256, n_test=200, n_mle=60, n_starts=2)
-        grid, only = [], ("exponential", "logistic")
-    else:
-        cfg = dict(steps=3000, batch=512, n_test=1000, n_mle=1000, n_starts=6)
-        grid, only = [(0.05, 30), (0.2, 15)], None
-    names = list(candidates(30, only=only))
-    main = compare(candidates(30, only=only), key=key, progress=progress, **cfg)
-    cells = {}
-    for g_i, (sigma, n_times) in enumerate(grid):
-        small = dict(cfg, steps=1500, n_test=400, n_mle=400)
-        cells[f"sigma={sigma},T={n_times}"] = {
-            "sigma": sigma,
-            "n_times": n_times,
-            **compare(candidates(n_times, sigma), key=jax.random.fold_in(key, g_i + 1), progress=progress, **small),
+    results = {}
+    for s_i, (name, family, length, noise, cfg) in enumerate(_settings(quick)):
+        cfg = dict(cfg)
+        only = cfg.pop("only", None)
+        cands = growth(length, noise, only) if family == "growth" else epidemic(length, noise)
+        phase = lambda what, name=name: report.phase(f"{name}: {what}")  # noqa: E731
+        results[name] = {
+            "family": family,
+            "length": length,
+            "noise": noise,
+            "candidates": list(cands),
+            **compare(cands, key=jax.random.fold_in(key, s_i), progress=progress, phase=phase, **cfg),
         }
-    report.text(
-        "Candidates: exponential, logistic, Gompertz and Richards growth from N0 = 10 "
-        "(Richards nests logistic at ν = 1), observed with multiplicative log-normal "
-        "noise, equal prior model probabilities. The SGNN (MLP 2×256, classifier head) "
-        "is trained on simulations from all four; the baselines fit every candidate by "
-        "maximum likelihood (BFGS through the same diffrax solver, "
-        f"{cfg['n_starts']} starts from the prior, noise scale fitted too) and pick the "
-        "lowest AIC, AICc or BIC. All methods see the same held-out datasets; the ratio's "
-        "95% interval is a paired bootstrap over datasets."
-    )
+    main_name, main = next(iter(results.items()))
     lo, hi = main["ratio_ci"]
+    n_starts = _settings(quick)[0][4]["n_starts"]
+    report.text(
+        "Two families of candidate mechanisms, equal prior model probabilities: "
+        + "; ".join(f"**{f}**: {desc}" for f, (_, desc, _, _) in FAMILIES.items())
+        + ". In each setting an SGNN (MLP 2×256, classifier head) is trained on "
+        "simulations from all candidates; the baselines fit every candidate to every "
+        "test series by maximum likelihood (BFGS through the same diffrax solver, "
+        f"{n_starts} starts from the prior, the noise parameter fitted too) and pick the "
+        "lowest AIC, AICc or BIC. All methods see the same held-out series; the ratio's "
+        "95% interval is a paired bootstrap over series."
+    )
     report.table(
         ["method", "error rate", "error / AIC's"],
         [[m, e, e / max(main["error"]["AIC"], 1e-12)] for m, e in main["error"].items()],
-        caption=f"Default setting: 30 times, noise σ ~ LogUniform{SIGMA_PRIOR} unknown; "
-        f"{main['n_test']:,} test series. SGNN / AIC = {fmt(main['ratio_vs_aic'])} "
-        f"(95% CI {fmt(lo)}–{fmt(hi)}); goal ≤ 0.5.",
+        caption=f"Default setting — {main_name}, noise parameter unknown; {main['n_test']:,} test "
+        f"series. SGNN / AIC = {fmt(main['ratio_vs_aic'])} (95% CI {fmt(lo)}–{fmt(hi)}); goal ≤ 0.5.",
     )
+    names = main["candidates"]
     for method in ("SGNN", "AIC"):
         c = main["confusion"][method]
         report.table(
@@ -131,38 +190,39 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             [[names[i], *[str(int(v)) for v in c[i]]] for i in range(len(names))],
             caption=f"Confusion matrix, {method}, default setting.",
         )
-    if cells:
-        report.table(
-            ["noise σ", "times", "SGNN", "AIC", "AICc", "BIC", "SGNN / AIC (95% CI)"],
+    report.table(
+        ["setting", "noise", "test series", "SGNN", "AIC", "AICc", "BIC", "SGNN / AIC (95% CI)"],
+        [
             [
-                [
-                    c["sigma"], str(c["n_times"]), c["error"]["SGNN"], c["error"]["AIC"], c["error"]["AICc"], c["error"]["BIC"],
-                    f"{fmt(c['ratio_vs_aic'])} ({fmt(c['ratio_ci'][0])}–{fmt(c['ratio_ci'][1])})",
-                ]
-                for c in cells.values()
-            ],
-            caption="Error rates across noise levels (σ known to both methods) and series lengths.",
-        )
-    _figure(report, main, cells)
-    report.data.update(default=main, grid=cells, candidates=names)
+                name,
+                "unknown (prior)" if c["noise"] is None else f"{FAMILIES[c['family']][3]} {c['noise']:g} (known)",
+                f"{c['n_test']:,}",
+                c["error"]["SGNN"], c["error"]["AIC"], c["error"]["AICc"], c["error"]["BIC"],
+                f"{fmt(c['ratio_vs_aic'])} ({fmt(c['ratio_ci'][0])}–{fmt(c['ratio_ci'][1])})",
+            ]
+            for name, c in results.items()
+        ],
+        caption="Error rates in every setting: noise levels, series lengths and both families.",
+    )
+    _figure(report, results)
+    report.data.update(settings=results, default=main_name)
     report.data["headline"] = (
-        f"SGNN error {main['error']['SGNN']:.3f} vs AIC {main['error']['AIC']:.3f}: ratio "
+        f"{main_name}: SGNN error {main['error']['SGNN']:.3f} vs AIC {main['error']['AIC']:.3f}: ratio "
         f"{main['ratio_vs_aic']:.2f} (95% CI {lo:.2f}–{hi:.2f}; goal ≤ 0.5)"
     )
     return report
 
 
-def _figure(report, main, cells) -> None:
+def _figure(report, results) -> None:
     plt = pyplot()
-    panels = [("default", main)] + list(cells.items())
-    methods = list(main["error"])
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(panels)), 3.8))
+    methods = list(next(iter(results.values()))["error"])
+    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(results)), 3.8))
     width = 0.8 / len(methods)
     for m_i, m in enumerate(methods):
-        ax.bar(np.arange(len(panels)) + m_i * width, [p["error"][m] for _, p in panels], width, label=m)
-    ax.set_xticks(np.arange(len(panels)) + 0.4 - width / 2, [name.replace(",", "\n") for name, _ in panels], fontsize=8)
+        ax.bar(np.arange(len(results)) + m_i * width, [r["error"][m] for r in results.values()], width, label=m)
+    ax.set_xticks(np.arange(len(results)) + 0.4 - width / 2, [name.replace(", ", "\n") for name in results], fontsize=8)
     ax.set_ylabel("misclassification rate")
-    ax.set_title("Growth-model selection: SGNN against information criteria")
+    ax.set_title("Model selection: SGNN against information criteria")
     ax.legend(fontsize=8)
     fig.tight_layout()
     report.figure(fig, "errors", "Error rates of SGNN, AIC, AICc and BIC selection in each setting.")

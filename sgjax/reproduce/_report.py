@@ -1,6 +1,7 @@
 """What an experiment produces: a markdown section with tables and figures, and a
 JSON file with every number behind them."""
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -67,6 +68,18 @@ class Report:
     data: dict = dataclasses.field(default_factory=dict)
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Time a part of the experiment (compilation included); the seconds are added
+        to `data["phases"][name]` and listed on the page, so that a slow experiment
+        shows where its time goes."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            phases = self.data.setdefault("phases", {})
+            phases[name] = phases.get(name, 0.0) + time.perf_counter() - t
+
     def text(self, markdown: str) -> None:
         self.blocks.append(markdown.strip())
 
@@ -95,7 +108,11 @@ class Report:
             f"`sgjax reproduce {self.name}{' --quick' if self.quick else ''}` — {mode}; "
             f"{self.data.get('seconds', 0):.0f} s on {self.data['machine']}.",
         ]
-        return "\n".join(head) + "\n\n" + "\n\n".join(self.blocks) + "\n"
+        blocks = list(self.blocks)
+        if self.data.get("phases"):
+            spent = ", ".join(f"{name} {sec:.0f} s" for name, sec in self.data["phases"].items())
+            blocks.append(f"*Time by phase: {spent}.*")
+        return "\n".join(head) + "\n\n" + "\n\n".join(blocks) + "\n"
 
     def write(self) -> pathlib.Path:
         self.data["seconds"] = time.perf_counter() - self.started

@@ -140,8 +140,9 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
     rows, results, shown = [], {}, {}
     for s_i, setting in enumerate(settings(quick)):
         k_train, k_test = jax.random.split(jax.random.fold_in(key, s_i))
-        est, _ = train(setting.task, Quantile(), key=k_train, steps=steps, batch_size=batch, progress=progress)
-        x, mask, y = held_out(setting.task, k_test, n_test)
+        with report.phase(setting.name):
+            est, _ = train(setting.task, Quantile(), key=k_train, steps=steps, batch_size=batch, progress=progress)
+            x, mask, y = held_out(setting.task, k_test, n_test)
         truth = np.stack([np.asarray(sp.inverse(y[:, j])) for j, sp in enumerate(est.spaces)], axis=1)
         post = predict(est, x, mask)
         rec = recovery(post, truth)

@@ -190,7 +190,10 @@ def nuts(
         diagonal one may be cheaper.
     - `adjoint`: how the gradient of the ODE solve is computed, as in
         [`sgjax.baselines.fit_mle`][]. The default, `diffrax.ForwardMode()`, carries
-        one tangent per free parameter; FORWARD_FIGURE
+        one tangent per free parameter. On SIR with reporting and negative-binomial
+        noise (4 free parameters, 50 days, 8 datasets × 2 chains × 400 iterations,
+        2-core CPU) it sampled about as fast as reverse mode (156 s against 146 s);
+        reverse mode scales better to many parameters.
     - `chunk_size`: datasets per compiled call (fewer if there are fewer datasets);
         the last chunk is padded to it.
 

@@ -12,6 +12,7 @@ from ._estimator import (
     Estimator as Estimator,
     infer as infer,
     load as load,
+    log_prob as log_prob,
     Posterior as Posterior,
     save as save,
 )

@@ -217,6 +217,59 @@ def infer(
     return Posterior(estimator.labels, point, quantiles, samples, None)
 
 
+@eqx.filter_jit
+def _log_prob(estimator: Estimator, x, mask, theta):
+    def one(x, mask, theta):  # theta (m, k): m values for one series
+        out = estimator(x, mask)
+        z = jnp.stack([s.forward(theta[:, i]) for i, s in enumerate(estimator.spaces)], axis=-1)
+        # d(learning space)/d(natural), per component: the change of variables.
+        jac = jnp.stack([jax.vmap(jax.grad(s.forward))(theta[:, i]) for i, s in enumerate(estimator.spaces)], axis=-1)
+        std = (z - estimator.y_mean) / estimator.y_std
+        lp = jax.vmap(lambda zz: estimator.head.log_prob(out, zz))(std)
+        return lp - jnp.sum(jnp.log(estimator.y_std)) + jnp.sum(jnp.log(jnp.abs(jac)), axis=-1)
+
+    return jax.vmap(one)(x, mask, theta)
+
+
+def log_prob(estimator: Estimator, theta, x, mask=None) -> np.ndarray:
+    """The approximate posterior log density `log q(θ | x)` in natural units, for
+    estimators whose head is a density (`Gaussian`, `MixtureDensity`, `Flow`).
+
+    **Arguments:**
+
+    - `estimator`: a trained [`sgjax.Estimator`][] with a density head.
+    - `theta`: target values in natural units: `(k,)` or `(m, k)` for one series,
+        `(n, m, k)` for `n` series (`m` values each).
+    - `x`, `mask`: the observed series, as for [`sgjax.infer`][].
+
+    **Returns:** log densities of shape `(m,)` for one series, `(n, m)` for many;
+    `-inf` outside the target's support.
+    """
+    if not isinstance(estimator, Estimator):
+        raise TypeError(f"`estimator` must be an sgjax.Estimator, got {type(estimator).__name__}.")
+    if not hasattr(estimator.head, "log_prob") or not estimator.head.is_density:
+        raise ValueError(
+            f"The {type(estimator.head).__name__} head gives no density; train with a density head "
+            "(sgjax.heads.Gaussian(), MixtureDensity() or Flow()) to evaluate log densities."
+        )
+    one_series = np.ndim(x) <= 2 and not isinstance(x, (str, pathlib.Path))
+    x, mask = _prepare(estimator, x, mask)
+    k = estimator.y_mean.shape[0]
+    theta = jnp.asarray(theta, estimator.y_mean.dtype)
+    if one_series:
+        theta = theta.reshape(1, -1, k) if theta.ndim <= 2 else theta
+    if theta.ndim != 3 or theta.shape[0] != x.shape[0] or theta.shape[2] != k:
+        raise ValueError(
+            f"`theta` must have shape (m, {k}) for one series or (n, m, {k}) for n = {x.shape[0]} "
+            f"series ({', '.join(estimator.labels)}), got {tuple(np.shape(theta))}."
+        )
+    # Outside a component's support the learning-space map is clipped flat, so the
+    # change of variables has a zero Jacobian there and the log density is -inf.
+    lp = np.asarray(_log_prob(estimator, x, mask, theta))
+    lp = np.where(np.isfinite(lp), lp, -np.inf)
+    return lp[0] if one_series else lp
+
+
 def save(path, estimator: Estimator, *, overwrite: bool = False) -> pathlib.Path:
     """Save an estimator to the directory `path` as `estimator.eqx` (array leaves
     only, no pickle) and `estimator.json` (structure, versions, checksum).

@@ -55,8 +55,24 @@ def simulate_batch(task: AbstractTask, key: Key, n: int, chunk: int = 512) -> Ba
     return jax.tree.map(lambda a: a[keep], batch)
 
 
+def _non_trainable(leaf) -> bool:
+    try:
+        import paramax
+    except ImportError:
+        return False
+    return isinstance(leaf, paramax.NonTrainable)
+
+
+def _split(estimator: Estimator):
+    """`(params, frozen)`: the trained arrays — the network's and the head's own (a
+    flow's), less those marked non-trainable — and the estimator without them."""
+    params, static = eqx.partition((estimator.network, estimator.head), eqx.is_inexact_array, is_leaf=_non_trainable)
+    return params, eqx.tree_at(lambda e: (e.network, e.head), estimator, static, is_leaf=lambda x: x is None)
+
+
 def _assemble(frozen: Estimator, params) -> Estimator:
-    return eqx.tree_at(lambda e: e.network, frozen, eqx.combine(params, frozen.network))
+    network, head = eqx.combine(params, (frozen.network, frozen.head), is_leaf=_non_trainable)
+    return eqx.tree_at(lambda e: (e.network, e.head), frozen, (network, head), is_leaf=lambda x: x is None)
 
 
 def _batch_loss(params, frozen: Estimator, batch: Batch):
@@ -146,7 +162,7 @@ def _initial_estimator(task, head, network, pilot: Batch, log1p, key) -> Estimat
     return Estimator(
         standardise=standardise,
         network=net,
-        head=head,
+        head=head.build(k, jax.random.fold_in(key, 1)),
         y_mean=jnp.asarray(y_mean, dtype),
         y_std=jnp.asarray(y_std, dtype),
         labels=tuple(task.labels),
@@ -169,7 +185,7 @@ def _latest_checkpoint(directory: pathlib.Path, optimiser):
         try:
             header = read_header(path, "checkpoint")
             est = skeleton(header["estimator"])
-            params = eqx.filter(est.network, eqx.is_inexact_array)
+            params, _ = _split(est)
             like = {"estimator": est, "opt_state": optimiser.init(params), "best": params}
             return header, read_payload(path.with_suffix(""), header, like)
         except (FileFormatError, KeyError) as e:
@@ -277,8 +293,7 @@ def fit(
     val = simulate_batch(task, k_val, validation_size, batch_size)
     pilot = simulate_batch(task, k_pilot, pilot_size, batch_size)
     estimator = _initial_estimator(task, head, network, pilot, log1p, k_init)
-    params, net_static = eqx.partition(estimator.network, eqx.is_inexact_array)
-    frozen = eqx.tree_at(lambda e: e.network, estimator, net_static)
+    params, frozen = _split(estimator)
     opt_state = optimiser.init(params)
 
     config = {
@@ -313,8 +328,7 @@ def fit(
             if diff:
                 raise ValueError(f"Cannot resume: the checkpoint was trained with other settings {diff} (saved, now).")
             estimator = state["estimator"]
-            params, net_static = eqx.partition(estimator.network, eqx.is_inexact_array)
-            frozen = eqx.tree_at(lambda e: e.network, estimator, net_static)
+            params, frozen = _split(estimator)
             opt_state, best = state["opt_state"], state["best"]
             step, best_val, bad_evals, history = header["step"], header["best_val"], header["bad_evals"], header["history"]
             best_val = math.inf if best_val is None else best_val

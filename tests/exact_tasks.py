@@ -100,3 +100,33 @@ def coverage(lo, hi, truth):
 def binomial_tolerance(p, n, sds=4):
     return sds * np.sqrt(p * (1 - p) / n)
 
+
+
+class CorrelatedGaussian(_OneSeries):
+    """θ ~ N(0, I₂); x_t = a_t·θ + σ ε_t with a_t = (1, t/T) for t = 1..T: a linear
+    model whose Gaussian posterior has strongly correlated components. Precision
+    I + AᵀA/σ², mean Σ Aᵀx/σ²."""
+
+    T: int = eqx.field(static=True, default=8)
+    sigma: float = eqx.field(static=True, default=1.0)
+
+    labels = ("a", "b")
+    spaces = (sgjax.Space("identity"), sgjax.Space("identity"))
+
+    def design(self):
+        t = jnp.arange(1.0, self.T + 1) / self.T
+        return jnp.stack([jnp.ones(self.T), t], axis=1)  # (T, 2)
+
+    def sample(self, key, n):
+        k1, k2 = jax.random.split(key)
+        theta = jax.random.normal(k1, (n, 2))
+        x = (theta @ self.design().T)[:, :, None] + self.sigma * jax.random.normal(k2, (n, self.T, 1))
+        return sgjax.Batch(x, jnp.ones(x.shape, bool), theta, jnp.ones(n))
+
+    def posterior(self, x):
+        """Exact posterior means `(n, 2)` and the covariance `(2, 2)` (the same for every
+        observation)."""
+        a = np.asarray(self.design(), np.float64)
+        cov = np.linalg.inv(np.eye(2) + a.T @ a / self.sigma**2)
+        mean = np.asarray(x, np.float64)[:, :, 0] @ a / self.sigma**2 @ cov
+        return mean, cov

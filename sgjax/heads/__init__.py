@@ -2,6 +2,7 @@
 posterior summary it gives at inference."""
 
 from ._classifier import Classifier as Classifier
+from ._flow import Flow as Flow
 from ._density import Gaussian as Gaussian, MixtureDensity as MixtureDensity
 from ._point import Point as Point
 from ._quantile import Quantile as Quantile

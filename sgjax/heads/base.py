@@ -31,6 +31,12 @@ class AbstractHead(eqx.Module):
         `mean (k,)`, `quantiles (levels, k)`, `samples (n_samples, k)`,
         `probabilities (n_classes,)`."""
 
+    def build(self, k: int, key: PRNGKeyArray) -> "AbstractHead":
+        """The head ready for a `k`-dimensional target. Heads with parameters of their
+        own (a normalising flow) create them here; [`sgjax.fit`][] calls it and then
+        trains the head's parameters together with the network's."""
+        return self
+
     def config(self) -> dict:
         """A JSON description to rebuild the head: its kind and arguments."""
         return {"kind": type(self).__name__}
@@ -44,9 +50,9 @@ class AbstractHead(eqx.Module):
 def head_from_config(config: dict) -> AbstractHead:
     """Rebuild a head from [`sgjax.heads.AbstractHead.config`][]; only sgjax's own heads
     are accepted."""
-    from . import Classifier, Gaussian, MixtureDensity, Point, Quantile
+    from . import Classifier, Flow, Gaussian, MixtureDensity, Point, Quantile
 
-    kinds = {c.__name__: c for c in (Point, Quantile, Gaussian, MixtureDensity, Classifier)}
+    kinds = {c.__name__: c for c in (Point, Quantile, Gaussian, MixtureDensity, Classifier, Flow)}
     config = dict(config)
     kind = config.pop("kind", None)
     if kind not in kinds:

@@ -125,6 +125,13 @@ def test_the_boarding_school_data_ship_with_the_package():
     data = sgjax.datasets.boarding_school()
     np.testing.assert_array_equal(data.values[:, 0], [3, 8, 26, 76, 225, 298, 258, 233, 189, 128, 68, 29, 14, 4])
     assert data.population == 763 and str(data.start) == "1978-01-22" and "British Medical Journal" in data.source
+    both = sgjax.datasets.boarding_school(columns=("confined", "convalescent"))
+    np.testing.assert_array_equal(both.values[:, 1], [0, 0, 0, 0, 9, 17, 105, 162, 176, 166, 150, 85, 47, 20])
+    pelts = sgjax.datasets.hudson_bay()
+    assert pelts.values.shape == (21, 2) and pelts.times[0] == 1900 and pelts.times[-1] == 1920
+    np.testing.assert_allclose(pelts.values[[0, 3, 20]], [[30, 4], [77.4, 35.2], [24.7, 8.6]])
+    with pytest.raises(ValueError, match="Unknown column"):
+        sgjax.datasets.hudson_bay(columns=("wolf",))
 
 
 def test_atomic_write_replaces_whole_files(tmp_path):

@@ -16,6 +16,7 @@ from ._estimator import (
     Posterior as Posterior,
     save as save,
 )
+from ._arviz import to_arviz as to_arviz
 from ._evaluate import evaluate as evaluate
 from ._io import FileFormatError as FileFormatError, read_csv as read_csv
 from ._mismatch import embed as embed, MismatchScore as MismatchScore, mmd as mmd, SimulationBank as SimulationBank

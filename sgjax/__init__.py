@@ -48,5 +48,6 @@ from ._strategy import (
     PerTrajectory as PerTrajectory,
     SharedStep as SharedStep,
 )
+from . import diagnostics as diagnostics
 
 __version__ = importlib.metadata.version("sgjax")

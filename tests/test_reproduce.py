@@ -12,9 +12,9 @@ import json
 import pytest
 
 from sgjax._cli import main
-from sgjax.reproduce import EXPERIMENTS, reproduce, write_page
+from sgjax.reproduce import CASE_STUDIES, EXPERIMENTS, reproduce, write_page
 
-SLOW = {"recovery", "misspecification", "attribution"}
+SLOW = {"recovery", "misspecification", "attribution", "boarding-school", "hare-lynx"}
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +38,15 @@ def _sane(name, data):
         assert rows[-1]["flagged"] >= rows[0]["flagged"]
     elif name == "attribution":
         assert 0 <= data["mechanism"]["mean_abs_diff"] < 0.5
+    elif name in CASE_STUDIES:
+        for r in data["results"].values():
+            assert 0.4 <= r["runs"][-1]["c2st"] <= 1.0 and 0 <= r["mismatch_p_value"] <= 1
     elif name == "recovery":
         r0 = next(iter(data["results"].values()))["methods"]["SGNN"]["R0"]
         assert r0["r2"] > 0 and 0.6 < r0["coverage_90"] <= 1.0
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in EXPERIMENTS])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in [*EXPERIMENTS, *CASE_STUDIES]])
 def test_experiment_writes_its_table_numbers_and_figures(out, name):
     page = reproduce([name], out, quick=True)
     md, js = out / f"{name}.md", out / f"{name}.json"
@@ -68,7 +71,7 @@ def test_existing_results_are_not_overwritten(out):
 
 def test_page_lists_experiments_not_yet_run(tmp_path):
     text = write_page(tmp_path).read_text()
-    assert text.count("not run") == len(EXPERIMENTS)
+    assert text.count("not run") == len(EXPERIMENTS) + len(CASE_STUDIES)
 
 
 def test_cli_names_a_wrong_experiment(capsys):

@@ -81,16 +81,72 @@ def _batch_loss(params, frozen: Estimator, batch: Batch):
     return jnp.sum(per * batch.weight) / jnp.maximum(jnp.sum(batch.weight), 1.0)
 
 
+def _data_parallel(devices, shards, batch_size: int, budget):
+    """`(shards, sharding)` for `fit`'s `devices` and `shards` arguments: the key
+    streams per batch and the batch axis's layout across a one-axis device mesh
+    (`None` on one device)."""
+    if devices is None:
+        devices = jax.devices()[:1]
+    elif isinstance(devices, str):
+        if devices != "all":
+            raise ValueError(f"`devices` must be 'all', a number or a list of jax devices, got {devices!r}.")
+        devices = jax.devices()
+    elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(jax.devices()):
+            raise ValueError(
+                f"`devices={devices}` but {len(jax.devices())} device(s) are available "
+                f"({jax.devices()[0].platform}); on CPU, more can be simulated with "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX starts."
+            )
+        devices = jax.devices()[:devices]
+    else:
+        devices = list(devices)
+        if not devices or not all(isinstance(d, jax.Device) for d in devices):
+            raise ValueError("`devices` must be 'all', a number or a non-empty list of jax devices (jax.devices()).")
+    n = len(devices)
+    shards = n if shards is None else shards
+    if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or shards < 1 or shards % n:
+        raise ValueError(f"`shards` must be a positive multiple of the number of devices ({n}), got {shards!r}.")
+    if batch_size % shards:
+        raise ValueError(f"`batch_size`={batch_size} must be a multiple of `shards`={shards} (one sub-batch per shard).")
+    if n == 1:
+        return int(shards), None
+    mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+    return int(shards), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+
+def _shard(tree, sharding):
+    """Lay the leading axis of every array of `tree` out across the devices (a no-op
+    without a sharding)."""
+    if sharding is None:
+        return tree
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
+
+
+def _draw(source, x, batch_size: int, shards: int, sharding):
+    """One training batch. From a task: `shards` independent sub-batches, one per
+    key split from `x`, simulated where their shard of the batch lives (each device
+    simulates its own); the batch is the same whatever the devices. From a fixed
+    budget: the rows `x`, gathered and laid out across the devices."""
+    if not isinstance(source, AbstractTask):
+        return _shard(source.take(x), sharding)
+    if shards == 1:
+        return source.sample(x, batch_size)
+    keys = _shard(jax.random.split(x, shards), sharding)
+    batch = jax.vmap(lambda k: source.sample(k, batch_size // shards))(keys)
+    return _shard(jax.tree.map(lambda a: a.reshape(batch_size, *a.shape[2:]), batch), sharding)
+
+
 @eqx.filter_jit(donate="all-except-first")
 def _train_call(consts, params, opt_state, xs):
     """`len(xs)` optimiser steps in one dispatch. `xs` holds one PRNG key per step
     (on-the-fly simulation) or one row of indices per step (fixed budget)."""
     _TRACES["train"] += 1
-    source, frozen, optimiser, batch_size = consts
+    source, frozen, optimiser, batch_size, shards, sharding = consts
 
     def step(carry, x):
         params, opt_state = carry
-        batch = source.sample(x, batch_size) if isinstance(source, AbstractTask) else source.take(x)
+        batch = _draw(source, x, batch_size, shards, sharding)
         loss, grads = eqx.filter_value_and_grad(_batch_loss)(params, frozen, batch)
         updates, opt_state = optimiser.update(grads, opt_state, params)
         return (eqx.apply_updates(params, updates), opt_state), loss
@@ -217,6 +273,8 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     callback: Callable[[int, dict], None] | None = None,
+    devices=None,
+    shards: int | None = None,
 ) -> tuple[Estimator, dict]:
     """Train an SGNN on a stream of fresh simulations (or on a fixed budget of them).
 
@@ -257,6 +315,15 @@ def fit(
         result equals an uninterrupted run with the same arguments.
     - `progress`: show a tqdm progress bar (loss, validation loss, samples/s).
     - `callback`: called as `callback(step, metrics)` after each evaluation.
+    - `devices`: data-parallel training over several devices: `"all"` (every device
+        of every process, e.g. all local GPUs, or all GPUs of a cluster after
+        `jax.distributed.initialize()`), a number `n` (the first `n`), or a list of
+        `jax.Device`s. Each device simulates its own shard of every batch from its
+        own keys and computes its part of the loss; XLA averages the gradients
+        across devices, and parameters stay replicated. Default: one device.
+    - `shards`: independent key streams per batch (default: one per device). The
+        batch, and so the whole run, depends on `shards` but not on the devices: a
+        run on 4 devices equals a one-device run with `shards=4`.
 
     **Returns:** `(estimator, history)`, `history` a dict of lists: `step`, `loss`,
     `val_step`, `val_loss`, `samples_per_s`.
@@ -287,6 +354,7 @@ def fit(
     if resume and checkpoint_dir is None:
         raise ValueError("`resume=True` needs `checkpoint_dir`.")
     optimiser = default_optimiser(learning_rate, steps) if optimiser is None else optimiser
+    shards, sharding = _data_parallel(devices, shards, batch_size, budget)
 
     k_pilot, k_val, k_init, k_train, k_budget = jax.random.split(key, 5)
     validation_size = -(-validation_size // batch_size) * batch_size
@@ -308,6 +376,7 @@ def fit(
         "patience": patience,
         "budget": None if budget is None else int(budget),
         "pilot_size": int(pilot_size),
+        "shards": shards,
         "key": np.asarray(jax.random.key_data(key)).ravel().tolist(),
     }
     history = {"step": [], "loss": [], "val_step": [], "val_loss": [], "samples_per_s": []}
@@ -324,7 +393,8 @@ def fit(
         found = _latest_checkpoint(ckpt_dir, optimiser) if resume else None
         if found is not None:
             header, state = found
-            diff = {k: (header["fit"].get(k), v) for k, v in config.items() if header["fit"].get(k) != v}
+            saved = {"shards": 1, **header["fit"]}  # checkpoints from before data parallelism
+            diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
             if diff:
                 raise ValueError(f"Cannot resume: the checkpoint was trained with other settings {diff} (saved, now).")
             estimator = state["estimator"]
@@ -340,7 +410,10 @@ def fit(
         seed = np.asarray(jax.random.key_data(k_budget)).ravel()
     else:
         source = task
-    consts = (source, frozen, optimiser, int(batch_size))
+    consts = (source, frozen, optimiser, int(batch_size), shards, sharding)
+    if sharding is not None:  # parameters and optimiser state: a copy on every device
+        replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+        params, opt_state = jax.device_put((params, opt_state), replicated)
     perms = {}
 
     def xs_for(call: int):

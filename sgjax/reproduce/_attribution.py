@@ -160,7 +160,7 @@ def _write(report, consistency, calib, mechanism, names, nuts_kwargs, bank, x_ob
         "truth's rank among the neighbours is uniform when the neighbour posterior is calibrated.",
     )
     report.table(
-        ["true model", *[f"P({n} | x)" for n in names], *[f"neighbours from {n}" for n in names]],
+        ["true model", *[f"P({n} \\| x)" for n in names], *[f"neighbours from {n}" for n in names]],
         [[e["true"], *e["probabilities"], *e["neighbour_fractions"]] for e in mechanism["examples"]],
         caption=f"Which mechanism: the classifier's posterior model probabilities next to the share of "
         f"each model among the {mechanism['k']} nearest simulations, for one test series per model. Over "

@@ -54,6 +54,7 @@ def test_four_devices_match_one_device(one_device):
     _check(got, one_device)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_device(one_device):
     with socket.socket() as s:  # a free port for the coordinator
         s.bind(("localhost", 0))

@@ -3,9 +3,9 @@ numbers and figures; the results page gathers them. (The default-setting figures
 in results/README.md; these quick runs only check that the machinery works and that
 the numbers are sane.)
 
-The three experiments that compile NUTS and several MLE fits take ~3 of the ~4
-minutes the six quick runs need on 2 cores; they are marked slow to keep CI near 10
-minutes (run them with `pytest -m slow`)."""
+The experiments that compile NUTS or several MLE fits, and the case studies, are
+marked slow to keep CI near 10 minutes (run them with `pytest -m slow`); convergence
+and unobservable run in CI."""
 
 import json
 
@@ -14,7 +14,7 @@ import pytest
 from sgjax._cli import main
 from sgjax.reproduce import CASE_STUDIES, EXPERIMENTS, reproduce, write_page
 
-SLOW = {"recovery", "misspecification", "attribution", "boarding-school", "hare-lynx"}
+SLOW = {"model-selection", "recovery", "misspecification", "attribution", "boarding-school", "hare-lynx"}
 
 
 @pytest.fixture(scope="module")

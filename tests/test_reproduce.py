@@ -77,3 +77,12 @@ def test_page_lists_experiments_not_yet_run(tmp_path):
 def test_cli_names_a_wrong_experiment(capsys):
     assert main(["reproduce", "convergance", "--quick"]) == 2
     assert "Did you mean 'convergence'" in capsys.readouterr().err
+
+
+def test_table_cells_escape_pipes():
+    # A '|' in a header, cell or headline would split the markdown table's columns.
+    from sgjax.reproduce._report import cell
+
+    assert cell("P(SIR | x)") == r"P(SIR \| x)"
+    assert cell(r"P(SIR \| x)") == r"P(SIR \| x)"  # already escaped: left alone
+    assert cell("|bias|/sd") == r"\|bias\|/sd"

@@ -10,7 +10,7 @@ import pathlib
 import time
 
 from .._io import atomic_write
-from ._report import Report as Report
+from ._report import cell, Report as Report
 
 #: Command name → (module, one-line description), in the paper's order.
 EXPERIMENTS = {
@@ -92,7 +92,7 @@ def write_page(out) -> pathlib.Path:
             continue
         data = json.loads(js.read_text())
         mode = "quick" if data.get("quick") else "default"
-        rows.append(f"| `{name}` | {what} | {data.get('headline', '')} | {data.get('seconds', 0):.0f} s ({mode}) |")
+        rows.append(f"| `{name}` | {cell(what)} | {cell(data.get('headline', ''))} | {data.get('seconds', 0):.0f} s ({mode}) |")
         sections.append(md.read_text())
     page = [
         "# sgjax: the paper's claims, reproduced",

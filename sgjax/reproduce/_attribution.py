@@ -149,7 +149,7 @@ def _write(report, consistency, calib, mechanism, names, nuts_kwargs, bank, x_ob
         f"({nuts_kwargs['num_chains']} chains × {nuts_kwargs['num_samples']} draws) as M grows."
     )
     report.table(
-        ["bank size M", "neighbours k", "|bias| / posterior sd", "sd ratio (neighbours / NUTS)", "MMD² to NUTS"],
+        ["bank size M", "neighbours k", "abs. bias / posterior sd", "sd ratio (neighbours / NUTS)", "MMD² to NUTS"],
         [[f"{c['bank']:,}", str(c["k"]), c["bias_sd"], c["sd_ratio"], c["mmd2"]] for c in consistency],
         caption=f"Posterior consistency, mean over {len(x_obs)} observations and the three parameters.",
     )
@@ -160,7 +160,7 @@ def _write(report, consistency, calib, mechanism, names, nuts_kwargs, bank, x_ob
         "truth's rank among the neighbours is uniform when the neighbour posterior is calibrated.",
     )
     report.table(
-        ["true model", *[f"P({n} \\| x)" for n in names], *[f"neighbours from {n}" for n in names]],
+        ["true model", *[f"P({n} | x)" for n in names], *[f"neighbours from {n}" for n in names]],
         [[e["true"], *e["probabilities"], *e["neighbour_fractions"]] for e in mechanism["examples"]],
         caption=f"Which mechanism: the classifier's posterior model probabilities next to the share of "
         f"each model among the {mechanism['k']} nearest simulations, for one test series per model. Over "
@@ -186,7 +186,7 @@ def _write(report, consistency, calib, mechanism, names, nuts_kwargs, bank, x_ob
     axes[1].set_title("Their parameters against the posterior")
     axes[1].legend(fontsize=8)
     axes[2].loglog([c["bank"] for c in consistency], [c["mmd2"] for c in consistency], "o-", label="MMD² to NUTS")
-    axes[2].loglog([c["bank"] for c in consistency], [c["bias_sd"] for c in consistency], "s-", label="|bias| / sd")
+    axes[2].loglog([c["bank"] for c in consistency], [c["bias_sd"] for c in consistency], "s-", label="abs. bias / sd")
     axes[2].set_xlabel("bank size M")
     axes[2].set_title("Consistency as the bank grows")
     axes[2].legend(fontsize=8)
@@ -195,7 +195,7 @@ def _write(report, consistency, calib, mechanism, names, nuts_kwargs, bank, x_ob
     report.data.update(consistency=consistency, calibration=calib, mechanism=mechanism)
     c0, c1 = consistency[0], consistency[-1]
     report.data["headline"] = (
-        f"neighbour posterior vs NUTS: MMD² {fmt(c0['mmd2'])} → {fmt(c1['mmd2'])}, |bias|/sd {c0['bias_sd']:.2f} → "
+        f"neighbour posterior vs NUTS: MMD² {fmt(c0['mmd2'])} → {fmt(c1['mmd2'])}, bias/sd {c0['bias_sd']:.2f} → "
         f"{c1['bias_sd']:.2f} as the bank grows {c0['bank']:,} → {c1['bank']:,}; model probabilities match "
         f"neighbour shares to {mechanism['mean_abs_diff']:.2f}"
     )

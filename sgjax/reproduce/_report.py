@@ -7,6 +7,7 @@ import json
 import math
 import pathlib
 import platform
+import re
 import time
 
 import numpy as np
@@ -29,6 +30,11 @@ def _plain(value):
     if isinstance(value, (np.floating, np.integer, np.bool_)):
         return _plain(value.item())
     return value
+
+
+def cell(text: str) -> str:
+    """Text for a markdown table cell: an unescaped `|` would end the cell."""
+    return re.sub(r"(?<!\\)\|", r"\\|", text)
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -86,10 +92,10 @@ class Report:
     def table(self, headers, rows, caption: str | None = None) -> None:
         """A markdown table; cells are formatted with [`fmt`][] unless strings."""
         lines = [] if caption is None else [f"*{caption}*", ""]
-        lines.append("| " + " | ".join(headers) + " |")
+        lines.append("| " + " | ".join(cell(h) for h in headers) + " |")
         lines.append("|" + "|".join("---" for _ in headers) + "|")
         for row in rows:
-            lines.append("| " + " | ".join(c if isinstance(c, str) else fmt(c) for c in row) + " |")
+            lines.append("| " + " | ".join(cell(c) if isinstance(c, str) else fmt(c) for c in row) + " |")
         self.blocks.append("\n".join(lines))
 
     def figure(self, fig, stem: str, caption: str) -> None:

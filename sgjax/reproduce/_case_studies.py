@@ -13,9 +13,11 @@ import numpyro.distributions as dist
 from .. import datasets, models
 from .._estimator import infer
 from .._mismatch import MismatchScore
+from .._observables import State
 from .._prior import Prior
 from .._simulator import Simulator
 from .._task import Task
+from .._train import fit
 from ..baselines import nuts
 from ..diagnostics import c2st, posterior_predictive
 from ..heads import Flow
@@ -33,8 +35,6 @@ def boarding_school_problems(quick: bool) -> dict:
     is confined to bed, with negative-binomial noise — the main job's model."""
     data = datasets.boarding_school()
     obs = ObservationModel(NegativeBinomial("dispersion"), (Reporting("reporting"),))
-    from .._observables import State
-
     base = {
         "beta": dist.LogUniform(0.5, 5.0),
         "gamma": dist.LogUniform(0.1, 2.0),
@@ -85,8 +85,6 @@ def study(sim, prior, x, mask, *, key, budgets, batch, nuts_kwargs, n_draws, rep
     runs, est = [], None
     for b_i, steps in enumerate(budgets):
         with report.phase(f"{name}: SGNN training"):
-            from .._train import fit
-
             t = time.perf_counter()
             est, _ = fit(task, Flow(), key=jax.random.fold_in(k_train, b_i), steps=steps, batch_size=batch, progress=progress)
             train_seconds = time.perf_counter() - t

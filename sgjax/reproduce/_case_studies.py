@@ -88,6 +88,7 @@ def study(sim, prior, x, mask, *, key, budgets, batch, nuts_kwargs, n_draws, rep
             t = time.perf_counter()
             est, _ = fit(task, Flow(), key=jax.random.fold_in(k_train, b_i), steps=steps, batch_size=batch, progress=progress)
             train_seconds = time.perf_counter() - t
+        # The first call compiles; the second times what each further posterior costs.
         post = infer(est, x, mask, key=jax.random.fold_in(k_train, 100 + b_i), n_samples=n_draws)
         t = time.perf_counter()
         post = infer(est, x, mask, key=jax.random.fold_in(k_train, 100 + b_i), n_samples=n_draws)

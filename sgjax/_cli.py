@@ -321,7 +321,7 @@ def main(argv=None) -> int:
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_main_job_cmd)
 
-    from .reproduce import EXPERIMENTS
+    from .reproduce import CASE_STUDIES, EXPERIMENTS
 
     r = sub.add_parser(
         "reproduce",
@@ -329,9 +329,14 @@ def main(argv=None) -> int:
         description="Run experiments that check the claims of 'Learning From Simulators' (Dudley & "
         "Eisenberg, 2025) against MLE/AIC, NUTS and ABC on the same simulators, and assemble the "
         "results page OUT/README.md. Experiments: "
-        + "; ".join(f"{k} ({v[1]})" for k, v in EXPERIMENTS.items()),
+        + "; ".join(f"{k} ({v[1]})" for k, v in EXPERIMENTS.items())
+        + ". Real-data case studies (a flow SGNN against NUTS): "
+        + "; ".join(f"{k} ({v[1]})" for k, v in CASE_STUDIES.items()),
     )
-    r.add_argument("names", nargs="+", metavar="NAME", help=f"experiments: {', '.join(EXPERIMENTS)}, or all")
+    r.add_argument(
+        "names", nargs="+", metavar="NAME",
+        help=f"experiments: {', '.join(EXPERIMENTS)}, or all; case studies: {', '.join(CASE_STUDIES)}, or case-studies",
+    )
     r.add_argument("--quick", action="store_true", help="the reduced versions that CI runs")
     r.add_argument("--out", default="results", help="output directory (default results)")
     r.add_argument("--seed", type=int, default=0)

@@ -167,6 +167,15 @@ def _summaries(estimator: Estimator, x, mask, key, n_samples: int):
     return {name: estimator.to_natural(v) for name, v in s.items()}
 
 
+def _observed(estimator: Estimator, x, mask):
+    """Observations (an array, or the path of a CSV) as a checked batch with a mask."""
+    if isinstance(x, (str, pathlib.Path)):
+        if mask is not None:
+            raise ValueError("A CSV carries its own missing entries (empty cells); do not pass `mask` with it.")
+        _, x, mask = read_csv(x)
+    return _prepare(estimator, x, mask)
+
+
 def infer(
     estimator: Estimator,
     x,
@@ -192,11 +201,7 @@ def infer(
     """
     if not isinstance(estimator, Estimator):
         raise TypeError(f"`estimator` must be an sgjax.Estimator (from sgjax.fit or sgjax.load), got {type(estimator).__name__}.")
-    if isinstance(x, (str, pathlib.Path)):
-        if mask is not None:
-            raise ValueError("A CSV carries its own missing entries (empty cells); do not pass `mask` with it.")
-        _, x, mask = read_csv(x)
-    x, mask = _prepare(estimator, x, mask)
+    x, mask = _observed(estimator, x, mask)
     if key is None and estimator.head.is_density:
         key = jax.random.key(0)
     s = jax.tree.map(np.asarray, _summaries(estimator, x, mask, key if estimator.head.is_density else None, n_samples))
@@ -252,8 +257,8 @@ def log_prob(estimator: Estimator, theta, x, mask=None) -> np.ndarray:
             f"The {type(estimator.head).__name__} head gives no density; train with a density head "
             "(sgjax.heads.Gaussian(), MixtureDensity() or Flow()) to evaluate log densities."
         )
-    one_series = np.ndim(x) <= 2 and not isinstance(x, (str, pathlib.Path))
-    x, mask = _prepare(estimator, x, mask)
+    one_series = isinstance(x, (str, pathlib.Path)) or np.ndim(x) <= 2
+    x, mask = _observed(estimator, x, mask)
     k = estimator.y_mean.shape[0]
     theta = jnp.asarray(theta, estimator.y_mean.dtype)
     if one_series:

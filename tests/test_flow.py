@@ -66,6 +66,16 @@ def test_log_density_is_in_natural_units():
     assert np.all(sgjax.log_prob(est, np.array([[-1.0], [0.0]]), x) == -np.inf)
 
 
+def test_log_density_of_a_csv_series(trained, tmp_path):
+    # Observations as a CSV with a time column, as sgjax.infer takes them.
+    task, est, _ = trained
+    x = np.asarray(task.sample(jax.random.key(9), 1).x[0])
+    path = tmp_path / "obs.csv"
+    path.write_text("time,x\n" + "".join(f"{t + 1},{v!r}\n" for t, v in enumerate(x[:, 0].tolist())))
+    theta = np.zeros((4, 2))
+    np.testing.assert_allclose(sgjax.log_prob(est, theta, str(path)), sgjax.log_prob(est, theta, x), rtol=1e-5)
+
+
 def test_saved_flow_loads_with_its_parameters(trained, tmp_path):
     # The flow is rebuilt from the saved configuration and its trained arrays read
     # into it (a fresh process is checked for every head in test_estimator.py).

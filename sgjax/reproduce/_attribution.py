@@ -14,6 +14,7 @@ from .._prior import Prior
 from .._simulator import Simulator
 from .._task import ModelSelection
 from ..baselines import nuts
+from ..diagnostics._common import chi2_sf
 from ..heads import Classifier, Quantile
 from ..observation import ObservationModel, Poisson, Reporting
 from ._common import held_out, predict, SIR_DAYS, SIR_PARAMS, sir_prior, sir_reported, train
@@ -39,7 +40,7 @@ def _chisquare_uniform(counts) -> float:
     counts = np.asarray(counts, float)
     expected = counts.sum() / len(counts)
     stat = float(np.sum((counts - expected) ** 2 / expected))
-    return float(jax.scipy.special.gammaincc((len(counts) - 1) / 2, stat / 2))
+    return float(chi2_sf(stat, len(counts) - 1))
 
 
 def _neighbour_vs_reference(theta_nb, ref) -> dict:

@@ -34,6 +34,7 @@ import numpy as np
 import optimistix as optx
 
 import sgjax
+from _common import write_section
 from sgjax import models
 from sgjax.baselines import _mle, fit_mle
 from sgjax.observation import ObservationModel, Poisson
@@ -215,12 +216,7 @@ def main():
     print(text)
     (HERE / "results_baselines.json").write_text(json.dumps(out, indent=2))
     if not args.no_write:
-        path = HERE / "RESULTS.md"
-        old = path.read_text()
-        begin, end = "<!-- mle:begin -->", "<!-- mle:end -->"
-        block = f"{begin}\n## Maximum likelihood (baselines)\n\n{text}\n{end}"
-        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :] if begin in old else old.rstrip() + "\n\n" + block + "\n"
-        path.write_text(new)
+        write_section("mle", "Maximum likelihood (baselines)", text)
 
 
 if __name__ == "__main__":

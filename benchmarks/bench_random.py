@@ -168,7 +168,10 @@ def main():
     parser.add_argument("--sir-only", action="store_true")
     parser.add_argument("--baseline-rev", default=None,
                         help="also time the samplers of this git revision")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 8,192 rows, fewer repeats")
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.repeat, args.baseline_repeat, args.sir_calls = 8192, 2, 1, 20
     our_key = jax.random.key(0) if args.impl is None else jax.random.key(0, impl=args.impl)
     if args.sir_only:
         print(f"{jax.devices()[0]}; our PRNG: {jax.random.key_impl(our_key)}")

@@ -35,6 +35,7 @@ import scipy
 from scipy.integrate import solve_ivp
 
 import sgjax
+from _common import best_of, write_section
 from sgjax import models
 from sgjax.observation import Gaussian, LogNormal, ObservationModel, Poisson
 
@@ -85,15 +86,6 @@ def configs():
             err_until=2.0,
         ),
     }
-
-
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def numpy_theta(theta, i):
@@ -352,15 +344,7 @@ def main():
     print(text)
     (HERE / "results_simulate.json").write_text(json.dumps({"rows": rows, "compile_s": compiles, "peak_mib": peaks}, indent=2))
     if not args.no_write and not args.quick:
-        path = HERE / "RESULTS.md"
-        begin, end = "<!-- simulate:begin -->", "<!-- simulate:end -->"
-        old = path.read_text() if path.exists() else "# Benchmark results\n"
-        block = f"{begin}\n## Simulation engine\n\n{text}\n{end}"
-        if begin in old:
-            new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
-        else:
-            new = old.rstrip() + "\n\n" + block + "\n"
-        path.write_text(new)
+        write_section("simulate", "Simulation engine", text)
 
 
 if __name__ == "__main__":

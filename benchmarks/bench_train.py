@@ -16,9 +16,9 @@ report and writes it into benchmarks/RESULTS.md between markers.
 """
 
 import argparse
+import functools
 import json
 import platform
-import time
 from pathlib import Path
 
 import equinox as eqx
@@ -27,32 +27,35 @@ import jax.numpy as jnp
 import numpy as np
 
 import sgjax
+from _common import best_of, write_section
 from sgjax import _train, models
 from sgjax.observation import ObservationModel, Poisson
 
 HERE = Path(__file__).parent
 
 
-def best_of(fn, repeats):
+def warm_best_of(fn, repeats):
     fn()  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return best_of(fn, repeats)
 
 
-def setup(batch):
-    sim = sgjax.Simulator(models.SIR(), jnp.arange(1.0, 101.0), ObservationModel(Poisson()))
+def setup(batch, width=256, days=100):
+    """The SIR task, the estimator without its trained arrays, those arrays, and the
+    optimiser, as `fit` builds them (MLP 2×`width`, point head)."""
+    sim = sgjax.Simulator(models.SIR(), jnp.arange(1.0, days + 1.0), ObservationModel(Poisson()))
     task = sgjax.Task(sim, ["beta", "gamma"])
     head = sgjax.heads.Point()
-    pilot = _train.simulate_batch(task, jax.random.key(0), 2048, batch)
-    est = _train._initial_estimator(task, head, sgjax.nn.MLP, pilot, None, jax.random.key(1))
-    params, static = eqx.partition(est.network, eqx.is_inexact_array)
-    frozen = eqx.tree_at(lambda e: e.network, est, static)
+    pilot = _train.simulate_batch(task, jax.random.key(0), 2048, min(batch, 1024))
+    network = functools.partial(sgjax.nn.MLP, width=width, depth=2)
+    est = _train._initial_estimator(task, head, network, pilot, None, jax.random.key(1))
+    params, frozen = _train._split(est)
     optimiser = sgjax.default_optimiser(1e-3, 10_000)
     return task, frozen, params, optimiser
+
+
+def train_consts(task, frozen, optimiser, batch):
+    """The constants of `fit`'s jitted training call, on one device."""
+    return (task, frozen, optimiser, batch, 1, None)
 
 
 @eqx.filter_jit(donate="all-except-first")
@@ -80,7 +83,7 @@ def _one_step(consts, params, opt_state, batch):
 def bench(batch, k, calls, repeats):
     task, frozen, params, optimiser = setup(batch)
     state = {"params": params, "opt": optimiser.init(params)}
-    consts = (task, frozen, optimiser, batch)
+    consts = train_consts(task, frozen, optimiser, batch)
     counter = {"call": 0}
 
     def fused():
@@ -90,7 +93,7 @@ def bench(batch, k, calls, repeats):
             state["params"], state["opt"], losses = _train._train_call(consts, state["params"], state["opt"], keys)
         losses.block_until_ready()
 
-    t_fused = best_of(fused, repeats) / (calls * k)
+    t_fused = warm_best_of(fused, repeats) / (calls * k)
 
     sample = lambda key: _train._sample(task, key, batch)  # noqa: E731
 
@@ -99,7 +102,7 @@ def bench(batch, k, calls, repeats):
             out = sample(jax.random.key(i))
         out.x.block_until_ready()
 
-    t_sim = best_of(sim_only, repeats) / (calls * k)
+    t_sim = warm_best_of(sim_only, repeats) / (calls * k)
 
     fixed = _train._sample(task, jax.random.key(123), batch)
 
@@ -108,7 +111,7 @@ def bench(batch, k, calls, repeats):
             state["params"], state["opt"], losses = _network_only((frozen, optimiser, k), state["params"], state["opt"], fixed)
         losses.block_until_ready()
 
-    t_net = best_of(net_only, repeats) / (calls * k)
+    t_net = warm_best_of(net_only, repeats) / (calls * k)
 
     sim = task.simulator
 
@@ -173,13 +176,8 @@ def main():
     text = report(rows, args)
     print(text)
     (HERE / "results_train.json").write_text(json.dumps(rows, indent=2))
-    if not args.no_write:
-        path = HERE / "RESULTS.md"
-        old = path.read_text()
-        begin, end = "<!-- train:begin -->", "<!-- train:end -->"
-        block = f"{begin}\n## Fused training\n\n{text}\n{end}"
-        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :] if begin in old else old.rstrip() + "\n\n" + block + "\n"
-        path.write_text(new)
+    if not args.no_write and not args.quick:
+        write_section("train", "Fused training", text)
 
 
 if __name__ == "__main__":

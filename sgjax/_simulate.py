@@ -163,8 +163,8 @@ def simulate(
     - `prior`: an [`sgjax.Prior`][] over every parameter the simulator reads. If
         neither `prior` nor `theta` is given, `simulator.default_prior()` is used.
     - `theta`: a dict of parameter name → array of shape `(n,)` to simulate instead.
-    - `strategy`: [`sgjax.SharedStep`][] (default, fastest) or
-        [`sgjax.PerTrajectory`][].
+    - `strategy`: [`sgjax.SharedStep`][] (default), [`sgjax.PerTrajectory`][], or
+        [`sgjax.Fused`][] (one kernel per block of trajectories: fastest on a GPU).
     - `chunk_size`: samples per compiled call; bounds memory for very large `n`.
     - `resample_failed`: with a prior, replace failed simulations (solver failure,
         NaN or infinity) by fresh draws, up to `max_rounds` times — i.e. sample the
@@ -180,7 +180,9 @@ def simulate(
         raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")
     strategy = SharedStep() if strategy is None else strategy
     if not isinstance(strategy, AbstractStrategy):
-        raise TypeError(f"`strategy` must be sgjax.SharedStep() or sgjax.PerTrajectory(), got {strategy!r}.")
+        raise TypeError(
+            f"`strategy` must be sgjax.SharedStep(), sgjax.PerTrajectory() or sgjax.Fused(), got {strategy!r}."
+        )
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
     if theta is not None:

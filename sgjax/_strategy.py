@@ -13,6 +13,9 @@ return the same array layout; they differ in how steps are taken:
   If a chunk's shared solve fails as a whole (one pathological trajectory exhausting
   `max_steps`), [`sgjax.simulate`][] re-solves that chunk per trajectory so only the
   culprits are lost. The rescue is compiled only if it is ever needed.
+- [`sgjax.Fused`][] (`_fused.py`): the whole integration of a block of trajectories in
+  one Pallas kernel on a GPU, each trajectory with its own adaptive steps; forward
+  only (no gradients), explicit Runge–Kutta solvers only.
 """
 
 import abc

@@ -128,3 +128,16 @@ def test_flow_passes_c2st_and_sbc_against_the_exact_posterior(trained):
         assert c2st(post.samples[i], exact, key=jax.random.key(i)) <= 0.6
     result = sbc(post.samples[:, :200], np.asarray(b.y), key=jax.random.key(8))
     assert np.all(result.inside_band) and np.all(result.chi2_p_value > 1e-3)
+
+
+def test_a_second_fit_with_a_new_flow_compiles_nothing(trained):
+    # flowjax builds a fresh closure per layer and optax one per optimiser; jit keys on
+    # their identity, so without sharing them every fit recompiled its training step.
+    from sgjax import _train
+
+    task = trained[0]
+    head = lambda: Flow(summary_size=16, flow_layers=3, nn_width=32)  # noqa: E731
+    sgjax.fit(task, head(), key=jax.random.key(1), steps=50, batch_size=128, eval_every=50, validation_size=256, progress=False)
+    before = _train._TRACES["train"]
+    sgjax.fit(task, head(), key=jax.random.key(2), steps=50, batch_size=128, eval_every=50, validation_size=256, progress=False)
+    assert _train._TRACES["train"] == before

@@ -124,21 +124,22 @@ def pair_sampler(task):
 
 
 class _CompileTimer:
-    """Seconds JAX spends tracing, lowering and compiling while active (jax.monitoring)."""
+    """Seconds JAX spends lowering and compiling (XLA) inside the `with` block, from
+    jax.monitoring's events; tracing is not included."""
 
     EVENTS = ("/jax/core/compile/backend_compile_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration")
 
-    def __init__(self):
+    def __enter__(self):
         self.seconds = 0.0
-        self.active = False
         jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
 
     def _listen(self, event, duration, **kwargs):
-        if self.active and event in self.EVENTS:
+        if event in self.EVENTS:
             self.seconds += duration
-
-
-_COMPILE = _CompileTimer()
 
 
 # --------------------------------------------------------------------------- sgjax
@@ -152,14 +153,13 @@ def run_sgjax(task, key, val, cfg, threshold=None):
     def callback(step, metrics):
         curve.append((time.perf_counter() - start, step, metrics["val_loss"], metrics["samples_per_s"]))
 
-    _COMPILE.seconds, _COMPILE.active = 0.0, True
-    start = time.perf_counter()
-    estimator, history = sgjax.fit(
-        task, head, network, key=key, steps=cfg["sgjax_steps"], batch_size=BATCH, validation_size=cfg["n_val"],
-        eval_every=cfg["eval_every"], progress=False, callback=callback,
-    )  # fmt: skip
-    wall = time.perf_counter() - start
-    _COMPILE.active = False
+    with _CompileTimer() as compile_timer:
+        start = time.perf_counter()
+        estimator, history = sgjax.fit(
+            task, head, network, key=key, steps=cfg["sgjax_steps"], batch_size=BATCH, validation_size=cfg["n_val"],
+            eval_every=cfg["eval_every"], progress=False, callback=callback,
+        )  # fmt: skip
+        wall = time.perf_counter() - start
 
     # fit's validation loss is −log q of the standardised learning-space target; in
     # natural units it is shifted by Σ log y_std − mean Σ log |du/dθ|, the same for
@@ -183,7 +183,7 @@ def run_sgjax(task, key, val, cfg, threshold=None):
         "batch_size": BATCH,
         "steps": history["step"][-1],
         "wall_s": wall,
-        "compile_s": _COMPILE.seconds,
+        "compile_s": compile_timer.seconds,
         "samples_per_s": float(np.median(rates)) if rates else None,
         "final_val_loss": losses[-1],
         "best_val_loss": min(losses),

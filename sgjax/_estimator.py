@@ -98,6 +98,28 @@ class Posterior(eqx.Module):
             raise ValueError(f"A {mass:.0%} interval needs the {lo} and {hi} quantiles; available: {have}.")
         return self.quantiles[lo], self.quantiles[hi]
 
+    def box(self, i: int = 0, mass: float = 0.996, widen: float = 0.2) -> dict[str, tuple[float, float]]:
+        """A box holding this posterior (observation `i`), to restrict a prior to for
+        a further, truncated round of training ([`sgjax.Prior.restrict`][]): per
+        target, the central interval of its samples holding `mass`, widened on each
+        side by `widen` times its width — on the log scale when every sample is
+        positive. A flow trained on the whole prior tends to be too wide, so the box
+        errs on the wide side; a box that cut into the posterior would bias it."""
+        if self.samples is None:
+            raise ValueError("A box needs posterior samples: use a density head (Flow, Gaussian, MixtureDensity).")
+        if not 0 < mass < 1 or widen < 0:
+            raise ValueError(f"`mass` must be in (0, 1) and `widen` ≥ 0, got mass={mass}, widen={widen}.")
+        out = {}
+        for j, label in enumerate(self.labels):
+            s = np.asarray(self.samples[i, :, j], dtype=float)
+            s = s[np.isfinite(s)]
+            log = bool(np.all(s > 0))
+            v = np.log(s) if log else s
+            lo, hi = np.quantile(v, [(1 - mass) / 2, (1 + mass) / 2])
+            lo, hi = lo - widen * (hi - lo), hi + widen * (hi - lo)
+            out[label] = (float(np.exp(lo)), float(np.exp(hi))) if log else (float(lo), float(hi))
+        return out
+
     def summary(self, i: int = 0) -> dict:
         """A JSON-friendly dict of the summaries for observation `i`."""
         out = {}

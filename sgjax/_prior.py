@@ -151,10 +151,101 @@ class Prior(eqx.Module):
                     "TruncatedNormal(low=..., high=...)."
                 )
 
+    def restrict(self, box: Mapping[str, tuple[float, float]]) -> "Prior":
+        """This prior conditioned on a box: each named parameter truncated to its
+        interval `(low, high)` (intersected with its support), the others unchanged.
+
+        Training on a restricted prior is *truncated* sequential neural posterior
+        estimation: if the box holds (nearly) all of the posterior mass for an
+        observation, the posterior under the restricted prior is the same posterior,
+        and the network spends its capacity where that observation's posterior lives.
+        The estimator is then valid only for observations whose posterior lies inside
+        the box. [`sgjax.Posterior.box`][] gives a box from a first round's samples.
+
+        `Uniform` and `LogUniform` stay in their family with the new bounds (so a
+        restricted prior reuses compiled code); any other distribution is truncated
+        through its CDF and inverse CDF, which numpyro provides for most scalar
+        families (not `Gamma`, whose inverse CDF needs TensorFlow Probability).
+        """
+        unknown = [n for n in box if n not in self.distributions]
+        if unknown:
+            hints = "".join(suggest(n, self.names) for n in unknown)
+            raise ValueError(f"The box names parameters {unknown} that the prior does not have ({self.names}).{hints}")
+        out = dict(self.distributions)
+        for name, interval in box.items():
+            try:
+                low, high = (float(v) for v in interval)
+            except (TypeError, ValueError):
+                raise ValueError(f"The box for {name!r} must be a pair (low, high) of numbers, got {interval!r}.") from None
+            d = out[name]
+            if isinstance(d, dist.Delta):
+                continue
+            support = bounds(d.support) or (-math.inf, math.inf)
+            low, high = max(low, support[0]), min(high, support[1])
+            if not low < high:
+                raise ValueError(
+                    f"The box for {name!r} {tuple(interval)} does not overlap the prior's support {support}: "
+                    "widen it, or check that it was computed for this prior's parameters."
+                )
+            out[name] = _truncate(name, d, low, high)
+        return Prior(out)
+
     def _check_names(self, theta):
         missing = [n for n in self.distributions if n not in theta]
         if missing:
             raise ValueError(f"θ has no value for {missing}; it has {list(theta)}.")
+
+
+class Truncated(dist.Distribution):
+    """A scalar distribution conditioned on `[low, high]`: sampled by inverse CDF,
+    density renormalised by the mass the interval holds. See [`sgjax.Prior.restrict`][]."""
+
+    arg_constraints = {}
+    pytree_data_fields = ("base", "low", "high")
+
+    def __init__(self, base: dist.Distribution, low, high):
+        self.base, self.low, self.high = base, jnp.asarray(low), jnp.asarray(high)
+        super().__init__(batch_shape=(), event_shape=())
+
+    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    def support(self):
+        return constraints.interval(self.low, self.high)
+
+    def _mass(self):
+        return self.base.cdf(self.low), self.base.cdf(self.high)
+
+    def sample(self, key, sample_shape=()):
+        lo, hi = self._mass()
+        u = jax.random.uniform(key, sample_shape, minval=lo, maxval=hi)
+        return jnp.clip(self.base.icdf(u), self.low, self.high)
+
+    def log_prob(self, value):
+        lo, hi = self._mass()
+        inside = (value >= self.low) & (value <= self.high)
+        return jnp.where(inside, self.base.log_prob(value) - jnp.log(hi - lo), -jnp.inf)
+
+    @property
+    def mean(self):  # only used as a safe in-support point
+        return (self.low + self.high) / 2
+
+
+def _truncate(name, d, low, high):
+    if isinstance(d, (dist.Uniform, dist.LogUniform)):
+        return type(d)(low, high)
+    if isinstance(d, Truncated):
+        return Truncated(d.base, max(low, float(d.low)), min(high, float(d.high)))
+    try:
+        mass = float(d.cdf(jnp.asarray(high)) - d.cdf(jnp.asarray(low)))
+        d.icdf(jnp.asarray(0.5))
+    except (NotImplementedError, ImportError, AttributeError) as e:
+        raise ValueError(
+            f"The prior for {name!r} ({type(d).__name__}) cannot be truncated: numpyro gives it no CDF and "
+            f"inverse CDF here ({type(e).__name__}). Use a family that has them (Uniform, LogUniform, "
+            "Normal, LogNormal, TruncatedNormal, ...)."
+        ) from None
+    if not mass > 0:
+        raise ValueError(f"The prior for {name!r} puts no mass on ({low}, {high}): the box misses it.")
+    return Truncated(d, low, high)
 
 
 def _finite_mean(d) -> bool:

@@ -51,3 +51,51 @@ def test_bad_priors():
         sgjax.Prior()
     with pytest.raises(ValueError, match="needs beta in"):
         sgjax.Prior(beta=dist.Normal(0.3, 0.1), gamma=dist.Uniform(0.1, 0.2)).check_model(sgjax.models.SIR())
+
+
+def test_restrict_is_the_prior_conditioned_on_the_box():
+    prior = sgjax.Prior(
+        a=dist.LogUniform(0.5, 5.0), b=dist.Normal(0.0, 1.0), c=dist.LogNormal(0.0, 1.0), fixed=2.0
+    )
+    restricted = prior.restrict({"a": (1.0, 9.0), "b": (0.5, 2.0), "c": (0.1, 10.0), "fixed": (0.0, 1.0)})
+    # Uniform families keep their family (and compiled code); the box is intersected
+    # with the support (a ≤ 5); fixed parameters stay fixed.
+    assert isinstance(restricted.distributions["a"], dist.LogUniform)
+    assert float(restricted.distributions["a"].high) == pytest.approx(5.0)
+    theta = restricted.sample(jax.random.key(0), 200_000)
+    assert np.all(np.asarray(theta["fixed"]) == 2.0)
+    b = np.asarray(theta["b"])
+    assert b.min() >= 0.5 and b.max() <= 2.0
+    exact = st.truncnorm(0.5, 2.0)
+    assert abs(b.mean() - exact.mean()) < 4 * exact.std() / np.sqrt(b.size)
+    assert st.kstest(b, exact.cdf).pvalue > 1e-3
+    # The density is the conditioned one: renormalised inside, -inf outside.
+    grid = np.linspace(0.5, 2.0, 7)
+    lp = restricted.distributions["b"].log_prob(jnp.asarray(grid))
+    np.testing.assert_allclose(lp, exact.logpdf(grid), rtol=1e-4)
+    assert restricted.distributions["b"].log_prob(3.0) == -np.inf
+
+
+def test_restrict_errors():
+    prior = sgjax.Prior(a=dist.Uniform(0.0, 1.0), g=dist.Gamma(2.0, 1.0))
+    with pytest.raises(ValueError, match="does not have"):
+        prior.restrict({"aa": (0.1, 0.2)})
+    with pytest.raises(ValueError, match="does not overlap"):
+        prior.restrict({"a": (2.0, 3.0)})
+    with pytest.raises(ValueError, match="pair"):
+        prior.restrict({"a": 0.5})
+    with pytest.raises(ValueError, match="cannot be truncated"):
+        prior.restrict({"g": (1.0, 2.0)})
+
+
+def test_posterior_box_holds_the_samples_with_a_margin():
+    rng = np.random.default_rng(0)
+    samples = np.stack([rng.lognormal(0.0, 0.5, 4000), rng.normal(0.0, 1.0, 4000)], -1)[None]
+    post = sgjax.Posterior(labels=("rate", "shift"), point=None, quantiles={}, samples=samples, probabilities=None)
+    box = post.box(mass=0.99, widen=0.5)
+    # rate: positive, so boxed on the log scale: log-quantiles ±2.576·0.5, widened by half their width.
+    lo, hi = np.log(box["rate"])
+    assert lo == pytest.approx(-2 * 2.576 * 0.5, abs=0.15) and hi == pytest.approx(2 * 2.576 * 0.5, abs=0.15)
+    assert box["shift"][0] == pytest.approx(-2 * 2.576, abs=0.25)
+    with pytest.raises(ValueError, match="density head"):
+        sgjax.Posterior(labels=("a",), point=None, quantiles={}, samples=None, probabilities=None).box()

@@ -124,6 +124,11 @@ def test_fused_matches_diffrax_and_exact_reference(name, getkey):
         # Same tolerance per trajectory: no less accurate than vmap(diffeqsolve) (it
         # is usually more: steps land on the observation times, no interpolation).
         assert err_fused <= 1.5 * err_per
+        # Steps run past observation times, read from Tsit5's dense output: as accurate
+        # as diffrax, which does the same.
+        dense, ok_dense = jax.jit(lambda th: sgjax.Fused(interpolate=True).solve(sim, th))(theta)
+        assert ok_dense.all()
+        assert np.abs(np.asarray(dense, np.float64) - exact).max() <= 1.5 * err_per
 
 
 def test_irregular_grid_and_closed_forms():
@@ -239,9 +244,12 @@ def test_kernel_lowers_to_triton_for_cuda(model, theta, ts):
     # Cross-platform export runs the Pallas → Triton lowering without a GPU: every
     # primitive of the kernel must have a Triton rule (no reduce_or, no 2-D stacking).
     fixed = dict(stepsize_controller=dfx.ConstantStepSize(), dt0=0.01)
-    for kw in ({}, fixed) if isinstance(model, sgjax.models.Lorenz) else ({},):
+    variants = [({}, False)]
+    if isinstance(model, sgjax.models.Lorenz):  # fixed steps, dense output, Dopri5
+        variants += [(fixed, False), ({}, True), ({"solver": dfx.Dopri5()}, True)]
+    for kw, interpolate in variants:
         sim = sgjax.Simulator(model, ts, **kw)
-        strategy = sgjax.Fused(pallas=True, interpret=False)
+        strategy = sgjax.Fused(pallas=True, interpret=False, interpolate=interpolate)
         args = {k: jax.ShapeDtypeStruct((1000,), jnp.float32) for k in theta}
         exported = jax.export.export(
             jax.jit(lambda th: strategy.solve(sim, th)),

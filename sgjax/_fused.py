@@ -30,7 +30,6 @@ vectors. Pallas's interpreter runs the kernel itself (jitted, as fast on CPU: SI
 against 1.5 s), which is how the tests check the kernel without a GPU.
 """
 
-from collections.abc import Callable
 from typing import Any
 
 import diffrax as dfx
@@ -545,7 +544,6 @@ class Fused(AbstractStrategy):
         times = jnp.concatenate([jnp.asarray([simulator.t0], dtype), simulator.ts])
         theta_mat = jnp.stack([jnp.asarray(theta[k], dtype) for k in names])  # (params, batch)
         aux = plan.aux.vector()
-        n = theta_mat.shape[1]
         on_gpu = jax.default_backend() == "gpu"
         use_pallas = on_gpu if self.pallas is None else self.pallas
         if not use_pallas:

@@ -62,8 +62,8 @@ SETTINGS = {
     # n_val: held-out simulations; sbi_n: sbi's simulation budget; sgjax_steps:
     # fused steps (the learning-rate schedule's length); bf_epochs × bf_batches:
     # BayesFlow fit_online batches.
-    "full": dict(n_val=2048, sbi_n=20_000, sbi_max_epochs=400, sgjax_steps=6000, eval_every=50, bf_epochs=12, bf_batches=100),
-    "quick": dict(n_val=1024, sbi_n=2_000, sbi_max_epochs=8, sgjax_steps=300, eval_every=50, bf_epochs=3, bf_batches=10),
+    "full": dict(n_val=2048, sbi_n=20_000, sbi_max_epochs=300, sgjax_steps=6000, eval_every=50, bf_epochs=12, bf_batches=100, profile=True),
+    "quick": dict(n_val=1024, sbi_n=2_000, sbi_max_epochs=8, sgjax_steps=300, eval_every=50, bf_epochs=3, bf_batches=10, profile=False),
 }
 
 
@@ -175,7 +175,7 @@ def run_sgjax(task, key, val, cfg, threshold=None):
     rates = [r for *_, r in curve if r is not None and not math.isnan(r)]
     reached = next(((t, s) for (t, s, _, _), v in zip(curve, losses) if threshold is not None and v <= threshold), None)
     params = sum(a.size for a in jax.tree.leaves(sgjax._train._split(estimator)[0]))
-    return {
+    out = {
         "status": "ok",
         "network": f"MLP {2 * 100}→{SUMMARY['width']}×{SUMMARY['depth']}→{SUMMARY['out']} (gelu) + flowjax MAF "
         f"{FLOW['layers']} layers, conditioner {FLOW['depth']}×{FLOW['width']}",
@@ -192,6 +192,43 @@ def run_sgjax(task, key, val, cfg, threshold=None):
         "time_to_threshold_s": None if reached is None else reached[0],
         "steps_to_threshold": None if reached is None else reached[1],
     }
+    if cfg.get("profile"):
+        out.update(_profile_sgjax(task, estimator, rates))
+    return out
+
+
+def _profile_sgjax(task, estimator, rates, calls: int = 8, k: int = 25) -> dict:
+    """Where a fused step's time goes: the simulation alone (`task.sample` jitted, batch
+    `BATCH`) and the network step alone (gradient + update on a fixed batch, `k` steps
+    scanned per dispatch), as benchmarks/bench_train.py splits them."""
+    from bench_train import _network_only
+
+    from sgjax import _train
+
+    def timed(fn):
+        jax.block_until_ready(fn())  # compile
+        start = time.perf_counter()
+        for _ in range(calls):
+            out = fn()
+        jax.block_until_ready(out)
+        return (time.perf_counter() - start) / calls
+
+    params, frozen = _train._split(estimator)
+    optimiser = sgjax.default_optimiser(1e-3, 10_000)
+    state = [params, optimiser.init(params)]
+    fixed = _train._sample(task, jax.random.key(123), BATCH)
+
+    def network():
+        state[0], state[1], losses = _network_only((frozen, optimiser, k), state[0], state[1], fixed)
+        return losses
+
+    sim_s = timed(lambda: [_train._sample(task, jax.random.key(i), BATCH).x for i in range(k)][-1]) / k
+    net_s = timed(network) / k
+    return {
+        "ms_per_step": 1e3 * BATCH / float(np.median(rates)) if rates else None,
+        "ms_per_step_simulate": 1e3 * sim_s,
+        "ms_per_step_network": 1e3 * net_s,
+    }
 
 
 # --------------------------------------------------------------------------- sbi
@@ -206,6 +243,11 @@ def run_sbi(task, key, val, cfg):
     except Exception as e:  # noqa: BLE001 - any import failure means: not available
         return {"status": f"skipped: sbi not importable ({type(e).__name__}: {e})"}
     torch.manual_seed(0)
+    # One intra-op thread: on this shared 2-core machine torch's default (2) ran an epoch
+    # ~8× slower than one thread whenever another process held a core (OpenMP threads
+    # waiting on each other), and no faster on an idle machine. The choice favours sbi.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     draw = pair_sampler(task)
     start = time.perf_counter()
     draw(jax.random.fold_in(key, 1), BATCH)  # compile the simulator first: not charged to sbi
@@ -225,6 +267,7 @@ def run_sbi(task, key, val, cfg):
         inference = NPE(prior=None, density_estimator=builder, show_progress_bars=False)
         estimator = inference.append_simulations(theta_t, x_t).train(max_num_epochs=cfg["sbi_max_epochs"])
     train_s = time.perf_counter() - start
+    torch.set_num_threads(threads)
     epochs = int(inference.summary["epochs_trained"][-1])
     epoch_s = float(np.median(inference.summary["epoch_durations_sec"]))
 
@@ -244,6 +287,7 @@ def run_sbi(task, key, val, cfg):
         "parameters": int(sum(p.numel() for p in estimator.parameters())),
         "simulations": cfg["sbi_n"],
         "training_batch_size": 200,
+        "torch_threads": 1,
         "epochs": epochs,
         "converged": epochs <= cfg["sbi_max_epochs"],  # stopped by its own early stopping
         "median_epoch_s": epoch_s,
@@ -272,12 +316,23 @@ def run_bayesflow(task, key, val, cfg):
     draw = pair_sampler(task)
     draw(jax.random.fold_in(key, 1), BATCH)  # compiled already for sbi, or now: not charged to BayesFlow
     keys = iter(jax.random.split(key, 10**5))
+    sim_clock = {"s": 0.0, "batches": 0}
 
     class SgjaxSimulator(bf.simulators.Simulator):
         def sample(self, batch_shape, **kwargs):
+            start = time.perf_counter()
             n = batch_shape if isinstance(batch_shape, int) else int(np.prod(batch_shape))
             u, x = draw(next(keys), n)
+            sim_clock["s"] += time.perf_counter() - start
+            sim_clock["batches"] += 1
             return {"u": u.astype(np.float32), "x": x}
+
+    class FixedBatch(bf.simulators.Simulator):  # for the profile: the network step alone
+        def __init__(self, batch):
+            self.batch = batch
+
+        def sample(self, batch_shape, **kwargs):
+            return self.batch
 
     class MLPSummary(bf.networks.SummaryNetwork):
         def __init__(self, **kwargs):
@@ -312,7 +367,7 @@ def run_bayesflow(task, key, val, cfg):
     per_epoch = np.diff([start] + ends)
     steady = per_epoch[1:] if len(per_epoch) > 1 else per_epoch
     lp = workflow.approximator.log_prob(data={"u": val["u"].astype(np.float32), "x": val["x_peer"]})
-    return {
+    out = {
         "status": "ok",
         "version": bf.__version__,
         "keras": keras.__version__,
@@ -326,7 +381,17 @@ def run_bayesflow(task, key, val, cfg):
         "first_epoch_s": float(per_epoch[0]),
         "samples_per_s": float(cfg["bf_batches"] * BATCH / np.median(steady)),
         "final_val_loss": natural_nll(lp, val["theta"], task.spaces),
+        # Profile: the simulator's share of fit_online (host draws of BATCH through sgjax.simulate).
+        "ms_per_batch_simulate": 1e3 * sim_clock["s"] / max(sim_clock["batches"], 1),
+        "ms_per_batch": 1e3 * np.median(steady) / cfg["bf_batches"],
     }
+    if cfg.get("profile"):  # the training step alone: fit_online on one fixed batch
+        workflow.simulator = FixedBatch(SgjaxSimulator().sample(BATCH))
+        ends.clear()
+        start = time.perf_counter()
+        workflow.fit_online(epochs=3, num_batches_per_epoch=cfg["bf_batches"], batch_size=BATCH, verbose=0, callbacks=[Clock()], keep_optimizer=True)
+        out["ms_per_batch_network"] = 1e3 * float(np.median(np.diff(ends))) / cfg["bf_batches"]
+    return out
 
 
 # --------------------------------------------------------------------------- report
@@ -387,6 +452,7 @@ def report(out) -> str:
     if s["status"] == "ok":
         lines.append(
             f"| sbi {s['version']} NPE, {s['simulations']:,} simulations, batch {s['training_batch_size']}, {s['epochs']} epochs "
+            f"({'early-stopped' if s['converged'] else 'epoch cap reached'}; torch {s['torch_threads']} thread) "
             f"| {s['network']} ({s['parameters']:,}) | {s['total_s']:.1f} s (simulate {s['simulate_s']:.1f} s, train "
             f"{s['train_s']:.1f} s) | – | {s['workflow_samples_per_s']:,.0f} (workflow; "
             f"{s['training_samples_per_s']:,.0f} training examples/s) | {s['final_val_loss']:.3f} |"
@@ -419,6 +485,13 @@ def report(out) -> str:
         lines.append(
             f"- **Samples/s against BayesFlow `fit_online`** (batch {BATCH}, first epoch excluded): "
             f"{_f(g['samples_per_s'], '{:,.0f}')} / {b['samples_per_s']:,.0f} = **{b['speedup_samples_per_s']:.1f}×** (goal ≥ 3×)."
+        )
+    if g.get("ms_per_step_simulate") is not None and b.get("ms_per_batch_network") is not None:
+        lines.append(
+            f"- Where the time goes, ms per batch of {BATCH}: sgjax's fused step {_f(g['ms_per_step'], '{:.1f}')} "
+            f"(simulation alone {g['ms_per_step_simulate']:.1f}, network step alone {g['ms_per_step_network']:.1f}); "
+            f"BayesFlow {b['ms_per_batch']:.1f} (its simulator's host draws through `sgjax.simulate` "
+            f"{b['ms_per_batch_simulate']:.1f}, its training step alone {b['ms_per_batch_network']:.1f})."
         )
     lines.append(f"- sgjax's validation loss, converted to natural units, matches `sgjax.log_prob` on the trained estimator ({g['log_prob_check']:.4f}).")
     return "\n".join(lines)

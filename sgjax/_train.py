@@ -315,7 +315,9 @@ def fit(
     - `pilot_size`: samples used to fit input standardisation and target scaling.
     - `log1p`: standardise `log1p(x)`; default: when all pilot data are `≥ 0`.
     - `checkpoint_dir`: write checkpoints there every `checkpoint_every` steps
-        (default `eval_every`), atomically; the last two are kept.
+        (default `eval_every`), atomically; the last two are kept. With several
+        processes, process 0 writes them and every process can resume from them (use a
+        directory they share).
     - `resume`: continue from the newest valid checkpoint in `checkpoint_dir`; the
         result equals an uninterrupted run with the same arguments.
     - `progress`: show a tqdm progress bar (loss, validation loss, samples/s).
@@ -465,13 +467,28 @@ def fit(
                 if callback is not None:
                     callback(step, {"loss": history["loss"][-1], "val_loss": v, "samples_per_s": rate})
                 window_start, window_samples = time.perf_counter(), 0
-            if ckpt_dir is not None and (step % checkpoint_every == 0 or step >= steps or stopped):
+            due = ckpt_dir is not None and (step % checkpoint_every == 0 or step >= steps or stopped)
+            if due and jax.process_index() == 0:  # one writer when several processes train together
                 _save_checkpoint(
-                    ckpt_dir, step, _assemble(frozen, params), opt_state, best, best_val, bad_evals, history, config, stopped
-                )
+                    ckpt_dir, step, _assemble(frozen, _local(params)), _local(opt_state), _local(best), best_val,
+                    bad_evals, history, config, stopped,
+                )  # fmt: skip
     finally:
         bar.close()
-    return _assemble(frozen, best), history
+    return _assemble(frozen, _local(best)), history
+
+
+def _local(tree):
+    """Arrays replicated over the devices of several processes, as this process's own
+    copy (every process holds all of each), so that they can be saved, converted to
+    NumPy and used like any array. Other leaves pass through."""
+
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return a.addressable_data(0)
+        return a
+
+    return jax.tree.map(one, tree)
 
 
 def _save_checkpoint(directory, step, estimator, opt_state, best, best_val, bad_evals, history, config, stopped):

@@ -3,7 +3,8 @@ runtime are fixed when JAX starts): train a small SGNN data-parallel and print t
 loss history and a fingerprint of the parameters as JSON.
 
     python parallel_worker.py devices N             # N simulated CPU devices, one process
-    python parallel_worker.py distributed ID PORT   # process ID of 2, 2 CPU devices each
+    python parallel_worker.py distributed ID PORT DIR  # process ID of 2, 2 CPU devices each;
+                                                       # checkpoints into the shared DIR
 """
 
 import json
@@ -22,6 +23,7 @@ if mode == "distributed":
 
 sys.path.insert(0, os.path.dirname(__file__))
 import equinox as eqx  # noqa: E402
+import jax.experimental.multihost_utils  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sgjax  # noqa: E402
@@ -38,6 +40,21 @@ def fingerprint(est):
 out = {"devices": len(jax.devices()), "processes": jax.process_count()}
 for name, extra in (("stream", {}), ("budget", {"budget": 256})):
     est, hist = sgjax.fit(PoissonGamma(), devices="all", **KW, **extra)
-    shardings = {str(leaf.sharding.spec) for leaf in jax.tree.leaves(eqx.filter(est.network, eqx.is_inexact_array))}
+    # One process: replicated over its devices. Several: each process's own full copy.
+    shardings = {str(getattr(leaf.sharding, "spec", "local")) for leaf in jax.tree.leaves(eqx.filter(est.network, eqx.is_inexact_array))}
     out[name] = {"loss": hist["loss"], "val_loss": hist["val_loss"], "params": fingerprint(est), "specs": sorted(shardings)}
+if mode == "distributed":
+    # Checkpoints: one writer (process 0) into the directory both share; both resume.
+    from sgjax import _train
+
+    writes = []
+    save = _train._save_checkpoint
+    _train._save_checkpoint = lambda *a, **k: (writes.append(a[1]), save(*a, **k))
+    ckpt = sys.argv[4]
+    sgjax.fit(PoissonGamma(), devices="all", checkpoint_dir=ckpt, checkpoint_every=25, **KW)
+    jax.experimental.multihost_utils.sync_global_devices("checkpoints written")
+    est, hist = sgjax.fit(PoissonGamma(), devices="all", checkpoint_dir=ckpt, resume=True, **(KW | {"steps": 75}))
+    saved = sgjax.save(os.path.join(ckpt, f"estimator-{jax.process_index()}"), est)  # a local copy saves
+    out["checkpoints"] = {"writes": writes, "files": sorted(os.listdir(ckpt)), "resumed_loss": hist["loss"],
+                          "resumed_params": fingerprint(est), "saved": os.path.exists(saved)}
 print("RESULT " + json.dumps(out), flush=True)

@@ -43,7 +43,9 @@ def _check(got, want):
         np.testing.assert_allclose(got[name]["loss"], want[name]["loss"], rtol=1e-5)
         np.testing.assert_allclose(got[name]["val_loss"], want[name]["val_loss"], rtol=1e-5)
         np.testing.assert_allclose(got[name]["params"], want[name]["params"], rtol=1e-4, atol=1e-5)
-        assert got[name]["specs"] == ["P()"]  # parameters replicated on every device
+        # One process: parameters replicated on every device; several: each process
+        # returns its own full copy, usable (and savable) like any array.
+        assert got[name]["specs"] == (["P()"] if got["processes"] == 1 else ["local"])
 
 
 def test_four_devices_match_one_device(one_device):
@@ -55,12 +57,12 @@ def test_four_devices_match_one_device(one_device):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_device(one_device):
+def test_two_processes_match_one_device(one_device, tmp_path):
     with socket.socket() as s:  # a free port for the coordinator
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     procs = [
-        subprocess.Popen([sys.executable, WORKER, "distributed", str(i), str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, WORKER, "distributed", str(i), str(port), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)
     ]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -70,6 +72,13 @@ def test_two_processes_match_one_device(one_device):
     for got in results:
         assert got["devices"] == 4 and got["processes"] == 2
         _check(got, one_device)
+    # Process 0 alone wrote the checkpoints; both resumed from them to the same run.
+    ck = [got["checkpoints"] for got in results]
+    assert ck[0]["writes"] == [25, 50, 75] and ck[1]["writes"] == []
+    assert [f for f in ck[0]["files"] if f.startswith("ckpt-")] != []
+    assert ck[0]["resumed_loss"] == ck[1]["resumed_loss"] and len(ck[0]["resumed_loss"]) == 3
+    np.testing.assert_allclose(ck[0]["resumed_params"], ck[1]["resumed_params"], rtol=1e-6)
+    assert ck[0]["saved"] and ck[1]["saved"]
 
 
 def test_shards_change_the_batches_not_the_quality(one_device):

@@ -62,7 +62,7 @@ def test_report_with_peers_skipped():
     }  # fmt: skip
     out = {
         "machine": "m", "revision": "r", "quick": True, "settings": bench_peers.SETTINGS["quick"], "held_out": 8,
-        "load_before": "0.0", "load_after": "0.0", "sgjax": sgjax_figures,
+        "load_after": "0.0", "sgjax": sgjax_figures,
         "sbi": {"status": "skipped: sbi not importable"}, "bayesflow": {"status": "skipped: bayesflow not importable"},
     }  # fmt: skip
     text = bench_peers.report(out)

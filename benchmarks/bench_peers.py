@@ -554,6 +554,20 @@ def report(out) -> str:
             "BayesFlow's batches come from the same compiled sgjax simulator, so even a fused step that cost "
             f"no more than its simulation would be {b['ms_per_batch'] / g['ms_per_step_simulate']:.1f}× BayesFlow."
         )
+    if b.get("ms_per_batch_simulate") is not None and g.get("ms_per_step_simulate") is not None:
+        lines.append(
+            f"- `sgjax.simulate` at {BATCH} samples a call (host arrays out, failed draws resampled) costs more than the "
+            f"same simulation inside a jitted step ({g['ms_per_step_simulate']:.1f} ms): the {b['ms_per_batch_simulate']:.1f} ms "
+            "measured inside `fit_online` overlaps BayesFlow's asynchronously dispatched training step (the two add to "
+            f"more than its {b['ms_per_batch']:.1f} ms batch), so only part of it is `simulate`'s own overhead. A cheaper "
+            "`simulate` for small batches would make BayesFlow faster here, and this ratio smaller."
+        )
+    if g.get("steps_to_threshold") and b.get("batches_to_threshold"):
+        lines.append(
+            f"- Samples to reach sbi's loss: sgjax {g['steps_to_threshold'] * BATCH:,} fresh simulations, BayesFlow "
+            f"{b['batches_to_threshold'] * BATCH:,} (it learns more per sample here: coupling flow with actnorm, "
+            f"its own learning rate); sbi {s['simulations']:,} simulations over {s['epochs']} epochs."
+        )
     lines.append(f"- sgjax's validation loss, converted to natural units, matches `sgjax.log_prob` on the trained estimator ({g['log_prob_check']:.4f}).")
     return "\n".join(lines)
 

@@ -131,18 +131,8 @@ def test_fused_matches_diffrax_and_exact_reference(name, getkey):
         assert np.abs(np.asarray(dense, np.float64) - exact).max() <= 1.5 * err_per
 
 
-def test_irregular_grid_and_closed_forms():
-    def logistic(t, y, th):
-        return th["r"] * y * (1 - y / 100.0)
-
-    model = sgjax.ODEModel(logistic, lambda th: jnp.array([5.0]), ("r",), ("N",), sgjax.State("N"))
-    ts = jnp.array([0.3, 0.5, 2.0, 2.1, 7.5, 12.0, 30.0])
-    sim = sgjax.Simulator(model, ts, stepsize_controller=dfx.PIDController(rtol=1e-6, atol=1e-6))
-    r = jnp.array([0.2, 0.5, 1.0])
-    out = sgjax.simulate(sim, jax.random.key(0), theta={"r": r}, strategy=sgjax.Fused())
-    exact = 100.0 / (1 + (100.0 / 5.0 - 1) * np.exp(-np.asarray(r)[:, None] * np.asarray(ts)[None]))
-    np.testing.assert_allclose(out.states[..., 0], exact, rtol=1e-4)  # rtol 1e-6 per step, float32
-
+def test_exponential_closed_form_from_an_earlier_start():
+    # The logistic closed form on an irregular grid is in test_simulate.py (every strategy).
     sim = sgjax.Simulator(sgjax.models.Exponential(), jnp.arange(1.0, 21.0), t0=-0.5)
     out = sgjax.simulate(sim, jax.random.key(0), theta={"r": jnp.array([-0.3, 0.05, 0.2])}, strategy=sgjax.Fused())
     n0 = sgjax.models.Exponential().N0

@@ -2,7 +2,8 @@
 runtime are fixed when JAX starts): train a small SGNN data-parallel and print the
 loss history and a fingerprint of the parameters as JSON.
 
-    python parallel_worker.py devices N             # N simulated CPU devices, one process
+    python parallel_worker.py devices N [MODES]     # N simulated CPU devices, one process;
+                                                    # MODES: stream,budget (the default) or one
     python parallel_worker.py distributed ID PORT DIR  # process ID of 2, 2 CPU devices each;
                                                        # checkpoints into the shared DIR
 """
@@ -37,8 +38,11 @@ def fingerprint(est):
     return [float(np.asarray(leaf.addressable_data(0)).sum()) for leaf in leaves]
 
 
+MODES = {"stream": {}, "budget": {"budget": 256}}
+if mode == "devices" and len(sys.argv) > 3:
+    MODES = {name: MODES[name] for name in sys.argv[3].split(",")}
 out = {"devices": len(jax.devices()), "processes": jax.process_count()}
-for name, extra in (("stream", {}), ("budget", {"budget": 256})):
+for name, extra in MODES.items():
     est, hist = sgjax.fit(PoissonGamma(), devices="all", **KW, **extra)
     # One process: replicated over its devices. Several: each process's own full copy.
     shardings = {str(getattr(leaf.sharding, "spec", "local")) for leaf in jax.tree.leaves(eqx.filter(est.network, eqx.is_inexact_array))}

@@ -203,7 +203,12 @@ def test_activations(name, getkey):
     np.testing.assert_allclose(net(x[0], mask[0]), expected, rtol=1e-6)
 
 
-@networks
+# Learning the Transformer is slow on CPU (its shapes, masks and gradients are tested
+# in CI above); run it with `pytest -m slow`.
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [pytest.param(cls, kw, id=cls.__name__, marks=[pytest.mark.slow] if cls is nn.Transformer else []) for cls, kw in all_networks],
+)
 def test_learns_the_mean(cls, kwargs, getkey):
     """Regress the mean of the observed entries of a noisy constant series. The target
     has variance about 1; 200 Adam steps on fresh batches bring the held-out error

@@ -435,6 +435,7 @@ def test_btrs_acceptance_matches_float64():
         assert 0.6 < accept.mean() < 0.95
 
 
+@pytest.mark.slow  # the retry buffers are the Poisson's and the gamma's, tested in CI
 def test_binomial_retry_buffer_overflow():
     n = 20_000
     trials = jnp.repeat(jnp.asarray([30.0, 60.0], jnp.float32), n)

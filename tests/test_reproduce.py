@@ -3,9 +3,9 @@ numbers and figures; the results page gathers them. (The default-setting figures
 in results/README.md; these quick runs only check that the machinery works and that
 the numbers are sane.)
 
-The experiments that compile NUTS or several MLE fits, and the case studies, are
-marked slow to keep CI near 10 minutes (run them with `pytest -m slow`); convergence
-and unobservable run in CI."""
+Every experiment but convergence is marked slow to keep CI near 10 minutes (run them
+with `pytest -m slow`): convergence runs the whole machinery (training, tables,
+figures, the page) in CI."""
 
 import json
 
@@ -14,7 +14,7 @@ import pytest
 from sgjax._cli import main
 from sgjax.reproduce import CASE_STUDIES, EXPERIMENTS, reproduce, write_page
 
-SLOW = {"model-selection", "recovery", "misspecification", "attribution", "boarding-school", "hare-lynx"}
+SLOW = {"unobservable", "model-selection", "recovery", "misspecification", "attribution", "boarding-school", "hare-lynx"}
 
 
 @pytest.fixture(scope="module")

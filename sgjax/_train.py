@@ -365,8 +365,11 @@ def fit(
 
     k_pilot, k_val, k_init, k_train, k_budget = jax.random.split(key, 5)
     validation_size = -(-validation_size // batch_size) * batch_size
-    val = simulate_batch(task, k_val, validation_size, batch_size)
-    pilot = simulate_batch(task, k_pilot, pilot_size, batch_size)
+    # Pre-simulated sets in chunks of simulate_batch's one size, whatever the batch
+    # size: the held-out sets of sgjax.evaluate, MismatchScore and the experiments
+    # reuse that one compiled sampler of the task.
+    val = simulate_batch(task, k_val, validation_size)
+    pilot = simulate_batch(task, k_pilot, pilot_size)
     estimator = _initial_estimator(task, head, network, pilot, log1p, k_init)
     params, frozen = _split(estimator)
     opt_state = optimiser.init(params)
@@ -412,7 +415,7 @@ def fit(
             already_stopped = header.get("stopped", False)
 
     if budget is not None:
-        source = _Data(simulate_batch(task, k_budget, int(budget), batch_size))
+        source = _Data(simulate_batch(task, k_budget, int(budget)))
         per_epoch = int(budget) // batch_size
         seed = np.asarray(jax.random.key_data(k_budget)).ravel()
     else:

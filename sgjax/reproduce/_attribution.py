@@ -61,7 +61,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         steps, batch, sizes, n_ref, n_cal, n_bank_ms = 100, 256, (1024, 4096), 2, 300, 1024
         nuts_kwargs = dict(num_warmup=100, num_samples=150, num_chains=2)
     else:
-        steps, batch, sizes, n_ref, n_cal, n_bank_ms = 3000, 512, (1024, 4096, 16384, 65536), 12, 1000, 16384
+        steps, batch, sizes, n_ref, n_cal, n_bank_ms = 3000, 512, (1024, 4096, 16384, 65536), 8, 1000, 16384
         nuts_kwargs = dict(num_warmup=400, num_samples=500, num_chains=2)
     ks = dict(zip(("train", "bank", "obs", "nuts", "cal", "ms_train", "ms_bank", "ms_test"), jax.random.split(key, 8)))
     sim, task = sir_reported()

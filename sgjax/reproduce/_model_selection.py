@@ -141,9 +141,10 @@ def _settings(quick: bool):
     cfg = dict(steps=4000, batch=512, n_test=2000, n_mle=400, n_starts=4)
     return [
         ("epidemic, 60 days (default)", "epidemic", 60, None, cfg),
-        ("epidemic, 30 days", "epidemic", 30, None, dict(cfg, steps=3000, n_mle=200)),
-        ("epidemic, 60 days, dispersion 10", "epidemic", 60, 10.0, dict(cfg, steps=3000, n_mle=200)),
-        ("growth, 30 times", "growth", 30, None, dict(cfg, steps=3000, n_mle=300)),
+        # The other settings are smaller, so that all six experiments fit in 30 minutes.
+        ("epidemic, 30 days", "epidemic", 30, None, dict(cfg, steps=2000, n_mle=150)),
+        ("epidemic, 60 days, dispersion 10", "epidemic", 60, 10.0, dict(cfg, steps=2000, n_mle=150)),
+        ("growth, 30 times", "growth", 30, None, dict(cfg, steps=2000, n_mle=200)),
     ]
 
 

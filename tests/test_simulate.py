@@ -88,6 +88,31 @@ def test_deterministic_and_chunking_consistent():
     np.testing.assert_allclose(whole.states, parts.states, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_worker_threads_change_nothing(monkeypatch, workers):
+    # Chunks are run by several host threads on a CPU (one per core); chunk i depends
+    # only on its key, so the result is the same as from one thread, failures included.
+    def field(t, y, theta):
+        return theta["a"] * y**2  # blows up before t = 2 when a > 0.5
+
+    model = sgjax.ODEModel(field, lambda theta: jnp.array([1.0]), ("a",), ("y",), sgjax.State("y"))
+    sim = sgjax.Simulator(model, jnp.linspace(0.1, 2.0, 20), ObservationModel(Poisson()), max_steps=256)
+    theta = {"a": jnp.linspace(0.01, 0.6, 333)}
+    prior = sgjax.Prior(a=dist.Uniform(0.0, 0.55))
+    runs = {}
+    for w in (1, workers):
+        monkeypatch.setattr(_simulate, "_workers", lambda n_chunks, w=w: min(w, n_chunks))
+        with pytest.warns(UserWarning, match="failed"):
+            given = sgjax.simulate(sim, jax.random.key(0), theta=theta, chunk_size=32, strategy=sgjax.PerTrajectory())
+        drawn = sgjax.simulate(sim, jax.random.key(1), 333, prior=prior, chunk_size=32)
+        runs[w] = (given, drawn)
+    for one, many in zip(runs[1], runs[workers]):
+        for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many)):
+            np.testing.assert_array_equal(a, b)
+    given = runs[1][0]
+    assert 0 < given.valid.sum() < 333 and (given.observations[~given.valid] == 0).all()
+
+
 def test_compiles_once():
     sim = sir_sim()
     sgjax.simulate(sim, jax.random.key(0), 256, prior=PRIOR, chunk_size=128)
@@ -112,6 +137,10 @@ def test_blow_ups_are_flagged_not_fatal():
             out = sgjax.simulate(sim, jax.random.key(0), theta=theta, strategy=strategy)
         np.testing.assert_array_equal(out.valid, [True, True, False, True, False])
         assert np.isfinite(out.states).all()
+        # Failed samples hold zeros, the mask and θ are kept.
+        for a in (out.states, out.signal, out.observations):
+            assert (a[~out.valid] == 0).all()
+        np.testing.assert_array_equal(out.theta["a"], theta["a"])
         a = np.array([0.1, 0.2, 0.3])
         exact = 1 / (1 - a[:, None] * np.asarray(sim.ts)[None])
         np.testing.assert_allclose(out.states[out.valid][..., 0], exact, rtol=1e-3)

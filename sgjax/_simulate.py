@@ -20,7 +20,8 @@ from ._strategy import AbstractStrategy, SharedStep
 #: shared-step solve's working set in cache; one 64k solve is ~2.5x slower per sample.
 DEFAULT_CHUNK_SIZE = 1024
 
-#: Chunks each worker dispatches ahead of the one it is copying to the host.
+#: Chunks dispatched ahead of the one being copied to the host, on an accelerator
+#: (where dispatch is asynchronous; on CPU a chunk runs while its call waits).
 _IN_FLIGHT = 2
 
 # Incremented whenever a chunk function is traced, so tests can assert that repeated
@@ -121,16 +122,18 @@ def _noise_key(key, from_prior: bool):
 
 
 def _workers(n_chunks: int) -> int:
-    """Host threads that dispatch chunks. On CPU each runs its chunks on its own core
-    (XLA runs a program's solver loop on one core, but separate programs concurrently:
-    measured 1.9x on 2 cores); an accelerator runs one stream, fed by one thread."""
+    """Host threads that dispatch chunks. XLA on CPU runs a program's solver loop on
+    one core, but separate programs concurrently: two threads ran 1.9x one thread on 2
+    cores, and two per core another ~1.1x (a thread copying its chunk to the host or
+    waiting on the kernel for fresh pages leaves its core to another's chunk). An
+    accelerator runs one stream, fed by one thread."""
     if jax.default_backend() != "cpu":
         return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, min(cores, n_chunks))
+    return max(1, min(2 * cores, n_chunks))
 
 
 def _run(simulator, strategy, key, n, size, prior=None, theta=None, keep_states=True):
@@ -139,10 +142,10 @@ def _run(simulator, strategy, key, n, size, prior=None, theta=None, keep_states=
     Measured on CPU: a Python loop over jitted chunks is ~4x faster than `lax.map`
     over the same chunks inside one jit (XLA copies the solver's loop state when a
     while loop is nested in a scan). Chunk `i` depends only on the `i`-th key, so the
-    result does not depend on which thread runs it. Each worker thread keeps a few
-    chunks in flight while it copies finished ones into preallocated host arrays, so
-    memory is the output plus a few chunks per worker. Returns NumPy arrays: `(θ,
-    states, signal, observations, mask, valid)`.
+    result does not depend on which thread runs it. Finished chunks are copied into
+    preallocated host arrays, so memory is the output plus a chunk per worker (plus
+    `_IN_FLIGHT` on an accelerator). Returns NumPy arrays: `(θ, states, signal,
+    observations, mask, valid)`.
     """
     n_chunks = -(-n // size)
     keys = list(jax.random.split(key, n_chunks))
@@ -183,23 +186,23 @@ def _run(simulator, strategy, key, n, size, prior=None, theta=None, keep_states=
                 if buf is not None:
                     buf[failed] = 0
 
-    def work(chunks):
+    def work(chunks, ahead):
         pending = []
         for i in chunks:
             pending.append((i, dispatch(i)))
-            if len(pending) > _IN_FLIGHT:
+            if len(pending) > ahead:
                 collect(*pending.pop(0))
         for item in pending:
             collect(*item)
 
-    work([0])  # on this thread: compiles, and fixes the buffers' shapes
+    work([0], 0)  # on this thread: compiles, and fixes the buffers' shapes
     workers = _workers(n_chunks - 1)
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
-            for f in [pool.submit(work, range(1 + w, n_chunks, workers)) for w in range(workers)]:
+            for f in [pool.submit(work, range(1 + w, n_chunks, workers), 0) for w in range(workers)]:
                 f.result()
     else:
-        work(range(1, n_chunks))
+        work(range(1, n_chunks), _IN_FLIGHT)
     return (out["theta"], *out["rest"])
 
 

@@ -2,14 +2,17 @@
 
     python benchmarks/run.py            # everything (about an hour on 2 CPU cores)
     python benchmarks/run.py --quick    # a smoke run of every benchmark (a few minutes)
-    python benchmarks/run.py --only simulate train
+    python benchmarks/run.py --only simulate train   # rerun some; keep the others
 
 Each benchmark runs in its own process (a fresh JAX, so compile times and peak memory
 are its own) and writes its own JSON and, in a full run, its own section of
 benchmarks/RESULTS.md. This script then gathers their JSON into
-benchmarks/results.json (results.quick.json for `--quick`) and, after a full run,
-writes the scoreboard — every performance goal of the issues against what this run
-measured — into RESULTS.md. The plot is benchmarks/scaling.png (from bench_scaling).
+benchmarks/results.json (results.quick.json for `--quick`), each benchmark with the
+revision and date it was measured at, and writes the scoreboard — every performance
+goal of the issues against the latest figures — into RESULTS.md. `--only` replaces
+the named benchmarks' figures and keeps the others' from the last run, each row of
+the scoreboard saying which revision and date its figure comes from. The plot is
+benchmarks/scaling.png (from bench_scaling).
 
 Peers (sbi, BayesFlow) are measured only where they are installed
 (`pip install -e ".[peers]"`); otherwise their benchmark records them as skipped. The
@@ -17,6 +20,7 @@ fused GPU kernel is measured natively only on a GPU.
 """
 
 import argparse
+import datetime
 import json
 import subprocess
 import sys
@@ -52,7 +56,8 @@ def run_one(name, quick, timeout):
     seconds = time.perf_counter() - start
     tail = (res.stdout + res.stderr).strip().splitlines()[-15:]
     print("\n".join("   " + line for line in tail), flush=True)
-    out = {"status": "ok" if res.returncode == 0 else f"failed (exit {res.returncode})", "seconds": seconds}
+    out = {"status": "ok" if res.returncode == 0 else f"failed (exit {res.returncode})", "seconds": seconds,
+           "revision": revision(), "date": datetime.date.today().isoformat(), "machine": machine()}  # fmt: skip
     if res.returncode:
         out["error"] = tail[-1] if tail else ""
     path = HERE / JSON.get(name, "")
@@ -80,36 +85,50 @@ def _row(results, name, model):
 
 
 def scoreboard(results):
-    """(issue, goal, measured, met) for every performance goal whose figure this run has."""
+    """(issue, goal, measured, met, benchmark) for every performance goal."""
     sir = _row(results, "simulate", "SIR")
     train = next((r for r in (_get(results, "train") or []) if r.get("steps_per_call", 0) > 1), {})
     compiles = _get(results, "simulate", "compile_s") or {}
     goals = [
-        ("2", "SIR noisy observations per second ≥ 500,000", sir.get("shared_per_s"), lambda v: v >= 5e5, "{:,.0f}/s"),
-        ("2, 6", "simulation ≥ 1,000× a scipy loop (SIR)", sir.get("vs_scipy"), lambda v: v >= 1000, "{:,.0f}×"),
-        ("2", "≥ 10× jit(vmap(diffeqsolve)) (SIR)", sir.get("vs_vmap"), lambda v: v >= 10, "{:.1f}×"),
-        ("2", "compile time of every built-in model ≤ 3 s", max(compiles.values()) if compiles else None, lambda v: v <= 3, "max {:.1f} s"),
-        ("3", "fused training ≥ 100,000 samples/s (CPU, batch 512)", train.get("fused_samples_per_s"), lambda v: v >= 1e5, "{:,.0f}/s"),
-        ("3", "fused ≥ 3× an unfused loop", (train.get("fused_samples_per_s") or 0) / train["unfused_samples_per_s"]
+        ("simulate", "2", "SIR noisy observations per second ≥ 500,000", sir.get("shared_per_s"), lambda v: v >= 5e5, "{:,.0f}/s"),
+        ("simulate", "2, 6", "simulation ≥ 1,000× a scipy loop (SIR)", sir.get("vs_scipy"), lambda v: v >= 1000, "{:,.0f}×"),
+        ("simulate", "2", "≥ 10× jit(vmap(diffeqsolve)) (SIR)", sir.get("vs_vmap"), lambda v: v >= 10, "{:.1f}×"),
+        ("simulate", "2", "compile time of every built-in model ≤ 3 s", max(compiles.values()) if compiles else None, lambda v: v <= 3, "max {:.1f} s"),
+        ("train", "3", "fused training ≥ 100,000 samples/s (CPU, batch 512)", train.get("fused_samples_per_s"), lambda v: v >= 1e5, "{:,.0f}/s"),
+        ("train", "3", "fused ≥ 3× an unfused loop", (train.get("fused_samples_per_s") or 0) / train["unfused_samples_per_s"]
          if train.get("unfused_samples_per_s") else None, lambda v: v >= 3, "{:.2f}×"),  # fmt: skip
-        ("6", "reaches sbi's validation loss ≥ 10× sooner", _get(results, "peers", "sbi", "speedup_to_loss"), lambda v: v >= 10, "{:.1f}×"),
-        ("6", "≥ 3× BayesFlow fit_online samples/s", _get(results, "peers", "bayesflow", "speedup_samples_per_s"), lambda v: v >= 3, "{:.1f}×"),
-        ("6", "fused kernel: SIR ≥ 10^8 trajectories/s (H100)", _get(results, "fused", "gpu", "sir_per_s"), lambda v: v >= 1e8, "{:,.0f}/s"),
-        ("6", "fused kernel: Lorenz 2^23 × 1,000 Tsit5 steps ≤ 145 ms (H100)", _get(results, "fused", "gpu", "lorenz_ms"), lambda v: v <= 145, "{:.0f} ms"),
-        ("6", "fused kernel ≥ 20× jit(vmap(diffeqsolve)) (GPU)", _get(results, "fused", "gpu", "vs_vmap"), lambda v: v >= 20, "{:.1f}×"),
+        ("peers", "6", "reaches sbi's validation loss ≥ 10× sooner", _get(results, "peers", "sbi", "speedup_to_loss"), lambda v: v >= 10, "{:.1f}×"),
+        ("peers", "6", "≥ 3× BayesFlow fit_online samples/s", _get(results, "peers", "bayesflow", "speedup_samples_per_s"), lambda v: v >= 3, "{:.1f}×"),
+        ("fused", "6", "fused kernel: SIR ≥ 10^8 trajectories/s (H100)", _get(results, "fused", "gpu", "sir_per_s"), lambda v: v >= 1e8, "{:,.0f}/s"),
+        ("fused", "6", "fused kernel: Lorenz 2^23 × 1,000 Tsit5 steps ≤ 145 ms (H100)", _get(results, "fused", "gpu", "lorenz_ms"), lambda v: v <= 145, "{:.0f} ms"),
+        ("fused", "6", "fused kernel ≥ 20× jit(vmap(diffeqsolve)) (GPU)", _get(results, "fused", "gpu", "vs_vmap"), lambda v: v >= 20, "{:.1f}×"),
     ]
-    return [(issue, goal, None if v is None else fmt.format(v), None if v is None else bool(ok(v))) for issue, goal, v, ok, fmt in goals]
+    return [
+        (issue, goal, None if v is None else fmt.format(v), None if v is None else bool(ok(v)), bench)
+        for bench, issue, goal, v, ok, fmt in goals
+    ]
 
 
-def render(results, quick, wall):
-    lines = [f"Machine: {machine()}. Revision {revision()}.",
-             f"Command: `python benchmarks/run.py{' --quick' if quick else ''}`; {wall / 60:.1f} min in all.", "",
-             "| benchmark | what | status | minutes |", "|---|---|---|---:|"]  # fmt: skip
+def _when(result, run):
+    """Where a benchmark's figures come from: its revision and date (older files
+    recorded only the run's revision)."""
+    return f"{result.get('revision', run.get('revision', '?'))}, {result.get('date', '?')}"
+
+
+def render(results, run, command):
+    """The scoreboard: `results` (benchmark → its entry) and the run they were last
+    gathered in."""
+    lines = [f"Machine: {run['machine']}.",
+             f"Command: `{command}`. Each figure comes from its benchmark's own run (revision, date).", "",
+             "| benchmark | what | status | minutes | measured at |", "|---|---|---|---:|---|"]  # fmt: skip
     for name, r in results.items():
-        lines.append(f"| {name} | {BENCHMARKS[name][1]} | {r['status']} | {r['seconds'] / 60:.1f} |")
-    lines += ["", "| issue | goal | this run | met |", "|---|---|---|---|"]
-    for issue, goal, got, met in scoreboard(results):
-        lines.append(f"| {issue} | {goal} | {got or 'not measured'} | {'–' if met is None else ('yes' if met else '**no**')} |")
+        lines.append(f"| {name} | {BENCHMARKS[name][1]} | {r['status']} | {r['seconds'] / 60:.1f} | {_when(r, run)} |")
+    lines += ["", "| issue | goal | measured | met | from |", "|---|---|---|---|---|"]
+    for issue, goal, got, met, bench in scoreboard(results):
+        when = f"{bench} ({_when(results[bench], run)})" if bench in results else bench
+        lines.append(
+            f"| {issue} | {goal} | {got or 'not measured'} | {'–' if met is None else ('yes' if met else '**no**')} | {when} |"
+        )
     return "\n".join(lines)
 
 
@@ -120,17 +139,22 @@ def main():
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per benchmark")
     args = parser.parse_args()
     names = args.only or list(BENCHMARKS)
-    start = time.perf_counter()
-    results = {name: run_one(name, args.quick, args.timeout) for name in names}
-    wall = time.perf_counter() - start
-    text = render(results, args.quick, wall)
-    print("\n" + text)
     out = HERE / ("results.quick.json" if args.quick else "results.json")
-    out.write_text(json.dumps({"machine": machine(), "revision": revision(), "quick": args.quick,
-                               "seconds": wall, "benchmarks": results}, indent=1))  # fmt: skip
-    if not args.quick and not args.only:
-        write_section("suite", "The whole suite: every performance goal against this run", text)
-    failed = [n for n, r in results.items() if r["status"] not in ("ok", "missing")]
+    previous = json.loads(out.read_text()) if args.only and out.exists() else {}
+    start = time.perf_counter()
+    fresh = {name: run_one(name, args.quick, args.timeout) for name in names}
+    wall = time.perf_counter() - start
+    # --only: the other benchmarks keep their last figures, with their own revision.
+    kept = {n: dict(r, revision=r.get("revision", previous["revision"])) for n, r in previous.get("benchmarks", {}).items()}
+    results = {n: fresh.get(n, kept.get(n)) for n in BENCHMARKS if n in fresh or n in kept}
+    run = {"machine": machine(), "revision": revision(), "quick": args.quick, "seconds": wall, "benchmarks": results}
+    command = "python benchmarks/run.py" + (" --quick" if args.quick else "") + (f" --only {' '.join(names)}" if args.only else "")
+    text = render(results, run, command)
+    print("\n" + text)
+    out.write_text(json.dumps(run, indent=1))
+    if not args.quick:
+        write_section("suite", "The whole suite: every performance goal against the latest figures", text)
+    failed = [n for n, r in fresh.items() if r["status"] not in ("ok", "missing")]
     sys.exit(1 if failed else 0)
 
 

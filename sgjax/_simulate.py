@@ -1,7 +1,6 @@
 """Batched generation: `θ → trajectory → observation` for batches from one to millions."""
 
 import os
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -151,7 +150,6 @@ def _run(simulator, strategy, key, n, size, prior=None, theta=None, keep_states=
     keys = list(jax.random.split(key, n_chunks))
     rescue = strategy.rescue()
     out = {}  # "theta": dict of buffers, "rest": buffers of the other outputs
-    lock = threading.Lock()
 
     def dispatch(i):
         if theta is None:
@@ -172,10 +170,9 @@ def _run(simulator, strategy, key, n, size, prior=None, theta=None, keep_states=
         th = {name: np.asarray(v) for name, v in result[0].items()}
         ys, signal, x, mask = (None if a is None else np.asarray(a) for a in result[1:-1])
         rest = [None if ys is None else ys[:, 1:], signal, x, mask, valid]
-        with lock:
-            if not out:
-                out["theta"] = {name: np.empty((n,) + a.shape[1:], a.dtype) for name, a in th.items()}
-                out["rest"] = [None if a is None else np.empty((n,) + a.shape[1:], a.dtype) for a in rest]
+        if not out:  # chunk 0, collected on this thread before any worker starts
+            out["theta"] = {name: np.empty((n,) + a.shape[1:], a.dtype) for name, a in th.items()}
+            out["rest"] = [None if a is None else np.empty((n,) + a.shape[1:], a.dtype) for a in rest]
         start, stop = i * size, min((i + 1) * size, n)
         for buf, a in zip([*out["theta"].values(), *out["rest"]], [*th.values(), *rest]):
             if buf is not None:

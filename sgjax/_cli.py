@@ -242,7 +242,9 @@ def _add_simulator_args(p: argparse.ArgumentParser) -> None:
 def _reproduce_cmd(args) -> int:
     from .reproduce import reproduce
 
-    page = reproduce(args.names, args.out, quick=args.quick, seed=args.seed, overwrite=args.overwrite, progress=args.progress)
+    page = reproduce(
+        args.names, args.out, quick=args.quick, seed=args.seed, overwrite=args.overwrite, progress=args.progress, jobs=args.jobs
+    )
     print(f"results page: {page}")
     return 0
 
@@ -342,6 +344,8 @@ def main(argv=None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--overwrite", action="store_true", help="replace earlier results of these experiments in --out")
     r.add_argument("--progress", action="store_true", help="show training progress bars")
+    r.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="experiments run at once, in separate processes (default: 2 with 2 or more cores)")
     r.set_defaults(func=_reproduce_cmd)
     args = parser.parse_args(argv)
     if getattr(args, "n", 1) < 1:

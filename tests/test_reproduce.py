@@ -86,3 +86,34 @@ def test_table_cells_escape_pipes():
     assert cell("P(SIR | x)") == r"P(SIR \| x)"
     assert cell(r"P(SIR \| x)") == r"P(SIR \| x)"  # already escaped: left alone
     assert cell("|bias|/sd") == r"\|bias\|/sd"
+
+
+def test_lanes_keep_shared_experiments_together():
+    from sgjax.reproduce import _lanes, _SHARED
+
+    names = list(EXPERIMENTS)
+    assert _lanes(names, 1) == [names]
+    for jobs in (2, 3, 4):
+        lanes = _lanes(names, jobs)
+        assert len(lanes) <= jobs
+        assert sorted(n for lane in lanes for n in lane) == sorted(names)  # each exactly once
+        assert any(set(_SHARED) <= set(lane) for lane in lanes)
+    assert _lanes(["convergence", "unobservable"], 2) == [["convergence"], ["unobservable"]]
+    with pytest.raises(ValueError, match="jobs"):
+        reproduce(["convergence"], "unused", quick=True, jobs=0)
+
+
+@pytest.mark.slow
+def test_parallel_lanes_give_the_same_results(tmp_path):
+    # Two experiments in two processes: the same numbers as one after the other.
+    def numbers(folder):
+        out = {}
+        for name in ("convergence", "unobservable"):
+            data = json.loads((folder / f"{name}.json").read_text())
+            out[name] = {k: v for k, v in data.items() if k not in ("seconds", "phases")}
+        return out
+
+    reproduce(["convergence", "unobservable"], tmp_path / "one", quick=True, jobs=1)
+    reproduce(["convergence", "unobservable"], tmp_path / "two", quick=True, jobs=2)
+    assert numbers(tmp_path / "one") == numbers(tmp_path / "two")
+    assert (tmp_path / "two" / "README.md").exists()

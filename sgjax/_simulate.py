@@ -1,8 +1,9 @@
 """Batched generation: `θ → trajectory → observation` for batches from one to millions."""
 
 import os
+import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import equinox as eqx
 import jax
@@ -183,9 +184,13 @@ def _run(simulator, strategy, key, n, size, prior=None, theta=None, keep_states=
                 if buf is not None:
                     buf[failed] = 0
 
+    stop = threading.Event()  # set when any thread fails or is interrupted
+
     def work(chunks, ahead):
         pending = []
         for i in chunks:
+            if stop.is_set():
+                return
             pending.append((i, dispatch(i)))
             if len(pending) > ahead:
                 collect(*pending.pop(0))
@@ -196,8 +201,14 @@ def _run(simulator, strategy, key, n, size, prior=None, theta=None, keep_states=
     workers = _workers(n_chunks - 1)
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
-            for f in [pool.submit(work, range(1 + w, n_chunks, workers), 0) for w in range(workers)]:
-                f.result()
+            futures = [pool.submit(work, range(1 + w, n_chunks, workers), 0) for w in range(workers)]
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for f in [*done, *futures]:  # a failed one first, if any
+                    f.result()
+            except BaseException:  # an error or Ctrl-C: the other threads stop after their chunk
+                stop.set()
+                raise
     else:
         work(range(1, n_chunks), _IN_FLIGHT)
     return (out["theta"], *out["rest"])

@@ -113,6 +113,27 @@ def test_worker_threads_change_nothing(monkeypatch, workers):
     assert 0 < given.valid.sum() < 333 and (given.observations[~given.valid] == 0).all()
 
 
+def test_a_failing_worker_stops_the_others(monkeypatch):
+    # An error in one worker thread reaches the caller, and the other threads stop
+    # after their current chunk instead of simulating the rest.
+    sim = sgjax.Simulator(user_model(), TS)
+    sgjax.simulate(sim, jax.random.key(0), 32, prior=PRIOR, chunk_size=32)  # compile
+    calls = []
+    real = _simulate._chunk_from_prior
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("chunk failed")
+        return real(*args)
+
+    monkeypatch.setattr(_simulate, "_chunk_from_prior", flaky)
+    monkeypatch.setattr(_simulate, "_workers", lambda n_chunks: min(2, n_chunks))
+    with pytest.raises(RuntimeError, match="chunk failed"):
+        sgjax.simulate(sim, jax.random.key(1), 32 * 200, prior=PRIOR, chunk_size=32)
+    assert len(calls) < 20  # of 200 chunks
+
+
 def test_compiles_once():
     sim = sir_sim()
     sgjax.simulate(sim, jax.random.key(0), 256, prior=PRIOR, chunk_size=128)

@@ -241,7 +241,9 @@ def simulate(
     - `theta`: a dict of parameter name → array of shape `(n,)` to simulate instead.
     - `strategy`: [`sgjax.SharedStep`][] (default), [`sgjax.PerTrajectory`][], or
         [`sgjax.Fused`][] (one kernel per block of trajectories: fastest on a GPU).
-    - `chunk_size`: samples per compiled call; bounds memory for very large `n`.
+    - `chunk_size`: samples per compiled call; bounds memory for very large `n`. On a
+        CPU the chunks run on two host threads per core; the result is the same as
+        from one thread.
     - `resample_failed`: with a prior, replace failed simulations (solver failure,
         NaN or infinity) by fresh draws, up to `max_rounds` times — i.e. sample the
         prior restricted to where the simulator works. Otherwise they are only

@@ -184,12 +184,12 @@ def _run(simulator, strategy, key, n, size, prior=None, theta=None, keep_states=
                 if buf is not None:
                     buf[failed] = 0
 
-    stop = threading.Event()  # set when any thread fails or is interrupted
+    halt = threading.Event()  # set when any thread fails or is interrupted
 
     def work(chunks, ahead):
         pending = []
         for i in chunks:
-            if stop.is_set():
+            if halt.is_set():
                 return
             pending.append((i, dispatch(i)))
             if len(pending) > ahead:
@@ -207,7 +207,7 @@ def _run(simulator, strategy, key, n, size, prior=None, theta=None, keep_states=
                 for f in [*done, *futures]:  # a failed one first, if any
                     f.result()
             except BaseException:  # an error or Ctrl-C: the other threads stop after their chunk
-                stop.set()
+                halt.set()
                 raise
     else:
         work(range(1, n_chunks), _IN_FLIGHT)

@@ -90,7 +90,7 @@ def test_deterministic_and_chunking_consistent():
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_worker_threads_change_nothing(monkeypatch, workers):
-    # Chunks are run by several host threads on a CPU (one per core); chunk i depends
+    # Chunks are run by several host threads on a CPU (two per core); chunk i depends
     # only on its key, so the result is the same as from one thread, failures included.
     def field(t, y, theta):
         return theta["a"] * y**2  # blows up before t = 2 when a > 0.5

@@ -282,3 +282,45 @@ def test_keep_states_false_drops_states_only():
     lean = sgjax.simulate(sim, jax.random.key(0), 100, prior=PRIOR, chunk_size=64, keep_states=False)
     assert lean.states is None
     np.testing.assert_array_equal(full.observations, lean.observations)
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [diffrax.Tsit5(), diffrax.Dopri5(), diffrax.Dopri8(), diffrax.Bosh3(), diffrax.Heun(), diffrax.Ralston(), diffrax.Midpoint()],
+    ids=lambda s: type(s).__name__,
+)
+@pytest.mark.parametrize("adaptive", [True, False], ids=["pid", "constant"])
+def test_unrolled_stages_match_diffrax(solver, adaptive):
+    # SharedStep runs diffrax's explicit Runge–Kutta tableaus with their stages
+    # unrolled; the same steps and values as diffrax's own stage loop, up to
+    # rounding, and the dense output at the save times too.
+    from sgjax._strategy import _unrolled, _UnrolledERK
+
+    unrolled = _unrolled(solver)
+    assert isinstance(unrolled, _UnrolledERK)
+    field = lambda t, y, args: jnp.stack([y[1], -args * y[0] - 0.1 * y[1]])  # damped oscillator
+    ts = jnp.linspace(0.3, 10.0, 37)
+
+    def solve(s):
+        controller = diffrax.PIDController(rtol=1e-5, atol=1e-7) if adaptive else diffrax.ConstantStepSize()
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(field), s, 0.0, 10.0, None if adaptive else 0.05, jnp.array([1.0, 0.0]),
+            args=2.0, saveat=diffrax.SaveAt(ts=ts), stepsize_controller=controller, max_steps=10_000,
+        )  # fmt: skip
+        return sol.ys, sol.stats["num_steps"]
+
+    ys, steps = jax.jit(solve, static_argnums=0)(solver)
+    ys_unrolled, steps_unrolled = jax.jit(solve, static_argnums=0)(unrolled)
+    if adaptive:  # a rounding-level change of an error estimate may flip an accept
+        assert abs(int(steps_unrolled) - int(steps)) <= 2 + 0.01 * int(steps)
+        np.testing.assert_allclose(ys_unrolled, ys, rtol=1e-4, atol=1e-5)
+    else:
+        assert int(steps_unrolled) == int(steps)
+        np.testing.assert_allclose(ys_unrolled, ys, rtol=1e-5, atol=1e-6)
+
+
+def test_unrolled_leaves_other_solvers_alone():
+    from sgjax._strategy import _unrolled
+
+    for solver in (diffrax.Kvaerno5(), diffrax.Euler()):
+        assert _unrolled(solver) is solver

@@ -3,6 +3,7 @@ summaries, and saving and loading it."""
 
 import json
 import pathlib
+import warnings
 
 import equinox as eqx
 import jax
@@ -172,6 +173,14 @@ def _prepare(estimator: Estimator, x, mask):
         if np.isnan(x[mask]).any():
             raise ValueError("Some entries marked observed in `mask` are NaN: set mask False there.")
         x = np.where(mask, x, 0.0)
+        if not mask.all() and not getattr(estimator.network, "mask_input", True):
+            warnings.warn(
+                f"{int((~mask).sum())} entries are missing, but this estimator was trained on "
+                "fully observed simulations and its network does not read the mask: missing "
+                "entries count as the standardised mean. Train with missingness in the "
+                "observation model (e.g. MissingAtRandom) to infer from incomplete series.",
+                stacklevel=3,
+            )
     if not np.isfinite(x).all():
         raise ValueError("The observations contain infinite values.")
     return jnp.asarray(x, jnp.result_type(float)), jnp.asarray(mask)

@@ -74,9 +74,20 @@ class AbstractTask(eqx.Module):
         """The number of models for model selection; 0 for regression."""
         return 0
 
+    @property
+    def fully_observed(self) -> bool:
+        """Whether every series `sample` returns is fully observed (its mask always
+        `True`), so that a network need not read the mask; `False` when unknown."""
+        return False
+
     def describe(self) -> dict:
         """A JSON-serialisable description, saved with a trained estimator."""
         return {"kind": type(self).__name__, "labels": list(self.labels)}
+
+
+def _fully_observed(simulator: Simulator) -> bool:
+    """No missingness in the observation model: every mask is all `True`."""
+    return simulator.observation is None or simulator.observation.missing is None
 
 
 def _as_targets(targets, simulator) -> tuple[AbstractTarget, ...]:
@@ -157,6 +168,10 @@ class Task(AbstractTask):
     @property
     def in_channels(self):
         return _channels(self.simulator)
+
+    @property
+    def fully_observed(self):
+        return _fully_observed(self.simulator)
 
     def sample(self, key: Key, n: int) -> Batch:
         ktheta, knoise = jax.random.split(key)
@@ -251,6 +266,10 @@ class ModelSelection(AbstractTask):
     @property
     def in_channels(self):
         return _channels(self.simulators[0])
+
+    @property
+    def fully_observed(self):
+        return all(_fully_observed(s) for s in self.simulators)
 
     @property
     def n_classes(self):

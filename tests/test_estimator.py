@@ -139,3 +139,21 @@ def test_atomic_write_replaces_whole_files(tmp_path):
     _io.atomic_write(p, b"one")
     _io.atomic_write(p, b"two")
     assert p.read_bytes() == b"two" and [q.name for q in tmp_path.iterdir()] == ["f"]
+
+
+def test_missing_entries_warn_when_the_network_ignores_the_mask(trained):
+    # Trained on fully observed simulations, `fit` builds networks without the mask
+    # input; then incomplete data are worth a warning.
+    import warnings
+
+    import equinox as eqx
+
+    est, _ = trained
+    blind = sgjax.nn.GRU(10, 1, est.network.out_size, hidden=est.network.hidden, mask_input=False, key=jax.random.key(2))
+    est = eqx.tree_at(lambda e: e.network, est, blind)
+    x = np.linspace(-1, 1, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sgjax.infer(est, x, key=jax.random.key(0), n_samples=10)  # complete: no warning
+    with pytest.warns(UserWarning, match="1 entries are missing.*does not read the mask"):
+        sgjax.infer(est, x, mask=np.arange(10) != 3, key=jax.random.key(0), n_samples=10)

@@ -323,3 +323,27 @@ def test_standardise_round_trip_and_errors(tmp_path):
         s(x, mask)
     with pytest.raises(TypeError, match="log1p"):
         nn.Standardise.fit(x, mask, log1p="yes")
+
+
+@networks
+def test_without_the_mask_input(cls, kwargs, getkey):
+    # For fully observed data `fit` builds networks that do not read the mask (a
+    # constant 1 there): fewer weights, the same output whatever the mask says at
+    # observed entries, and the option kept in the config. Old configs without it
+    # rebuild networks that read the mask.
+    net = cls(T, C, OUT, **kwargs, mask_input=False, key=getkey())
+    full = cls(T, C, OUT, **kwargs, key=getkey())
+    size = lambda n: sum(a.size for a in jax.tree.leaves(eqx.filter(n, eqx.is_array)))  # noqa: E731
+    first = {nn.MLP: T * C, nn.CNN: C * kwargs.get("kernel_size", 0), nn.GRU: 3 * kwargs.get("hidden", 0) * C,
+             nn.Transformer: C * kwargs.get("dim", 0)}[cls]  # fmt: skip
+    assert size(full) - size(net) == first * (kwargs.get("width", 1) if cls in (nn.MLP, nn.CNN) else 1)
+    x, _ = _series(8)
+    ones = jnp.ones(x.shape, bool)
+    y = apply(net, x, ones)
+    assert y.shape == (BATCH, OUT) and bool(jnp.all(jnp.isfinite(y)))
+    config = json.loads(json.dumps(net.config()))
+    assert config["mask_input"] is False
+    rebuilt = nn.network_from_config(config, key=getkey())
+    assert size(rebuilt) == size(net) and rebuilt.mask_input is False
+    legacy = {k: v for k, v in full.config().items() if k != "mask_input"}
+    assert nn.network_from_config(legacy, key=getkey()).mask_input is True

@@ -13,6 +13,7 @@ from exact_tasks import LinearGaussian, PoissonGamma, TwoGaussians, binomial_tol
 
 import sgjax
 from sgjax import _io, _train
+from sgjax.observation import MissingAtRandom, ObservationModel, Poisson
 
 SMALL_MLP = functools.partial(sgjax.nn.MLP, width=64)
 # Small settings shared by the tests: a 64-wide MLP, batches of 256.
@@ -181,3 +182,20 @@ def test_a_crash_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, mon
         _io.atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.glob(".file.bin*")) == []
+
+
+def test_networks_read_the_mask_only_where_data_can_be_missing():
+    from sgjax._train import _make_network
+
+    days = jnp.arange(1.0, 21.0)
+    full = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), days, ObservationModel(Poisson())), ["beta"])
+    gappy = sgjax.Task(
+        sgjax.Simulator(sgjax.models.SIR(), days, ObservationModel(Poisson(), missing=MissingAtRandom(0.1))), ["beta"]
+    )
+    assert full.fully_observed and not gappy.fully_observed
+    key = jax.random.key(0)
+    assert _make_network(None, full, 2, key).mask_input is False
+    assert _make_network(functools.partial(sgjax.nn.CNN, width=8), full, 2, key).mask_input is False
+    assert _make_network(None, gappy, 2, key).mask_input is True
+    # The user's own choice stands.
+    assert _make_network(functools.partial(sgjax.nn.MLP, mask_input=True), full, 2, key).mask_input is True

@@ -21,6 +21,7 @@ class GRU(AbstractNetwork):
     in_channels: int = eqx.field(static=True)
     out_size: int = eqx.field(static=True)
     hidden: int = eqx.field(static=True)
+    mask_input: bool = eqx.field(static=True)
     cell: eqx.nn.GRUCell
     last: eqx.nn.Linear
 
@@ -31,6 +32,7 @@ class GRU(AbstractNetwork):
         out_size: int,
         *,
         hidden: int = 64,
+        mask_input: bool = True,
         key: PRNGKeyArray,
     ):
         """**Arguments:**
@@ -38,14 +40,18 @@ class GRU(AbstractNetwork):
         - `in_time`, `in_channels`: the shape `(time, channels)` of one series.
         - `out_size`: the length of the output vector.
         - `hidden`: size of the hidden state.
+        - `mask_input`: feed the mask to the network beside the values (default). `fit`
+            turns it off when the task's data are always fully observed, where the mask
+            is a constant 1 (the values at masked entries are 0 either way).
         - `key`: a PRNG key for the initial weights.
         """
         self.in_time = check_size(in_time, "in_time")
         self.in_channels = check_size(in_channels, "in_channels")
         self.out_size = check_size(out_size, "out_size")
         self.hidden = check_size(hidden, "hidden")
+        self.mask_input = bool(mask_input)
         k1, k2 = jax.random.split(key)
-        self.cell = eqx.nn.GRUCell(2 * self.in_channels, self.hidden, key=k1)
+        self.cell = eqx.nn.GRUCell(self._n_features(), self.hidden, key=k1)
         self.last = scale_output(eqx.nn.Linear(self.hidden, self.out_size, key=k2))
 
     def __call__(
@@ -56,7 +62,7 @@ class GRU(AbstractNetwork):
         key: PRNGKeyArray | None = None,
     ) -> Float[Array, " out"]:
         x, mask = self._prepare(x, mask)
-        inputs = jnp.concatenate([x, mask.astype(x.dtype)], axis=-1)
+        inputs = self._features(x, mask)
         keep = observed_times(mask)
 
         def step(h, xs):

@@ -20,7 +20,8 @@ class MLP(AbstractNetwork):
     """A multilayer perceptron on the whole series at once.
 
     The values (masked entries set to 0) and the mask (as 0/1) are flattened into one
-    vector of length `2 * in_time * in_channels`, followed by `depth` hidden layers of
+    vector of length `2 * in_time * in_channels` (`in_time * in_channels` with
+    `mask_input=False`), followed by `depth` hidden layers of
     `width` units and a linear output layer. Cheap: a few matrix products per batch.
     """
 
@@ -30,6 +31,7 @@ class MLP(AbstractNetwork):
     width: int = eqx.field(static=True)
     depth: int = eqx.field(static=True)
     activation: str = eqx.field(static=True)
+    mask_input: bool = eqx.field(static=True)
     first: eqx.nn.Linear
     hidden: eqx.nn.Linear | None  # `depth - 1` stacked width-to-width layers
     last: eqx.nn.Linear
@@ -43,6 +45,7 @@ class MLP(AbstractNetwork):
         width: int = 256,
         depth: int = 2,
         activation: str = "gelu",
+        mask_input: bool = True,
         key: PRNGKeyArray,
     ):
         """**Arguments:**
@@ -52,6 +55,9 @@ class MLP(AbstractNetwork):
         - `width`: units per hidden layer.
         - `depth`: number of hidden layers (at least 1).
         - `activation`: one of `"gelu"`, `"relu"`, `"tanh"`, `"silu"`, `"elu"`.
+        - `mask_input`: feed the mask to the network beside the values (default). `fit`
+            turns it off when the task's data are always fully observed, where the mask
+            is a constant 1 (the values at masked entries are 0 either way).
         - `key`: a PRNG key for the initial weights.
         """
         self.in_time = check_size(in_time, "in_time")
@@ -60,8 +66,9 @@ class MLP(AbstractNetwork):
         self.width = check_size(width, "width")
         self.depth = check_size(depth, "depth")
         self.activation = check_activation(activation)
+        self.mask_input = bool(mask_input)
         k1, k2, k3 = jax.random.split(key, 3)
-        n_in = 2 * self.in_time * self.in_channels
+        n_in = self.in_time * self._n_features()
         self.first = eqx.nn.Linear(n_in, self.width, key=k1)
         self.hidden = stack_layers(
             lambda k: eqx.nn.Linear(self.width, self.width, key=k), self.depth - 1, k2
@@ -77,7 +84,9 @@ class MLP(AbstractNetwork):
     ) -> Float[Array, " out"]:
         x, mask = self._prepare(x, mask)
         act = ACTIVATIONS[self.activation]
-        h = jnp.concatenate([x.reshape(-1), mask.reshape(-1).astype(x.dtype)])
+        h = x.reshape(-1)
+        if self.mask_input:  # all values, then all mask bits (the layout saved models have)
+            h = jnp.concatenate([h, mask.reshape(-1).astype(x.dtype)])
         h = act(self.first(h))
         h = scan_layers(lambda layer, h: act(layer(h)), self.hidden, h)
         return self.last(h)

@@ -67,6 +67,7 @@ class Transformer(AbstractNetwork):
     dim: int = eqx.field(static=True)
     depth: int = eqx.field(static=True)
     heads: int = eqx.field(static=True)
+    mask_input: bool = eqx.field(static=True)
     embed: eqx.nn.Linear
     blocks: _Block  # `depth` stacked blocks
     norm: eqx.nn.LayerNorm
@@ -81,6 +82,7 @@ class Transformer(AbstractNetwork):
         dim: int = 64,
         depth: int = 2,
         heads: int = 4,
+        mask_input: bool = True,
         key: PRNGKeyArray,
     ):
         """**Arguments:**
@@ -90,6 +92,9 @@ class Transformer(AbstractNetwork):
         - `dim`: features per time point inside the encoder.
         - `depth`: number of encoder blocks (at least 1).
         - `heads`: attention heads; must divide `dim`.
+        - `mask_input`: feed the mask to the network beside the values (default). `fit`
+            turns it off when the task's data are always fully observed, where the mask
+            is a constant 1 (the values at masked entries are 0 either way).
         - `key`: a PRNG key for the initial weights.
         """
         self.in_time = check_size(in_time, "in_time")
@@ -98,13 +103,14 @@ class Transformer(AbstractNetwork):
         self.dim = check_size(dim, "dim")
         self.depth = check_size(depth, "depth")
         self.heads = check_size(heads, "heads")
+        self.mask_input = bool(mask_input)
         if self.dim % self.heads:
             raise ValueError(
                 f"`heads` must divide `dim`, got dim={self.dim} and heads={self.heads}. "
                 "Choose e.g. dim=64 with heads=4."
             )
         k1, k2, k3 = jax.random.split(key, 3)
-        self.embed = eqx.nn.Linear(2 * self.in_channels, self.dim, key=k1)
+        self.embed = eqx.nn.Linear(self._n_features(), self.dim, key=k1)
         self.blocks = stack_layers(lambda k: _Block(self.dim, self.heads, key=k), self.depth, k2)
         self.norm = eqx.nn.LayerNorm(self.dim)
         self.last = scale_output(eqx.nn.Linear(self.dim, self.out_size, key=k3))
@@ -122,7 +128,7 @@ class Transformer(AbstractNetwork):
         # result is discarded by the pooling) so that no softmax is taken over nothing.
         attend_to = keep | ~jnp.any(keep)
         attend = jnp.broadcast_to(attend_to[None, :], (self.in_time, self.in_time))
-        h = jax.vmap(self.embed)(jnp.concatenate([x, mask.astype(x.dtype)], axis=-1))
+        h = jax.vmap(self.embed)(self._features(x, mask))
         h = h + _sinusoidal(self.in_time, self.dim, h.dtype)
         h = scan_layers(lambda block, h: block(h, attend), self.blocks, h)
         h = jax.vmap(self.norm)(h)

@@ -73,6 +73,19 @@ class AbstractNetwork(eqx.Module):
         ]
         return {"kind": type(self).__name__, **{name: getattr(self, name) for name in names}}
 
+    def _features(self, x: Array, mask: Array) -> Array:
+        """The per-time input features `(time, channels)`: the values, and the mask as
+        0/1 beside them unless the network was built with `mask_input=False` (for data
+        that are always fully observed, where the mask is a constant 1)."""
+        if getattr(self, "mask_input", True):
+            return jnp.concatenate([x, mask.astype(x.dtype)], axis=-1)
+        return x
+
+    def _n_features(self) -> int:
+        """Input features per time point: `2 * in_channels`, or `in_channels` without
+        the mask."""
+        return (2 if getattr(self, "mask_input", True) else 1) * self.in_channels
+
     def _prepare(self, x: Array, mask: Array) -> tuple[Array, Array]:
         """Check the shapes of one series and return `(x with masked entries set to 0,
         mask as a boolean array)`."""

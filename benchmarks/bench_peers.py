@@ -166,7 +166,7 @@ def run_sgjax(task, key, cfg):
     params = sum(a.size for a in jax.tree.leaves(sgjax._train._split(estimator)[0]))
     out = {
         "status": "ok",
-        "network": f"MLP {2 * 100}→{SUMMARY['width']}×{SUMMARY['depth']}→{SUMMARY['out']} (gelu) + flowjax MAF "
+        "network": f"MLP {estimator.network.first.in_features}→{SUMMARY['width']}×{SUMMARY['depth']}→{SUMMARY['out']} (gelu) + flowjax MAF "
         f"{FLOW['layers']} layers, conditioner {FLOW['depth']}×{FLOW['width']}",
         "parameters": int(params),
         "batch_size": BATCH,

@@ -72,9 +72,12 @@ def _diffeqsolve(simulator, field, y0, theta, controller, adjoint=None, solver=N
     return sol.ys, sol.result == dfx.RESULTS.successful
 
 
-def _solve_one(simulator, theta, controller, adjoint=None):
+def _solve_one(simulator, theta, controller, adjoint=None, unrolled=False):
+    """One trajectory; with `unrolled`, explicit Runge–Kutta stages unrolled
+    (`_UnrolledERK`), else diffrax's solver as given (the reference)."""
     model = simulator.model
-    return _diffeqsolve(simulator, model.vector_field, model.initial_state(theta), theta, controller, adjoint)
+    solver = _unrolled(simulator.solver) if unrolled else None
+    return _diffeqsolve(simulator, model.vector_field, model.initial_state(theta), theta, controller, adjoint, solver)
 
 
 class PerTrajectory(AbstractStrategy):
@@ -117,6 +120,9 @@ class _UnrolledERK(dfx.AbstractAdaptiveSolver, dfx.AbstractWrappedSolver):
     """
 
     solver: dfx.AbstractERK
+    # diffrax's adjoints set this on Runge–Kutta solvers (isinstance checks see through
+    # wrapped solvers) to choose how the stage loop is scanned; unrolled, there is none.
+    scan_kind: str | None = None
 
     @property
     def term_structure(self):

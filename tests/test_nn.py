@@ -347,3 +347,14 @@ def test_without_the_mask_input(cls, kwargs, getkey):
     assert size(rebuilt) == size(net) and rebuilt.mask_input is False
     legacy = {k: v for k, v in full.config().items() if k != "mask_input"}
     assert nn.network_from_config(legacy, key=getkey()).mask_input is True
+
+
+def test_mask_free_mlp_starts_as_the_same_function(getkey):
+    # Built without the mask input, the MLP folds the would-be mask weights into its
+    # first bias: with the same key it is the same initial function on complete data.
+    key = getkey()
+    full = nn.MLP(T, C, OUT, width=32, depth=2, key=key)
+    blind = nn.MLP(T, C, OUT, width=32, depth=2, mask_input=False, key=key)
+    x, _ = _series(9)
+    ones = jnp.ones(x.shape, bool)
+    np.testing.assert_allclose(apply(blind, x, ones), apply(full, x, ones), rtol=1e-5, atol=1e-6)

@@ -68,8 +68,15 @@ class MLP(AbstractNetwork):
         self.activation = check_activation(activation)
         self.mask_input = bool(mask_input)
         k1, k2, k3 = jax.random.split(key, 3)
-        n_in = self.in_time * self._n_features()
-        self.first = eqx.nn.Linear(n_in, self.width, key=k1)
+        n_values = self.in_time * self.in_channels
+        first = eqx.nn.Linear(2 * n_values, self.width, key=k1)
+        if not self.mask_input:
+            # The same initial function as reading an all-ones mask: its weights
+            # folded into the bias (the initial scale and offsets stay those of the
+            # mask-reading network, which trains better on short series).
+            weight, bias = first.weight[:, :n_values], first.bias + first.weight[:, n_values:].sum(axis=1)
+            first = eqx.tree_at(lambda l: (l.weight, l.bias), eqx.nn.Linear(n_values, self.width, key=k1), (weight, bias))
+        self.first = first
         self.hidden = stack_layers(
             lambda k: eqx.nn.Linear(self.width, self.width, key=k), self.depth - 1, k2
         )

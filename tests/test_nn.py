@@ -349,12 +349,16 @@ def test_without_the_mask_input(cls, kwargs, getkey):
     assert nn.network_from_config(legacy, key=getkey()).mask_input is True
 
 
-def test_mask_free_mlp_starts_as_the_same_function(getkey):
-    # Built without the mask input, the MLP folds the would-be mask weights into its
-    # first bias: with the same key it is the same initial function on complete data.
+@pytest.mark.parametrize(
+    "cls, kwargs", [n for n in all_networks if n[0] is not nn.CNN], ids=lambda v: getattr(v, "__name__", "")
+)
+def test_mask_free_network_starts_as_the_same_function(cls, kwargs, getkey):
+    # Built without the mask input, MLP, GRU and Transformer fold the would-be mask
+    # weights into the first layer's bias: with the same key, the same initial function
+    # on complete data. (A CNN's zero padding makes the mask channel position-dependent.)
     key = getkey()
-    full = nn.MLP(T, C, OUT, width=32, depth=2, key=key)
-    blind = nn.MLP(T, C, OUT, width=32, depth=2, mask_input=False, key=key)
+    full = cls(T, C, OUT, **kwargs, key=key)
+    blind = cls(T, C, OUT, **kwargs, mask_input=False, key=key)
     x, _ = _series(9)
     ones = jnp.ones(x.shape, bool)
     np.testing.assert_allclose(apply(blind, x, ones), apply(full, x, ones), rtol=1e-5, atol=1e-6)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from .base import AbstractNetwork, check_size, observed_times, scale_output
+from .base import AbstractNetwork, check_size, fold_constant_inputs, observed_times, scale_output
 
 
 class GRU(AbstractNetwork):
@@ -51,7 +51,11 @@ class GRU(AbstractNetwork):
         self.hidden = check_size(hidden, "hidden")
         self.mask_input = bool(mask_input)
         k1, k2 = jax.random.split(key)
-        self.cell = eqx.nn.GRUCell(self._n_features(), self.hidden, key=k1)
+        cell = eqx.nn.GRUCell(2 * self.in_channels, self.hidden, key=k1)
+        if not self.mask_input:  # the same initial function as with an all-ones mask
+            small = eqx.nn.GRUCell(self.in_channels, self.hidden, key=k1)
+            cell = fold_constant_inputs(cell, small, weight="weight_ih")
+        self.cell = cell
         self.last = scale_output(eqx.nn.Linear(self.hidden, self.out_size, key=k2))
 
     def __call__(

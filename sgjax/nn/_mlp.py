@@ -10,6 +10,7 @@ from .base import (
     AbstractNetwork,
     check_activation,
     check_size,
+    fold_constant_inputs,
     scale_output,
     scan_layers,
     stack_layers,
@@ -70,12 +71,8 @@ class MLP(AbstractNetwork):
         k1, k2, k3 = jax.random.split(key, 3)
         n_values = self.in_time * self.in_channels
         first = eqx.nn.Linear(2 * n_values, self.width, key=k1)
-        if not self.mask_input:
-            # The same initial function as reading an all-ones mask: its weights
-            # folded into the bias (the initial scale and offsets stay those of the
-            # mask-reading network, which trains better on short series).
-            weight, bias = first.weight[:, :n_values], first.bias + first.weight[:, n_values:].sum(axis=1)
-            first = eqx.tree_at(lambda l: (l.weight, l.bias), eqx.nn.Linear(n_values, self.width, key=k1), (weight, bias))
+        if not self.mask_input:  # the same initial function as with an all-ones mask
+            first = fold_constant_inputs(first, eqx.nn.Linear(n_values, self.width, key=k1))
         self.first = first
         self.hidden = stack_layers(
             lambda k: eqx.nn.Linear(self.width, self.width, key=k), self.depth - 1, k2

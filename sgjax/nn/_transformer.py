@@ -8,6 +8,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from .base import (
     AbstractNetwork,
     check_size,
+    fold_constant_inputs,
     masked_mean,
     observed_times,
     scale_output,
@@ -110,7 +111,10 @@ class Transformer(AbstractNetwork):
                 "Choose e.g. dim=64 with heads=4."
             )
         k1, k2, k3 = jax.random.split(key, 3)
-        self.embed = eqx.nn.Linear(self._n_features(), self.dim, key=k1)
+        embed = eqx.nn.Linear(2 * self.in_channels, self.dim, key=k1)
+        if not self.mask_input:  # the same initial function as with an all-ones mask
+            embed = fold_constant_inputs(embed, eqx.nn.Linear(self.in_channels, self.dim, key=k1))
+        self.embed = embed
         self.blocks = stack_layers(lambda k: _Block(self.dim, self.heads, key=k), self.depth, k2)
         self.norm = eqx.nn.LayerNorm(self.dim)
         self.last = scale_output(eqx.nn.Linear(self.dim, self.out_size, key=k3))

@@ -134,6 +134,17 @@ def scale_output(layer: eqx.nn.Linear, factor: float = OUTPUT_SCALE) -> eqx.nn.L
     )
 
 
+def fold_constant_inputs(full, small, weight: str = "weight", bias: str = "bias"):
+    """`small` (a layer built for the first inputs of `full` only) with `full`'s
+    weights, the weights of `full`'s remaining inputs, taken as constant 1, added to
+    the bias: the same function of the kept inputs. With `mask_input=False` a
+    network starts as the same function as with an all-ones mask, at the same initial
+    scale (dropping the mask's weights instead changed how a flow SGNN trained)."""
+    w, b = getattr(full, weight), getattr(full, bias)
+    n = getattr(small, weight).shape[1]
+    return eqx.tree_at(lambda l: (getattr(l, weight), getattr(l, bias)), small, (w[:, :n], b + w[:, n:].sum(axis=1)))
+
+
 def stack_layers(make: Callable[[PRNGKeyArray], eqx.Module], n: int, key: PRNGKeyArray):
     """`n` independently initialised copies of a layer, stacked along a leading axis of
     every array leaf (run them with `scan_layers`). `None` when `n == 0`.

@@ -20,9 +20,9 @@ class CNN(AbstractNetwork):
     """A 1-D convolutional network over time.
 
     The input channels are the values (masked entries set to 0) and the mask (as 0/1),
-    `2 * in_channels` in all (the values alone with `mask_input=False`). `depth` convolutions of `kernel_size` with `"SAME"`
-    padding (so every layer keeps `in_time` points) and `width` channels follow, each
-    but the first with a residual connection. The features are then pooled over the
+    `2 * in_channels` in all (the values alone with `mask_input=False`). `depth`
+    convolutions of `kernel_size` with `"SAME"` padding (so every layer keeps `in_time`
+    points) and `width` channels follow, each but the first with a residual connection. The features are then pooled over the
     time points with at least one observed channel, by mean and by max, and a linear
     layer maps the `2 * width` pooled features to the output.
     """
@@ -78,7 +78,7 @@ class CNN(AbstractNetwork):
         self.mask_input = bool(mask_input)
         k1, k2, k3 = jax.random.split(key, 3)
         self.first = eqx.nn.Conv1d(
-            self._n_features(), self.width, self.kernel_size, padding="SAME", key=k1
+            (2 if self.mask_input else 1) * self.in_channels, self.width, self.kernel_size, padding="SAME", key=k1
         )
         self.hidden = tuple(
             eqx.nn.Conv1d(self.width, self.width, self.kernel_size, padding="SAME", key=k)

@@ -81,11 +81,6 @@ class AbstractNetwork(eqx.Module):
             return jnp.concatenate([x, mask.astype(x.dtype)], axis=-1)
         return x
 
-    def _n_features(self) -> int:
-        """Input features per time point: `2 * in_channels`, or `in_channels` without
-        the mask."""
-        return (2 if getattr(self, "mask_input", True) else 1) * self.in_channels
-
     def _prepare(self, x: Array, mask: Array) -> tuple[Array, Array]:
         """Check the shapes of one series and return `(x with masked entries set to 0,
         mask as a boolean array)`."""

@@ -22,9 +22,10 @@ class CNN(AbstractNetwork):
     The input channels are the values (masked entries set to 0) and the mask (as 0/1),
     `2 * in_channels` in all (the values alone with `mask_input=False`). `depth`
     convolutions of `kernel_size` with `"SAME"` padding (so every layer keeps `in_time`
-    points) and `width` channels follow, each but the first with a residual connection. The features are then pooled over the
-    time points with at least one observed channel, by mean and by max, and a linear
-    layer maps the `2 * width` pooled features to the output.
+    points) and `width` channels follow, each but the first with a residual connection.
+    The features are then pooled over the time points with at least one observed
+    channel, by mean and by max, and a linear layer maps the `2 * width` pooled
+    features to the output.
     """
 
     in_time: int = eqx.field(static=True)

@@ -4,6 +4,7 @@ checkpoints and resume."""
 import functools
 import os
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -199,3 +200,18 @@ def test_networks_read_the_mask_only_where_data_can_be_missing():
     assert _make_network(None, gappy, 2, key).mask_input is True
     # The user's own choice stands.
     assert _make_network(functools.partial(sgjax.nn.MLP, mask_input=True), full, 2, key).mask_input is True
+
+
+def test_errors_surface_while_the_pilot_simulates_on_another_thread():
+    task = LinearGaussian()
+    # The network is built on this thread while the pilot batch simulates on another.
+    with pytest.raises(TypeError, match="not an sgjax.nn.AbstractNetwork"):
+        sgjax.fit(task, network=lambda *a, key: object(), key=jax.random.key(0), steps=50, **FAST)
+
+    class Failing(LinearGaussian):  # every simulation fails: raised from the pilot's thread
+        def sample(self, key, n):
+            batch = super().sample(key, n)
+            return eqx.tree_at(lambda b: b.weight, batch, jnp.zeros_like(batch.weight))
+
+    with pytest.raises(RuntimeError, match="Every simulation in the pilot batch failed"):
+        _fit(Failing(), key=jax.random.key(0), steps=50)

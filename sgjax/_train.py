@@ -400,21 +400,20 @@ def fit(
     # reuse that one compiled sampler of the task. They are simulated on a second
     # thread while this one builds the network and head (op by op, mostly Python)
     # and then compiles the training call; the validation set is first needed at
-    # the first evaluation. A cold fit of a flow on 2 CPU cores: 3-4 s sooner.
+    # the first evaluation. A cold fit of a flow on 2 CPU cores: ~3 s sooner.
     pool = ThreadPoolExecutor(1, thread_name_prefix="sgjax-presimulate")
+    pilot_f = pool.submit(simulate_batch, task, k_pilot, pilot_size)
+    val_f = pool.submit(simulate_batch, task, k_val, validation_size)
     try:
-        pilot_f = pool.submit(simulate_batch, task, k_pilot, pilot_size)
-        val_f = pool.submit(simulate_batch, task, k_val, validation_size)
-        try:
-            n_targets = 1 if task.n_classes else len(task.labels)
-            modules = _modules(task, head, network, n_targets, k_init)
-            pilot = pilot_f.result()
-            if not task.n_classes and pilot.y.shape[1] != n_targets:  # labels that do not count the targets
-                modules = None
-            estimator = _initial_estimator(task, head, network, pilot, log1p, k_init, modules)
-        except BaseException:
-            val_f.cancel()
-            raise
+        n_targets = 1 if task.n_classes else len(task.labels)
+        modules = _modules(task, head, network, n_targets, k_init)
+        pilot = pilot_f.result()
+        if not task.n_classes and pilot.y.shape[1] != n_targets:  # labels that do not count the targets
+            modules = None
+        estimator = _initial_estimator(task, head, network, pilot, log1p, k_init, modules)
+    except BaseException:
+        val_f.cancel()
+        raise
     finally:
         pool.shutdown(wait=False)  # the validation set may still be running
     params, frozen = _split(estimator)

@@ -160,7 +160,9 @@ class Prior(eqx.Module):
         observation, the posterior under the restricted prior is the same posterior,
         and the network spends its capacity where that observation's posterior lives.
         The estimator is then valid only for observations whose posterior lies inside
-        the box. [`sgjax.Posterior.box`][] gives a box from a first round's samples.
+        the box. [`sgjax.Posterior.box`][] gives a box from a first round's samples, and
+        [`sgjax.Task.restrict`][] restricts a task's prior this way while keeping its
+        compiled training step.
 
         `Uniform` and `LogUniform` stay in their family with the new bounds (so a
         restricted prior reuses compiled code); any other distribution is truncated

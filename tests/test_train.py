@@ -213,3 +213,31 @@ def test_errors_surface_while_the_pilot_simulates_on_another_thread():
 
     with pytest.raises(ValueError, match="this simulator is broken"):
         _fit(Broken(), key=jax.random.key(0), steps=50)
+
+
+def test_a_restricted_task_keeps_its_learning_spaces_and_its_compiled_step():
+    import numpyro.distributions as dist
+
+    days = jnp.arange(1.0, 11.0)
+    prior = sgjax.Prior(beta=dist.Uniform(0.2, 2.0), gamma=dist.LogUniform(0.05, 0.5))
+    task = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), days, ObservationModel(Poisson())), ["beta", "gamma"], prior)
+    box = {"beta": (0.5, 0.8), "gamma": (0.1, 0.2)}
+    restricted = task.restrict(box)
+    # Sampled from the restricted prior, learnt in the whole prior's spaces.
+    theta = restricted.prior.sample(jax.random.key(0), 2000)
+    for name, (lo, hi) in box.items():
+        assert lo <= float(theta[name].min()) and float(theta[name].max()) <= hi
+    assert restricted.spaces == task.spaces
+    assert [s.kind for s in task.spaces] == ["logit", "logit"]
+    np.testing.assert_allclose([(s.lo, s.hi) for s in task.spaces], [(0.2, 2.0), (0.05, 0.5)], rtol=1e-6)
+    # A fresh task on the restricted prior would learn in logit spaces on the box.
+    fresh = sgjax.Task(task.simulator, ["beta", "gamma"], prior.restrict(box)).spaces[0]
+    assert (fresh.lo, fresh.hi) == pytest.approx((0.5, 0.8))
+    _fit(task, key=jax.random.key(1), steps=50)
+    before = _train._TRACES["train"]
+    est, _ = _fit(restricted, key=jax.random.key(2), steps=50)
+    assert _train._TRACES["train"] == before  # the compiled step is reused
+    # Its pilot's mean of logit((β - 0.2) / 1.8) lies on the box: it trained on the box.
+    assert 0.5 <= float(task.spaces[0].inverse(est.y_mean[0])) <= 0.8
+    with pytest.raises(ValueError, match="does not have"):
+        task.restrict({"bet": (0.5, 0.8)})

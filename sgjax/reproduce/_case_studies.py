@@ -86,11 +86,10 @@ def study(sim, prior, x, mask, *, key, steps, rounds, learning_rate, batch, nuts
         nuts_seconds = time.perf_counter() - t
     ref_draws = _stack(ref.samples, names)[0]
     ref_draws = ref_draws[np.random.default_rng(0).permutation(len(ref_draws))[:n_draws]]
-    runs, amortized, elapsed, round_prior = [], None, 0.0, prior
+    runs, amortized, elapsed, task = [], None, 0.0, Task(sim, names, prior)
     for r_i in range(rounds):
         with report.phase(f"{name}: SGNN training"):
             t = time.perf_counter()
-            task = Task(sim, names, round_prior)
             est, _ = fit(task, Flow(), key=jax.random.fold_in(k_train, r_i), steps=steps, batch_size=batch,
                          learning_rate=learning_rate, progress=progress)  # fmt: skip
             post = infer(est, x, mask, key=jax.random.fold_in(k_train, 100 + r_i), n_samples=n_draws)
@@ -108,7 +107,7 @@ def study(sim, prior, x, mask, *, key, steps, rounds, learning_rate, batch, nuts
                      "train_seconds": elapsed, "infer_ms": infer_ms, "c2st": acc, "draws": draws})  # fmt: skip
         if acc <= C2ST_GOAL:
             break
-        round_prior = round_prior.restrict(post.box())
+        task = task.restrict(post.box())  # the same learning spaces: the compiled step is reused
     est, task = amortized  # the misspecification score asks about the whole simulated world
     best = runs[-1]
     with report.phase(f"{name}: checks"):

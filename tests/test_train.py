@@ -218,10 +218,10 @@ def test_errors_surface_while_the_pilot_simulates_on_another_thread():
 def test_a_restricted_task_keeps_its_learning_spaces_and_its_compiled_step():
     import numpyro.distributions as dist
 
-    days = jnp.arange(1.0, 11.0)
-    prior = sgjax.Prior(beta=dist.Uniform(0.2, 2.0), gamma=dist.LogUniform(0.05, 0.5))
-    task = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), days, ObservationModel(Poisson())), ["beta", "gamma"], prior)
-    box = {"beta": (0.5, 0.8), "gamma": (0.1, 0.2)}
+    prior = sgjax.Prior(r=dist.Uniform(0.1, 1.0), K=dist.LogUniform(50.0, 500.0))
+    sim = sgjax.Simulator(sgjax.models.Logistic(), jnp.arange(1.0, 11.0), ObservationModel(Poisson()))
+    task = sgjax.Task(sim, ["r", "K"], prior)
+    box = {"r": (0.3, 0.5), "K": (100.0, 200.0)}
     restricted = task.restrict(box)
     # Sampled from the restricted prior, learnt in the whole prior's spaces.
     theta = restricted.prior.sample(jax.random.key(0), 2000)
@@ -229,15 +229,15 @@ def test_a_restricted_task_keeps_its_learning_spaces_and_its_compiled_step():
         assert lo <= float(theta[name].min()) and float(theta[name].max()) <= hi
     assert restricted.spaces == task.spaces
     assert [s.kind for s in task.spaces] == ["logit", "logit"]
-    np.testing.assert_allclose([(s.lo, s.hi) for s in task.spaces], [(0.2, 2.0), (0.05, 0.5)], rtol=1e-6)
+    np.testing.assert_allclose([(s.lo, s.hi) for s in task.spaces], [(0.1, 1.0), (50.0, 500.0)], rtol=1e-6)
     # A fresh task on the restricted prior would learn in logit spaces on the box.
-    fresh = sgjax.Task(task.simulator, ["beta", "gamma"], prior.restrict(box)).spaces[0]
-    assert (fresh.lo, fresh.hi) == pytest.approx((0.5, 0.8))
+    fresh = sgjax.Task(sim, ["r", "K"], prior.restrict(box)).spaces[0]
+    assert (fresh.lo, fresh.hi) == pytest.approx((0.3, 0.5))
     _fit(task, key=jax.random.key(1), steps=50)
     before = _train._TRACES["train"]
     est, _ = _fit(restricted, key=jax.random.key(2), steps=50)
     assert _train._TRACES["train"] == before  # the compiled step is reused
-    # Its pilot's mean of logit((β - 0.2) / 1.8) lies on the box: it trained on the box.
-    assert 0.5 <= float(task.spaces[0].inverse(est.y_mean[0])) <= 0.8
+    # Its pilot's mean of logit((r - 0.1) / 0.9) lies on the box: it trained on the box.
+    assert 0.3 <= float(task.spaces[0].inverse(est.y_mean[0])) <= 0.5
     with pytest.raises(ValueError, match="does not have"):
-        task.restrict({"bet": (0.5, 0.8)})
+        task.restrict({"rr": (0.3, 0.5)})

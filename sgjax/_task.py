@@ -161,7 +161,7 @@ class Task(AbstractTask):
         are compiled into [`sgjax.fit`][]'s training step and the prior's bounds are
         not, so every round after the first reuses the compiled step; a fresh
         `Task(simulator, targets, prior.restrict(box))` would choose logit spaces on the
-        box and compile again (~25 s a round for the boarding-school SIR flow, 2 CPU
+        box and compile again (~30 s a round for the boarding-school SIR flow, 2 CPU
         cores).
         """
         return eqx.tree_at(lambda t: t.prior, self, self.prior.restrict(box))

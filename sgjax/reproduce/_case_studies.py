@@ -145,18 +145,18 @@ def study(sim, prior, x, mask, *, key, steps, rounds, learning_rate, batch, nuts
 def _run(report, problems, *, quick, seed, progress, ylabel):
     key = jax.random.key(seed)
     if quick:
-        steps, rounds, batch, n_draws = 150, 2, 256, 500
+        schedules, batch, n_draws = dict.fromkeys(problems, (150, 2)), 256, 500
         nuts_kwargs = dict(num_warmup=100, num_samples=150, num_chains=2)
     else:
-        steps, rounds, batch, n_draws = None, None, 512, 2000  # steps and rounds: SCHEDULES
+        schedules, batch, n_draws = {name: SCHEDULES[name] for name in problems}, 512, 2000
         # Chains start at the best of 256 prior draws: the Lotka–Volterra likelihood has
         # poor local modes (flat fits with large σ) that strand chains started anywhere.
         nuts_kwargs = dict(num_warmup=1000, num_samples=1000, num_chains=4, n_init=256)
     results = {}
-    schedules = {name: (steps, rounds) if quick else SCHEDULES[name] for name in problems}
     for p_i, (name, (sim, prior, x, mask)) in enumerate(problems.items()):
+        steps, rounds = schedules[name]
         results[name] = study(
-            sim, prior, x, mask, key=jax.random.fold_in(key, p_i), steps=schedules[name][0], rounds=schedules[name][1],
+            sim, prior, x, mask, key=jax.random.fold_in(key, p_i), steps=steps, rounds=rounds,
             learning_rate=LEARNING_RATE, batch=batch,
             nuts_kwargs=nuts_kwargs, n_draws=n_draws, report=report, name=name, progress=progress,
         )

@@ -53,5 +53,6 @@ if __name__ == "__main__":
     if args[:1] == ["--seed"] and len(args) > 1 and args[1].isdigit():
         seed, args = int(args[1]), args[2:]
     if not args or not all(a.replace(",", "").isdigit() and "" not in a.split(",") for a in args):
-        sys.exit(__doc__ + f"\nEach schedule is comma-separated steps per round, e.g. 1000,1000,1000; got {sys.argv[1:]}.")
+        got = sys.argv[1:]
+        sys.exit(f"{__doc__}\nEach schedule is comma-separated steps per round, e.g. 1000,1000,1000; got {got}.")
     main([[int(s) for s in a.split(",")] for a in args], seed)

@@ -97,7 +97,7 @@ def reproduce(
         (experiments that share compiled programs stay in one; the case studies,
         which time the SGNN against NUTS, always run alone). The quick versions
         are mostly compilation, which XLA does on one core: 2 on a 2-core machine cut
-        `all --quick` from 171 s to 136 s (103–181 s on 2026-12-02, depending on the
+        `all --quick` from 171 s to 136 s (88–181 s on 2026-12-02, depending on the
         machine and the hour), and `all` at default settings takes 16–18 min. Results
         do not depend on it (each experiment is a function of the seed); the times each
         experiment reports include the contention.

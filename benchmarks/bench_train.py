@@ -144,7 +144,8 @@ def report(rows, args):
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {jax.device_count()} {jax.default_backend()} "
         f"device(s), {__import__('os').cpu_count()} cores; jax {jax.__version__}, equinox {eqx.__version__}, "
-        f"sgjax {sgjax.__version__}. Command: `python benchmarks/bench_train.py{' --quick' if args.quick else ''}`.",
+        f"sgjax {sgjax.__version__}. Command: `python benchmarks/bench_train.py{' --quick' if args.quick else ''}"
+        f"{'' if args.batch == [512] else ' --batch ' + ' '.join(map(str, args.batch))}`.",
         "",
         "SIR, 100 daily Poisson incidences, targets (β, γ), MLP 2×256, point head, float32. Best of "
         f"{args.repeats} repeats of {args.calls} dispatches.",
@@ -169,10 +170,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--batch", type=int, nargs="+", default=[512],
+                        help="batch sizes (a GPU needs large ones, e.g. 512 8192 65536)")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.calls = 1, 2
-    rows = [bench(512, k, args.calls, args.repeats) for k in ((1, 25) if not args.quick else (25,))]
+    if any(b < 1 for b in args.batch):
+        parser.error(f"--batch sizes must be positive, got {args.batch}")
+    rows = [bench(b, k, args.calls, args.repeats) for b in args.batch for k in ((1, 25) if not args.quick else (25,))]
     text = report(rows, args)
     print(text)
     (HERE / "results_train.json").write_text(json.dumps(rows, indent=2))

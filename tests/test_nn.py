@@ -362,3 +362,60 @@ def test_mask_free_network_starts_as_the_same_function(cls, kwargs, getkey):
     x, _ = _series(9)
     ones = jnp.ones(x.shape, bool)
     np.testing.assert_allclose(apply(blind, x, ones), apply(full, x, ones), rtol=1e-5, atol=1e-6)
+
+
+def test_host_initialisation_law_and_determinism():
+    """`linear` with a concrete key draws equinox's law (uniform on ±1/√in) on the
+    host, deterministically in the key; a traced key goes to equinox itself."""
+    n_in, n_out = 400, 256
+    a = nn.base.linear(n_in, n_out, key=jax.random.key(3))
+    b = nn.base.linear(n_in, n_out, key=jax.random.key(3))
+    c = nn.base.linear(n_in, n_out, key=jax.random.key(4))
+    ref = eqx.nn.Linear(n_in, n_out, key=jax.random.key(3))
+    assert jax.tree.structure(a) == jax.tree.structure(ref)
+    lim = 1 / np.sqrt(n_in)
+    for got, want in ((a.weight, ref.weight), (a.bias, ref.bias)):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        g = np.asarray(got)
+        assert np.abs(g).max() <= lim
+        # Uniform(-lim, lim): mean 0 and variance lim²/3, within ~5 standard errors.
+        se = lim / np.sqrt(3 * g.size)
+        assert abs(g.mean()) < 5 * se
+        assert abs(g.var() / (lim**2 / 3) - 1) < 5 * np.sqrt(0.8 / g.size)
+    np.testing.assert_array_equal(a.weight, b.weight)
+    assert not np.allclose(a.weight, c.weight)
+    # Raw uint32 keys (what split_key hands out) work too, and differ from each other.
+    k1, k2 = nn.base.split_key(jax.random.key(3), 2)
+    assert not np.allclose(nn.base.linear(8, 4, key=k1).weight, nn.base.linear(8, 4, key=k2).weight)
+    # Under a trace the key is abstract: equinox draws the weights, bit for bit.
+    traced = eqx.filter_jit(lambda k: nn.base.linear(n_in, n_out, key=k))(jax.random.key(3))
+    np.testing.assert_array_equal(traced.weight, ref.weight)
+
+
+@networks
+def test_building_a_network_compiles_nothing(cls, kwargs):
+    """With a concrete key, building a network runs no XLA compilation: the weights
+    are drawn and folded on the host (eager jax.random compiles a program per shape,
+    seconds for a network on 2 CPU cores). Built under jit or vmap it still works."""
+    compiled = []
+
+    def listen(event, duration, **kw):
+        if event.endswith("backend_compile_duration"):
+            compiled.append(kw.get("fun_name"))
+
+    key = jax.random.key(11)
+    nn.base.host_rng(key)  # reading a key's data compiles once per process
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        # Sizes no other test uses, so that nothing is already compiled.
+        net = cls(T + 1, C, OUT + 2, key=key, **kwargs)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    if cls is nn.MLP:  # every weight through `linear` (the others hold equinox's
+        assert compiled == []  # Conv1d, GRUCell or attention, which draw their own)
+    keys = jax.random.split(jax.random.key(0), 2)
+    ensemble = eqx.filter_vmap(lambda k: cls(T, C, OUT, key=k, **kwargs))(keys)
+    x, mask = jnp.ones((BATCH, T, C)), jnp.ones((BATCH, T, C), bool)
+    out = eqx.filter_vmap(lambda n: jax.vmap(n)(x, mask))(ensemble)
+    assert out.shape == (2, BATCH, OUT) and np.all(np.isfinite(out))
+    assert np.all(np.isfinite(apply(net, jnp.ones((BATCH, T + 1, C)), jnp.ones((BATCH, T + 1, C), bool))))

@@ -10,9 +10,11 @@ from .base import (
     AbstractNetwork,
     check_activation,
     check_size,
+    linear,
     masked_mean,
     observed_times,
     scale_output,
+    split_key,
 )
 
 
@@ -77,15 +79,15 @@ class CNN(AbstractNetwork):
         self.kernel_size = check_size(kernel_size, "kernel_size")
         self.activation = check_activation(activation)
         self.mask_input = bool(mask_input)
-        k1, k2, k3 = jax.random.split(key, 3)
+        k1, k2, k3 = split_key(key, 3)
         self.first = eqx.nn.Conv1d(
             (2 if self.mask_input else 1) * self.in_channels, self.width, self.kernel_size, padding="SAME", key=k1
         )
         self.hidden = tuple(
             eqx.nn.Conv1d(self.width, self.width, self.kernel_size, padding="SAME", key=k)
-            for k in jax.random.split(k2, self.depth - 1)
+            for k in split_key(k2, self.depth - 1)
         )
-        self.last = scale_output(eqx.nn.Linear(2 * self.width, self.out_size, key=k3))
+        self.last = scale_output(linear(2 * self.width, self.out_size, key=k3))
 
     def __call__(
         self,

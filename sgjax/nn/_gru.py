@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from .base import AbstractNetwork, check_size, fold_constant_inputs, observed_times, scale_output
+from .base import AbstractNetwork, check_size, fold_constant_inputs, linear, observed_times, scale_output, split_key
 
 
 class GRU(AbstractNetwork):
@@ -50,13 +50,13 @@ class GRU(AbstractNetwork):
         self.out_size = check_size(out_size, "out_size")
         self.hidden = check_size(hidden, "hidden")
         self.mask_input = bool(mask_input)
-        k1, k2 = jax.random.split(key)
+        k1, k2 = split_key(key, 2)
         cell = eqx.nn.GRUCell(2 * self.in_channels, self.hidden, key=k1)
         if not self.mask_input:  # the same initial function as with an all-ones mask
             small = eqx.nn.GRUCell(self.in_channels, self.hidden, key=k1)
             cell = fold_constant_inputs(cell, small, weight="weight_ih")
         self.cell = cell
-        self.last = scale_output(eqx.nn.Linear(self.hidden, self.out_size, key=k2))
+        self.last = scale_output(linear(self.hidden, self.out_size, key=k2))
 
     def __call__(
         self,

@@ -11,8 +11,10 @@ from .base import (
     check_activation,
     check_size,
     fold_constant_inputs,
+    linear,
     scale_output,
     scan_layers,
+    split_key,
     stack_layers,
 )
 
@@ -68,16 +70,16 @@ class MLP(AbstractNetwork):
         self.depth = check_size(depth, "depth")
         self.activation = check_activation(activation)
         self.mask_input = bool(mask_input)
-        k1, k2, k3 = jax.random.split(key, 3)
+        k1, k2, k3 = split_key(key, 3)
         n_values = self.in_time * self.in_channels
-        first = eqx.nn.Linear(2 * n_values, self.width, key=k1)
+        first = linear(2 * n_values, self.width, key=k1)
         if not self.mask_input:  # the same initial function as with an all-ones mask
-            first = fold_constant_inputs(first, eqx.nn.Linear(n_values, self.width, key=k1))
+            first = fold_constant_inputs(first, linear(n_values, self.width, key=k1))
         self.first = first
         self.hidden = stack_layers(
-            lambda k: eqx.nn.Linear(self.width, self.width, key=k), self.depth - 1, k2
+            lambda k: linear(self.width, self.width, key=k), self.depth - 1, k2
         )
-        self.last = scale_output(eqx.nn.Linear(self.width, self.out_size, key=k3))
+        self.last = scale_output(linear(self.width, self.out_size, key=k3))
 
     def __call__(
         self,

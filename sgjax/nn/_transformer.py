@@ -9,10 +9,12 @@ from .base import (
     AbstractNetwork,
     check_size,
     fold_constant_inputs,
+    linear,
     masked_mean,
     observed_times,
     scale_output,
     scan_layers,
+    split_key,
     stack_layers,
 )
 
@@ -36,12 +38,12 @@ class _Block(eqx.Module):
     down: eqx.nn.Linear
 
     def __init__(self, dim: int, heads: int, *, key: PRNGKeyArray):
-        k1, k2, k3 = jax.random.split(key, 3)
+        k1, k2, k3 = split_key(key, 3)
         self.norm1 = eqx.nn.LayerNorm(dim)
         self.attention = eqx.nn.MultiheadAttention(heads, dim, key=k1)
         self.norm2 = eqx.nn.LayerNorm(dim)
-        self.up = eqx.nn.Linear(dim, 2 * dim, key=k2)
-        self.down = eqx.nn.Linear(2 * dim, dim, key=k3)
+        self.up = linear(dim, 2 * dim, key=k2)
+        self.down = linear(2 * dim, dim, key=k3)
 
     def __call__(self, h: Float[Array, "time dim"], attend: Bool[Array, "time time"]):
         a = jax.vmap(self.norm1)(h)
@@ -110,14 +112,14 @@ class Transformer(AbstractNetwork):
                 f"`heads` must divide `dim`, got dim={self.dim} and heads={self.heads}. "
                 "Choose e.g. dim=64 with heads=4."
             )
-        k1, k2, k3 = jax.random.split(key, 3)
-        embed = eqx.nn.Linear(2 * self.in_channels, self.dim, key=k1)
+        k1, k2, k3 = split_key(key, 3)
+        embed = linear(2 * self.in_channels, self.dim, key=k1)
         if not self.mask_input:  # the same initial function as with an all-ones mask
-            embed = fold_constant_inputs(embed, eqx.nn.Linear(self.in_channels, self.dim, key=k1))
+            embed = fold_constant_inputs(embed, linear(self.in_channels, self.dim, key=k1))
         self.embed = embed
         self.blocks = stack_layers(lambda k: _Block(self.dim, self.heads, key=k), self.depth, k2)
         self.norm = eqx.nn.LayerNorm(self.dim)
-        self.last = scale_output(eqx.nn.Linear(self.dim, self.out_size, key=k3))
+        self.last = scale_output(linear(self.dim, self.out_size, key=k3))
 
     def __call__(
         self,

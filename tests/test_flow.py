@@ -165,3 +165,46 @@ def test_unrolled_log_density_is_flowjaxs(dim, transformer):
     np.testing.assert_allclose(ours, theirs, rtol=2e-6, atol=2e-5 * float(jnp.max(jnp.abs(theirs))))
     # Batched arguments go to flowjax, which broadcasts them.
     np.testing.assert_allclose(head.log_prob(out, y), theirs, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("dim", "transformer"), [(1, "affine"), (2, "spline"), (3, "affine")])
+def test_host_built_flow_is_flowjaxs_initial_flow(dim, transformer, monkeypatch):
+    # With a concrete key the flow's arrays are made on the host (nothing compiled);
+    # it must be the flow flowjax builds but for the random draws: the same structure,
+    # shapes and dtypes, the same masks and base distribution, weights and biases on
+    # equinox's ±1/√fan-in, valid permutations, and the same log density as flowjax's
+    # flow carrying its arrays.
+    import equinox as eqx
+
+    from sgjax.heads import _flow
+
+    kw = dict(summary_size=4, flow_layers=3, nn_width=8, nn_depth=2, dim=dim, transformer=transformer)
+    host = Flow(**kw, key=jax.random.key(5))
+    again = Flow(**kw, key=jax.random.key(5))
+    other = Flow(**kw, key=jax.random.key(6))
+    with monkeypatch.context() as m:
+        m.setattr(_flow, "_host_flow", lambda *a: None)  # flowjax builds it, op by op
+        ref = Flow(**kw, key=jax.random.key(5))
+    assert jax.tree.structure(host) == jax.tree.structure(ref)
+    arrays = lambda head: {jax.tree_util.keystr(p): np.asarray(a) for p, a in jax.tree_util.tree_leaves_with_path(eqx.filter(head, eqx.is_array))}  # noqa: E731
+    ours, theirs, again, other = arrays(host), arrays(ref), arrays(again), arrays(other)
+    assert ours.keys() == theirs.keys()
+    random = [w for w, a in ours.items() if "masked_autoregressive_mlp" in w and a.dtype.kind == "f"]
+    assert len(random) == 2 * (kw["nn_depth"] + 1)  # a weight and a bias per layer
+    for where, a in ours.items():
+        r = theirs[where]
+        assert a.shape == r.shape and a.dtype == r.dtype, where
+        if where in random:
+            fan_in = ours[where.replace(".bias", ".weight.args[1]")].shape[-1]
+            assert np.abs(a).max() <= 1 / np.sqrt(fan_in) and np.abs(r).max() <= 1 / np.sqrt(fan_in), where
+        elif "permutation" in where:
+            np.testing.assert_array_equal(np.sort(a, axis=-1), np.broadcast_to(np.arange(dim), a.shape))
+        else:  # the masks and the base distribution: flowjax's values
+            np.testing.assert_allclose(a, r, rtol=1e-6, err_msg=where)
+    assert all(np.array_equal(ours[w], again[w]) for w in ours)  # a function of the key
+    assert not any(np.allclose(ours[w], other[w]) for w in random)
+    # flowjax's flow carrying the host-made arrays has the host flow's density.
+    swapped = eqx.combine(eqx.filter(host, eqx.is_array), eqx.filter(ref, eqx.is_array, inverse=True))
+    out = jax.random.normal(jax.random.key(1), (16, 4))
+    y = jax.random.normal(jax.random.key(2), (16, dim))
+    np.testing.assert_allclose(jax.vmap(host.log_prob)(out, y), jax.vmap(swapped.log_prob)(out, y), rtol=1e-6)

@@ -93,19 +93,27 @@ class Flow(AbstractHead):
         from flowjax.distributions import Normal
         from flowjax.flows import masked_autoregressive_flow
 
-        kwargs = {}
+        import flowjax.flows
+
+        config = (self.transformer, self.knots, self.spline_interval)
         if self.transformer == "spline":
-            kwargs["transformer"] = RationalQuadraticSpline(knots=self.knots, interval=self.spline_interval)
-        flow = masked_autoregressive_flow(
-            key,
-            base_dist=Normal(jnp.zeros(dim)),
-            cond_dim=self.summary_size,
-            flow_layers=self.flow_layers,
-            nn_width=self.nn_width,
-            nn_depth=self.nn_depth,
-            **kwargs,
-        )
-        return _shared_constructors(flow, (self.transformer, self.knots, self.spline_interval))
+            transformer = RationalQuadraticSpline(knots=self.knots, interval=self.spline_interval)
+        else:  # flowjax's default; None (flowjax picks it) where the helper is gone
+            transformer = getattr(flowjax.flows, "_affine_with_min_scale", lambda: None)()
+
+        def build(key):
+            return masked_autoregressive_flow(
+                key,
+                base_dist=Normal(jnp.zeros(dim)),
+                transformer=transformer,
+                cond_dim=self.summary_size,
+                flow_layers=self.flow_layers,
+                nn_width=self.nn_width,
+                nn_depth=self.nn_depth,
+            )
+
+        flow = None if transformer is None else _host_flow(build, key, transformer, config)
+        return _shared_constructors(build(key) if flow is None else flow, config)
 
     def build(self, k, key):
         if self.dim == k and self.flow is not None:
@@ -179,6 +187,83 @@ def _shared_constructors(flow, config):
     shared = _CONSTRUCTORS.setdefault(config, layers[0].transformer_constructor)
     return eqx.tree_at(lambda f: [x.transformer_constructor for x in jax.tree.leaves(f, is_leaf=is_layer) if is_layer(x)],
                        flow, [shared] * len(layers))  # fmt: skip
+
+
+def _host_flow(build, key, transformer, config):
+    """`build(key)` (flowjax's masked autoregressive flow) with its arrays made on the
+    host, or `None` where that is not possible (a traced key, another structure).
+
+    Built by flowjax op by op, a 5-layer flow compiles ~80 small XLA programs (random
+    draws, masks, stacking), ~6 s cold on 2 CPU cores. Here flowjax builds it
+    abstractly (`eqx.filter_eval_shape`, nothing computed) and the arrays are filled
+    in: flowjax's own law for the random ones (each autoregressive layer's weights and
+    biases uniform on ±1/√fan-in as equinox initialises them, a uniform random
+    permutation after each layer), its own formulas for the rest (the rank masks, the
+    standard normal base). The same distribution over initial flows as flowjax's
+    (tested leaf by leaf against a flow flowjax built)."""
+    import numpy as np
+    from flowjax.bijections import Chain, Flip, MaskedAutoregressive, Permute
+    from flowjax.utils import get_ravelled_pytree_constructor
+
+    from ..nn.base import host_rng
+
+    paramax = _flowjax()
+    rng = host_rng(key)
+    if rng is None:
+        return None
+    flow = eqx.filter_eval_shape(build, key)
+    layers = _scanned_layers(flow)
+    if layers is None:
+        return None
+    made, *rest = layers.bijections if isinstance(layers, Chain) else (layers,)
+    if not (isinstance(made, MaskedAutoregressive) and made.cond_shape is not None and all(isinstance(b, (Permute, Flip)) for b in rest)):
+        return None
+    # The abstract build holds a constructor closed over traced values: use one built
+    # from the concrete transformer (what flowjax builds for every layer).
+    constructor, n_params = get_ravelled_pytree_constructor(
+        transformer, filter_spec=eqx.is_inexact_array, is_leaf=lambda leaf: isinstance(leaf, paramax.NonTrainable)
+    )
+    _CONSTRUCTORS.setdefault(config, constructor)
+    (dim,), (cond_dim,) = made.shape, made.cond_shape
+    mlp = made.masked_autoregressive_mlp
+    n_layers = mlp.layers[0].bias.shape[0]
+    width = mlp.layers[0].bias.shape[-1]
+    # MaskedAutoregressive's ranks: conditioning inputs rank -1 (never masked).
+    in_ranks = np.concatenate([np.arange(dim), -np.ones(cond_dim, int)])
+    hidden_ranks = np.arange(width) % dim - 1
+    out_ranks = np.repeat(np.arange(dim), n_params)
+    ranks = [in_ranks, *[hidden_ranks] * (len(mlp.layers) - 1), out_ranks]
+    new_layers = []
+    for i, linear in enumerate(mlp.layers):
+        w = linear.weight  # paramax.Parameterize(jnp.where, mask, weight, 0)
+        if not (isinstance(w, paramax.Parameterize) and len(w.args) == 3):
+            return None
+        last = i == len(mlp.layers) - 1
+        mask = ranks[i + 1][:, None] > ranks[i] if last else ranks[i + 1][:, None] >= ranks[i]
+        mask = np.broadcast_to(mask, w.args[0].shape)
+        lim = 1 / np.sqrt(w.args[1].shape[-1])
+        weight = rng.uniform(-lim, lim, w.args[1].shape).astype(w.args[1].dtype)
+        bias = rng.uniform(-lim, lim, linear.bias.shape).astype(linear.bias.dtype)
+        new_layers.append(eqx.tree_at(lambda l: (l.weight.args[0], l.weight.args[1], l.bias), linear, (mask, weight, bias)))
+    made = eqx.tree_at(lambda m: m.masked_autoregressive_mlp.layers, made, tuple(new_layers))
+    parts = [made]
+    for b in rest:
+        if isinstance(b, Permute):
+            if len(b.permutation) != 1:  # a 1-D permutation is a 1-tuple of indices
+                return None
+            perm = np.stack([rng.permutation(dim) for _ in range(n_layers)]).astype(b.permutation[0].dtype)
+            inverse = np.argsort(perm, axis=1).astype(perm.dtype)
+            b = eqx.tree_at(lambda p: (p.permutation, p.inverse_permutation), b, ((perm,), (inverse,)))
+        parts.append(b)
+    layers = eqx.tree_at(lambda c: c.bijections, layers, tuple(parts)) if rest else made
+    # The base: Normal(0, 1), its scale stored as flowjax's inverse softplus of 1.
+    base = flow.base_dist.bijection
+    one = np.ones(base.loc.shape, base.loc.dtype)
+    base = eqx.tree_at(lambda b: (b.loc, b.scale.args[0]), base, (0 * one, np.log(-np.expm1(-one)) + one))
+    flow = eqx.tree_at(lambda f: (f.base_dist.bijection, f.bijection.bijection.bijection), flow, (base, layers))
+    if any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(flow)):
+        return None  # something this does not know how to fill
+    return jax.tree.map(lambda a: jax.device_put(a) if isinstance(a, np.ndarray) else a, flow)
 
 
 # The log density that training differentiates, evaluated from flowjax's own layers

@@ -248,8 +248,13 @@ def _initial_estimator(task, head, network, pilot: Batch, log1p, key, modules=No
         y = np.asarray(pilot.y)[ok]
         y_mean, y_std, k = y.mean(0), y.std(0), y.shape[1]
         y_std = np.where(y_std > 1e-8 * np.maximum(np.abs(y_mean), 1.0), y_std, 1.0)
+    modules = _modules(task, head, network, k, key) if modules is None else modules
+    return _estimator(task, modules, standardise, y_mean, y_std)
+
+
+def _estimator(task, modules, standardise: Standardise, y_mean, y_std) -> Estimator:
     dtype = jnp.result_type(float)
-    net, built = _modules(task, head, network, k, key) if modules is None else modules
+    net, built = modules
     return Estimator(
         standardise=standardise,
         network=net,
@@ -261,6 +266,33 @@ def _initial_estimator(task, head, network, pilot: Batch, log1p, key, modules=No
         n_classes=task.n_classes,
         info=json.dumps(task.describe()),
     )
+
+
+def _log1p_known(task: AbstractTask, log1p) -> bool | None:
+    """`fit`'s choice of `log1p` when it is known before the pilot batch: as given, or
+    `True` where every simulator's noise gives non-negative data (counts, log-normal
+    values), which the pilot's test (all observed values >= 0) then always passes.
+    `None`: only the pilot can tell."""
+    if log1p is not None:
+        return bool(log1p)
+    from .observation import Binomial, LogNormal, NegativeBinomial, Poisson
+
+    sims = getattr(task, "simulators", None) or ((task.simulator,) if hasattr(task, "simulator") else ())
+    non_negative = (Poisson, NegativeBinomial, Binomial, LogNormal)
+    ok = sims and all(getattr(s, "observation", None) is not None and isinstance(s.observation.noise, non_negative) for s in sims)
+    return True if ok else None
+
+
+def _compile_ahead(task, modules, log1p: bool, n_targets: int, consts_tail, xs, optimiser):
+    """Lower and compile the training call for an estimator that differs from the real
+    one only in the values of its standardisation and target scaling (arrays, traced):
+    the same program, so `fit`'s first call finds it compiled. Run on a thread while
+    the pilot batch is simulated: the two compilations overlap."""
+    placeholder = _estimator(
+        task, modules, Standardise.skeleton(task.in_time, task.in_channels, log1p), np.zeros(n_targets), np.ones(n_targets)
+    )
+    params, frozen = _split(placeholder)
+    _train_call.lower((task, frozen, optimiser, *consts_tail), params, optimiser.init(params), xs).compile()
 
 
 def _checkpoints(directory: pathlib.Path) -> list[pathlib.Path]:
@@ -404,9 +436,19 @@ def fit(
     pool = ThreadPoolExecutor(1, thread_name_prefix="sgjax-presimulate")
     pilot_f = pool.submit(simulate_batch, task, k_pilot, pilot_size)
     val_f = pool.submit(simulate_batch, task, k_val, validation_size)
+    ahead = None
     try:
         n_targets = 1 if task.n_classes else len(task.labels)
         modules = _modules(task, head, network, n_targets, k_init)
+        guess = _log1p_known(task, log1p)
+        if guess is not None and budget is None and sharding is None and not resume:
+            # The training call does not depend on the pilot's values: compile it now,
+            # beside the pilot's simulation (a cold 50-step flow fit on 2 CPU cores: 30.7–31.8
+            # → 26.1–28.1 s, alternating fresh processes).
+            ahead = ThreadPoolExecutor(1, thread_name_prefix="sgjax-compile").submit(
+                _compile_ahead, task, modules, guess, n_targets, (int(batch_size), shards, None),
+                jax.random.split(jax.random.fold_in(k_train, 0), steps_per_call), optimiser,
+            )  # fmt: skip
         pilot = pilot_f.result()
         if not task.n_classes and pilot.y.shape[1] != n_targets:  # labels that do not count the targets
             modules = None
@@ -488,6 +530,8 @@ def fit(
     bar = tqdm(total=steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     window_start, window_samples, first_call, rate = time.perf_counter(), 0, step // steps_per_call, math.nan
     stopped = already_stopped
+    if ahead is not None:
+        ahead.exception()  # wait; should it have failed, the first call says why
     try:
         while step < steps and not stopped:
             call = step // steps_per_call

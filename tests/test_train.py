@@ -241,3 +241,32 @@ def test_a_restricted_task_keeps_its_learning_spaces_and_its_compiled_step():
     assert 0.3 <= float(task.spaces[0].inverse(est.y_mean[0])) <= 0.5
     with pytest.raises(ValueError, match="does not have"):
         task.restrict({"rr": (0.3, 0.5)})
+
+
+def test_the_training_call_compiles_ahead_of_the_pilot(monkeypatch):
+    # Count data: fit knows log1p before the pilot, so it compiles the training call on
+    # a thread while the pilot simulates. The first call must find that program (one
+    # trace, one compilation), and the run must equal one that compiled in turn.
+    from sgjax.observation import Gaussian
+
+    days = jnp.arange(1.0, 14.0)  # a size no other test compiles
+    task = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), days, ObservationModel(Poisson())), ["beta", "gamma"])
+    assert _train._log1p_known(task, None) is True and _train._log1p_known(task, False) is False
+    real = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), days, ObservationModel(Gaussian(1.0))), ["beta"])
+    assert _train._log1p_known(real, None) is None  # values may be negative: the pilot decides
+    compiles = []
+
+    def listen(event, duration, **kw):
+        if event.endswith("backend_compile_duration") and kw.get("fun_name") == "jit(_train_call)":
+            compiles.append(duration)
+
+    before = _train._TRACES["train"]
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        _, ahead = _fit(task, key=jax.random.key(3), steps=100)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert _train._TRACES["train"] == before + 1 and len(compiles) == 1
+    monkeypatch.setattr(_train, "_log1p_known", lambda task, log1p: None)
+    _, in_turn = _fit(task, key=jax.random.key(3), steps=100)
+    assert ahead["loss"] == in_turn["loss"] and ahead["val_loss"] == in_turn["val_loss"]

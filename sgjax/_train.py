@@ -268,6 +268,11 @@ def _estimator(task, modules, standardise: Standardise, y_mean, y_std) -> Estima
     )
 
 
+def _copy(tree):
+    """Fresh buffers for every array of `tree` (a transfer: nothing to compile)."""
+    return jax.device_put(tree, may_alias=False)
+
+
 def _log1p_known(task: AbstractTask, log1p) -> bool | None:
     """`fit`'s choice of `log1p` when it is known before the pilot batch: as given, or
     `True` where every simulator's noise gives non-negative data (counts, log-normal
@@ -445,10 +450,12 @@ def fit(
             # The training call does not depend on the pilot's values: compile it now,
             # beside the pilot's simulation (a cold 50-step flow fit on 2 CPU cores: 30.7–31.8
             # → 26.1–28.1 s, alternating fresh processes).
-            ahead = ThreadPoolExecutor(1, thread_name_prefix="sgjax-compile").submit(
+            compiler = ThreadPoolExecutor(1, thread_name_prefix="sgjax-compile")
+            ahead = compiler.submit(
                 _compile_ahead, task, modules, guess, n_targets, (int(batch_size), shards, None),
                 jax.random.split(jax.random.fold_in(k_train, 0), steps_per_call), optimiser,
             )  # fmt: skip
+            compiler.shutdown(wait=False)
         pilot = pilot_f.result()
         if not task.n_classes and pilot.y.shape[1] != n_targets:  # labels that do not count the targets
             modules = None
@@ -459,6 +466,9 @@ def fit(
     finally:
         pool.shutdown(wait=False)  # the validation set may still be running
     params, frozen = _split(estimator)
+    # The training call donates its parameters: train on copies, so that a network or
+    # head passed in built (say the last round's) keeps its arrays.
+    params = _copy(params)
     opt_state = optimiser.init(params)
 
     config = {
@@ -477,7 +487,7 @@ def fit(
         "key": np.asarray(jax.random.key_data(key)).ravel().tolist(),
     }
     history = {"step": [], "loss": [], "val_step": [], "val_loss": [], "samples_per_s": []}
-    step, best_val, bad_evals, best = 0, math.inf, 0, jax.tree.map(jnp.copy, params)
+    step, best_val, bad_evals, best = 0, math.inf, 0, _copy(params)
     already_stopped = False  # a resumed run that had stopped early stays stopped
     ckpt_dir = None if checkpoint_dir is None else pathlib.Path(checkpoint_dir)
     if ckpt_dir is not None:
@@ -552,7 +562,7 @@ def fit(
                 history["val_loss"].append(v)
                 history["samples_per_s"].append(None if math.isnan(rate) else rate)
                 if v < best_val:
-                    best_val, bad_evals, best = v, 0, jax.tree.map(jnp.copy, params)
+                    best_val, bad_evals, best = v, 0, _copy(params)
                 else:
                     bad_evals += 1
                     stopped = patience is not None and bad_evals >= patience

@@ -270,3 +270,17 @@ def test_the_training_call_compiles_ahead_of_the_pilot(monkeypatch):
     monkeypatch.setattr(_train, "_log1p_known", lambda task, log1p: None)
     _, in_turn = _fit(task, key=jax.random.key(3), steps=100)
     assert ahead["loss"] == in_turn["loss"] and ahead["val_loss"] == in_turn["val_loss"]
+
+
+def test_a_network_and_head_passed_in_built_keep_their_arrays():
+    # The training call donates the parameters it trains; fit must train copies, or
+    # the caller's network (say the last round's of a sequential fit) is deleted.
+    import equinox as eqx
+
+    eqx_filter_arrays = lambda e: eqx.filter((e.network, e.head), eqx.is_array)  # noqa: E731
+    est, _ = _fit(LinearGaussian(), sgjax.heads.Gaussian(), key=jax.random.key(0), steps=50)
+    before = [np.asarray(a).copy() for a in jax.tree.leaves(eqx_filter_arrays(est))]
+    again, _ = _fit(LinearGaussian(), est.head, network=est.network, key=jax.random.key(1), steps=50)
+    after = [np.asarray(a) for a in jax.tree.leaves(eqx_filter_arrays(est))]  # raises if deleted
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert not all(np.array_equal(np.asarray(a), b) for a, b in zip(jax.tree.leaves(eqx_filter_arrays(again)), before))

@@ -85,7 +85,8 @@ def study(sim, prior, x, mask, *, key, steps, rounds, learning_rate, batch, nuts
     """NUTS on the observation, then a Flow SGNN: first amortized over the whole prior,
     then — until it agrees with NUTS (C2ST ≤ 0.6) or `rounds` are spent — trained on
     from where it stands on the prior restricted to a box around the last round's
-    posterior (truncated sequential NPE). Every round has the same settings, so only the first compiles.
+    posterior (truncated sequential NPE). Every round has the same settings, so only
+    the first compiles.
     Then the posterior predictive and the misspecification score."""
     names = tuple(n for n, d in prior.distributions.items() if not isinstance(d, dist.Delta))
     k_nuts, k_train, k_c2st, k_ppc, k_score = jax.random.split(key, 5)

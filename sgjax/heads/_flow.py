@@ -89,20 +89,18 @@ class Flow(AbstractHead):
 
     def _make(self, dim: int, key):
         _flowjax()
+        from flowjax import flows
         from flowjax.bijections import RationalQuadraticSpline
         from flowjax.distributions import Normal
-        from flowjax.flows import masked_autoregressive_flow
-
-        import flowjax.flows
 
         config = (self.transformer, self.knots, self.spline_interval)
         if self.transformer == "spline":
             transformer = RationalQuadraticSpline(knots=self.knots, interval=self.spline_interval)
         else:  # flowjax's default; None (flowjax picks it) where the helper is gone
-            transformer = getattr(flowjax.flows, "_affine_with_min_scale", lambda: None)()
+            transformer = getattr(flows, "_affine_with_min_scale", lambda: None)()
 
         def build(key):
-            return masked_autoregressive_flow(
+            return flows.masked_autoregressive_flow(
                 key,
                 base_dist=Normal(jnp.zeros(dim)),
                 transformer=transformer,

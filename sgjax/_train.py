@@ -269,8 +269,16 @@ def _estimator(task, modules, standardise: Standardise, y_mean, y_std) -> Estima
 
 
 def _copy(tree):
-    """Fresh buffers for every array of `tree` (a transfer: nothing to compile)."""
-    return jax.device_put(tree, may_alias=False)
+    """Fresh buffers for every array of `tree` (transfers: nothing to compile). An
+    array spread over several processes is copied shard by shard, where it lives."""
+
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            shards = [jax.device_put(s.data, s.device, may_alias=False) for s in a.addressable_shards]
+            return jax.make_array_from_single_device_arrays(a.shape, a.sharding, shards)
+        return jax.device_put(a, may_alias=False)
+
+    return jax.tree.map(one, tree)
 
 
 def _log1p_known(task: AbstractTask, log1p) -> bool | None:

@@ -296,16 +296,30 @@ def _log1p_known(task: AbstractTask, log1p) -> bool | None:
     return True if ok else None
 
 
-def _compile_ahead(task, modules, log1p: bool, n_targets: int, consts_tail, xs, optimiser):
-    """Lower and compile the training call for an estimator that differs from the real
-    one only in the values of its standardisation and target scaling (arrays, traced):
-    the same program, so `fit`'s first call finds it compiled. Run on a thread while
-    the pilot batch is simulated: the two compilations overlap."""
-    placeholder = _estimator(
-        task, modules, Standardise.skeleton(task.in_time, task.in_channels, log1p), np.zeros(n_targets), np.ones(n_targets)
-    )
-    params, frozen = _split(placeholder)
-    _train_call.lower((task, frozen, optimiser, *consts_tail), params, optimiser.init(params), xs).compile()
+def _placeholder(task, modules, log1p: bool, n_targets: int):
+    """`(params, frozen)` of an estimator that differs from the one `fit` will train
+    only in the values of its standardisation and target scaling (arrays, traced):
+    the programs compiled for it are the real estimator's."""
+    skeleton = Standardise.skeleton(task.in_time, task.in_channels, log1p)
+    return _split(_estimator(task, modules, skeleton, np.zeros(n_targets), np.ones(n_targets)))
+
+
+def _compile_ahead(placeholder, consts, xs, optimiser):
+    """Lower and compile the training call for `placeholder` (`_placeholder`), so that
+    `fit`'s first call finds it compiled. Run on a thread while the pilot batch is
+    simulated: the two compilations overlap."""
+    params, frozen = placeholder
+    source, *tail = consts
+    # The optimiser state as arrays: as shapes (`jax.eval_shape`) it lowers to
+    # another program than the first call's, compiled a second time.
+    _train_call.lower((source, frozen, optimiser, *tail), params, optimiser.init(params), xs).compile()
+
+
+def _compile_eval_ahead(placeholder, validation, chunk: int):
+    """Compile the validation loss for `placeholder` once the validation set exists
+    (its future), beside the training call's compilation instead of after it."""
+    params, frozen = placeholder
+    _eval_loss.lower(frozen, params, validation.result(), chunk).compile()
 
 
 def _checkpoints(directory: pathlib.Path) -> list[pathlib.Path]:
@@ -449,27 +463,30 @@ def fit(
     pool = ThreadPoolExecutor(1, thread_name_prefix="sgjax-presimulate")
     pilot_f = pool.submit(simulate_batch, task, k_pilot, pilot_size)
     val_f = pool.submit(simulate_batch, task, k_val, validation_size)
-    ahead = None
+    ahead = eval_ahead = None
     try:
         n_targets = 1 if task.n_classes else len(task.labels)
         modules = _modules(task, head, network, n_targets, k_init)
         guess = _log1p_known(task, log1p)
         if guess is not None and budget is None and sharding is None and not resume:
-            # The training call does not depend on the pilot's values: compile it now,
-            # beside the pilot's simulation (a cold 50-step flow fit on 2 CPU cores: 30.7–31.8
-            # → 26.1–28.1 s, alternating fresh processes).
+            # The training call and the validation loss do not depend on the pilot's
+            # values: compile them now, beside the pilot's simulation (a cold 50-step
+            # flow fit on 2 CPU cores: 30.7–31.8 → 26.1–28.1 s for the training call,
+            # alternating fresh processes).
+            placeholder = _placeholder(task, modules, guess, n_targets)
             compiler = ThreadPoolExecutor(1, thread_name_prefix="sgjax-compile")
-            ahead = compiler.submit(
-                _compile_ahead, task, modules, guess, n_targets, (int(batch_size), shards, None),
-                jax.random.split(jax.random.fold_in(k_train, 0), steps_per_call), optimiser,
-            )  # fmt: skip
+            xs = jax.random.split(jax.random.fold_in(k_train, 0), steps_per_call)
+            ahead = compiler.submit(_compile_ahead, placeholder, (task, int(batch_size), shards, None), xs, optimiser)
             compiler.shutdown(wait=False)
+            eval_ahead = pool.submit(_compile_eval_ahead, placeholder, val_f, int(batch_size))
         pilot = pilot_f.result()
         if not task.n_classes and pilot.y.shape[1] != n_targets:  # labels that do not count the targets
             modules = None
         estimator = _initial_estimator(task, head, network, pilot, log1p, k_init, modules)
     except BaseException:
         val_f.cancel()
+        if eval_ahead is not None:
+            eval_ahead.cancel()
         raise
     finally:
         pool.shutdown(wait=False)  # the validation set may still be running
@@ -563,6 +580,9 @@ def fit(
             bar.update(steps_per_call)
             bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", val=f"{best_val:.4g}", samples_s=f"{rate:,.0f}")
             if step % eval_every == 0 or step >= steps:
+                if eval_ahead is not None:  # wait, so as not to compile it twice
+                    eval_ahead.exception()
+                    eval_ahead = None
                 v = float(_eval_loss(frozen, params, val_f.result(), batch_size))
                 if window_samples:
                     rate = window_samples / (time.perf_counter() - window_start)

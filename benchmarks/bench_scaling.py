@@ -102,12 +102,12 @@ def training_rate(batch, width, in_days=100, k=10, calls=3, repeats=2):
     task, frozen, params, optimiser = setup(batch, width, in_days)
     consts, opt = train_consts(task, frozen, optimiser, batch), optimiser.init(params)
     keys = lambda i: jax.random.split(jax.random.key(i), k)  # noqa: E731
-    temp = _train._train_call.lower(consts, params, opt, keys(0)).compile().compiled.memory_analysis().temp_size_in_bytes
+    temp = _train._train_call.lower(consts, params, opt, keys(0), _train._mode(k)).compile().compiled.memory_analysis().temp_size_in_bytes
     state = [params, opt]
 
     def run():
         for i in range(calls):
-            state[0], state[1], losses = _train._train_call(consts, state[0], state[1], keys(i))
+            state[0], state[1], losses, _ = _train._train_call(consts, state[0], state[1], keys(i), _train._mode(k))
         return losses
 
     start = time.perf_counter()

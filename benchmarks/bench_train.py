@@ -90,7 +90,7 @@ def bench(batch, k, calls, repeats):
         for _ in range(calls):
             counter["call"] += 1
             keys = jax.random.split(jax.random.key(counter["call"]), k)
-            state["params"], state["opt"], losses = _train._train_call(consts, state["params"], state["opt"], keys)
+            state["params"], state["opt"], losses, _ = _train._train_call(consts, state["params"], state["opt"], keys, _train._mode(k))
         losses.block_until_ready()
 
     t_fused = warm_best_of(fused, repeats) / (calls * k)

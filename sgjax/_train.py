@@ -22,6 +22,7 @@ from ._io import FileFormatError, read_header, read_payload, write_pair
 from ._task import AbstractTask, Batch
 from .heads import AbstractHead, Point
 from .nn import MLP, AbstractNetwork, Standardise
+from .nn._standardise import moments, pool_moments
 
 # Incremented whenever the training call is traced, so tests can assert it compiles once.
 _TRACES = {"train": 0}
@@ -78,10 +79,29 @@ def _assemble(frozen: Estimator, params) -> Estimator:
     return eqx.tree_at(lambda e: (e.network, e.head), frozen, (network, head), is_leaf=lambda x: x is None)
 
 
-def _batch_loss(params, frozen: Estimator, batch: Batch):
+def _batch_sums(params, frozen: Estimator, batch: Batch):
+    """`(Σ weight × loss, Σ weight)` over a batch."""
     est = _assemble(frozen, params)
     per = jax.vmap(est.loss)(batch.x, batch.mask, batch.y)
-    return jnp.sum(per * batch.weight) / jnp.maximum(jnp.sum(batch.weight), 1.0)
+    return jnp.sum(per * batch.weight), jnp.sum(batch.weight)
+
+
+def _batch_loss(params, frozen: Estimator, batch: Batch):
+    total, weight = _batch_sums(params, frozen, batch)
+    return total / jnp.maximum(weight, 1.0)
+
+
+def _batch_stats(batch: Batch, frozen: Estimator, sums) -> dict:
+    """What `fit` learns from a batch besides its loss: the moments of its inputs
+    (as `Standardise.fit` sees them) and of its targets, over the samples that
+    simulated, and its loss sums (`_batch_sums`)."""
+    ok = batch.weight > 0
+    n, mean, m2 = moments(batch.x, batch.mask & ok[:, None, None], frozen.standardise.log1p)
+    y_n = jnp.sum(ok)
+    w = ok[:, None].astype(batch.y.dtype)
+    y_mean = jnp.sum(w * batch.y, axis=0) / jnp.maximum(y_n, 1).astype(batch.y.dtype)
+    y_m2 = jnp.sum(w * (batch.y - y_mean) ** 2, axis=0)
+    return {"n": n, "mean": mean, "m2": m2, "y_n": y_n, "y_mean": y_mean, "y_m2": y_m2, "total": sums[0], "weight": sums[1]}
 
 
 def _data_parallel(devices, shards, batch_size: int, budget):
@@ -140,22 +160,106 @@ def _draw(source, x, batch_size: int, shards: int, sharding):
     return _shard(jax.tree.map(lambda a: a.reshape(batch_size, *a.shape[2:]), batch), sharding)
 
 
+_ALL_FAILED = "Every simulation in the pilot batch failed; check the prior and the solver settings."
+
+
+def _mode(n: int, update: bool = True):
+    """`_train_call`'s `mode`: run the first `n` steps; update the parameters or not."""
+    return jnp.asarray(n, jnp.int32), jnp.asarray(update)
+
+
 @eqx.filter_jit(donate="all-except-first")
-def _train_call(consts, params, opt_state, xs):
-    """`len(xs)` optimiser steps in one dispatch. `xs` holds one PRNG key per step
-    (on-the-fly simulation) or one row of indices per step (fixed budget)."""
+def _train_call(consts, params, opt_state, xs, mode):
+    """Up to `len(xs)` optimiser steps in one dispatch. `xs` holds one PRNG key per
+    step (on-the-fly simulation) or one row of indices per step (fixed budget).
+
+    `mode` (`_mode`, arrays, so one program serves both): `(n, update)` runs the first
+    `n` steps only; without `update` the parameters and optimiser state stay as they
+    are, and the call measures: each step's loss and statistics (`_batch_stats`) at the
+    given parameters. `fit` draws its pilot batch and evaluates its fixed validation
+    set (fixed keys) that way, with the program that trains: no other program of the
+    simulator to compile (~2 s of a cold flow fit on 2 CPU cores).
+
+    **Returns:** `(params, opt_state, losses, stats)`, a loss and statistics per step
+    (zeros for steps not run)."""
     _TRACES["train"] += 1
     source, frozen, optimiser, batch_size, shards, sharding = consts
+    n_run, update = mode
+    time_, channels = frozen.standardise.mean.shape
+    k = frozen.y_mean.shape[0]
 
-    def step(carry, x):
+    def loss_and_sums(p, batch):
+        sums = _batch_sums(p, frozen, batch)
+        return sums[0] / jnp.maximum(sums[1], 1.0), sums
+
+    def run(carry, x):
         params, opt_state = carry
         batch = _draw(source, x, batch_size, shards, sharding)
-        loss, grads = eqx.filter_value_and_grad(_batch_loss)(params, frozen, batch)
-        updates, opt_state = optimiser.update(grads, opt_state, params)
-        return (eqx.apply_updates(params, updates), opt_state), loss
+        if batch.y.shape[-1] != k or batch.x.shape[1:] != (time_, channels):
+            raise ValueError(
+                f"The task's samples have inputs {batch.x.shape[1:]} and {batch.y.shape[-1]} target "
+                f"components, but it declares ({time_}, {channels}) and {k} (its `labels`, "
+                "`in_time` and `in_channels` must count them)."
+            )
+        (loss, sums), grads = eqx.filter_value_and_grad(loss_and_sums, has_aux=True)(params, batch)
+        updates, new_state = optimiser.update(grads, opt_state, params)
+        new = (eqx.apply_updates(params, updates), new_state)
+        carry = jax.tree.map(lambda a, b: jnp.where(update, a, b), new, carry)
+        return carry, (loss, _batch_stats(batch, frozen, sums))
 
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), xs)
-    return params, opt_state, losses
+    def skip(carry, x):
+        dtype = frozen.y_mean.dtype
+        zero, grid = jnp.zeros((), dtype), jnp.zeros((time_, channels), dtype)
+        stats = {"n": jnp.zeros((time_, channels), jnp.int32), "mean": grid, "m2": grid, "y_n": jnp.zeros((), jnp.int32),
+                 "y_mean": jnp.zeros(k, dtype), "y_m2": jnp.zeros(k, dtype), "total": zero, "weight": zero}  # fmt: skip
+        return carry, (zero, stats)
+
+    def step(carry, ix):
+        i, x = ix
+        return jax.lax.cond(i < n_run, run, skip, carry, x)
+
+    (params, opt_state), (losses, stats) = jax.lax.scan(step, (params, opt_state), (jnp.arange(len(xs)), xs))
+    return params, opt_state, losses, stats
+
+
+def _measure(consts, params, opt_state, key, n_batches: int, steps_per_call: int):
+    """The statistics (`_batch_stats`) of `n_batches` batches simulated from `key` at
+    the given parameters, by the training call without updates: `(params, opt_state,
+    stats)`, the first two as the call returns them (unchanged), the statistics on
+    the host, one row per batch."""
+    keys = jax.random.split(key, n_batches)
+    rows = []
+    for start in range(0, n_batches, steps_per_call):
+        xs = keys[start : start + steps_per_call]
+        n = len(xs)
+        xs = jnp.concatenate([xs, jnp.broadcast_to(xs[-1:], (steps_per_call - n, *xs.shape[1:]))]) if n < steps_per_call else xs
+        params, opt_state, _, stats = _train_call(consts, params, opt_state, xs, _mode(n, update=False))
+        rows.append(jax.tree.map(lambda a: np.asarray(a)[:n], stats))
+    return params, opt_state, jax.tree.map(lambda *a: np.concatenate(a), *rows)
+
+
+def _pilot_scaling(stats: dict, log1p: bool, n_classes: int):
+    """`(standardise, y_mean, y_std)` from a pilot's statistics (`_measure`): what
+    `_initial_estimator` fits on a pilot batch, pooled over its batches."""
+    if not stats["y_n"].sum():
+        raise RuntimeError(_ALL_FAILED)
+    dtype = stats["mean"].dtype
+    n, mean, m2 = pool_moments(stats["n"], stats["mean"].astype(np.float64), stats["m2"].astype(np.float64))
+    standardise = Standardise.from_moments(n, mean.astype(dtype), m2.astype(dtype), log1p=log1p)
+    if n_classes:
+        return standardise, np.zeros(1), np.ones(1)
+    y_n = np.broadcast_to(stats["y_n"][:, None], stats["y_mean"].shape)
+    _, y_mean, y_m2 = pool_moments(y_n, stats["y_mean"].astype(np.float64), stats["y_m2"].astype(np.float64))
+    y_std = np.sqrt(y_m2 / stats["y_n"].sum())
+    return standardise, y_mean, _floored_std(y_mean, y_std)
+
+
+def _floored_std(y_mean, y_std):
+    return np.where(y_std > 1e-8 * np.maximum(np.abs(y_mean), 1.0), y_std, 1.0)
+
+
+def _validation_loss(stats: dict) -> float:
+    return float(stats["total"].sum() / max(float(stats["weight"].sum()), 1.0))
 
 
 @eqx.filter_jit
@@ -238,7 +342,7 @@ def _initial_estimator(task, head, network, pilot: Batch, log1p, key, modules=No
     x, mask, w = np.asarray(pilot.x), np.asarray(pilot.mask), np.asarray(pilot.weight)
     ok = w > 0
     if not ok.any():
-        raise RuntimeError("Every simulation in the pilot batch failed; check the prior and the solver settings.")
+        raise RuntimeError(_ALL_FAILED)
     if log1p is None:  # counts (non-negative data) are standardised on the log scale
         log1p = bool(np.all(x[ok][mask[ok]] >= 0))
     standardise = Standardise.fit(x[ok], mask[ok], log1p=log1p)
@@ -247,7 +351,7 @@ def _initial_estimator(task, head, network, pilot: Batch, log1p, key, modules=No
     else:
         y = np.asarray(pilot.y)[ok]
         y_mean, y_std, k = y.mean(0), y.std(0), y.shape[1]
-        y_std = np.where(y_std > 1e-8 * np.maximum(np.abs(y_mean), 1.0), y_std, 1.0)
+        y_std = _floored_std(y_mean, y_std)
     modules = _modules(task, head, network, k, key) if modules is None else modules
     return _estimator(task, modules, standardise, y_mean, y_std)
 
@@ -302,24 +406,6 @@ def _placeholder(task, modules, log1p: bool, n_targets: int):
     the programs compiled for it are the real estimator's."""
     skeleton = Standardise.skeleton(task.in_time, task.in_channels, log1p)
     return _split(_estimator(task, modules, skeleton, np.zeros(n_targets), np.ones(n_targets)))
-
-
-def _compile_ahead(placeholder, consts, xs, optimiser):
-    """Lower and compile the training call for `placeholder` (`_placeholder`), so that
-    `fit`'s first call finds it compiled. Run on a thread while the pilot batch is
-    simulated: the two compilations overlap."""
-    params, frozen = placeholder
-    source, *tail = consts
-    # The optimiser state as arrays: as shapes (`jax.eval_shape`) it lowers to
-    # another program than the first call's, compiled a second time.
-    _train_call.lower((source, frozen, optimiser, *tail), params, optimiser.init(params), xs).compile()
-
-
-def _compile_eval_ahead(placeholder, validation, chunk: int):
-    """Compile the validation loss for `placeholder` once the validation set exists
-    (its future), beside the training call's compilation instead of after it."""
-    params, frozen = placeholder
-    _eval_loss.lower(frozen, params, validation.result(), chunk).compile()
 
 
 def _checkpoints(directory: pathlib.Path) -> list[pathlib.Path]:
@@ -394,14 +480,21 @@ def fit(
     - `optimiser`: any optax transformation; default [`sgjax.default_optimiser`][]
         with `learning_rate` over `steps`.
     - `steps_per_call`: steps fused into one dispatch.
-    - `validation_size`: a fixed held-out set of simulations for the validation loss.
+    - `validation_size`: a fixed held-out set of simulations for the validation loss
+        (rounded up to whole batches). Where `log1p` is known before any data are seen
+        (count or log-normal noise, or given) and training streams fresh simulations
+        on one device, the training call itself simulates it from fixed keys at each
+        evaluation (and the pilot batch once), without updating: no second program of
+        the simulator to compile, ~2 s sooner cold on 2 CPU cores. Otherwise both
+        are simulated once, beside the network's construction.
     - `eval_every`: steps between validation losses (a multiple of `steps_per_call`).
     - `patience`: stop after this many evaluations without improvement (default: never);
         the best estimator seen is returned.
     - `budget`: train on this many pre-simulated samples (epochs of shuffled
         minibatches) instead of fresh simulations, to compare sample efficiency with
         budgeted methods.
-    - `pilot_size`: samples used to fit input standardisation and target scaling.
+    - `pilot_size`: samples used to fit input standardisation and target scaling
+        (rounded up to whole batches where the training call simulates them).
     - `log1p`: standardise `log1p(x)`; default: when all pilot data are `≥ 0`.
     - `checkpoint_dir`: write checkpoints there every `checkpoint_every` steps
         (default `eval_every`), atomically; the last two are kept. With several
@@ -454,47 +547,49 @@ def fit(
 
     k_pilot, k_val, k_init, k_train, k_budget = jax.random.split(key, 5)
     validation_size = -(-validation_size // batch_size) * batch_size
-    # Pre-simulated sets in chunks of simulate_batch's one size, whatever the batch
-    # size: the held-out sets of sgjax.evaluate, MismatchScore and the experiments
-    # reuse that one compiled sampler of the task. They are simulated on a second
-    # thread while this one builds the network and head (op by op, mostly Python)
-    # and then compiles the training call; the validation set is first needed at
-    # the first evaluation. A cold fit of a flow on 2 CPU cores: ~3 s sooner.
-    pool = ThreadPoolExecutor(1, thread_name_prefix="sgjax-presimulate")
-    pilot_f = pool.submit(simulate_batch, task, k_pilot, pilot_size)
-    val_f = pool.submit(simulate_batch, task, k_val, validation_size)
-    ahead = eval_ahead = None
-    try:
-        n_targets = 1 if task.n_classes else len(task.labels)
+    n_targets = 1 if task.n_classes else len(task.labels)
+    guess = _log1p_known(task, log1p)
+    # Streaming from a simulator whose data fix `log1p` in advance: the pilot batch
+    # and the validation set (fixed keys) are simulated and measured by the training
+    # call itself (`_measure`), in whole batches; the program depends on the
+    # standardisation's shape, not its values. Otherwise (a fixed budget, several
+    # devices, a resumed run, or data the pilot must look at) they are pre-simulated.
+    in_program = guess is not None and budget is None and sharding is None and not resume
+    val_f = None
+    if in_program:
         modules = _modules(task, head, network, n_targets, k_init)
-        guess = _log1p_known(task, log1p)
-        if guess is not None and budget is None and sharding is None and not resume:
-            # The training call and the validation loss do not depend on the pilot's
-            # values: compile them now, beside the pilot's simulation (a cold 50-step
-            # flow fit on 2 CPU cores: 30.7–31.8 → 26.1–28.1 s for the training call,
-            # alternating fresh processes).
-            placeholder = _placeholder(task, modules, guess, n_targets)
-            compiler = ThreadPoolExecutor(1, thread_name_prefix="sgjax-compile")
-            xs = jax.random.split(jax.random.fold_in(k_train, 0), steps_per_call)
-            ahead = compiler.submit(_compile_ahead, placeholder, (task, int(batch_size), shards, None), xs, optimiser)
-            compiler.shutdown(wait=False)
-            eval_ahead = pool.submit(_compile_eval_ahead, placeholder, val_f, int(batch_size))
-        pilot = pilot_f.result()
-        if not task.n_classes and pilot.y.shape[1] != n_targets:  # labels that do not count the targets
-            modules = None
-        estimator = _initial_estimator(task, head, network, pilot, log1p, k_init, modules)
-    except BaseException:
-        val_f.cancel()
-        if eval_ahead is not None:
-            eval_ahead.cancel()
-        raise
-    finally:
-        pool.shutdown(wait=False)  # the validation set may still be running
-    params, frozen = _split(estimator)
-    # The training call donates its parameters: train on copies, so that a network or
-    # head passed in built (say the last round's) keeps its arrays.
-    params = _copy(params)
-    opt_state = optimiser.init(params)
+        params, frozen = _placeholder(task, modules, guess, n_targets)
+        # The training call donates its parameters: it gets copies, so that a network
+        # or head passed in built (say the last round's) keeps its arrays.
+        params = _copy(params)
+        opt_state = optimiser.init(params)
+        consts = (task, frozen, optimiser, int(batch_size), shards, None)
+        params, opt_state, pilot = _measure(consts, params, opt_state, k_pilot, -(-pilot_size // batch_size), steps_per_call)
+        estimator = _estimator(task, modules, *_pilot_scaling(pilot, guess, task.n_classes))
+        frozen = _split(estimator)[1]
+    else:
+        # Pre-simulated sets in chunks of simulate_batch's one size, whatever the batch
+        # size: the held-out sets of sgjax.evaluate, MismatchScore and the experiments
+        # reuse that one compiled sampler of the task. They are simulated on a second
+        # thread while this one builds the network and head (op by op, mostly Python);
+        # the validation set is first needed at the first evaluation.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="sgjax-presimulate")
+        pilot_f = pool.submit(simulate_batch, task, k_pilot, pilot_size)
+        val_f = pool.submit(simulate_batch, task, k_val, validation_size)
+        try:
+            modules = _modules(task, head, network, n_targets, k_init)
+            pilot = pilot_f.result()
+            if not task.n_classes and pilot.y.shape[1] != n_targets:  # labels that do not count the targets
+                modules = None
+            estimator = _initial_estimator(task, head, network, pilot, log1p, k_init, modules)
+        except BaseException:
+            val_f.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=False)  # the validation set may still be running
+        params, frozen = _split(estimator)
+        params = _copy(params)  # as above: the caller's arrays are not donated
+        opt_state = optimiser.init(params)
 
     config = {
         "task": task.describe(),
@@ -565,12 +660,18 @@ def fit(
     bar = tqdm(total=steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     window_start, window_samples, first_call, rate = time.perf_counter(), 0, step // steps_per_call, math.nan
     stopped = already_stopped
-    if ahead is not None:
-        ahead.exception()  # wait; should it have failed, the first call says why
+
+    def validation_loss():
+        nonlocal params, opt_state
+        if val_f is not None:
+            return float(_eval_loss(frozen, params, val_f.result(), batch_size))
+        params, opt_state, stats = _measure(consts, params, opt_state, k_val, validation_size // batch_size, steps_per_call)
+        return _validation_loss(stats)
+
     try:
         while step < steps and not stopped:
             call = step // steps_per_call
-            params, opt_state, losses = _train_call(consts, params, opt_state, xs_for(call))
+            params, opt_state, losses, _ = _train_call(consts, params, opt_state, xs_for(call), _mode(steps_per_call))
             step += steps_per_call
             window_samples += steps_per_call * batch_size
             history["step"].append(step)
@@ -580,10 +681,7 @@ def fit(
             bar.update(steps_per_call)
             bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", val=f"{best_val:.4g}", samples_s=f"{rate:,.0f}")
             if step % eval_every == 0 or step >= steps:
-                if eval_ahead is not None:  # wait, so as not to compile it twice
-                    eval_ahead.exception()
-                    eval_ahead = None
-                v = float(_eval_loss(frozen, params, val_f.result(), batch_size))
+                v = validation_loss()
                 if window_samples:
                     rate = window_samples / (time.perf_counter() - window_start)
                 history["val_step"].append(step)

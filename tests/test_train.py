@@ -243,10 +243,10 @@ def test_a_restricted_task_keeps_its_learning_spaces_and_its_compiled_step():
         task.restrict({"rr": (0.3, 0.5)})
 
 
-def test_the_training_call_compiles_ahead_of_the_pilot(monkeypatch):
-    # Count data: fit knows log1p before the pilot, so it compiles the training call on
-    # a thread while the pilot simulates. The first call must find that program (one
-    # trace, one compilation), and the run must equal one that compiled in turn.
+def test_the_training_call_simulates_the_pilot_and_validation_sets():
+    # Count data: fit knows log1p before the pilot, so the training call itself draws
+    # and measures the pilot batch and the validation set (`_measure`): one trace, one
+    # compilation, and no other program of the simulator compiled.
     from sgjax.observation import Gaussian
 
     days = jnp.arange(1.0, 14.0)  # a size no other test compiles
@@ -257,19 +257,45 @@ def test_the_training_call_compiles_ahead_of_the_pilot(monkeypatch):
     compiles = []
 
     def listen(event, duration, **kw):
-        if event.endswith("backend_compile_duration") and kw.get("fun_name") == "jit(_train_call)":
-            compiles.append(duration)
+        if event.endswith("backend_compile_duration"):
+            compiles.append(kw.get("fun_name"))
 
     before = _train._TRACES["train"]
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
-        _, ahead = _fit(task, key=jax.random.key(3), steps=100)
+        est, history = _fit(task, key=jax.random.key(3), steps=100)
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
-    assert _train._TRACES["train"] == before + 1 and len(compiles) == 1
-    monkeypatch.setattr(_train, "_log1p_known", lambda task, log1p: None)
-    _, in_turn = _fit(task, key=jax.random.key(3), steps=100)
-    assert ahead["loss"] == in_turn["loss"] and ahead["val_loss"] == in_turn["val_loss"]
+    assert _train._TRACES["train"] == before + 1 and compiles.count("jit(_train_call)") == 1
+    assert "jit(_sample)" not in compiles and "jit(_eval_loss)" not in compiles
+    assert np.all(np.isfinite(history["val_loss"])) and history["val_loss"][-1] < history["val_loss"][0]
+
+
+def test_measuring_with_the_training_call_matches_the_batches_it_draws():
+    # `_measure`: the batches drawn from the pilot's keys, seen by the training call
+    # without updates, give Standardise.fit's standardisation, the targets' mean and
+    # std, and `_eval_loss`'s loss, and leave the parameters as they were.
+    task = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 15.0), ObservationModel(Poisson())), ["beta", "gamma"])
+    modules = _train._modules(task, sgjax.heads.Point(), SMALL_MLP, 2, jax.random.key(0))
+    params, frozen = _train._placeholder(task, modules, True, 2)
+    optimiser = _train.default_optimiser(1e-3, 100)
+    consts = (task, frozen, optimiser, 64, 1, None)
+    key, n_batches, per_call = jax.random.key(5), 5, 2  # three calls, the last one part-filled
+    before = [np.asarray(a) for a in jax.tree.leaves(params)]
+    after, _, stats = _train._measure(consts, _train._copy(params), optimiser.init(params), key, n_batches, per_call)
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, jax.tree.leaves(after)))
+    batches = [task.sample(k, 64) for k in jax.random.split(key, n_batches)]
+    batch = jax.tree.map(lambda *a: jnp.concatenate(a), *batches)
+    assert stats["n"].shape[0] == n_batches
+    standardise, y_mean, y_std = _train._pilot_scaling(stats, True, 0)
+    expected = sgjax.nn.Standardise.fit(batch.x, batch.mask & (batch.weight > 0)[:, None, None], log1p=True)
+    np.testing.assert_allclose(standardise.mean, expected.mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(standardise.std, expected.std, rtol=1e-5, atol=1e-6)
+    y = np.asarray(batch.y)[np.asarray(batch.weight) > 0]
+    np.testing.assert_allclose(y_mean, y.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(y_std, y.std(0), rtol=1e-5)
+    expected_loss = float(_train._eval_loss(frozen, params, batch, 64))
+    np.testing.assert_allclose(_train._validation_loss(stats), expected_loss, rtol=1e-5)
 
 
 def test_a_network_and_head_passed_in_built_keep_their_arrays():

@@ -16,6 +16,49 @@ from .base import check_size
 MIN_STD_FRACTION = 0.1
 
 
+def _namespace(*arrays):
+    # NumPy where the arrays are concrete (a pilot batch): op by op in jax, each
+    # operation is one more small XLA program to compile (~3 s of a cold `sgjax.fit`
+    # on 2 CPU cores). jax.numpy under a trace.
+    return jnp if any(isinstance(a, jax.core.Tracer) for a in arrays) else np
+
+
+def moments(x: Float[ArrayLike, "n time channels"], mask: Bool[ArrayLike, "n time channels"], log1p: bool):
+    """`(n, mean, m2)` of `log1p(x)` (or `x`) over the observed entries of a batch, per
+    (time, channel): the count, the mean and the sum of squared deviations from it
+    (two passes: no cancellation). Masked entries may hold anything, even NaN."""
+    xp = _namespace(x, mask)
+    x, mask = xp.asarray(x), xp.asarray(mask)
+    if x.ndim != 3 or mask.shape != x.shape:
+        raise ValueError(
+            "Standardise.fit takes a batch `x` of shape (n, time, channels) and a "
+            f"mask of the same shape, got {x.shape} and {mask.shape}. For a single "
+            "series add a batch axis: `x[None]`."
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    dtype = x.dtype
+    mask = mask.astype(bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = xp.where(mask, xp.log1p(x) if log1p else x, 0).astype(dtype)
+    n = xp.sum(mask, axis=0)
+    mean = xp.sum(y, axis=0) / xp.maximum(n, 1).astype(dtype)
+    m2 = xp.sum(xp.where(mask, y - mean, 0) ** 2, axis=0)
+    return n, mean, m2
+
+
+def pool_moments(n, mean, m2, *, axis: int = 0):
+    """The moments (`moments`) of several groups pooled along `axis` (Chan et al.'s
+    formula: exact, no second pass over the data)."""
+    xp = _namespace(n, mean, m2)
+    n, mean, m2 = xp.asarray(n), xp.asarray(mean), xp.asarray(m2)
+    total = xp.sum(n, axis=axis)
+    weights = n.astype(mean.dtype)
+    pooled = xp.sum(weights * mean, axis=axis) / xp.maximum(total, 1).astype(mean.dtype)
+    spread = xp.sum(weights * (mean - xp.expand_dims(pooled, axis)) ** 2, axis=axis)
+    return total, pooled, xp.sum(m2, axis=axis) + spread
+
+
 class Standardise(eqx.Module):
     """Standardise one series per (time, channel): `(f(x) - mean) / std` with
     `f = log1p` (for counts, which are >= 0) or the identity (for real-valued data),
@@ -78,38 +121,30 @@ class Standardise(eqx.Module):
 
         **Returns:** the fitted `Standardise`.
         """
-        # Computed with NumPy where the batch is concrete (a pilot batch): op by op
-        # in jax, each operation is one more small XLA program to compile (~3 s cold
-        # on 2 CPU cores while `fit` compiles its training step beside it).
-        traced = isinstance(x, jax.core.Tracer) or isinstance(mask, jax.core.Tracer)
-        xp = jnp if traced else np
-        x = xp.asarray(x)
-        mask = xp.asarray(mask)
-        if x.ndim != 3 or mask.shape != x.shape:
-            raise ValueError(
-                "Standardise.fit takes a batch `x` of shape (n, time, channels) and a "
-                f"mask of the same shape, got {x.shape} and {mask.shape}. For a single "
-                "series add a batch axis: `x[None]`."
-            )
         if not isinstance(log1p, bool):
             raise TypeError(f"`log1p` must be True or False, got {log1p!r}.")
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            x = x.astype(jnp.result_type(float))
-        dtype = x.dtype
-        mask = mask.astype(bool)
-        with np.errstate(invalid="ignore", divide="ignore"):  # masked entries may hold anything
-            y = xp.where(mask, xp.log1p(x) if log1p else x, 0).astype(dtype)
+        return cls.from_moments(*moments(x, mask, log1p), log1p=log1p)
 
-        def moments(axis):
-            n = xp.sum(mask, axis=axis)
-            count = xp.maximum(n, 1).astype(dtype)
-            mean = xp.sum(y, axis=axis) / count
-            centred = xp.where(mask, y - xp.expand_dims(mean, axis), 0)
-            var = xp.sum(centred**2, axis=axis) / count
-            return n, mean, xp.sqrt(var)
-
-        n, mean, std = moments(0)  # (time, channels)
-        _, _, channel_std = moments((0, 1))  # (channels,)
+    @classmethod
+    def from_moments(cls, n, mean, m2, *, log1p: bool) -> "Standardise":
+        """`Standardise.fit` from the moments of its batch (`moments`), or of several
+        batches pooled (`pool_moments`): `n` observed entries, `mean` and sum of squared
+        deviations `m2` per (time, channel). `fit` is `from_moments(*moments(x, mask,
+        log1p), log1p=log1p)`; `sgjax.fit` gets its pilot's moments from the training
+        call itself."""
+        if not isinstance(log1p, bool):
+            raise TypeError(f"`log1p` must be True or False, got {log1p!r}.")
+        xp = _namespace(n, mean, m2)
+        n, mean, m2 = xp.asarray(n), xp.asarray(mean), xp.asarray(m2)
+        if mean.ndim != 2 or n.shape != mean.shape or m2.shape != mean.shape:
+            raise ValueError(
+                "Standardise.from_moments takes `n`, `mean` and `m2` of one shape (time, channels), "
+                f"got {n.shape}, {mean.shape} and {m2.shape}."
+            )
+        dtype = mean.dtype
+        std = xp.sqrt(m2 / xp.maximum(n, 1).astype(dtype))
+        n_c, _, m2_c = pool_moments(n, mean, m2, axis=0)  # (channels,): all times pooled
+        channel_std = xp.sqrt(m2_c / xp.maximum(n_c, 1).astype(dtype))
         floor = xp.where(channel_std > 0, MIN_STD_FRACTION * channel_std, 1.0).astype(dtype)
         std = xp.maximum(std, floor)
         seen = n > 0

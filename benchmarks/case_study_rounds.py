@@ -3,14 +3,16 @@ problem: the case study's own loop (`sgjax.reproduce._case_studies.study`: `fit`
 `infer` per round, `Task.restrict` to the last posterior's box between rounds), with
 C2ST against one set of NUTS draws computed first, with the case study's settings.
 
-Run: `python benchmarks/case_study_rounds.py [--seed S] [--warm] 1000,1000,1000 4000,4000` — each
+Run: `python benchmarks/case_study_rounds.py [--seed S] [--batch B] [--warm] 1000,1000,1000 4000,4000` — each
 argument a schedule (steps of each round, all rounds run); prints, per schedule, the
 training time and C2ST after every round. NUTS (~40 s on 2 CPU cores) runs once per
 call. Without `--seed` the training keys are the case study's; `--seed S` folds `S`
-into them; `--warm` starts each later round from the last round's network and flow. One seed each: C2ST moves by a few hundredths from seed to seed.
+into them; `--batch B` trains on batches of B (default 512); `--warm` starts each
+later round from the last round's network and flow. One seed each: C2ST moves by a
+few hundredths from seed to seed.
 """
 
-import sys
+import argparse
 import time
 
 import jax
@@ -50,13 +52,18 @@ def main(schedules: list[list[int]], seed: int | None = None, batch: int = 512, 
         print(f"{','.join(map(str, schedule))}: " + " → ".join(rows), flush=True)
 
 
+def _schedule(text: str) -> list[int]:
+    steps = text.split(",")
+    if not all(s.isdigit() and int(s) > 0 for s in steps):
+        raise argparse.ArgumentTypeError(f"a schedule is comma-separated positive steps per round, e.g. 1000,1000,1000; got {text!r}")
+    return [int(s) for s in steps]
+
+
 if __name__ == "__main__":
-    args, seed = sys.argv[1:], None
-    warm = "--warm" in args
-    args = [a for a in args if a != "--warm"]
-    if args[:1] == ["--seed"] and len(args) > 1 and args[1].isdigit():
-        seed, args = int(args[1]), args[2:]
-    if not args or not all(a.replace(",", "").isdigit() and "" not in a.split(",") for a in args):
-        got = sys.argv[1:]
-        sys.exit(f"{__doc__}\nEach schedule is comma-separated steps per round, e.g. 1000,1000,1000; got {got}.")
-    main([[int(s) for s in a.split(",")] for a in args], seed, warm=warm)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("schedules", nargs="+", type=_schedule, help="steps of each round, e.g. 1000,1000,1000")
+    parser.add_argument("--seed", type=int, default=None, help="fold S into the case study's training keys")
+    parser.add_argument("--batch", type=int, default=512, help="batch size (default 512)")
+    parser.add_argument("--warm", action="store_true", help="start each later round from the last round's network and flow")
+    args = parser.parse_args()
+    main(args.schedules, args.seed, batch=args.batch, warm=args.warm)

@@ -30,15 +30,19 @@ C2ST_GOAL = 0.6
 #: A higher peak learning rate than `fit`'s default: measured on the boarding-school SIR
 #: problem, 4,000 steps at 3e-3 matched NUTS better than 6,000 at 1e-3.
 LEARNING_RATE = 3e-3
-#: Steps per round and the most rounds, per problem, at default settings. Short rounds,
-#: more of them, reach a posterior sooner where a round's steps suffice: on the
-#: boarding-school SIR problem (2 CPU cores, one seed each) rounds of 1,000 steps reached
-#: C2ST 0.59 in 59 s (3 rounds) against 0.57 in 92 s for two rounds of 4,000; a round
-#: after the first costs ~8 s, the first ~40 s, mostly compilation. SEIR's five-parameter
-#: posterior stalled at 0.63–0.67 over six rounds of 1,000 (81 s) and reaches 0.56 in
-#: rounds of 4,000. Within a problem every round has the same steps: the optimiser's
-#: schedule is compiled into the training step.
-SCHEDULES = {"SIR": (1000, 6), "SEIR": (4000, 3), "Lotka–Volterra": (1000, 6)}
+#: Steps per round, the most rounds and the batch size, per problem, at default
+#: settings. Short rounds, more of them, reach a posterior sooner where a round's steps
+#: suffice: on the boarding-school SIR problem (2 CPU cores, one seed each) rounds of
+#: 1,000 steps reached C2ST 0.59 in 59 s (3 rounds) against 0.57 in 92 s for two rounds
+#: of 4,000 (on a slow machine; the first round is mostly compilation). SEIR's
+#: five-parameter posterior stalled at 0.63–0.67 over six rounds of 1,000 (81 s) and
+#: reaches 0.56 in rounds of 4,000. SIR trains on batches of 256: a round costs ~65% of
+#: one of 512, and C2ST ≤ 0.6 came in as many rounds for two of three seeds
+#: (`python benchmarks/case_study_rounds.py --batch 256 --warm 1000,1000,1000,1000`,
+#: 2026-12-03: 16.1–16.5 s against NUTS's 17.6–18.5 s; the third seed a round later,
+#: 18.6 s). Within a problem every round has the same steps: the optimiser's schedule
+#: is compiled into the training step.
+SCHEDULES = {"SIR": (1000, 6, 256), "SEIR": (4000, 3, 512), "Lotka–Volterra": (1000, 6, 512)}
 
 
 def boarding_school_problems(quick: bool) -> dict:
@@ -149,16 +153,16 @@ def study(sim, prior, x, mask, *, key, steps, rounds, learning_rate, batch, nuts
 def _run(report, problems, *, quick, seed, progress, ylabel):
     key = jax.random.key(seed)
     if quick:
-        schedules, batch, n_draws = dict.fromkeys(problems, (150, 2)), 256, 500
+        schedules, n_draws = dict.fromkeys(problems, (150, 2, 256)), 500
         nuts_kwargs = dict(num_warmup=100, num_samples=150, num_chains=2)
     else:
-        schedules, batch, n_draws = {name: SCHEDULES[name] for name in problems}, 512, 2000
+        schedules, n_draws = {name: SCHEDULES[name] for name in problems}, 2000
         # Chains start at the best of 256 prior draws: the Lotka–Volterra likelihood has
         # poor local modes (flat fits with large σ) that strand chains started anywhere.
         nuts_kwargs = dict(num_warmup=1000, num_samples=1000, num_chains=4, n_init=256)
     results = {}
     for p_i, (name, (sim, prior, x, mask)) in enumerate(problems.items()):
-        steps, rounds = schedules[name]
+        steps, rounds, batch = schedules[name]
         results[name] = study(
             sim, prior, x, mask, key=jax.random.fold_in(key, p_i), steps=steps, rounds=rounds,
             learning_rate=LEARNING_RATE, batch=batch,
@@ -169,7 +173,7 @@ def _run(report, problems, *, quick, seed, progress, ylabel):
         last = r["runs"][-1]
         rows.append(
             [
-                name, f"{schedules[name][0]:,} × ≤ {schedules[name][1]}", f"{r['nuts_seconds']:.0f} s",
+                name, f"{schedules[name][0]:,} × ≤ {schedules[name][1]} (batch {schedules[name][2]})", f"{r['nuts_seconds']:.0f} s",
                 " → ".join(f"{run['c2st']:.2f}" for run in r["runs"]),
                 f"{last['train_seconds']:.0f} s", "yes" if r["reached"] else "no", f"{r['runs'][0]['infer_ms']:.0f} ms",
                 f"{r['mismatch_p_value']:.2f}", fmt(r["ppc_inside"]),

@@ -408,6 +408,13 @@ def _placeholder(task, modules, log1p: bool, n_targets: int):
     return _split(_estimator(task, modules, skeleton, np.zeros(n_targets), np.ones(n_targets)))
 
 
+def _init(optimiser: optax.GradientTransformation, params):
+    """`optimiser.init(params)` as one compiled program: op by op, each of its zero
+    arrays is one more small XLA program (0.35 against 0.11 s cold for a flow's Adam
+    state on 2 CPU cores)."""
+    return eqx.filter_jit(optimiser.init)(params)
+
+
 def _checkpoints(directory: pathlib.Path) -> list[pathlib.Path]:
     return sorted(directory.glob("ckpt-*.json"))
 
@@ -562,7 +569,7 @@ def fit(
         # The training call donates its parameters: it gets copies, so that a network
         # or head passed in built (say the last round's) keeps its arrays.
         params = _copy(params)
-        opt_state = optimiser.init(params)
+        opt_state = _init(optimiser, params)
         consts = (task, frozen, optimiser, int(batch_size), shards, None)
         params, opt_state, pilot = _measure(consts, params, opt_state, k_pilot, -(-pilot_size // batch_size), steps_per_call)
         estimator = _estimator(task, modules, *_pilot_scaling(pilot, guess, task.n_classes))
@@ -589,7 +596,7 @@ def fit(
             pool.shutdown(wait=False)  # the validation set may still be running
         params, frozen = _split(estimator)
         params = _copy(params)  # as above: the caller's arrays are not donated
-        opt_state = optimiser.init(params)
+        opt_state = _init(optimiser, params)
 
     config = {
         "task": task.describe(),

@@ -1,5 +1,5 @@
 """How the steps per round change the time to a posterior on the boarding-school SIR
-problem: the case study's own loop (`sgjax.reproduce._case_studies.study`: `fit` and
+(or, `--problem SEIR`, SEIR) problem: the case study's own loop (`sgjax.reproduce._case_studies.study`: `fit` and
 `infer` per round, `Task.restrict` to the last posterior's box between rounds), with
 C2ST against one set of NUTS draws computed first, with the case study's settings.
 
@@ -25,11 +25,12 @@ from sgjax.heads import Flow
 from sgjax.reproduce._case_studies import _stack, boarding_school_problems, LEARNING_RATE
 
 
-def main(schedules: list[list[int]], seed: int | None = None, batch: int = 512, n_draws: int = 2000, warm: bool = False) -> None:
-    sim, prior, x, mask = boarding_school_problems(quick=True)["SIR"]
+def main(schedules: list[list[int]], seed: int | None = None, batch: int = 512, n_draws: int = 2000, warm: bool = False, problem: str = "SIR") -> None:
+    problems = boarding_school_problems(quick=problem == "SIR")
+    sim, prior, x, mask = problems[problem]
     names = tuple(prior.distributions)
-    # The keys `study` uses for the SIR problem.
-    k_nuts, k_train, k_c2st, _, _ = jax.random.split(jax.random.fold_in(jax.random.key(0), 0), 5)
+    # The keys `study` uses for this problem.
+    k_nuts, k_train, k_c2st, _, _ = jax.random.split(jax.random.fold_in(jax.random.key(0), list(problems).index(problem)), 5)
     k_train = k_train if seed is None else jax.random.fold_in(k_train, seed)
     t = time.perf_counter()
     ref = nuts(sim, x, mask, prior=prior, key=k_nuts, num_warmup=1000, num_samples=1000, num_chains=4, n_init=256)
@@ -65,5 +66,6 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=None, help="fold S into the case study's training keys")
     parser.add_argument("--batch", type=int, default=512, help="batch size (default 512)")
     parser.add_argument("--warm", action="store_true", help="start each later round from the last round's network and flow")
+    parser.add_argument("--problem", choices=("SIR", "SEIR"), default="SIR", help="the boarding-school model (default SIR)")
     args = parser.parse_args()
-    main(args.schedules, args.seed, batch=args.batch, warm=args.warm)
+    main(args.schedules, args.seed, batch=args.batch, warm=args.warm, problem=args.problem)

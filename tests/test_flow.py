@@ -3,6 +3,7 @@ step as every head, against an exact posterior: a linear-Gaussian model whose tw
 parameters are strongly correlated a posteriori."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
@@ -208,3 +209,36 @@ def test_host_built_flow_is_flowjaxs_initial_flow(dim, transformer, monkeypatch)
     out = jax.random.normal(jax.random.key(1), (16, 4))
     y = jax.random.normal(jax.random.key(2), (16, dim))
     np.testing.assert_allclose(jax.vmap(host.log_prob)(out, y), jax.vmap(swapped.log_prob)(out, y), rtol=1e-6)
+
+
+def test_host_built_affine_template_is_flowjaxs():
+    # flowjax's default transformer (an Affine at the identity, scale softplus(s) +
+    # min_scale) made with its numbers on the host: the same structure, dtypes and
+    # weak types, values within one float32 rounding (the correctly rounded
+    # inv_softplus(0.99)), the identity map, and no XLA program compiled.
+    from flowjax import flows
+
+    from sgjax.heads import _flow
+
+    compiles = []
+
+    def listen(event, duration, **kw):
+        if event.endswith("backend_compile_duration"):
+            compiles.append(kw.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        ours = _flow._affine_template(flows)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiles == []
+    theirs = flows._affine_with_min_scale()
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        if isinstance(b, jax.Array):
+            assert a.dtype == b.dtype and a.shape == b.shape and a.weak_type == b.weak_type
+            np.testing.assert_allclose(a, b, rtol=2 * np.finfo(np.float32).eps)
+    np.testing.assert_allclose(np.asarray(ours.scale.args[0], np.float64), np.log(np.expm1(0.99)), rtol=np.finfo(np.float32).eps)
+    x = jnp.array(1.7)
+    np.testing.assert_allclose(ours.transform_and_log_det(x)[0], x, rtol=1e-6)
+    np.testing.assert_allclose(ours.transform_and_log_det(x)[1], 0.0, atol=1e-6)

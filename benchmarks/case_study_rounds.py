@@ -1,5 +1,5 @@
 """How the steps per round change the time to a posterior on the boarding-school SIR
-(or, `--problem SEIR`, SEIR) problem: the case study's own loop (`sgjax.reproduce._case_studies.study`: `fit` and
+(or `--problem SEIR`, or the hare–lynx `--problem Lotka–Volterra`) problem: the case study's own loop (`sgjax.reproduce._case_studies.study`: `fit` and
 `infer` per round, `Task.restrict` to the last posterior's box between rounds), with
 C2ST against one set of NUTS draws computed first, with the case study's settings.
 
@@ -22,11 +22,11 @@ from sgjax import fit, infer, Task
 from sgjax.baselines import nuts
 from sgjax.diagnostics import c2st
 from sgjax.heads import Flow
-from sgjax.reproduce._case_studies import _stack, boarding_school_problems, LEARNING_RATE
+from sgjax.reproduce._case_studies import _stack, boarding_school_problems, hudson_bay_problem, LEARNING_RATE
 
 
 def main(schedules: list[list[int]], seed: int | None = None, batch: int = 512, n_draws: int = 2000, warm: bool = False, problem: str = "SIR") -> None:
-    problems = boarding_school_problems(quick=problem == "SIR")
+    problems = hudson_bay_problem() if problem == "Lotka–Volterra" else boarding_school_problems(quick=problem == "SIR")
     sim, prior, x, mask = problems[problem]
     names = tuple(prior.distributions)
     # The keys `study` uses for this problem.
@@ -66,6 +66,6 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=None, help="fold S into the case study's training keys")
     parser.add_argument("--batch", type=int, default=512, help="batch size (default 512)")
     parser.add_argument("--warm", action="store_true", help="start each later round from the last round's network and flow")
-    parser.add_argument("--problem", choices=("SIR", "SEIR"), default="SIR", help="the boarding-school model (default SIR)")
+    parser.add_argument("--problem", choices=("SIR", "SEIR", "Lotka–Volterra"), default="SIR", help="the case study's model (default SIR)")
     args = parser.parse_args()
     main(args.schedules, args.seed, batch=args.batch, warm=args.warm, problem=args.problem)

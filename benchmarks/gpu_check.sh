@@ -41,7 +41,7 @@ step() {  # step NAME SECONDS COMMAND...
 }
 
 step devices 60 "$PY" -c "import jax, sgjax; print('jax', jax.__version__, jax.default_backend(), jax.devices())"
-step tests 150 "$PY" -m pytest -q -x -n 0 -p no:cacheprovider tests/test_fused.py tests/test_simulate.py tests/test_train.py
+step tests 200 "$PY" -m pytest -q -x -n 0 -p no:cacheprovider tests/test_fused.py tests/test_simulate.py tests/test_train.py
 step fused 180 "$PY" benchmarks/bench_fused.py "${quick[@]}"
 if [ "${QUICK:-0}" = 1 ]; then
     step train 120 "$PY" benchmarks/bench_train.py --quick --batch 512

@@ -559,9 +559,11 @@ def fit(
     # Streaming from a simulator whose data fix `log1p` in advance: the pilot batch
     # and the validation set (fixed keys) are simulated and measured by the training
     # call itself (`_measure`), in whole batches; the program depends on the
-    # standardisation's shape, not its values. Otherwise (a fixed budget, several
-    # devices, a resumed run, or data the pilot must look at) they are pre-simulated.
-    in_program = guess is not None and budget is None and sharding is None and not resume
+    # standardisation's shape, not its values. A resumed run takes this path too, so
+    # that it evaluates the same validation set as the run it continues. Otherwise (a
+    # fixed budget, several devices, or data the pilot must look at) they are
+    # pre-simulated.
+    in_program = guess is not None and budget is None and sharding is None
     val_f = None
     if in_program:
         modules = _modules(task, head, network, n_targets, k_init)

@@ -135,8 +135,15 @@ def eqx_filter(tree):
     return eqx.filter(tree, eqx.is_array)
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path):
-    task = LinearGaussian()
+@pytest.mark.parametrize("counts", [False, True])
+def test_resume_equals_an_uninterrupted_run(tmp_path, counts):
+    # counts: a Poisson-observed SIR, whose pilot and validation set the training
+    # call itself simulates; the resumed run must evaluate the same validation set.
+    if counts:
+        sim = sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 15.0), ObservationModel(Poisson()))
+        task = sgjax.Task(sim, ["beta", "gamma"])
+    else:
+        task = LinearGaussian()
     kwargs = dict(key=jax.random.key(8), steps=300, checkpoint_every=50)
     full, full_hist = _fit(task, checkpoint_dir=tmp_path / "a", **kwargs)
 

@@ -23,6 +23,12 @@ def _namespace(*arrays):
     return jnp if any(isinstance(a, jax.core.Tracer) for a in arrays) else np
 
 
+def _on_device(a):
+    # `jax.device_put` for a NumPy array: `jnp.asarray` compiles a small program per
+    # shape and dtype to stage it.
+    return jax.device_put(a) if isinstance(a, np.ndarray) else a
+
+
 def moments(x: Float[ArrayLike, "n time channels"], mask: Bool[ArrayLike, "n time channels"], log1p: bool):
     """`(n, mean, m2)` of `log1p(x)` (or `x`) over the observed entries of a batch, per
     (time, channel): the count, the mean and the sum of squared deviations from it
@@ -149,7 +155,7 @@ class Standardise(eqx.Module):
         std = xp.maximum(std, floor)
         seen = n > 0
         mean, std = xp.where(seen, mean, 0.0).astype(dtype), xp.where(seen, std, 1.0).astype(dtype)
-        return cls(jnp.asarray(mean), jnp.asarray(std), log1p)
+        return cls(_on_device(mean), _on_device(std), log1p)
 
     @classmethod
     def skeleton(cls, in_time: int, in_channels: int, log1p: bool) -> "Standardise":
@@ -158,7 +164,7 @@ class Standardise(eqx.Module):
         `s`."""
         shape = (check_size(in_time, "in_time"), check_size(in_channels, "in_channels"))
         dtype = jnp.result_type(float)
-        return cls(jnp.asarray(np.zeros(shape, dtype)), jnp.asarray(np.ones(shape, dtype)), log1p)
+        return cls(_on_device(np.zeros(shape, dtype)), _on_device(np.ones(shape, dtype)), log1p)
 
     def config(self) -> dict[str, Any]:
         """A JSON-serialisable description of this module's structure, the arguments of

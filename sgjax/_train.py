@@ -79,28 +79,26 @@ def _assemble(frozen: Estimator, params) -> Estimator:
     return eqx.tree_at(lambda e: (e.network, e.head), frozen, (network, head), is_leaf=lambda x: x is None)
 
 
-def _batch_sums(params, frozen: Estimator, batch: Batch):
-    """`(Σ weight × loss, Σ weight)` over a batch."""
+def _loss_and_sums(params, frozen: Estimator, batch: Batch):
+    """The weighted mean loss over a batch, and its sums `(Σ weight × loss, Σ weight)`."""
     est = _assemble(frozen, params)
     per = jax.vmap(est.loss)(batch.x, batch.mask, batch.y)
-    return jnp.sum(per * batch.weight), jnp.sum(batch.weight)
+    total, weight = jnp.sum(per * batch.weight), jnp.sum(batch.weight)
+    return total / jnp.maximum(weight, 1.0), (total, weight)
 
 
 def _batch_loss(params, frozen: Estimator, batch: Batch):
-    total, weight = _batch_sums(params, frozen, batch)
-    return total / jnp.maximum(weight, 1.0)
+    return _loss_and_sums(params, frozen, batch)[0]
 
 
 def _batch_stats(batch: Batch, frozen: Estimator, sums) -> dict:
-    """What `fit` learns from a batch besides its loss: the moments of its inputs
-    (as `Standardise.fit` sees them) and of its targets, over the samples that
-    simulated, and its loss sums (`_batch_sums`)."""
-    ok = batch.weight > 0
-    n, mean, m2 = moments(batch.x, batch.mask & ok[:, None, None], frozen.standardise.log1p)
-    y_n = jnp.sum(ok)
-    w = ok[:, None].astype(batch.y.dtype)
-    y_mean = jnp.sum(w * batch.y, axis=0) / jnp.maximum(y_n, 1).astype(batch.y.dtype)
-    y_m2 = jnp.sum(w * (batch.y - y_mean) ** 2, axis=0)
+    """What `fit` learns from a batch besides its loss: the moments (`moments`) of its
+    inputs, as `Standardise.fit` sees them, and of its targets (shape `(k, 1)`), over
+    the samples that simulated, and its loss sums (`_loss_and_sums`)."""
+    ok = (batch.weight > 0)[:, None, None]
+    n, mean, m2 = moments(batch.x, batch.mask & ok, frozen.standardise.log1p)
+    y = batch.y[:, :, None]
+    y_n, y_mean, y_m2 = moments(y, jnp.broadcast_to(ok, y.shape), False)
     return {"n": n, "mean": mean, "m2": m2, "y_n": y_n, "y_mean": y_mean, "y_m2": y_m2, "total": sums[0], "weight": sums[1]}
 
 
@@ -188,10 +186,6 @@ def _train_call(consts, params, opt_state, xs, mode):
     time_, channels = frozen.standardise.mean.shape
     k = frozen.y_mean.shape[0]
 
-    def loss_and_sums(p, batch):
-        sums = _batch_sums(p, frozen, batch)
-        return sums[0] / jnp.maximum(sums[1], 1.0), sums
-
     def run(carry, x):
         params, opt_state = carry
         batch = _draw(source, x, batch_size, shards, sharding)
@@ -201,7 +195,7 @@ def _train_call(consts, params, opt_state, xs, mode):
                 f"components, but it declares ({time_}, {channels}) and {k} (its `labels`, "
                 "`in_time` and `in_channels` must count them)."
             )
-        (loss, sums), grads = eqx.filter_value_and_grad(loss_and_sums, has_aux=True)(params, batch)
+        (loss, sums), grads = eqx.filter_value_and_grad(_loss_and_sums, has_aux=True)(params, frozen, batch)
         updates, new_state = optimiser.update(grads, opt_state, params)
         new = (eqx.apply_updates(params, updates), new_state)
         carry = jax.tree.map(lambda a, b: jnp.where(update, a, b), new, carry)
@@ -209,9 +203,9 @@ def _train_call(consts, params, opt_state, xs, mode):
 
     def skip(carry, x):
         dtype = frozen.y_mean.dtype
-        zero, grid = jnp.zeros((), dtype), jnp.zeros((time_, channels), dtype)
-        stats = {"n": jnp.zeros((time_, channels), jnp.int32), "mean": grid, "m2": grid, "y_n": jnp.zeros((), jnp.int32),
-                 "y_mean": jnp.zeros(k, dtype), "y_m2": jnp.zeros(k, dtype), "total": zero, "weight": zero}  # fmt: skip
+        zero, grid, col = jnp.zeros((), dtype), jnp.zeros((time_, channels), dtype), jnp.zeros((k, 1), dtype)
+        stats = {"n": jnp.zeros((time_, channels), jnp.int32), "mean": grid, "m2": grid, "y_n": jnp.zeros((k, 1), jnp.int32),
+                 "y_mean": col, "y_m2": col, "total": zero, "weight": zero}  # fmt: skip
         return carry, (zero, stats)
 
     def step(carry, ix):
@@ -241,16 +235,16 @@ def _measure(consts, params, opt_state, key, n_batches: int, steps_per_call: int
 def _pilot_scaling(stats: dict, log1p: bool, n_classes: int):
     """`(standardise, y_mean, y_std)` from a pilot's statistics (`_measure`): what
     `_initial_estimator` fits on a pilot batch, pooled over its batches."""
-    if not stats["y_n"].sum():
+    pooled = lambda name: pool_moments(*(stats[name + p].astype(np.float64) for p in ("n", "mean", "m2")))  # noqa: E731
+    y_n, y_mean, y_m2 = (a[:, 0] for a in pooled("y_"))  # every target: the same samples
+    if not y_n[0]:
         raise RuntimeError(_ALL_FAILED)
     dtype = stats["mean"].dtype
-    n, mean, m2 = pool_moments(stats["n"], stats["mean"].astype(np.float64), stats["m2"].astype(np.float64))
-    standardise = Standardise.from_moments(n, mean.astype(dtype), m2.astype(dtype), log1p=log1p)
+    n, mean, m2 = pooled("")
+    standardise = Standardise.from_moments(n.astype(int), mean.astype(dtype), m2.astype(dtype), log1p=log1p)
     if n_classes:
         return standardise, np.zeros(1), np.ones(1)
-    y_n = np.broadcast_to(stats["y_n"][:, None], stats["y_mean"].shape)
-    _, y_mean, y_m2 = pool_moments(y_n, stats["y_mean"].astype(np.float64), stats["y_m2"].astype(np.float64))
-    y_std = np.sqrt(y_m2 / stats["y_n"].sum())
+    y_std = np.sqrt(y_m2 / y_n)
     return standardise, y_mean, _floored_std(y_mean, y_std)
 
 

@@ -279,7 +279,7 @@ def main(argv=None) -> int:
     t.add_argument("--network", choices=sorted(_NETWORKS), default="mlp", help="network (default mlp)")
     t.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
     t.add_argument("--batch-size", type=int, default=512, help="simulations per step (default 512)")
-    t.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    t.add_argument("--learning-rate", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
     t.add_argument("--eval-every", type=int, default=250, help="steps between validation losses (default 250)")
     t.add_argument("--validation-size", type=int, default=4096, help="held-out validation simulations (default 4096)")
     t.add_argument("--test-size", type=int, default=2000, help="held-out simulations for recovery metrics (default 2000)")

@@ -480,9 +480,9 @@ def fit(
     - `batch_size`: samples per step.
     - `optimiser`: any optax transformation; default [`sgjax.default_optimiser`][]
         with `learning_rate` over `steps`.
-    - `learning_rate`: the default optimiser's peak learning rate. 3e-3 trained every
-        built-in network and head to a lower validation loss than 1e-3 in the same
-        steps (SIR with reporting and Poisson counts; MLP, GRU and Transformer; point,
+    - `learning_rate`: the default optimiser's peak learning rate. 3e-3 trained each
+        network and head tried to a lower validation loss than 1e-3 in the same steps
+        (SIR with reporting and Poisson counts; MLP, GRU and Transformer; point,
         mixture and flow heads; `benchmarks/RESULTS.md`).
     - `steps_per_call`: steps fused into one dispatch.
     - `validation_size`: a fixed held-out set of simulations for the validation loss

@@ -144,10 +144,11 @@ class _CompileTimer:
 
 
 # --------------------------------------------------------------------------- sgjax
-def run_sgjax(task, key, cfg):
+def run_sgjax(task, key, cfg, learning_rate: float | None = None):
     """Fused training with a Flow head. Records, at every evaluation, the wall time since
     `fit` was called and fit's own validation loss; returns `(figures, estimator, raw
-    curve)`, scored in natural units by `score_sgjax` once the held-out set exists."""
+    curve)`, scored in natural units by `score_sgjax` once the held-out set exists.
+    `learning_rate`: fit's peak learning rate (default: fit's own)."""
     head = sgjax.heads.Flow(summary_size=SUMMARY["out"], flow_layers=FLOW["layers"], nn_width=FLOW["width"], nn_depth=FLOW["depth"])
     network = functools.partial(sgjax.nn.MLP, width=SUMMARY["width"], depth=SUMMARY["depth"])
     curve = []
@@ -160,6 +161,7 @@ def run_sgjax(task, key, cfg):
         estimator, history = sgjax.fit(
             task, head, network, key=key, steps=cfg["sgjax_steps"], batch_size=BATCH, validation_size=cfg["n_val"],
             eval_every=cfg["eval_every"], progress=False, callback=callback,
+            **({} if learning_rate is None else {"learning_rate": learning_rate}),
         )  # fmt: skip
         wall = time.perf_counter() - start
     rates = [r for *_, r in curve if r is not None and not math.isnan(r)]

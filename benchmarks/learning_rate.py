@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import jax
-import numpy as np
 
 import sgjax
 
@@ -24,19 +23,14 @@ import bench_peers as bp  # noqa: E402
 
 
 def flow(task, rate, seed, threshold):
+    """The peers' sgjax fit (`bench_peers.run_sgjax`, full settings) at `rate`, scored by
+    `bench_peers.score_sgjax` on its own validation set."""
     k_fit = jax.random.split(jax.random.key(seed), 3)[0]  # as bench_peers draws it
-    val = bp.held_out(task, jax.random.split(k_fit, 5)[1], 2048)
-    head = sgjax.heads.Flow(summary_size=bp.SUMMARY["out"], flow_layers=bp.FLOW["layers"], nn_width=bp.FLOW["width"], nn_depth=bp.FLOW["depth"])
-    network = functools.partial(sgjax.nn.MLP, width=bp.SUMMARY["width"], depth=bp.SUMMARY["depth"])
-    curve = []
-    est, _ = sgjax.fit(
-        task, head, network, key=k_fit, steps=6000, batch_size=bp.BATCH, validation_size=2048, eval_every=50,
-        progress=False, learning_rate=rate, callback=lambda s, m: curve.append((s, m["val_loss"])),
-    )  # fmt: skip
-    shift = float(np.sum(np.log(np.asarray(est.y_std, np.float64)))) - float(np.mean(bp.log_jacobian(task.spaces, val["theta"])))
-    losses = [(s, v + shift) for s, v in curve]
-    hit = next((s for s, v in losses if v <= threshold), None)
-    return f"reaches {threshold} at step {hit}; best {min(v for _, v in losses):.3f}"
+    cfg = bp.SETTINGS["full"]
+    out, estimator, curve = bp.run_sgjax(task, k_fit, cfg, learning_rate=rate)
+    val = bp.held_out(task, jax.random.split(k_fit, 5)[1], cfg["n_val"])
+    out = bp.score_sgjax(task, out, estimator, curve, val, threshold)
+    return f"reaches {threshold} at step {out['steps_to_threshold']}; best {out['best_val_loss']:.3f}"
 
 
 def point_like(task, rate, seed, head, network, steps, batch):

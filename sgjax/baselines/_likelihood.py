@@ -15,10 +15,17 @@ from .._prior import Prior
 from .._simulator import Simulator
 from .._strategy import _solve_one
 
-#: The clean signal is floored here before the noise model's log density, so that a
-#: count observed where the model predicts exactly zero gives a large finite penalty
-#: and a finite gradient instead of `-inf` and NaN.
+#: The clean signal is floored here before the log density of a noise model whose
+#: mean must be positive (counts, log-normal), so that a count observed where the
+#: model predicts exactly zero gives a large finite penalty and a finite gradient
+#: instead of `-inf` and NaN. Signed (Gaussian) signals are left as they are.
 SIGNAL_FLOOR = 1e-6
+
+
+def floor_signal(simulator: Simulator, signal: Array) -> Array:
+    """`signal`, floored at `SIGNAL_FLOOR` where the noise model needs a positive
+    mean."""
+    return jnp.maximum(signal, SIGNAL_FLOOR) if simulator.observation.noise.positive_mean else signal
 
 
 def log_likelihood(
@@ -44,7 +51,7 @@ def log_likelihood(
         )
     # Unrolled Runge–Kutta stages: MLE fits 1.5x faster (SIR, 64 datasets x 4 starts).
     ys, ok = _solve_one(simulator, theta, simulator.stepsize_controller, adjoint, unrolled=True)
-    signal = jnp.maximum(simulator.signal(ys), SIGNAL_FLOOR)
+    signal = floor_signal(simulator, simulator.signal(ys))
     lp = simulator.observation.log_prob(x, signal, theta, simulator.ts, mask)
     return jnp.where(ok & jnp.isfinite(lp), lp, -jnp.inf)
 
@@ -160,6 +167,14 @@ def log_posterior(
     """The unnormalised log posterior density of `u` (prior, Jacobian and
     likelihood), as NUTS needs it."""
     return space.log_prior(u) + log_likelihood(simulator, space.theta(u), x, mask)
+
+
+def check_key(key) -> None:
+    """Refuse anything but a JAX PRNG key (typed, or a raw `uint32[2]`)."""
+    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = isinstance(key, jax.Array) and key.shape == (2,) and key.dtype == jnp.uint32
+    if not (typed or raw):
+        raise TypeError(f"`key` must be a JAX PRNG key such as jax.random.key(0), got {key!r}.")
 
 
 def check_data(simulator: Simulator, x, mask) -> tuple[Array, Array]:

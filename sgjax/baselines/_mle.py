@@ -14,7 +14,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._custom_types import Key, Params
 from .._prior import Prior
 from .._simulator import Simulator
-from ._likelihood import _failed, check_data, negative_log_likelihood, Unconstrained
+from ._likelihood import _failed, check_data, check_key, negative_log_likelihood, Unconstrained
 
 #: Datasets per compiled call. Each dataset runs `n_starts` optimisations, all of them
 #: vmapped together, so a chunk holds `chunk_size × n_starts` optimisations in flight.
@@ -224,10 +224,7 @@ def fit_mle(
             f"`adjoint` must be a diffrax adjoint such as diffrax.RecursiveCheckpointAdjoint() "
             f"or diffrax.ForwardMode(), got {type(adjoint).__name__}."
         )
-    typed_key = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    legacy_key = isinstance(key, jax.Array) and key.shape == (2,) and key.dtype == jnp.uint32
-    if not (typed_key or legacy_key):
-        raise TypeError(f"`key` must be a JAX PRNG key such as jax.random.key(0), got {key!r}.")
+    check_key(key)
     space = Unconstrained(prior)
     x, mask = check_data(simulator, x, mask)
     x = jnp.where(mask, x, 0.0)  # masked values never reach the objective, nor its rounding

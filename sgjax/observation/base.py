@@ -3,6 +3,7 @@
 import abc
 import dataclasses
 from collections.abc import Mapping
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -74,6 +75,10 @@ class AbstractNoise(_Piece):
 
     #: Whether observations are counts (non-negative integers).
     is_count: eqx.AbstractClassVar[bool]
+    #: Whether the expected observation must be positive (a rate, a median on the
+    #: log scale). The likelihood baselines floor the clean signal of such models at a
+    #: tiny positive value; a model of signed data (Gaussian) sets this `False`.
+    positive_mean: ClassVar[bool] = True
 
     @abc.abstractmethod
     def sample(self, key: Key, mean: Array, theta: Params) -> Array:

@@ -31,6 +31,7 @@ class Gaussian(AbstractNoise):
 
     scale: ParamLike
     is_count: ClassVar[bool] = False
+    positive_mean: ClassVar[bool] = False
 
     def __check_init__(self):
         check_param(self.scale, "Gaussian scale", low=0.0)

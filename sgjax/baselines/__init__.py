@@ -1,5 +1,6 @@
 """Classical baselines on the same differentiable simulator: maximum likelihood with
-information criteria, a NUTS reference posterior, and rejection ABC."""
+information criteria, a NUTS reference posterior, rejection ABC, and importance-sampled
+marginal likelihoods for Bayes-optimal model selection."""
 
 from ._likelihood import (
     log_likelihood as log_likelihood,
@@ -11,3 +12,4 @@ from ._laplace import laplace as laplace, Laplace as Laplace
 from ._nuts import nuts as nuts, ReferencePosterior as ReferencePosterior
 from ._abc import ABCPosterior as ABCPosterior, rejection_abc as rejection_abc
 from ._samples import AbstractSamples as AbstractSamples
+from ._evidence import evidence as evidence, Evidence as Evidence, model_posterior as model_posterior

@@ -152,3 +152,21 @@ def test_bad_input_is_refused(data, evidences):
         model_posterior({"quadratic": evidences["quadratic"], "linear": np.zeros(24)})
     with pytest.raises(ValueError, match="probability for each model"):
         model_posterior(evidences, prior={"quadratic": 1.0})
+
+
+def test_no_finite_likelihood_gives_minus_infinity_at_once():
+    """`y' = a y²` from `y(0) = 1` blows up at `t = 1/a < 1`, before the first
+    observation: every solve fails, shared or per trajectory, so the evidence is
+    `-inf` and no tempering step is taken."""
+    model = sgjax.ODEModel(
+        lambda t, y, theta: theta["a"] * y**2,
+        initial_state=lambda theta: jnp.ones(1),
+        param_names=("a",),
+        state_names=("y",),
+        observable=sgjax.State("y"),
+    )
+    sim = sgjax.Simulator(model, jnp.arange(1.0, 4.0), ObservationModel(Gaussian("sigma")), max_steps=64)
+    prior = sgjax.Prior(a=dist.Uniform(1.5, 2.0), sigma=1.0)
+    ev = evidence(sim, np.ones((2, 3, 1)), prior=prior, key=jax.random.key(0), n_particles=16)
+    assert np.all(np.asarray(ev.log_evidence) == -np.inf)
+    assert np.all(np.asarray(ev.temperatures) == 0)

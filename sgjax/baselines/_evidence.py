@@ -128,7 +128,8 @@ def _smc_chunk(simulator, strategy, space, x, mask, keys, n_particles: int, n_mo
         u=u,
         ll=ll,
         lp=log_prior(u),
-        beta=jnp.zeros(m, dtype),
+        # A dataset where no particle has a finite likelihood is done before it starts.
+        beta=jnp.where(jnp.any(jnp.isfinite(ll), axis=1), 0.0, 1.0).astype(dtype),
         log_z=jnp.zeros(m, dtype),
         scale=jnp.full(m, 2.38 / np.sqrt(k), dtype),
         steps=jnp.zeros(m, jnp.int32),
@@ -230,7 +231,9 @@ def evidence(
         `β = 1` by then gets a NaN estimate.
     - `strategy`: how the particles' trajectories are integrated:
         [`sgjax.SharedStep`][] (default), one batch per chunk, or
-        [`sgjax.PerTrajectory`][].
+        [`sgjax.PerTrajectory`][]. A chunk in which some dataset ends with no finite
+        likelihood is run again per trajectory, in case one failed solve took the
+        shared batch down with it.
     - `chunk_size`: datasets per compiled call; the last chunk is padded to it. The
         chunk runs until its slowest dataset reaches `β = 1`.
 
@@ -276,8 +279,13 @@ def evidence(
         short = size - parts[0].shape[0]
         if short:  # pad the last chunk so that every call has the compiled shape
             parts = [jnp.concatenate([a, jnp.repeat(a[-1:], short, axis=0)]) for a in parts]
-        out = _smc_chunk(simulator, strategy, space, *parts, n_particles, n_moves, float(target_ess), max_temperatures)
-        outs.append([np.asarray(a) for a in out])
+        args = (space, *parts, n_particles, n_moves, float(target_ess), max_temperatures)
+        out = [np.asarray(a) for a in _smc_chunk(simulator, strategy, *args)]
+        if np.any(out[0] == -np.inf) and strategy.rescue() is not None:
+            # A shared solve fails for the whole batch if one trajectory fails: solve
+            # each particle on its own instead (compiled only if ever needed).
+            out = [np.asarray(a) for a in _smc_chunk(simulator, strategy.rescue(), *args)]
+        outs.append(out)
     log_z, steps, acceptance = (np.concatenate(a)[:n] for a in zip(*outs))
     return Evidence(jnp.asarray(log_z), jnp.asarray(steps), jnp.asarray(acceptance), n_particles)
 

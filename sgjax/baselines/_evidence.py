@@ -26,7 +26,7 @@ from .._custom_types import Key
 from .._prior import Prior
 from .._simulator import Simulator
 from .._strategy import AbstractStrategy, SharedStep
-from ._likelihood import check_data, check_key, floor_signal, Unconstrained
+from ._likelihood import check_data, check_key, check_problem, floor_signal, padded_chunks, Unconstrained
 from ._mle import _check_positive_int
 
 #: Datasets per compiled call. All particles of a chunk's datasets are integrated as
@@ -246,16 +246,7 @@ def evidence(
     index, probabilities = model_posterior(ev)
     ```
     """
-    if not isinstance(simulator, Simulator):
-        raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")
-    if simulator.observation is None:
-        raise ValueError(
-            "The simulator has no observation model, so the data have no likelihood to "
-            "integrate. Build it with e.g. observation=ObservationModel(Poisson())."
-        )
-    if not isinstance(prior, Prior):
-        raise TypeError(f"`prior` must be an sgjax.Prior, got {type(prior).__name__}.")
-    prior.check_model(simulator.model, simulator.observation.param_names)
+    check_problem(simulator, prior, "integrate", " Its non-fixed parameters are integrated over.")
     check_key(key)
     n_particles = _check_positive_int(n_particles, "n_particles")
     if n_particles < 2:
@@ -274,11 +265,7 @@ def evidence(
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
     size = min(chunk_size, n)
     outs = []
-    for start in range(0, n, size):
-        parts = [a[start : start + size] for a in (x, mask, keys)]
-        short = size - parts[0].shape[0]
-        if short:  # pad the last chunk so that every call has the compiled shape
-            parts = [jnp.concatenate([a, jnp.repeat(a[-1:], short, axis=0)]) for a in parts]
+    for _, *parts in padded_chunks(size, x, mask, keys):
         args = (space, *parts, n_particles, n_moves, float(target_ess), max_temperatures)
         out = [np.asarray(a) for a in _smc_chunk(simulator, strategy, *args)]
         if np.any(out[0] == -np.inf) and strategy.rescue() is not None:

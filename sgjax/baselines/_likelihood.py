@@ -169,6 +169,35 @@ def log_posterior(
     return space.log_prior(u) + log_likelihood(simulator, space.theta(u), x, mask)
 
 
+def check_problem(simulator: Simulator, prior: Prior, action: str, prior_hint: str = "") -> None:
+    """Refuse a simulator without a likelihood or a prior that does not fit it;
+    `action` says what the baseline does with the likelihood ("maximise"), and
+    `prior_hint` what it does with the prior."""
+    if not isinstance(simulator, Simulator):
+        raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")
+    if simulator.observation is None:
+        raise ValueError(
+            f"The simulator has no observation model, so the data have no likelihood to "
+            f"{action}. Build it with e.g. observation=ObservationModel(Poisson())."
+        )
+    if not isinstance(prior, Prior):
+        raise TypeError(f"`prior` must be an sgjax.Prior, got {type(prior).__name__}.{prior_hint}")
+    prior.check_model(simulator.model, simulator.observation.param_names)
+
+
+def padded_chunks(size: int, *arrays):
+    """`(start, chunk, ...)` over the leading axis of `arrays` in chunks of `size`,
+    the last one padded by repeating its final entry, so that every call of a
+    compiled chunk function has one shape."""
+    n = arrays[0].shape[0]
+    for start in range(0, n, size):
+        parts = [a[start : start + size] for a in arrays]
+        short = size - parts[0].shape[0]
+        if short:
+            parts = [jnp.concatenate([a, jnp.repeat(a[-1:], short, axis=0)]) for a in parts]
+        yield start, *parts
+
+
 def check_key(key) -> None:
     """Refuse anything but a JAX PRNG key (typed, or a raw `uint32[2]`)."""
     typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)

@@ -14,7 +14,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._custom_types import Key, Params
 from .._prior import Prior
 from .._simulator import Simulator
-from ._likelihood import _failed, check_data, check_key, negative_log_likelihood, Unconstrained
+from ._likelihood import _failed, check_data, check_key, check_problem, negative_log_likelihood, padded_chunks, Unconstrained
 
 #: Datasets per compiled call. Each dataset runs `n_starts` optimisations, all of them
 #: vmapped together, so a chunk holds `chunk_size × n_starts` optimisations in flight.
@@ -194,19 +194,9 @@ def fit_mle(
     fit.theta["beta"], fit.aic
     ```
     """
-    if not isinstance(simulator, Simulator):
-        raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")
-    if simulator.observation is None:
-        raise ValueError(
-            "The simulator has no observation model, so the data have no likelihood to "
-            "maximise. Build it with e.g. observation=ObservationModel(Poisson())."
-        )
-    if not isinstance(prior, Prior):
-        raise TypeError(
-            f"`prior` must be an sgjax.Prior, got {type(prior).__name__}. It defines which "
-            "parameters are fitted (non-fixed ones) and where the starts are drawn."
-        )
-    prior.check_model(simulator.model, simulator.observation.param_names)
+    check_problem(
+        simulator, prior, "maximise", " It defines which parameters are fitted (non-fixed ones) and where the starts are drawn."
+    )
     n_starts = _check_positive_int(n_starts, "n_starts")
     max_steps = _check_positive_int(max_steps, "max_steps")
     chunk_size = _check_positive_int(chunk_size, "chunk_size")
@@ -232,13 +222,10 @@ def fit_mle(
     size = min(chunk_size, n)
     # One key per dataset, so a dataset's starts do not depend on the chunking.
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
-    outs = []
-    for start in range(0, n, size):
-        xc, mc, kc = (a[start : start + size] for a in (x, mask, keys))
-        short = size - xc.shape[0]
-        if short:  # pad the last chunk so that every call has the compiled shape
-            xc, mc, kc = (jnp.concatenate([a, jnp.repeat(a[-1:], short, axis=0)]) for a in (xc, mc, kc))
-        outs.append(_fit_chunk(simulator, space, solver, adjoint, xc, mc, kc, n_starts, max_steps))
+    outs = [
+        _fit_chunk(simulator, space, solver, adjoint, xc, mc, kc, n_starts, max_steps)
+        for _, xc, mc, kc in padded_chunks(size, x, mask, keys)
+    ]
     theta, ll, converged = jax.tree.map(lambda *a: jnp.concatenate(a)[:n], *outs)
     return MLEResult(
         theta=theta,

@@ -16,7 +16,7 @@ from numpyro.infer.hmc import hmc
 from .._custom_types import Key
 from .._prior import Prior
 from .._simulator import Simulator
-from ._likelihood import check_data, negative_log_likelihood, Unconstrained
+from ._likelihood import check_data, check_problem, negative_log_likelihood, padded_chunks, Unconstrained
 from ._samples import AbstractSamples
 
 #: Datasets per compiled call. Every dataset × chain of a chunk is one member of a
@@ -213,19 +213,7 @@ def nuts(
     post.mean()["beta"], post.quantile([0.05, 0.95])["gamma"]
     ```
     """
-    if not isinstance(simulator, Simulator):
-        raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")
-    if simulator.observation is None:
-        raise ValueError(
-            "The simulator has no observation model, so the data have no likelihood to "
-            "sample from. Build it with e.g. observation=ObservationModel(Poisson())."
-        )
-    if not isinstance(prior, Prior):
-        raise TypeError(
-            f"`prior` must be an sgjax.Prior, got {type(prior).__name__}. NUTS samples its "
-            "non-fixed parameters."
-        )
-    prior.check_model(simulator.model, simulator.observation.param_names)
+    check_problem(simulator, prior, "sample from", " NUTS samples its non-fixed parameters.")
     num_warmup = _check_int(num_warmup, "num_warmup", low=0)
     num_samples = _check_int(num_samples, "num_samples", low=4)  # split R-hat halves each chain
     num_chains = _check_int(num_chains, "num_chains")
@@ -246,12 +234,7 @@ def nuts(
     size = min(chunk_size, n)
     keys = jax.random.split(key, -(-n // size))
     outs = []
-    for i, start in enumerate(range(0, n, size)):
-        xc, mc = x[start : start + size], mask[start : start + size]
-        short = size - xc.shape[0]
-        if short:  # pad the last chunk so that every call has the compiled shape
-            xc = jnp.concatenate([xc, jnp.repeat(xc[-1:], short, axis=0)])
-            mc = jnp.concatenate([mc, jnp.repeat(mc[-1:], short, axis=0)])
+    for i, (_, xc, mc) in enumerate(padded_chunks(size, x, mask)):
         outs.append(
             _nuts_chunk(
                 simulator,

@@ -242,7 +242,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         ),
     )
     names = main["candidates"]
-    for method in ("SGNN", "AIC", *([BAYES] * (BAYES in main["error"]))):
+    for method in ("SGNN", "AIC", *([BAYES] if BAYES in main["error"] else [])):
         c = main["confusion"][method]
         report.table(
             ["true \\ chosen", *names],
@@ -251,17 +251,17 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         )
     bayes = BAYES in main["error"]
     report.table(
-        ["setting", "noise", "test series", "SGNN", "AIC", "AICc", "BIC", *(["Bayes"] * bayes),
-         "SGNN / AIC (95% CI)", *(["Bayes / AIC (95% CI)"] * bayes)],
+        ["setting", "noise", "test series", "SGNN", "AIC", "AICc", "BIC", *(["Bayes"] if bayes else []),
+         "SGNN / AIC (95% CI)", *(["Bayes / AIC (95% CI)"] if bayes else [])],
         [
             [
                 name,
                 "unknown (prior)" if c["noise"] is None else f"{FAMILIES[c['family']][3]} {c['noise']:g} (known)",
                 f"{c['n_test']:,}",
                 c["error"]["SGNN"], c["error"]["AIC"], c["error"]["AICc"], c["error"]["BIC"],
-                *([c["error"][BAYES]] * bayes),
+                *([c["error"][BAYES]] if bayes else []),
                 f"{fmt(c['ratio_vs_aic'])} ({fmt(c['ratio_ci'][0])}–{fmt(c['ratio_ci'][1])})",
-                *([f"{fmt(c['bayes_vs_aic'])} ({fmt(c['bayes_vs_aic_ci'][0])}–{fmt(c['bayes_vs_aic_ci'][1])})"] * bayes),
+                *([f"{fmt(c['bayes_vs_aic'])} ({fmt(c['bayes_vs_aic_ci'][0])}–{fmt(c['bayes_vs_aic_ci'][1])})"] if bayes else []),
             ]
             for name, c in results.items()
         ],

@@ -265,7 +265,7 @@ def evidence(
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
     size = min(chunk_size, n)
     outs = []
-    for _, *parts in padded_chunks(size, x, mask, keys):
+    for parts in padded_chunks(size, x, mask, keys):
         args = (space, *parts, n_particles, n_moves, float(target_ess), max_temperatures)
         out = [np.asarray(a) for a in _smc_chunk(simulator, strategy, *args)]
         if np.any(out[0] == -np.inf) and strategy.rescue() is not None:

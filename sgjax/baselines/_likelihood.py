@@ -186,16 +186,16 @@ def check_problem(simulator: Simulator, prior: Prior, action: str, prior_hint: s
 
 
 def padded_chunks(size: int, *arrays):
-    """`(start, chunk, ...)` over the leading axis of `arrays` in chunks of `size`,
-    the last one padded by repeating its final entry, so that every call of a
-    compiled chunk function has one shape."""
+    """Chunks `(a[i:i + size], b[i:i + size], ...)` over the leading axis of
+    `arrays`, the last one padded by repeating its final entry, so that every call of
+    a compiled chunk function has one shape."""
     n = arrays[0].shape[0]
     for start in range(0, n, size):
         parts = [a[start : start + size] for a in arrays]
         short = size - parts[0].shape[0]
         if short:
             parts = [jnp.concatenate([a, jnp.repeat(a[-1:], short, axis=0)]) for a in parts]
-        yield start, *parts
+        yield tuple(parts)
 
 
 def check_key(key) -> None:

@@ -224,7 +224,7 @@ def fit_mle(
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
     outs = [
         _fit_chunk(simulator, space, solver, adjoint, xc, mc, kc, n_starts, max_steps)
-        for _, xc, mc, kc in padded_chunks(size, x, mask, keys)
+        for xc, mc, kc in padded_chunks(size, x, mask, keys)
     ]
     theta, ll, converged = jax.tree.map(lambda *a: jnp.concatenate(a)[:n], *outs)
     return MLEResult(

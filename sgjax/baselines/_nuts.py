@@ -234,7 +234,7 @@ def nuts(
     size = min(chunk_size, n)
     keys = jax.random.split(key, -(-n // size))
     outs = []
-    for i, (_, xc, mc) in enumerate(padded_chunks(size, x, mask)):
+    for i, (xc, mc) in enumerate(padded_chunks(size, x, mask)):
         outs.append(
             _nuts_chunk(
                 simulator,

@@ -21,12 +21,12 @@ import time
 import jax
 import numpy as np
 
+from sgjax._task import ModelSelection
 from sgjax.baselines import evidence, model_posterior
 from sgjax.heads import Classifier
 from sgjax.nn import MLP
 from sgjax.reproduce._common import held_out, predict, train
 from sgjax.reproduce._model_selection import _settings, epidemic, growth
-from sgjax._task import ModelSelection
 
 VARIANTS = {
     "default": {},

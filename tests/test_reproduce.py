@@ -117,3 +117,34 @@ def test_parallel_lanes_give_the_same_results(tmp_path):
     reproduce(["convergence", "unobservable"], tmp_path / "two", quick=True, jobs=2)
     assert numbers(tmp_path / "one") == numbers(tmp_path / "two")
     assert (tmp_path / "two" / "README.md").exists()
+
+
+@pytest.mark.parametrize("with_bayes", [True, False])
+def test_model_selection_report_with_and_without_the_bayes_reference(tmp_path, monkeypatch, with_bayes):
+    """The report's tables from fabricated comparisons (nothing compiles): the Bayes
+    column, its confusion matrix and its ratio appear exactly when the reference ran
+    (full runs), and every row has as many cells as its header (`--quick` has none)."""
+    import numpy as np
+
+    from sgjax.reproduce import _model_selection as ms
+
+    def compare(cands, **cfg):
+        err = {"SGNN": 0.1, "AIC": 0.2, "AICc": 0.21, "BIC": 0.25}
+        out = dict(n_test=50, ratio_vs_aic=0.5, ratio_ci=(0.3, 0.8), ratio_vs_bic=0.4, mle_converged={},
+                   confusion={m: np.eye(len(cands), dtype=int) for m in [*err, ms.BAYES]})  # fmt: skip
+        if with_bayes:
+            err[ms.BAYES] = 0.09
+            out.update(bayes_vs_aic=0.45, bayes_vs_aic_ci=(0.2, 0.7), sgnn_agrees_with_bayes=0.9, bayes_expected_error=0.08)
+        return dict(out, error=err)
+
+    monkeypatch.setattr(ms, "compare", compare)
+    monkeypatch.setattr(ms, "_settings", lambda quick: [("setting A", "growth", 30, None, {"n_starts": 2}), ("setting B", "growth", 20, 0.1, {})])
+    ms.run(tmp_path, quick=not with_bayes).write()
+    text = (tmp_path / "model-selection.md").read_text()
+    tables = [block for block in text.split("\n\n") if block.lstrip().startswith("|")]
+    for table in tables:
+        widths = {line.count("|") for line in table.splitlines()}
+        assert len(widths) == 1, table  # header, rule and rows alike
+    assert ("Bayes / AIC" in text) == with_bayes
+    assert (f"Confusion matrix, {ms.BAYES}" in text) == with_bayes
+    assert "0.45 (0.2–0.7)" in text if with_bayes else "Bayes" not in text

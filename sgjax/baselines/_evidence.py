@@ -165,10 +165,10 @@ def _smc_chunk(simulator, strategy, space, x, mask, keys, n_particles: int, n_mo
             z = jax.vmap(lambda key: jax.random.normal(key, (P, k), dtype))(kz)
             u_new = u + jnp.einsum("mij,mpj->mpi", chol, z)
             ll_new, lp_new = loglik(u_new), log_prior(u_new)
-            log_ratio = beta[:, None] * (jnp.where(jnp.isfinite(ll_new), ll_new, -jnp.inf) - ll) + lp_new - lp
-            log_ratio = jnp.where(jnp.isfinite(ll_new), log_ratio, -jnp.inf)
+            # A proposal without a finite likelihood is never accepted.
+            log_ratio = jnp.where(jnp.isfinite(ll_new), beta[:, None] * (ll_new - ll) + lp_new - lp, -jnp.inf)
             uniform = jax.vmap(lambda key: jax.random.uniform(key, (P,), dtype))(ka)
-            ok = jnp.log(uniform) < jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
+            ok = jnp.log(uniform) < log_ratio
             return (
                 jnp.where(ok[..., None], u_new, u),
                 jnp.where(ok, ll_new, ll),

@@ -9,7 +9,15 @@ in one run, each the best of several repeats after compilation:
   (gradient + update on a fixed batch, also scanned), per batch;
 - unfused baseline: simulate a batch with `sgjax.simulate` (to NumPy on the host),
   copy it back to the device, and take a jitted training step — what a pipeline
-  with a separate simulator and trainer does.
+  with a separate simulator and trainer does;
+- the ratio's ceiling at this network: fused / unfused if the simulation cost
+  nothing in either loop, `(unfused - s) / network`, where `s = fused - network` is
+  what the simulation costs inside the fused step. The fused step can be no faster
+  than the network step it contains, and the unfused one keeps its own overhead, so
+  no simulator, however fast, takes the ratio past this figure;
+- the simulation budget for 3×: the most the simulation may cost inside the fused
+  step for the ratio to reach 3× with the unfused loop's overhead as measured,
+  `(unfused - fused) / 2 - network` (negative: out of reach at this network).
 
 Run: `python benchmarks/bench_train.py` (`--quick` for a smoke run). Prints a markdown
 report and writes it into benchmarks/RESULTS.md between markers.
@@ -137,7 +145,16 @@ def bench(batch, k, calls, repeats):
         "ms_per_step_sim": 1e3 * t_sim,
         "ms_per_step_network": 1e3 * t_net,
         "ms_per_step_unfused": 1e3 * t_unfused,
+        "ceiling_free_simulation": ceiling(t_fused, t_net, t_unfused),
+        "ms_simulation_in_step": 1e3 * max(t_fused - t_net, 0.0),
+        "ms_simulation_budget_for_3x": 1e3 * ((t_unfused - t_fused) / 2 - t_net),
     }
+
+
+def ceiling(fused: float, network: float, unfused: float) -> float:
+    """fused / unfused if the simulation cost nothing in either loop (module notes)."""
+    simulation = max(fused - network, 0.0)
+    return (unfused - simulation) / network
 
 
 def report(rows, args):
@@ -148,10 +165,12 @@ def report(rows, args):
         f"{'' if args.batch == [512] else ' --batch ' + ' '.join(map(str, args.batch))}`.",
         "",
         "SIR, 100 daily Poisson incidences, targets (β, γ), MLP 2×256, point head, float32. Best of "
-        f"{args.repeats} repeats of {args.calls} dispatches.",
+        f"{args.repeats} repeats of {args.calls} dispatches. Ceiling: the ratio if the simulation cost nothing "
+        "in either loop, (unfused − (fused − network)) / network. Simulation in the step: fused − network; its "
+        "budget for 3×: (unfused − fused) / 2 − network.",
         "",
-        "| batch | steps/dispatch | fused samples/s | simulation only | network only | unfused (simulate → host → train) | fused / unfused |",
-        "|---|---|---|---|---|---|---|",
+        "| batch | steps/dispatch | fused samples/s | simulation only | network only | unfused (simulate → host → train) | fused / unfused | ceiling (free simulation) | simulation in the step / its budget for 3× |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -159,7 +178,8 @@ def report(rows, args):
             f"{r['sim_only_samples_per_s']:,.0f} ({r['ms_per_step_sim']:.2f} ms) | "
             f"{r['network_only_samples_per_s']:,.0f} ({r['ms_per_step_network']:.2f} ms) | "
             f"{r['unfused_samples_per_s']:,.0f} ({r['ms_per_step_unfused']:.2f} ms) | "
-            f"{r['fused_samples_per_s'] / r['unfused_samples_per_s']:.2f}× |"
+            f"{r['fused_samples_per_s'] / r['unfused_samples_per_s']:.2f}× | {r['ceiling_free_simulation']:.2f}× | "
+            f"{r['ms_simulation_in_step']:.2f} / {r['ms_simulation_budget_for_3x']:.2f} ms |"
         )
     return "\n".join(lines)
 

@@ -554,7 +554,11 @@ def report(out) -> str:
             f"BayesFlow {b['ms_per_batch']:.1f} (its simulator's host draws through `sgjax.simulate` "
             f"{b['ms_per_batch_simulate']:.1f}, its training step alone {b['ms_per_batch_network']:.1f}). "
             "BayesFlow's batches come from the same compiled sgjax simulator, so even a fused step that cost "
-            f"no more than its simulation would be {b['ms_per_batch'] / g['ms_per_step_simulate']:.1f}× BayesFlow."
+            f"no more than its simulation would be {b['ms_per_batch'] / g['ms_per_step_simulate']:.1f}× BayesFlow. "
+            "The other way round, if the simulation cost nothing in either (sgjax's step its network step, BayesFlow's "
+            "batch less the simulation alone), the ratio would be about "
+            f"{(b['ms_per_batch'] - g['ms_per_step_simulate']) / g['ms_per_step_network']:.1f}×: the ceiling a faster "
+            "simulator can lift it to at these network steps."
         )
     if b.get("ms_per_batch_simulate") is not None and g.get("ms_per_step_simulate") is not None:
         lines.append(

@@ -214,9 +214,13 @@ class Derived(AbstractTarget):
         if self.name not in names:
             from ._prior import suggest
 
+            # A bare name that is neither: the user may have meant a parameter or a
+            # derived quantity, so both lists are shown and both searched.
+            known = (*simulator.param_names, *names)
             raise ValueError(
-                f"Derived({self.name!r}): {type(simulator.model).__name__} derives "
-                f"{names or 'nothing'}.{suggest(self.name, names)}"
+                f"{self.name!r} is neither a parameter nor a derived quantity of "
+                f"{type(simulator.model).__name__}: its parameters are {simulator.param_names} "
+                f"and it derives {names or 'nothing'}.{suggest(self.name, known)}"
             )
 
 

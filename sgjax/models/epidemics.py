@@ -6,6 +6,7 @@ default. Each defines the derived quantities `R0`, `peak_time`, `peak_prevalence
 `attack_rate`; SIR and SEIR also define the exact asymptotic `final_size`.
 """
 
+import math
 from typing import ClassVar
 
 import jax
@@ -295,28 +296,38 @@ class SIRS(AbstractODEModel):
 
 
 class SIRIntervention(AbstractODEModel):
-    """SIR whose transmission rate drops at an unknown time, e.g. when a lockdown
+    """SIR whose transmission rate drops around an unknown time, e.g. when a lockdown
     starts:
 
     ```
-    β(t) = β             for t < t_change
-    β(t) = β (1 − effect) for t ≥ t_change
+    β(t) = β (1 − effect · σ((t − t_change) / w)),   σ(u) = 1 / (1 + e^{−u})
     S' = −β(t) S I / N,   I' = β(t) S I / N − γ I,   R' = γ I
     ```
 
-    with `S(0) = N − I0`, `I(0) = I0`, `R(0) = 0`. Identical to [`sgjax.models.SIR`][]
-    before `t_change`. The switch is a jump in the vector field at a time that differs
-    per trajectory, so it cannot be given to the controller as a `jump_ts`: adaptive
-    controllers find it by rejecting steps, but the error estimate of the step across
-    it assumes a smooth field, and just after `t_change` the solution can be off by
-    tens of times the per-step tolerance (measured up to ~70x with Tsit5). Tighten the
-    tolerance where that matters.
+    with `S(0) = N − I0`, `I(0) = I0`, `R(0) = 0`. Transmission falls from `β` to
+    `β (1 − effect)` along a logistic ramp centred on `t_change`: half the cut is in
+    place at `t_change`, and it goes from 10% to 90% of the cut over `2 ln 9 · w ≈
+    4.4 w` days. Long before `t_change` the model is [`sgjax.models.SIR`][] (β differs
+    by a fraction `effect · e^{(t − t_change)/w}` of itself); as `w → 0` the ramp
+    becomes a step at `t_change`.
+
+    Why a ramp and not a step: with a step, the solution moves with `t_change` but the
+    vector field at every time the solver evaluates does not, so the derivative of the
+    solution (and of a likelihood) with respect to `t_change` computed through the
+    solver is exactly zero, and gradient-based fits (`fit_mle`, `laplace`, NUTS)
+    never move `t_change`. Solving in two pieces with the switch as an event would be
+    exact, but the switch time differs per trajectory, which a batch sharing one time
+    grid and one step sequence cannot stop at. The logistic ramp is smooth (every
+    derivative exists), so the derivative through the solver is the true one and the
+    adaptive controller's error estimate holds across the switch, as it did not for
+    the step.
 
     **Parameters** (in `θ`):
 
     - `beta`: transmission rate before the intervention (1/day).
     - `gamma`: recovery rate (1/day).
-    - `t_change`: when the intervention starts (days, on the same clock as `ts`).
+    - `t_change`: when the intervention is half in place (days, on the same clock as
+        `ts`).
     - `effect`: the fraction by which transmission is cut, in `[0, 1]`.
 
     **States** (people): `S`, `I`, `R` as in SIR.
@@ -329,6 +340,12 @@ class SIRIntervention(AbstractODEModel):
 
     - `N`: the population size (people). Default 1000.
     - `I0`: the number infected at `t0`. Default 1.
+    - `ramp_width`: `w`, the time scale of the ramp (days), positive. Default 1 day:
+        the cut takes about 4.4 days to go from 10% to 90% in place, about how long
+        behaviour takes to change, and still short against the weeks an epidemic
+        lasts. Smaller values approach a step; an adaptive solver then takes more,
+        smaller steps around `t_change` to resolve the ramp (and without them, as
+        with a fixed step larger than `w`, the derivative in `t_change` is lost again).
     - `observable`: default `Decrease("S")`, new infections per interval.
 
     **Derived quantities:** `R0 = β/γ` (before the intervention), `peak_time`,
@@ -346,12 +363,22 @@ class SIRIntervention(AbstractODEModel):
 
     N: float = 1000.0
     I0: float = 1.0
+    ramp_width: float = 1.0
     observable: AbstractObservable = Decrease("S")
+
+    def __check_init__(self):
+        w = self.ramp_width
+        if isinstance(w, (int, float)) and not (w > 0 and math.isfinite(w)):
+            raise ValueError(
+                f"`ramp_width` must be a positive number of days (the time scale over "
+                f"which transmission falls around t_change), got {w!r}. For a near-step "
+                f"use a small value such as 0.1."
+            )
 
     def vector_field(self, t: Scalar, y: State, theta: Params) -> State:
         s, i, r = y
-        beta = jnp.where(t < theta["t_change"], theta["beta"], theta["beta"] * (1.0 - theta["effect"]))
-        infection = beta * s * i / self.N
+        cut = theta["effect"] * jax.nn.sigmoid((t - theta["t_change"]) / self.ramp_width)
+        infection = theta["beta"] * (1.0 - cut) * s * i / self.N
         recovery = theta["gamma"] * i
         return jnp.stack([-infection, infection - recovery, recovery])
 

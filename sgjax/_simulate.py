@@ -61,9 +61,17 @@ class Simulation(eqx.Module):
 
 
 def _finite(a: Array) -> Bool[Array, " batch"]:
-    """Whether every value of each sample is finite, batch last. XLA's max propagates
-    NaN, so this is `all(isfinite)` in one reduction; measured ~2x cheaper on CPU."""
-    return jnp.isfinite(jnp.max(jnp.abs(a), axis=tuple(range(a.ndim - 1))))
+    """Whether every value of each sample is finite, batch last.
+
+    `a * 0` is 0 where `a` is finite and NaN where it is infinite or NaN, and a sum
+    propagates NaN on every backend (IEEE addition, vectorised or not), so this is
+    `all(isfinite)` in one float reduction. A max reduction is not: XLA on CPU
+    vectorises it with an instruction that drops NaN, so NaN trajectories passed as
+    valid. Measured on a 1,024-trajectory shared-step chunk (2-core CPU, best of 15
+    interleaved): SIR 100 days 4.21 ms with the old max, 4.39 ms with this, 5.70 ms
+    with `jnp.all(jnp.isfinite(a))`; exponential growth 50 days 2.13 / 2.32 / 3.75 ms.
+    (XLA simplifies `x * 0` only for integers, for exactly this NaN reason.)"""
+    return jnp.sum(a * 0, axis=tuple(range(a.ndim - 1))) == 0
 
 
 def _solve_observe(simulator: Simulator, strategy: AbstractStrategy, theta: Params, key: Key):

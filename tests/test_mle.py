@@ -55,7 +55,7 @@ def test_reporting_fraction_exact_mask_and_compile_once():
         # Chunks of one dataset: three calls of one compiled shape. Reverse mode here
         # (forward, the default, is used by the other fits).
         adjoint = dfx.RecursiveCheckpointAdjoint()
-        kwargs = dict(prior=prior, n_starts=3, rtol=1e-10, atol=1e-10, chunk_size=1, adjoint=adjoint)
+        kwargs = dict(prior=prior, n_starts=3, optimiser_rtol=1e-10, optimiser_atol=1e-10, chunk_size=1, adjoint=adjoint)
         traces = _mle._TRACES["fit"]
         fit = fit_mle(sim, x, mask, key=key, **kwargs)
         assert _mle._TRACES["fit"] == traces + 1
@@ -64,6 +64,11 @@ def test_reporting_fraction_exact_mask_and_compile_once():
         np.testing.assert_allclose(fit.theta["rho"], want, rtol=1e-7)
         np.testing.assert_array_equal(fit.theta["r"], 0.2)  # fixed, reported as is
         assert fit.n_params == 1 and bool(fit.converged.all())
+        # The log likelihood is concave in ρ, with one optimum; but not in the logit
+        # the fit works in, where it flattens as ρ → 1: the third dataset's start from
+        # ρ = 0.19 overshoots to ρ ≈ 0.94, where BFGS stalls until its 256 steps run
+        # out. That start did not finish, so it is not counted.
+        np.testing.assert_array_equal(fit.n_starts_at_best, [3, 3, 2])
         np.testing.assert_array_equal(fit.n_obs, mask.sum(axis=(1, 2)))
         ll = scipy.stats.poisson.logpmf(x, want[:, None, None] * s)
         np.testing.assert_allclose(fit.log_likelihood, np.sum(ll * mask, axis=(1, 2)), rtol=1e-9)
@@ -76,6 +81,16 @@ def test_reporting_fraction_exact_mask_and_compile_once():
         # One series (time, channels) is a batch of one, of the same compiled shape.
         one = fit_mle(sim, x[2], key=jax.random.key(1), **kwargs)
         np.testing.assert_allclose(one.theta["rho"], want[2:], rtol=1e-7)
+        assert _mle._TRACES["fit"] == traces + 1
+        # The optimiser's tolerances under their deprecated names: the same fit (and
+        # the same compiled function), with a warning that names the new ones.
+        old = {k: v for k, v in kwargs.items() if not k.startswith("optimiser_")}
+        with (
+            pytest.warns(FutureWarning, match="`rtol` is deprecated.*optimiser_rtol=1e-10"),
+            pytest.warns(FutureWarning, match="`atol` is deprecated.*optimiser_atol=1e-10"),
+        ):
+            fit3 = fit_mle(sim, x, mask, key=key, rtol=1e-10, atol=1e-10, **old)
+        np.testing.assert_array_equal(fit3.theta["rho"], fit.theta["rho"])
         assert _mle._TRACES["fit"] == traces + 1
 
 
@@ -113,7 +128,31 @@ def test_failed_solves_are_reported_not_raised():
     fit = fit_mle(sim, x, prior=sgjax.Prior(r=dist.Uniform(0.1, 0.3)), key=jax.random.key(0), n_starts=2)
     np.testing.assert_array_equal(fit.log_likelihood, -np.inf)
     np.testing.assert_array_equal(fit.converged, False)
+    np.testing.assert_array_equal(fit.n_starts_at_best, 0)
     np.testing.assert_array_equal(fit.aic, np.inf)
+
+
+def test_starts_at_best_counts_successful_starts_near_the_best():
+    # One dataset per row, four starts each: the best start's log likelihood, and how
+    # many successful starts lie within AT_BEST_ATOL + AT_BEST_RTOL·|ℓ̂| of it.
+    tol = _mle.AT_BEST_ATOL + _mle.AT_BEST_RTOL * 100.0
+    ll = jnp.array(
+        [
+            [-100.0, -100.0 - 0.5 * tol, -100.0 - 2 * tol, -jnp.inf],  # two agree, one short
+            [-100.0, -100.0, -100.0, -100.0],  # the best start failed; two that finished agree
+            [-100.0, -105.0, jnp.nan, -120.0],  # only the best finished
+            [-100.0, -100.0, -jnp.inf, jnp.nan],  # none finished: the best finite one, 0 agree
+        ]
+    )
+    ok = jnp.array([[True] * 4, [False, True, True, False], [True, False, True, False], [False] * 4])
+    u = jnp.arange(16.0).reshape(4, 4, 1)
+    best_u, best, converged, at_best = jax.vmap(_mle._best_start)(u, ll, ok)
+    np.testing.assert_array_equal(best_u[:, 0], [0.0, 5.0, 8.0, 12.0])
+    np.testing.assert_array_equal(best, [-100.0] * 4)
+    np.testing.assert_array_equal(converged, [True, True, True, False])
+    np.testing.assert_array_equal(at_best, [2, 2, 1, 0])
+    fit = MLEResult(theta={}, log_likelihood=best, n_params=1, n_obs=jnp.full(4, 9), converged=converged, n_starts_at_best=at_best)
+    np.testing.assert_array_equal(fit.replicated, [True, True, False, False])
 
 
 def test_information_criteria_formulas():
@@ -121,7 +160,7 @@ def test_information_criteria_formulas():
         ll = jnp.array([-10.0, -250.5, 3.25, -7.0])
         n_obs = jnp.array([40, 100, 7, 4])
         k = 3
-        fit = MLEResult(theta={"a": jnp.zeros(4)}, log_likelihood=ll, n_params=k, n_obs=n_obs, converged=jnp.ones(4, bool))
+        fit = MLEResult(theta={"a": jnp.zeros(4)}, log_likelihood=ll, n_params=k, n_obs=n_obs, converged=jnp.ones(4, bool), n_starts_at_best=jnp.ones(4, int))
         ll_, n_ = np.asarray(ll), np.asarray(n_obs, float)
         aic = 2 * k - 2 * ll_
         # float64 on both sides, the same operations: equal to rounding.
@@ -137,9 +176,9 @@ def test_select_weights():
     n_obs = jnp.full(2, 50)
     ones = jnp.ones(2, bool)
     fits = {
-        "small": MLEResult(theta={}, log_likelihood=jnp.array([-100.0, -50.0]), n_params=1, n_obs=n_obs, converged=ones),
-        "big": MLEResult(theta={}, log_likelihood=jnp.array([-90.0, -49.5]), n_params=3, n_obs=n_obs, converged=ones),
-        "failed": MLEResult(theta={}, log_likelihood=jnp.array([-jnp.inf, -jnp.inf]), n_params=1, n_obs=n_obs, converged=~ones),
+        "small": MLEResult(theta={}, log_likelihood=jnp.array([-100.0, -50.0]), n_params=1, n_obs=n_obs, converged=ones, n_starts_at_best=2 * ones),
+        "big": MLEResult(theta={}, log_likelihood=jnp.array([-90.0, -49.5]), n_params=3, n_obs=n_obs, converged=ones, n_starts_at_best=2 * ones),
+        "failed": MLEResult(theta={}, log_likelihood=jnp.array([-jnp.inf, -jnp.inf]), n_params=1, n_obs=n_obs, converged=~ones, n_starts_at_best=0 * ones),
     }
     for criterion in ("aic", "aicc", "bic"):
         index, weights = select(fits, criterion)
@@ -181,6 +220,7 @@ def test_sir_recovery():
         x = np.random.default_rng(2).poisson(signal)[..., None].astype(float)
         fit = fit_mle(sim, x, prior=prior, key=jax.random.key(3), n_starts=6)
         assert bool(fit.converged.all()) and fit.n_params == 2
+        assert bool(fit.replicated.all())  # more than one start found the optimum
         for name in truth:  # thousands of cases a day: the estimates are within ~1.5%
             np.testing.assert_allclose(fit.theta[name], truth[name], rtol=0.03)
         # The maximum is at least the truth's likelihood. Tolerance 1e-3: the truth's
@@ -246,9 +286,13 @@ def test_errors():
         fit_mle(sim, x, prior=prior, key=key, adjoint="forward")
     with pytest.raises(ValueError, match="`chunk_size` must be a positive integer"):
         fit_mle(sim, x, prior=prior, key=key, chunk_size=0)
+    with pytest.raises(ValueError, match="`optimiser_rtol` and `optimiser_atol` must be positive.*optimiser_atol=0"):
+        fit_mle(sim, x, prior=prior, key=key, optimiser_atol=0)
+    with pytest.raises(TypeError, match="Pass only `optimiser_rtol`: `rtol` is its deprecated name"):
+        fit_mle(sim, x, prior=prior, key=key, rtol=1e-8, optimiser_rtol=1e-8)
 
     def result(n):
-        return MLEResult(theta={}, log_likelihood=jnp.zeros(n), n_params=1, n_obs=jnp.full(n, 10), converged=jnp.ones(n, bool))
+        return MLEResult(theta={}, log_likelihood=jnp.zeros(n), n_params=1, n_obs=jnp.full(n, 10), converged=jnp.ones(n, bool), n_starts_at_best=jnp.ones(n, int))
 
     with pytest.raises(ValueError, match="one of \\('aic', 'aicc', 'bic'\\)"):
         select({"a": result(2)}, "AIC")

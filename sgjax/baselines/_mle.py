@@ -1,6 +1,7 @@
 """Maximum likelihood with multiple starts, vmapped over datasets, and the information
 criteria (AIC, AICc, BIC) and Akaike/Schwarz weights to choose between models."""
 
+import warnings
 from collections.abc import Mapping
 
 import diffrax as dfx
@@ -31,6 +32,16 @@ _TRACES = {"fit": 0}
 
 _CRITERIA = ("aic", "aicc", "bic")
 
+#: A start that finished successfully counts as having reached a dataset's best
+#: optimum when its log likelihood is within `AT_BEST_ATOL + AT_BEST_RTOL · |ℓ̂|` of
+#: the best, `ℓ̂`. 0.01 in `ℓ` is 0.02 in AIC, far below the differences of ~1 that
+#: matter when comparing fits, and well above the spread of one optimum's values
+#: between starts (BFGS stops when `−ℓ` changes by less than `optimiser_atol +
+#: optimiser_rtol · |ℓ|`, 1e-6 by default); the relative part covers float32
+#: rounding of a sum of thousands of log densities (eps 1.2e-7 per term).
+AT_BEST_ATOL = 1e-2
+AT_BEST_RTOL = 1e-5
+
 
 class MLEResult(eqx.Module):
     """Maximum-likelihood fits of one model to a batch of `n` datasets.
@@ -43,8 +54,15 @@ class MLEResult(eqx.Module):
         start gave a finite value.
     - `n_params`: `k`, the number of fitted (free) parameters.
     - `n_obs`: `(n,)`, the number of observed entries (mask `True`) of each dataset.
-    - `converged`: `(n,)`, `True` where at least one start finished successfully
-        with a finite log likelihood.
+    - `converged`: `(n,)`, `True` where the returned fit is a start that finished
+        successfully (the optimiser's stopping criterion met, finite log likelihood):
+        a local optimum, not necessarily the global one; see `n_starts_at_best`.
+    - `n_starts_at_best`: `(n,)`, how many of the starts finished successfully
+        within `AT_BEST_ATOL + AT_BEST_RTOL · |ℓ̂|` of the best log likelihood `ℓ̂`
+        (the best start included; 0 where none finished). One means no other start
+        confirmed the optimum: the likelihood may have a better one that no start
+        found, so fit again with more `n_starts` (the `replicated` property is
+        `n_starts_at_best ≥ 2`).
 
     **Properties:** `aic`, `aicc` and `bic`, each `(n,)`; lower is better.
     """
@@ -54,6 +72,7 @@ class MLEResult(eqx.Module):
     n_params: int = eqx.field(static=True)
     n_obs: Int[Array, " n"]
     converged: Bool[Array, " n"]
+    n_starts_at_best: Int[Array, " n"]
 
     def __check_init__(self):
         if not isinstance(self.n_params, int) or self.n_params < 0:
@@ -61,6 +80,12 @@ class MLEResult(eqx.Module):
 
     def __len__(self) -> int:
         return self.log_likelihood.shape[0]
+
+    @property
+    def replicated(self) -> Bool[Array, " n"]:
+        """`True` where at least two starts reached the best optimum
+        (`n_starts_at_best ≥ 2`): evidence, not proof, that it is the global one."""
+        return self.n_starts_at_best >= 2
 
     @property
     def aic(self) -> Float[Array, " n"]:
@@ -91,12 +116,15 @@ def _objective(simulator, space, adjoint, x, mask):
 
 def _best_start(u, ll, ok):
     """The best of one dataset's starts: the highest log likelihood among starts that
-    finished successfully, or among finite ones if none did."""
+    finished successfully, or among finite ones if none did; whether it finished
+    successfully, and how many successful starts reached its log likelihood."""
     finite = jnp.isfinite(ll)
     good = ok & finite
     score = jnp.where(jnp.where(jnp.any(good), good, finite), ll, -jnp.inf)
     i = jnp.argmax(score)
-    return u[i], score[i], jnp.any(good)
+    best = score[i]
+    at_best = good & (best - ll <= AT_BEST_ATOL + AT_BEST_RTOL * jnp.abs(best))
+    return u[i], best, good[i], jnp.sum(at_best, dtype=jnp.int32)
 
 
 @eqx.filter_jit
@@ -120,15 +148,32 @@ def _fit_chunk(simulator, space, solver, adjoint, x, mask, keys, n_starts: int, 
 
     starts_of = jax.vmap(one_start, in_axes=(0, None, None))
     u, ll, ok = jax.vmap(starts_of)(u0, x, mask)
-    u, ll, converged = jax.vmap(_best_start)(u, ll, ok)
+    u, ll, converged, n_at_best = jax.vmap(_best_start)(u, ll, ok)
     theta = jax.vmap(space.theta)(u)
-    return theta, ll, converged
+    return theta, ll, converged, n_at_best
 
 
 def _check_positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
     return int(value)
+
+
+def _deprecated_alias(old_value, old: str, value, default):
+    """`value`, or `old_value` with a warning where the caller used the deprecated
+    name `old` of `optimiser_{old}`; refuse both at once."""
+    if old_value is None:
+        return value
+    new = f"optimiser_{old}"
+    if value != default:
+        raise TypeError(f"Pass only `{new}`: `{old}` is its deprecated name, and both were given.")
+    warnings.warn(
+        f"fit_mle's `{old}` is deprecated: it is the optimiser's tolerance, not the ODE "
+        f"solver's, and is now called `{new}`. Pass `{new}={old_value!r}` instead.",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return old_value
 
 
 def fit_mle(
@@ -140,11 +185,13 @@ def fit_mle(
     key: Key,
     n_starts: int = 8,
     max_steps: int = 256,
-    rtol: float = 1e-6,
-    atol: float = 1e-6,
+    optimiser_rtol: float = 1e-6,
+    optimiser_atol: float = 1e-6,
     solver: optx.AbstractMinimiser | None = None,
     adjoint: dfx.AbstractAdjoint = dfx.ForwardMode(),
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> MLEResult:
     """Maximum-likelihood estimates of the free parameters for each dataset.
 
@@ -170,10 +217,12 @@ def fit_mle(
         made with `jax.random.fold_in(key, i)`, whatever the chunk size.
     - `n_starts`: optimisations per dataset from independent prior draws.
     - `max_steps`: the most optimiser steps per start.
-    - `rtol`, `atol`: the default solver's tolerances on the change in the
-        unconstrained parameters and in `−ℓ` between steps.
+    - `optimiser_rtol`, `optimiser_atol`: the default optimiser's tolerances on the
+        change in the unconstrained parameters and in `−ℓ` between steps. Not the
+        ODE solver's: those are the simulator's `stepsize_controller`'s.
     - `solver`: any `optimistix.AbstractMinimiser`; default
-        `optimistix.BFGS(rtol, atol)` (then `rtol`, `atol` are its tolerances).
+        `optimistix.BFGS(optimiser_rtol, optimiser_atol)` (a solver you pass keeps
+        its own tolerances).
     - `adjoint`: how the gradient of the ODE solve is computed, any
         `diffrax.AbstractAdjoint`. The default, `diffrax.ForwardMode()`, carries one
         tangent per fitted parameter through the solve; for SIR (2 parameters) it
@@ -183,8 +232,12 @@ def fit_mle(
         and reverse mode's does not: try reverse mode for many parameters.
     - `chunk_size`: datasets per compiled call; the last chunk is padded to it. The
         default suits a CPU (see `DEFAULT_CHUNK_SIZE`); on a GPU try 64–256.
+    - `rtol`, `atol`: deprecated names of `optimiser_rtol`, `optimiser_atol`
+        (renamed so they cannot be taken for the ODE solver's); they warn.
 
-    **Returns:** an [`sgjax.baselines.MLEResult`][].
+    **Returns:** an [`sgjax.baselines.MLEResult`][]. Check its `converged` (the best
+    start finished) and `n_starts_at_best` (how many starts agree on the best
+    optimum) before trusting a fit.
 
     **Example:**
 
@@ -200,10 +253,15 @@ def fit_mle(
     n_starts = _check_positive_int(n_starts, "n_starts")
     max_steps = _check_positive_int(max_steps, "max_steps")
     chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    optimiser_rtol = _deprecated_alias(rtol, "rtol", optimiser_rtol, 1e-6)
+    optimiser_atol = _deprecated_alias(atol, "atol", optimiser_atol, 1e-6)
     if solver is None:
-        if not (rtol > 0 and atol > 0):
-            raise ValueError(f"`rtol` and `atol` must be positive, got rtol={rtol!r}, atol={atol!r}.")
-        solver = optx.BFGS(rtol=rtol, atol=atol)
+        if not (optimiser_rtol > 0 and optimiser_atol > 0):
+            raise ValueError(
+                f"`optimiser_rtol` and `optimiser_atol` must be positive, got "
+                f"optimiser_rtol={optimiser_rtol!r}, optimiser_atol={optimiser_atol!r}."
+            )
+        solver = optx.BFGS(rtol=optimiser_rtol, atol=optimiser_atol)
     elif not isinstance(solver, optx.AbstractMinimiser):
         raise TypeError(
             f"`solver` must be an optimistix minimiser such as optimistix.BFGS(rtol=1e-6, "
@@ -226,13 +284,14 @@ def fit_mle(
         _fit_chunk(simulator, space, solver, adjoint, xc, mc, kc, n_starts, max_steps)
         for xc, mc, kc in padded_chunks(size, x, mask, keys)
     ]
-    theta, ll, converged = jax.tree.map(lambda *a: jnp.concatenate(a)[:n], *outs)
+    theta, ll, converged, n_at_best = jax.tree.map(lambda *a: jnp.concatenate(a)[:n], *outs)
     return MLEResult(
         theta=theta,
         log_likelihood=ll,
         n_params=space.size,
         n_obs=jnp.sum(mask, axis=(1, 2)),
         converged=converged,
+        n_starts_at_best=n_at_best,
     )
 
 

@@ -2,7 +2,9 @@
 
 Nothing is ever executed from a file sgjax reads: payloads hold only array leaves
 (`equinox.tree_serialise_leaves`) and are checked against a SHA-256 recorded in a
-JSON header before they are read into a skeleton built by sgjax itself.
+JSON header before they are read into a skeleton built by sgjax itself. The header
+carries a SHA-256 of itself too, so a changed prior bound or a swapped label is
+refused, not loaded.
 """
 
 import csv
@@ -14,11 +16,13 @@ import pathlib
 import tempfile
 
 import equinox as eqx
+import jax
 import numpy as np
 
 #: Bumped whenever the layout of saved files changes; files of another format are
-#: refused with a clear error rather than misread.
-FORMAT_VERSION = 1
+#: refused with a clear error rather than misread. 2: the header carries a hash of
+#: itself (`header_sha256`); a format-1 header cannot be verified, so it is refused.
+FORMAT_VERSION = 2
 
 
 class FileFormatError(ValueError):
@@ -54,6 +58,14 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def header_sha256(header: dict) -> str:
+    """The SHA-256 of a header in canonical JSON (sorted keys, no spaces), without its
+    own `header_sha256` field. The header holds the payload's hash, so this one covers
+    the payload as well."""
+    body = {k: v for k, v in header.items() if k != "header_sha256"}
+    return sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
 def versions() -> dict:
     import diffrax
     import jax
@@ -71,12 +83,15 @@ def versions() -> dict:
 
 
 def write_pair(stem: pathlib.Path, tree, header: dict) -> None:
-    """Save `tree`'s leaves to `stem.eqx` and `header` (plus format, versions and the
-    payload's hash) to `stem.json`. The JSON is written last: it is the commit
-    record, and a payload without a matching JSON is never loaded."""
+    """Save `tree`'s leaves to `stem.eqx` and `header` (plus format, versions, the
+    payload's hash and the header's own hash) to `stem.json`. The JSON is written
+    last: it is the commit record, and a payload without a matching JSON is never
+    loaded."""
     stem = pathlib.Path(stem)
     payload = serialise(tree)
     header = {"format_version": FORMAT_VERSION, "versions": versions(), **header, "sha256": sha256(payload)}
+    header = json.loads(json.dumps(header))  # JSON's types (lists, string keys): what read_header sees
+    header["header_sha256"] = header_sha256(header)
     atomic_write(stem.with_suffix(".eqx"), payload)
     atomic_write(stem.with_suffix(".json"), json.dumps(header, indent=2).encode())
 
@@ -100,12 +115,22 @@ def read_header(path: pathlib.Path, kind: str) -> dict:
             f"reads format {FORMAT_VERSION}. Load it with the sgjax version that saved it, "
             "or retrain."
         )
+    if header.get("header_sha256") != header_sha256(header):
+        raise FileFormatError(
+            f"{path} does not match its own checksum: the header was modified after it was "
+            "saved (a changed value, label or bound would silently change every result). "
+            "Restore the original file or retrain."
+        )
     return header
 
 
 def read_payload(stem: pathlib.Path, header: dict, skeleton):
     """Load the `.eqx` payload beside a header into `skeleton`, after checking its
-    hash."""
+    hash and that the payload is large enough to hold every array of `skeleton`.
+
+    Pass `eqx.filter_eval_shape(build, ...)` as `skeleton` (leaves of shape and dtype
+    only) and nothing is allocated before those checks: a header declaring a huge
+    network is refused at once."""
     path = pathlib.Path(stem).with_suffix(".eqx")
     if not path.exists():
         raise FileFormatError(f"{path} is missing: the saved files are incomplete.")
@@ -114,6 +139,13 @@ def read_payload(stem: pathlib.Path, header: dict, skeleton):
         raise FileFormatError(
             f"{path} does not match the checksum recorded in {path.with_suffix('.json').name}: "
             "the file is truncated, corrupted or was modified. Restore it or retrain."
+        )
+    declared = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(skeleton) if hasattr(a, "dtype"))
+    if declared > len(payload):
+        raise FileFormatError(
+            f"{path.with_suffix('.json').name} declares arrays of {declared:,} bytes, but {path} "
+            f"holds {len(payload):,}: the header does not describe this payload. Restore the "
+            "original files or retrain."
         )
     try:
         return eqx.tree_deserialise_leaves(io.BytesIO(payload), skeleton)

@@ -1,14 +1,76 @@
 """The `sgjax` command line: `simulate`, `train`, `infer`, and the main job
-`boarding-school`."""
+`boarding-school`.
+
+Exit status: 0 on success; 2 for a user's mistake (a flag, a file, a folder), with one
+line on stderr that names it and the fix; 130 after Ctrl-C, with one line that says
+how to go on; 1 with a traceback for anything else, which is a bug in sgjax (set
+`SGJAX_TRACEBACK=1` to see the traceback of a mistake's error too).
+"""
 
 import argparse
+import io
 import json
+import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ._io import FileFormatError, atomic_write
+
+
+class UsageError(Exception):
+    """A mistake on the command line: `main` prints its message on one line and exits
+    with status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (the flag, what was wrong, where the
+    help is) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one such as 100") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not positive; give a whole number of at least 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one such as 0") from None
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text} is out of range; give a whole number such as 0, below 2**63 in size")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one such as 0.5") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive finite number; give one such as 0.5")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} is more than 1; give a fraction in (0, 1]")
+    return value
 
 
 def _registry() -> dict:
@@ -23,6 +85,16 @@ def _registry() -> dict:
 
 #: Observation horizon (t1) by the kind of model, in the model's time units.
 _HORIZON = {"epidemics": 100.0, "growth": 50.0, "ecology": 50.0, "dynamics": 20.0}
+
+#: What each command writes in its output folder: `--overwrite` removes these (and
+#: only these) before the run, and their temporary files left by an interrupted run
+#: are removed at every start.
+_OUTPUTS = {
+    "simulate": ("simulations.npz", "simulations.png", "summary.json"),
+    "train": ("estimator.eqx", "estimator.json", "metrics.json", "training.png", "recovery.png", "checkpoints"),
+    "infer": ("posterior.json", "posterior.png"),
+    "boarding-school": ("metrics.json", "posterior_predictive.png", "posterior.png", "recovery.png", "training.png", "estimator"),
+}
 
 
 def _observation(args, counts: bool):
@@ -41,29 +113,58 @@ def _observation(args, counts: bool):
     return obs.ObservationModel(make(), transforms)
 
 
-def _prepare_out(path: str, overwrite: bool) -> Path:
+def _remove_temporaries(folder: Path, names) -> None:
+    """Remove what an interrupted write of one of `names` left in `folder`:
+    `NAME.tmp`, `.NAME.tmp`, and `atomic_write`'s `.NAME.XXXXXXXX.tmp`."""
+    for name in names:
+        for tmp in (*folder.glob(f"{name}.tmp"), *folder.glob(f".{name}.tmp"), *folder.glob(f".{name}.*.tmp")):
+            if tmp.is_file():
+                tmp.unlink()
+
+
+def _remove_outputs(folder: Path, names) -> None:
+    """Remove the files and folders `names` from `folder` (a link, not what it points
+    to): nothing outside `folder` is touched."""
+    for name in names:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.is_symlink() or path.exists():
+            path.unlink()
+
+
+def _prepare_out(path, command: str, overwrite: bool) -> Path:
+    """The output folder of `command`, ready before any work is done: created and
+    checked to be writable; temporaries of an interrupted run removed; refused if it
+    holds files, unless `overwrite`, which removes the command's earlier outputs (and
+    nothing else)."""
     out = Path(path)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SystemExit(
-            f"error: the output directory {out} already exists and is not empty; "
-            "choose another --out, or pass --overwrite to replace its files."
-        )
-    out.mkdir(parents=True, exist_ok=True)
+    above = next((p for p in out.parents if p.is_file()), None)
+    if out.is_file() or above is not None:
+        where = "is a file" if above is None else f"lies under {above}, which is a file"
+        raise UsageError(f"--out {out} {where}; give --out a folder (new or existing).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise UsageError(f"--out {out} cannot be written ({e.strerror}); give --out a folder you can write to.") from None
+    names = _OUTPUTS[command]
+    _remove_temporaries(out, names)
+    if any(out.iterdir()):
+        if not overwrite:
+            raise UsageError(
+                f"--out {out} already exists and is not empty; choose another --out, or pass "
+                "--overwrite to replace the results of an earlier run there."
+            )
+        _remove_outputs(out, names)
     return out
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _plot(sim, path: Path, title: str, k: int = 6) -> None:
-    import matplotlib
+    from ._plots import _pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     idx = np.flatnonzero(sim.valid)[:k]
     ts = np.asarray(sim.ts)
     fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True)
@@ -77,8 +178,7 @@ def _plot(sim, path: Path, title: str, k: int = 6) -> None:
         ax.set_xlabel("t")
     fig.suptitle(f"{title}: clean signal (lines) and observations (dots)")
     fig.tight_layout()
-    _write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _simulator(args):
@@ -86,10 +186,11 @@ def _simulator(args):
     import jax.numpy as jnp
 
     from . import Simulator
+    from ._prior import suggest
 
     registry = _registry()
     if args.model not in registry:
-        raise SystemExit(f"error: unknown model {args.model!r}; choose one of {sorted(registry)}.")
+        raise UsageError(f"unknown model {args.model!r}; choose one of {sorted(registry)}.{suggest(args.model, registry)}")
     cls = registry[args.model]
     kind = cls.__module__.rsplit(".", 1)[-1]
     t1 = args.t1 if args.t1 is not None else _HORIZON.get(kind, 50.0)
@@ -103,18 +204,16 @@ def _simulate_cmd(args) -> int:
     from . import PerTrajectory, SharedStep, __version__, simulate
 
     cls, simulator = _simulator(args)
-    out = _prepare_out(args.out, args.overwrite)
+    out = args.out_dir = _prepare_out(args.out, "simulate", args.overwrite)
     strategy = PerTrajectory() if args.strategy == "per-trajectory" else SharedStep()
     start = time.perf_counter()
     sim = simulate(simulator, jax.random.key(args.seed), args.n, strategy=strategy)
     seconds = time.perf_counter() - start
     arrays = {f"theta_{k}": v for k, v in sim.theta.items()}
     arrays.update(ts=np.asarray(sim.ts), signal=sim.signal, observations=sim.observations, mask=sim.mask, valid=sim.valid)
-    def save_npz(path):
-        with open(path, "wb") as f:
-            np.savez_compressed(f, **arrays)
-
-    _write_atomic(out / "simulations.npz", save_npz)
+    npz = io.BytesIO()
+    np.savez_compressed(npz, **arrays)
+    atomic_write(out / "simulations.npz", npz.getvalue())
     _plot(sim, out / "simulations.png", cls.__name__)
     summary = {
         "model": cls.__name__,
@@ -127,7 +226,7 @@ def _simulate_cmd(args) -> int:
         "jax": jax.__version__,
         "backend": jax.default_backend(),
     }
-    _write_atomic(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2).encode())
     print(json.dumps(summary, indent=2))
     print(f"wrote {out}/simulations.npz, simulations.png, summary.json")
     return 0
@@ -135,6 +234,27 @@ def _simulate_cmd(args) -> int:
 
 _HEADS = {"point": "Point", "quantile": "Quantile", "gaussian": "Gaussian", "mixture": "MixtureDensity"}
 _NETWORKS = {"mlp": "MLP", "cnn": "CNN", "gru": "GRU", "transformer": "Transformer"}
+
+
+def _steps_per_call(steps: int, eval_every: int, most: int = 25) -> int:
+    """The most training steps fused into one dispatch (at most `most`) that `fit`
+    accepts for these flags: a divisor of `--eval-every` no larger than `--steps`."""
+    return max((d for d in range(1, min(most, steps, eval_every) + 1) if eval_every % d == 0), default=1)
+
+
+def _train_out(args) -> Path:
+    """`--out` of `sgjax train`: a fresh or replaced run's folder, or with `--resume`
+    the folder of the run it continues."""
+    out = Path(args.out or f"runs/{args.model}")
+    if not args.resume:
+        return _prepare_out(out, "train", args.overwrite)
+    if not (out / "checkpoints").is_dir():
+        raise UsageError(
+            f"--resume continues the run in --out {out}, but {out / 'checkpoints'} does not exist; "
+            "give the --out of the run to continue, or drop --resume to start a new run."
+        )
+    _remove_temporaries(out, _OUTPUTS["train"])
+    return out
 
 
 def _train_cmd(args) -> int:
@@ -145,13 +265,15 @@ def _train_cmd(args) -> int:
     from ._io import rounded, versions
 
     cls, simulator = _simulator(args)
-    out = Path(args.out or f"runs/{args.model}")
-    if not args.resume:
-        out = _prepare_out(str(out), args.overwrite)
-    elif not (out / "checkpoints").exists():
-        raise SystemExit(f"error: --resume needs checkpoints in {out / 'checkpoints'}; none found.")
     targets = args.targets.split(",") if args.targets else list(simulator.param_names)
-    task = Task(simulator, targets)
+    try:
+        task = Task(simulator, targets)
+    except ValueError as e:
+        raise UsageError(f"--targets: {e}") from None
+    if args.budget is not None and args.budget < args.batch_size:
+        raise UsageError(f"--budget {args.budget} is less than one batch (--batch-size {args.batch_size}); give a larger --budget or a smaller --batch-size.")
+    # Everything the flags say is checked: only now is an earlier run replaced.
+    out = args.out_dir = _train_out(args)
     head = getattr(heads, _HEADS[args.head])()
     network = getattr(nn, _NETWORKS[args.network])
     key = jax.random.key(args.seed)
@@ -159,8 +281,9 @@ def _train_cmd(args) -> int:
     start = time.perf_counter()
     estimator, history = fit(
         task, head, network, key=k_fit, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        eval_every=args.eval_every, steps_per_call=min(25, args.eval_every), validation_size=args.validation_size,
-        budget=args.budget, checkpoint_dir=out / "checkpoints", resume=args.resume, progress=not args.quiet,
+        eval_every=args.eval_every, steps_per_call=_steps_per_call(args.steps, args.eval_every),
+        validation_size=args.validation_size, budget=args.budget, checkpoint_dir=out / "checkpoints", resume=args.resume,
+        progress=not args.quiet,
     )
     seconds = time.perf_counter() - start
     save(out, estimator, overwrite=True)
@@ -182,34 +305,59 @@ def _train_cmd(args) -> int:
         "versions": versions(),
         "backend": jax.default_backend(),
     }
-    _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2).encode())
     for label, m in rec.items():
         print(f"{label:>12}: " + ", ".join(f"{k} = {v:.3f}" for k, v in m.items()))
     print(f"wrote {out}/estimator.eqx, estimator.json, metrics.json, training.png" + (", recovery.png" if post.quantiles else ""))
     return 0
 
 
+def _read_data(args):
+    """The CSV file named on the command line as `(times, values, mask)`; a folder, a
+    binary file or a header without rows is refused with the fix."""
+    from . import read_csv
+
+    path = Path(args.data)
+    if path.is_dir():
+        raise UsageError(f"the data {path} is a folder; give the path of a CSV file in it.")
+    if not path.is_file():
+        raise UsageError(f"the data file {path} does not exist; give the path of a CSV file.")
+    raw = path.read_bytes()
+    try:
+        if b"\0" in raw:
+            raise UnicodeError
+        raw.decode("utf-8")
+    except UnicodeError:
+        raise UsageError(
+            f"the data file {path} is not a text CSV file; save the data as CSV (UTF-8), with a header "
+            f"row such as `{args.time_column},cases` and one row per observation time."
+        ) from None
+    times, values, mask = read_csv(path, columns=args.columns, time_column=args.time_column)
+    if len(times) == 0:
+        raise UsageError(f"the data file {path} has a header but no rows; add one row per observation time.")
+    return times, values, mask
+
+
 def _infer_cmd(args) -> int:
     import jax
 
-    from . import _plots, infer, load, read_csv
+    from . import _plots, infer, load
+    from ._estimator import check_times
 
     estimator = load(args.model_dir)
-    times, values, mask = read_csv(args.data, columns=args.columns, time_column=args.time_column)
-    trained = json.loads(estimator.info).get("ts")
-    if trained is not None and len(trained) == estimator.in_time and (
-        len(times) != len(trained) or not np.allclose(times, trained)
-    ):
-        raise ValueError(
-            f"The estimator was trained on observations at times {trained[0]:g}..{trained[-1]:g} "
-            f"({len(trained)} times); {args.data} has {len(times)} rows at times "
-            f"{times[0]:g}..{times[-1]:g}. Give one row per training time, with empty cells "
-            "where a value is missing."
+    task = json.loads(estimator.info)
+    ts = task.get("ts", []) if isinstance(task, dict) else None
+    if not (isinstance(ts, list) and all(isinstance(t, (int, float)) for t in ts)):
+        raise FileFormatError(
+            f"{Path(args.model_dir) / 'estimator.json'}: its `task` entry does not describe a task (the file was "
+            "edited or damaged); restore the original file or retrain with `sgjax train`."
         )
-    out = _prepare_out(args.out or str(Path(args.model_dir) / "inference"), args.overwrite)
+    times, values, mask = _read_data(args)
+    check_times(estimator, times, f"The data file {args.data}")
+    out = args.out_dir = _prepare_out(args.out or Path(args.model_dir) / "inference", "infer", args.overwrite)
     post = infer(estimator, values, mask, key=jax.random.key(args.seed), n_samples=args.samples)
     result = {"data": str(args.data), "posterior": post.summary(0)}
-    _write_atomic(out / "posterior.json", lambda p: p.write_text(json.dumps(result, indent=2)))
+    atomic_write(out / "posterior.json", json.dumps(result, indent=2).encode())
     if post.samples is not None:
         _plots.posterior_histograms({l: post.samples[0, :, j] for j, l in enumerate(post.labels)}, out / "posterior.png", f"Posterior given {Path(args.data).name}")
     print(json.dumps(result["posterior"], indent=2))
@@ -220,7 +368,7 @@ def _infer_cmd(args) -> int:
 def _main_job_cmd(args) -> int:
     from . import _mainjob
 
-    out = _prepare_out(args.out, args.overwrite)
+    out = args.out_dir = _prepare_out(args.out, "boarding-school", args.overwrite)
     metrics = _mainjob.run(out, fast=args.fast, seed=args.seed, steps=args.steps, progress=not args.quiet, overwrite=True)
     print(_mainjob.report(metrics))
     print(f"wrote {out}/metrics.json, posterior_predictive.png, posterior.png, recovery.png, training.png, estimator/")
@@ -230,18 +378,19 @@ def _main_job_cmd(args) -> int:
 def _add_simulator_args(p: argparse.ArgumentParser) -> None:
     """The flags that choose the observation grid and model, shared by `simulate` and
     `train`."""
-    p.add_argument("--times", type=int, default=100, help="number of observation times (default 100)")
-    p.add_argument("--t1", type=float, default=None, help="last observation time (default by model kind)")
+    p.add_argument("--times", type=_positive_int, default=100, help="number of observation times (default 100)")
+    p.add_argument("--t1", type=_positive_float, default=None, help="last observation time (default by model kind)")
     p.add_argument("--noise", choices=["poisson", "negbin", "gaussian", "lognormal", "none"], default=None,
                    help="observation noise (default: poisson for epidemics and growth, gaussian otherwise)")
-    p.add_argument("--reporting", type=float, default=1.0, help="reporting fraction in [0, 1] (default 1)")
-    p.add_argument("--dispersion", type=float, default=10.0, help="negative-binomial dispersion (default 10)")
-    p.add_argument("--scale", type=float, default=0.1, help="gaussian / lognormal noise scale (default 0.1)")
+    p.add_argument("--reporting", type=_fraction, default=1.0, help="reporting fraction in (0, 1] (default 1)")
+    p.add_argument("--dispersion", type=_positive_float, default=10.0, help="negative-binomial dispersion (default 10)")
+    p.add_argument("--scale", type=_positive_float, default=0.1, help="gaussian / lognormal noise scale (default 0.1)")
 
 
 def _reproduce_cmd(args) -> int:
     from .reproduce import reproduce
 
+    args.out_dir = Path(args.out)
     page = reproduce(
         args.names, args.out, quick=args.quick, seed=args.seed, overwrite=args.overwrite, progress=args.progress, jobs=args.jobs
     )
@@ -249,8 +398,41 @@ def _reproduce_cmd(args) -> int:
     return 0
 
 
+#: What `main` reports on one line (exit status 2) instead of a traceback: the
+#: errors sgjax raises for a mistake in a flag, a file or a folder.
+_MISTAKES = (UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError,
+             NotADirectoryError, PermissionError)
+
+
+def _interrupted(args) -> str:
+    """The line after Ctrl-C: how to go on."""
+    out = getattr(args, "out_dir", None)
+    if args.command == "train" and out is not None and (out / "checkpoints").is_dir():
+        return "interrupted; rerun with --resume to continue"
+    return "interrupted; rerun with --overwrite to start again"
+
+
+def _run(args) -> int:
+    """Run the chosen command; a user's mistake and Ctrl-C end on one line each."""
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        out = getattr(args, "out_dir", None)
+        if out is not None:
+            _remove_temporaries(out, _OUTPUTS.get(args.command, ()))
+        print(_interrupted(args), file=sys.stderr)
+        return 130
+    except _MISTAKES as e:
+        if os.environ.get("SGJAX_TRACEBACK"):
+            raise
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="sgjax", description="Simulation-grounded learning in JAX.")
+    """`sgjax ...`: the exit status (0, 2 for a mistake, 130 after Ctrl-C); see the
+    module's docstring."""
+    parser = _Parser(prog="sgjax", description="Simulation-grounded learning in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser(
         "simulate",
@@ -258,10 +440,10 @@ def main(argv=None) -> int:
         description="Simulate a batch from a built-in model with its default prior.",
     )
     s.add_argument("model", help=f"a built-in model: {', '.join(sorted(_registry()))}")
-    s.add_argument("--n", type=int, default=1000, help="number of simulations (default 1000)")
+    s.add_argument("--n", type=_positive_int, default=1000, help="number of simulations (default 1000)")
     _add_simulator_args(s)
     s.add_argument("--strategy", choices=["shared-step", "per-trajectory"], default="shared-step")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", default="runs/simulate", help="output directory (default runs/simulate)")
     s.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
     s.set_defaults(func=_simulate_cmd)
@@ -277,18 +459,20 @@ def main(argv=None) -> int:
                    "(default: every parameter)")
     t.add_argument("--head", choices=sorted(_HEADS), default="quantile", help="what to learn (default quantile)")
     t.add_argument("--network", choices=sorted(_NETWORKS), default="mlp", help="network (default mlp)")
-    t.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
-    t.add_argument("--batch-size", type=int, default=512, help="simulations per step (default 512)")
-    t.add_argument("--learning-rate", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
-    t.add_argument("--eval-every", type=int, default=250, help="steps between validation losses (default 250)")
-    t.add_argument("--validation-size", type=int, default=4096, help="held-out validation simulations (default 4096)")
-    t.add_argument("--test-size", type=int, default=2000, help="held-out simulations for recovery metrics (default 2000)")
-    t.add_argument("--budget", type=int, default=None, help="train on this many pre-simulated samples instead of fresh ones")
+    t.add_argument("--steps", type=_positive_int, default=2000, help="optimiser steps (default 2000)")
+    t.add_argument("--batch-size", type=_positive_int, default=512, help="simulations per step (default 512)")
+    t.add_argument("--learning-rate", type=_positive_float, default=3e-3, help="peak learning rate (default 3e-3)")
+    t.add_argument("--eval-every", type=_positive_int, default=250, help="steps between validation losses (default 250)")
+    t.add_argument("--validation-size", type=_positive_int, default=4096, help="held-out validation simulations (default 4096)")
+    t.add_argument("--test-size", type=_positive_int, default=2000, help="held-out simulations for recovery metrics (default 2000)")
+    t.add_argument("--budget", type=_positive_int, default=None, help="train on this many pre-simulated samples instead of fresh ones")
     _add_simulator_args(t)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--out", default=None, help="output directory (default runs/MODEL)")
-    t.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    again = t.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the run in an existing --out (its checkpoints included) with a new one")
+    again.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train_cmd)
 
@@ -302,8 +486,8 @@ def main(argv=None) -> int:
     i.add_argument("data", help="the CSV file")
     i.add_argument("--time-column", default="time", help="name of the time column (default time)")
     i.add_argument("--columns", nargs="+", default=None, help="value columns (default: all but the time column)")
-    i.add_argument("--samples", type=int, default=2000, help="posterior samples for density heads (default 2000)")
-    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--samples", type=_positive_int, default=2000, help="posterior samples for density heads (default 2000)")
+    i.add_argument("--seed", type=_seed, default=0)
     i.add_argument("--out", default=None, help="output directory (default MODEL_DIR/inference)")
     i.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
     i.set_defaults(func=_infer_cmd)
@@ -316,9 +500,9 @@ def main(argv=None) -> int:
         "boarding-school influenza outbreak, with posterior predictive bands.",
     )
     m.add_argument("--out", default="runs/boarding-school", help="output directory (default runs/boarding-school)")
-    m.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
+    m.add_argument("--steps", type=_positive_int, default=None, help="training steps (default 3000)")
     m.add_argument("--fast", action="store_true", help="a quick run with few steps (for tests)")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=_seed, default=0)
     m.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_main_job_cmd)
@@ -341,21 +525,13 @@ def main(argv=None) -> int:
     )
     r.add_argument("--quick", action="store_true", help="the reduced versions that CI runs")
     r.add_argument("--out", default="results", help="output directory (default results)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=_seed, default=0)
     r.add_argument("--overwrite", action="store_true", help="replace earlier results of these experiments in --out")
     r.add_argument("--progress", action="store_true", help="show training progress bars")
-    r.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+    r.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
                    help="experiments run at once, in separate processes (default: 2 with 2 or more cores)")
     r.set_defaults(func=_reproduce_cmd)
-    args = parser.parse_args(argv)
-    if getattr(args, "n", 1) < 1:
-        parser.error("--n must be a positive integer")
-    try:
-        return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        # Our errors say what to fix; show them without a traceback.
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return _run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import numpy as np
 import numpyro.distributions as dist
 
 from . import _plots, datasets, heads, models, nn, observation as obs
+from ._cli import _steps_per_call
 from ._estimator import Posterior, infer, save
 from ._evaluate import held_out, recovery
 from ._io import atomic_write, rounded, versions
@@ -80,7 +81,7 @@ def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, pro
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"The output directory {out} is not empty; choose another or pass overwrite.")
     out.mkdir(parents=True, exist_ok=True)
-    steps = steps or (200 if fast else 3000)
+    steps = (200 if fast else 3000) if steps is None else steps  # fit refuses 0 or less
     n_test, n_post, n_val = (256, 200, 512) if fast else (2000, 2000, 2048)
     key = jax.random.key(seed)
     k_fit, k_test, k_post, k_pred = jax.random.split(key, 4)
@@ -96,6 +97,7 @@ def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, pro
         batch_size=512,
         learning_rate=2e-3,
         eval_every=min(250, steps),
+        steps_per_call=_steps_per_call(steps, min(250, steps)),
         validation_size=n_val,
         pilot_size=n_val * 2,
         progress=progress,

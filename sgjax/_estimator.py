@@ -11,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from ._custom_types import Key
+from ._custom_types import check_key, Key
 from ._io import FileFormatError, read_csv, read_header, read_payload, write_pair
 from ._target import Space
+from .datasets import Dataset
 from .heads import AbstractHead, head_from_config
 from .nn import AbstractNetwork, Standardise, network_from_config
+from .nn.base import check_size
 
 
 class Estimator(eqx.Module):
@@ -34,7 +36,9 @@ class Estimator(eqx.Module):
     - `labels`: one name per target component (per model for model selection).
     - `spaces`: the learning space of each component.
     - `n_classes`: the number of models for model selection, else 0.
-    - `info`: a JSON string describing the task that trained it.
+    - `info`: a JSON string describing the task that trained it (`task.describe()`):
+        its observation times `ts` and whether its noise gives counts, where the task
+        records them, are checked against the data given to [`sgjax.infer`][].
     """
 
     standardise: Standardise
@@ -54,6 +58,19 @@ class Estimator(eqx.Module):
     @property
     def in_channels(self) -> int:
         return self.network.in_channels
+
+    @property
+    def times(self) -> np.ndarray | None:
+        """The observation times the network reads (the first `in_time` of the task's
+        grid), or `None` where the task's description does not record them."""
+        ts = json.loads(self.info).get("ts")
+        return None if ts is None or len(ts) < self.in_time else np.asarray(ts[: self.in_time], float)
+
+    @property
+    def counts(self) -> bool:
+        """Whether the task's noise gives counts (whole numbers ≥ 0), as its
+        description records it."""
+        return bool(json.loads(self.info).get("counts", False))
 
     def __call__(self, x: Float[Array, "time channels"], mask: Bool[Array, "time channels"]) -> Float[Array, " m"]:
         """The head's raw output for one series."""
@@ -170,9 +187,6 @@ def _prepare(estimator: Estimator, x, mask):
         mask = _batched(np.asarray(mask, bool))
         if mask.shape != x.shape:
             raise ValueError(f"`mask` has shape {mask.shape} but the observations have shape {x.shape}.")
-        if np.isnan(x[mask]).any():
-            raise ValueError("Some entries marked observed in `mask` are NaN: set mask False there.")
-        x = np.where(mask, x, 0.0)
         if not mask.all() and not getattr(estimator.network, "mask_input", True):
             warnings.warn(
                 f"{int((~mask).sum())} entries are missing, but this estimator was trained on "
@@ -181,9 +195,76 @@ def _prepare(estimator: Estimator, x, mask):
                 "observation model (e.g. MissingAtRandom) to infer from incomplete series.",
                 stacklevel=3,
             )
-    if not np.isfinite(x).all():
-        raise ValueError("The observations contain infinite values.")
+    _check_values(estimator, x, mask)
+    x = np.where(mask, x, 0.0)
     return jnp.asarray(x, jnp.result_type(float)), jnp.asarray(mask)
+
+
+def _check_values(estimator: Estimator, x: np.ndarray, mask: np.ndarray) -> None:
+    """Refuse observed entries (`mask` True; masked ones may hold anything) that are
+    not finite, or that the estimator cannot read: negative or fractional counts for
+    count noise (as the task's description records it), values at or below -1 where
+    it standardises `log1p(x)`. Each would give a NaN or meaningless posterior
+    without an error."""
+    with np.errstate(invalid="ignore"):
+        checks = [(~np.isfinite(x), "but observed entries must be finite: set `mask` False where a value is missing")]
+        if estimator.counts:
+            why = "but this estimator was trained on count noise, whose observations are whole numbers >= 0"
+            checks.append(((x < 0) | (x != np.round(x)), why))
+        if estimator.standardise.log1p:
+            why = (
+                "but this estimator standardises log1p(x) (sgjax.fit's choice for non-negative data such "
+                "as counts), which is -inf or NaN at or below -1"
+            )
+            checks.append((x <= -1, why))
+    for bad, why in checks:
+        bad = bad & mask
+        if bad.any():
+            i, t, c = (int(v) for v in np.argwhere(bad)[0])
+            times = estimator.times
+            when = f" at time {times[t]:g}" if times is not None else ""
+            raise ValueError(
+                f"Observation x[{i}, {t}, {c}] (series {i}, channel {c}{when}) is {x[i, t, c]:g}, {why} "
+                f"({int(bad.sum())} observed entries like it). Check the data."
+            )
+
+
+def check_times(estimator: Estimator, times, source: str = "The data") -> None:
+    """Refuse observations at other times than the estimator was trained on.
+
+    **Arguments:**
+
+    - `estimator`: a trained [`sgjax.Estimator`][].
+    - `times`: the observation times of the data, one per row.
+    - `source`: what the data are, for the message (e.g. the CSV's path).
+
+    **Raises:** `ValueError` naming the first differing time and the training grid.
+    Nothing is checked where the task's description does not record its times
+    ([`sgjax.AbstractTask.describe`][] without `"ts"`).
+    """
+    want = estimator.times
+    times = np.asarray(times, float).reshape(-1)
+    if want is None or (times.shape == want.shape and np.allclose(times, want)):
+        return
+    n = min(len(times), len(want))
+    differ = np.flatnonzero(~np.isclose(times[:n], want[:n]))
+    problems = [f"has {len(times)} rows, not {len(want)}"] if len(times) != len(want) else []
+    if len(differ):
+        i = differ[0]
+        problems.append(f"its row {i + 1} is at time {times[i]:g} where the training grid has {want[i]:g}")
+    raise ValueError(
+        f"{source} {' and '.join(problems)}: the estimator was trained on observations at {_grid(want)}. "
+        "Give one row per training time, in order, with empty cells where a value is missing."
+    )
+
+
+def _grid(ts: np.ndarray) -> str:
+    """`ts` in a few words: `14 times 1, 2, ..., 14 (every 1)`."""
+    if len(ts) <= 4:
+        return f"{len(ts)} times " + ", ".join(f"{t:g}" for t in ts)
+    step = np.diff(ts)
+    every = f" (every {step[0]:g})" if np.allclose(step, step[0]) else ""
+    return f"{len(ts)} times {ts[0]:g}, {ts[1]:g}, ..., {ts[-1]:g}{every}"
 
 
 @eqx.filter_jit
@@ -199,11 +280,20 @@ def _summaries(estimator: Estimator, x, mask, key, n_samples: int):
 
 
 def _observed(estimator: Estimator, x, mask):
-    """Observations (an array, or the path of a CSV) as a checked batch with a mask."""
-    if isinstance(x, (str, pathlib.Path)):
+    """Observations (an array, a `Dataset`, or the path of a CSV) as a checked batch
+    with a mask; the times of a CSV or a `Dataset` are checked against the
+    training grid."""
+    if isinstance(x, (str, pathlib.Path, Dataset)):
         if mask is not None:
-            raise ValueError("A CSV carries its own missing entries (empty cells); do not pass `mask` with it.")
-        _, x, mask = read_csv(x)
+            raise ValueError(
+                "A CSV file or a Dataset carries its own missing entries (empty cells, `Dataset.mask`); "
+                "do not pass `mask` with it."
+            )
+        if isinstance(x, Dataset):
+            source, (times, x, mask) = f"The dataset from {x.path.name}", (x.times, x.values, x.mask)
+        else:
+            source, (times, x, mask) = str(x), read_csv(x)
+        check_times(estimator, times, source)
     return _prepare(estimator, x, mask)
 
 
@@ -221,17 +311,26 @@ def infer(
 
     - `estimator`: a trained [`sgjax.Estimator`][].
     - `x`: observations: `(time,)`, `(time, channels)` or `(n, time, channels)`; or the
-        path of a CSV file with a `time` column and one column per channel.
+        path of a CSV file with a `time` column and one column per channel; or an
+        [`sgjax.datasets.Dataset`][]. The times of a CSV or a dataset must be the
+        training times (`estimator.times`).
     - `mask`: `True` where observed (same shape as `x`); missing entries may hold
-        NaN. Without it, NaN in `x` is an error.
+        anything, even NaN. Without it, NaN in `x` is an error.
     - `key`: a PRNG key for posterior samples (density heads); default key 0.
-    - `n_samples`: posterior samples per series (density heads).
+    - `n_samples`: posterior samples per series (density heads), at least 1.
 
     **Returns:** a [`sgjax.Posterior`][] with point estimates, quantiles and credible
     intervals, samples (density heads) and model probabilities (model selection).
+
+    **Raises:** `ValueError` for data the estimator cannot read: other times than the
+    training grid, non-finite observed entries, negative or fractional counts for an
+    estimator trained on count noise, negative values where it standardises `log1p(x)`.
     """
     if not isinstance(estimator, Estimator):
         raise TypeError(f"`estimator` must be an sgjax.Estimator (from sgjax.fit or sgjax.load), got {type(estimator).__name__}.")
+    n_samples = check_size(n_samples, "n_samples")
+    if key is not None:
+        check_key(key)
     x, mask = _observed(estimator, x, mask)
     if key is None and estimator.head.is_density:
         key = jax.random.key(0)
@@ -308,12 +407,20 @@ def log_prob(estimator: Estimator, theta, x, mask=None) -> np.ndarray:
 
 def save(path, estimator: Estimator, *, overwrite: bool = False) -> pathlib.Path:
     """Save an estimator to the directory `path` as `estimator.eqx` (array leaves
-    only, no pickle) and `estimator.json` (structure, versions, checksum).
+    only, no pickle) and `estimator.json` (structure, versions, checksums of both).
 
     Refuses to replace an existing saved estimator unless `overwrite=True`.
     """
+    if not isinstance(estimator, Estimator):
+        raise TypeError(f"`estimator` must be an sgjax.Estimator, got {type(estimator).__name__}.")
     path = pathlib.Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(
+            f"Cannot save to {path}: it or a folder above it is a file. `path` names a directory "
+            "(new or existing) to hold estimator.eqx and estimator.json; choose another path."
+        ) from None
     stem = path / "estimator"
     if stem.with_suffix(".json").exists() and not overwrite:
         raise FileExistsError(f"{stem.with_suffix('.json')} exists; pass overwrite=True to replace it, or choose another path.")
@@ -342,7 +449,7 @@ def skeleton(config: dict) -> Estimator:
         k = max(len(config["labels"]), 1) if not config["n_classes"] else 1
         dtype = jnp.dtype(config["dtype"])
         return Estimator(
-            standardise=Standardise.skeleton(std["in_time"], std["in_channels"], std["log1p"]),
+            standardise=_standardise(std),
             network=network_from_config(config["network"], key=jax.random.key(0)),
             head=head_from_config(config["head"]),
             y_mean=jnp.zeros(k, dtype),
@@ -350,16 +457,40 @@ def skeleton(config: dict) -> Estimator:
             labels=tuple(config["labels"]),
             spaces=tuple(Space(**s) for s in config["spaces"]),
             n_classes=int(config["n_classes"]),
-            info=json.dumps(config.get("task", {})),
+            info=_task_info(config.get("task", {})),
         )
     except (KeyError, TypeError) as e:
         raise FileFormatError(f"The saved configuration is incomplete or malformed ({e!r}).") from None
 
 
+def _task_info(task) -> str:
+    """The saved task description as `Estimator.info`, checked where inference reads
+    it: `ts` a list of times, `counts` true or false."""
+    ts = task.get("ts", []) if isinstance(task, dict) else None
+    times = isinstance(ts, list) and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts)
+    if not times or not isinstance(task.get("counts", False), bool):
+        raise FileFormatError(
+            "The saved `task` entry does not describe a task (it must be a dict whose `ts` is a list of "
+            "times and whose `counts` is true or false): the file was edited or damaged. Restore it or retrain."
+        )
+    return json.dumps(task)
+
+
+def _standardise(config: dict) -> Standardise:
+    # `Standardise.skeleton` with jax.numpy for its NumPy: traced under
+    # `eqx.filter_eval_shape` (in `load`), it allocates nothing however large the
+    # header says the series are.
+    shape = (check_size(config["in_time"], "in_time"), check_size(config["in_channels"], "in_channels"))
+    dtype = jnp.result_type(float)
+    return Standardise(jnp.zeros(shape, dtype), jnp.ones(shape, dtype), config["log1p"])
+
+
 def load(path) -> Estimator:
     """Load an estimator saved by [`sgjax.save`][] (or by `sgjax train`), in any
-    process. The structure is rebuilt by sgjax from the JSON; only array values are
-    read from the payload, after its checksum is verified."""
+    process. The structure is rebuilt by sgjax from the JSON, after the JSON's own
+    checksum is verified; only array values are read from the payload, after its
+    checksum and the sizes the JSON declares are verified, before anything is
+    allocated."""
     stem = pathlib.Path(path) / "estimator"
     header = read_header(stem.with_suffix(".json"), "estimator")
-    return read_payload(stem, header, skeleton(header))
+    return read_payload(stem, header, eqx.filter_eval_shape(skeleton, header))

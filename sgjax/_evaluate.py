@@ -1,12 +1,15 @@
 """Checking a trained estimator on held-out simulations."""
 
+import json
+
 import jax
 import numpy as np
 
-from ._custom_types import Key
+from ._custom_types import check_key, Key
 from ._estimator import Estimator, Posterior, infer
 from ._task import AbstractTask
 from ._train import simulate_batch
+from .nn.base import check_size
 
 
 def evaluate(estimator: Estimator, task: AbstractTask, key: Key, n: int = 2000, *, chunk: int = 512) -> dict:
@@ -19,6 +22,9 @@ def evaluate(estimator: Estimator, task: AbstractTask, key: Key, n: int = 2000, 
     close to 0.5 / 0.9 for a calibrated posterior); for model selection, `accuracy`,
     `log_loss` and the mean predicted probability of the true model. Also `n`, the
     number of valid simulations used.
+
+    **Raises:** `ValueError` when `task` is not the one `estimator` was trained on
+    (other targets, model or observation times; the prior may differ).
     """
     post, truth = held_out(estimator, task, key, n, chunk=chunk)
     if estimator.n_classes:
@@ -37,6 +43,12 @@ def held_out(estimator: Estimator, task: AbstractTask, key: Key, n: int, *, chun
     """The posterior for `n` fresh simulations and their true targets in natural units
     (`(n, k)`; the model index `(n,)` for model selection), failed simulations
     dropped."""
+    if not isinstance(estimator, Estimator):
+        raise TypeError(f"`estimator` must be an sgjax.Estimator, got {type(estimator).__name__}.")
+    check_key(key)
+    n, chunk = check_size(n, "n"), check_size(chunk, "chunk")
+    check_size(n_samples, "n_samples")
+    check_task(estimator, task)
     batch = simulate_batch(task, key, n, chunk)
     ok = np.asarray(batch.weight) > 0
     x, mask, y = (np.asarray(a)[ok] for a in (batch.x, batch.mask, batch.y))
@@ -44,6 +56,35 @@ def held_out(estimator: Estimator, task: AbstractTask, key: Key, n: int, *, chun
     if estimator.n_classes:
         return post, y[:, 0]
     return post, np.stack([np.asarray(s.inverse(y[:, i])) for i, s in enumerate(estimator.spaces)], axis=1)
+
+
+def check_task(estimator: Estimator, task: AbstractTask) -> None:
+    """Refuse a `task` other than the one `estimator` was trained on: other labels,
+    numbers of classes or input sizes, or a description (`task.describe()`) that
+    differs in an entry both record (observation times compared to rounding). The
+    prior is not part of the description: evaluating under another prior is allowed,
+    and so are other model probabilities for model selection."""
+    if not isinstance(task, AbstractTask):
+        raise TypeError(f"`task` must be an sgjax task (sgjax.Task, ModelSelection, ...), got {type(task).__name__}.")
+    saved, now = json.loads(estimator.info), json.loads(json.dumps(task.describe()))
+    shape = lambda e: (tuple(e.labels), e.n_classes, e.in_time, e.in_channels)  # noqa: E731
+    same = shape(estimator) == shape(task) and all(
+        np.allclose(saved[k], now[k]) if k == "ts" and len(saved[k]) == len(now[k]) else saved[k] == now[k]
+        for k in saved.keys() & now.keys() - {"probabilities"}
+    )
+    if not same:
+        raise ValueError(
+            f"`task` is not the task the estimator was trained on: the estimator learned {_what(saved, estimator)}; "
+            f"the task gives {_what(now, task)}. Evaluate with the training task (its prior may differ)."
+        )
+
+
+def _what(description: dict, source) -> str:
+    """A task in a few words, from its description and sizes."""
+    model = description.get("model") or description.get("models") or description.get("kind", "an unknown task")
+    ts = description.get("ts")
+    at = f" at {len(ts)} times {ts[0]:g}..{ts[-1]:g}" if ts else ""
+    return f"{', '.join(source.labels)} of {model} from {source.in_time} times x {source.in_channels} channel(s){at}"
 
 
 def recovery(post: Posterior, truth: np.ndarray) -> dict:

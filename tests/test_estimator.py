@@ -1,16 +1,20 @@
 """Saving, loading and applying estimators; bad input."""
 
+import dataclasses
 import json
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from exact_tasks import LinearGaussian
+from exact_tasks import LinearGaussian, PoissonGamma
 
 import sgjax
 from sgjax import _io
+from sgjax._estimator import check_times
+from sgjax.observation import ObservationModel, Poisson
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +59,11 @@ def _copy(path, tmp_path):
     return tmp_path
 
 
+def _rehashed(header):
+    """`header` with its own checksum recomputed: a deliberate, consistent forgery."""
+    return {**header, "header_sha256": _io.header_sha256(header)}
+
+
 def test_truncated_tampered_or_foreign_files_are_refused(trained, tmp_path):
     _, path = trained
     d = _copy(path, tmp_path)
@@ -72,7 +81,7 @@ def test_truncated_tampered_or_foreign_files_are_refused(trained, tmp_path):
     (d / "estimator.json").write_text(json.dumps({**header, "format_version": 99}))
     with pytest.raises(sgjax.FileFormatError, match="file format 99"):
         sgjax.load(d)
-    (d / "estimator.json").write_text(json.dumps({**header, "network": {"kind": "os.system", "cmd": "rm -rf /"}}))
+    (d / "estimator.json").write_text(json.dumps(_rehashed({**header, "network": {"kind": "os.system", "cmd": "rm -rf /"}})))
     with pytest.raises(ValueError, match="kind"):
         sgjax.load(d)
     (d / "estimator.json").write_text("{not json")
@@ -157,3 +166,156 @@ def test_missing_entries_warn_when_the_network_ignores_the_mask(trained):
         sgjax.infer(est, x, key=jax.random.key(0), n_samples=10)  # complete: no warning
     with pytest.warns(UserWarning, match="1 entries are missing.*does not read the mask"):
         sgjax.infer(est, x, mask=np.arange(10) != 3, key=jax.random.key(0), n_samples=10)
+
+
+def test_a_modified_header_is_refused(trained, tmp_path):
+    # One character of the JSON changes the posterior (a label, a bound, a scale):
+    # the header's own checksum refuses it.
+    _, path = trained
+    d = _copy(path, tmp_path)
+    text = (d / "estimator.json").read_text()
+    header = json.loads(text)
+    assert header["format_version"] == _io.FORMAT_VERSION == 2 and header["header_sha256"] == _io.header_sha256(header)
+    tampered = [
+        {**header, "labels": ["beta"]},
+        {**header, "spaces": [{**header["spaces"][0], "kind": "log"}]},
+        {**header, "standardise": {**header["standardise"], "log1p": True}},
+        {k: v for k, v in header.items() if k != "header_sha256"},
+    ]
+    for bad in tampered:
+        (d / "estimator.json").write_text(json.dumps(bad))
+        with pytest.raises(sgjax.FileFormatError, match="the header was modified"):
+            sgjax.load(d)
+    # A file of format 1 (no header checksum) cannot be verified: refused by version.
+    (d / "estimator.json").write_text(json.dumps(_rehashed({**header, "format_version": 1})))
+    with pytest.raises(sgjax.FileFormatError, match="saved in file format 1.*reads format 2"):
+        sgjax.load(d)
+
+
+def test_declared_sizes_are_checked_before_anything_is_allocated(trained, tmp_path):
+    # A consistent header (checksum recomputed) declaring a 20,000-wide GRU: 4.8 GB
+    # of weights. Refused from the sizes alone: the payload holds a few kB.
+    _, path = trained
+    d = _copy(path, tmp_path)
+    header = json.loads((d / "estimator.json").read_text())
+    (d / "estimator.json").write_text(json.dumps(_rehashed({**header, "network": {**header["network"], "hidden": 20_000}})))
+    with pytest.raises(sgjax.FileFormatError, match=r"declares arrays of [\d,]+ bytes, but .* holds [\d,]+"):
+        sgjax.load(d)
+
+
+def test_save_to_a_file_path_is_refused(trained, tmp_path):
+    est, _ = trained
+    (tmp_path / "file").write_text("x")
+    for bad in (tmp_path / "file", tmp_path / "file" / "sub"):
+        with pytest.raises(ValueError, match="is a file. `path` names a directory"):
+            sgjax.save(bad, est)
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def _with_info(est, **info):
+    """`est` as if trained on a task described by `info`."""
+    return dataclasses.replace(est, info=json.dumps({**json.loads(est.info), **info}))
+
+
+DAYS = [float(t) for t in range(1, 11)]
+
+
+def test_csv_and_dataset_times_are_checked_against_the_training_grid(trained, tmp_path):
+    est = _with_info(trained[0], ts=DAYS)
+    np.testing.assert_array_equal(est.times, DAYS)
+
+    def csv(times, name):
+        (tmp_path / name).write_text("time,y\n" + "".join(f"{t:g},{0.1 * i}\n" for i, t in enumerate(times)))
+        return tmp_path / name
+
+    right = sgjax.infer(est, csv(DAYS, "right.csv"), key=jax.random.key(0), n_samples=10)
+    cases = {
+        "shifted.csv": (np.add(DAYS, 1), r"row 1 is at time 2 where the training grid has 1"),
+        "weekly.csv": (np.multiply(DAYS, 7), r"row 1 is at time 7 where the training grid has 1"),
+        "short.csv": (DAYS[:9], r"has 9 rows, not 10"),
+    }
+    for name, (times, message) in cases.items():
+        with pytest.raises(ValueError, match=message + r".*trained on observations at 10 times 1, 2, \.\.\., 10 \(every 1\)"):
+            sgjax.infer(est, csv(times, name))
+    # A Dataset is checked too, and carries its own mask.
+    values = np.linspace(0, 0.9, 10)[:, None]
+    data = sgjax.datasets.Dataset(np.asarray(DAYS), values, np.ones((10, 1), bool), ("y",), None, None, "", tmp_path / "d.csv")
+    np.testing.assert_array_equal(sgjax.infer(est, data, key=jax.random.key(0), n_samples=10).samples, right.samples)
+    with pytest.raises(ValueError, match="The dataset from d.csv has 9 rows"):
+        sgjax.infer(est, dataclasses.replace(data, times=data.times[:9], values=values[:9], mask=data.mask[:9]))
+    with pytest.raises(ValueError, match="carries its own missing entries"):
+        sgjax.infer(est, data, mask=data.mask)
+    with pytest.raises(ValueError, match="row 3 is at time 4.5"):  # the check the CLI shares
+        check_times(est, [1, 2, 4.5, 4, 5, 6, 7, 8, 9, 10], "data.csv")
+
+
+def test_impossible_counts_and_non_finite_entries_are_refused(trained):
+    # Trained on count noise: negative or fractional counts would give a NaN or
+    # meaningless posterior. Masked entries may hold anything.
+    counts = _with_info(trained[0], ts=DAYS, counts=True)
+    x = np.arange(10.0)
+    for value, entry in ((-2.0, "is -2"), (2.5, "is 2.5")):
+        bad = np.where(np.arange(10) == 3, value, x)
+        with pytest.raises(ValueError, match=rf"x\[0, 3, 0\] \(series 0, channel 0 at time 4\) {entry}, .*count noise"):
+            sgjax.infer(counts, bad)
+        sgjax.infer(counts, bad, mask=np.arange(10) != 3, key=jax.random.key(0), n_samples=5)
+    # Standardised on the log scale (fit's choice for non-negative data), whatever the
+    # noise: log1p(x) is -inf or NaN at or below -1.
+    est = trained[0]
+    logged = dataclasses.replace(est, standardise=dataclasses.replace(est.standardise, log1p=True))
+    for value in (-1.0, -3.0):
+        with pytest.raises(ValueError, match=rf"x\[1, 0, 0\] \(series 1, channel 0\) is {value:g}, .*log1p.*at or below -1"):
+            sgjax.infer(logged, np.stack([x, np.where(x == 0, value, x)])[..., None])
+    for value in (np.inf, -np.inf, np.nan):
+        bad = np.where(np.arange(10) == 7, value, x)
+        with pytest.raises(ValueError, match=r"x\[0, 7, 0\].*observed entries must be finite"):
+            sgjax.infer(est, bad, mask=np.ones(10, bool))
+        sgjax.infer(est, bad, mask=np.arange(10) != 7, key=jax.random.key(0), n_samples=5)
+    with pytest.raises(ValueError, match=r"x\[0, 7, 0\] \(series 0, channel 0\) is inf"):
+        sgjax.infer(est, np.where(np.arange(10) == 7, np.inf, x))
+
+
+def test_bad_sample_counts_and_integer_keys_are_refused(trained):
+    est, _ = trained
+    x = np.zeros(10)
+    for n in (0, -3):
+        with pytest.raises(ValueError, match=f"`n_samples` must be an integer >= 1, got {n}"):
+            sgjax.infer(est, x, n_samples=n)
+    with pytest.raises(TypeError, match="`n_samples` must be an integer, got 2.5"):
+        sgjax.infer(est, x, n_samples=2.5)
+    with pytest.raises(TypeError, match=r"`key` must be one JAX PRNG key, e.g. key=jax.random.key\(0\), got 0"):
+        sgjax.infer(est, x, key=0)
+    with pytest.raises(TypeError, match="`key` must be one JAX PRNG key"):
+        sgjax.evaluate(est, LinearGaussian(), 0, n=10)
+    with pytest.raises(ValueError, match="`n` must be an integer >= 1, got 0"):
+        sgjax.evaluate(est, LinearGaussian(), jax.random.key(0), n=0)
+
+
+def test_evaluate_refuses_another_task(trained):
+    est, _ = trained
+    metrics = sgjax.evaluate(est, LinearGaussian(), jax.random.key(3), n=64)
+    assert metrics["n"] == 64 and set(metrics) == {"n", "theta"}
+    with pytest.raises(ValueError, match=r"not the task the estimator was trained on: the estimator learned theta of "
+                       r"LinearGaussian from 10 times x 1 channel\(s\); the task gives lam of PoissonGamma"):
+        sgjax.evaluate(est, PoissonGamma(), jax.random.key(3), n=64)
+    with pytest.raises(ValueError, match="from 10 times .*; the task gives theta of LinearGaussian from 12 times"):
+        sgjax.evaluate(est, LinearGaussian(T=12), jax.random.key(3), n=64)
+    # Same labels and sizes, another model or other times: the descriptions differ.
+    sir = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), jnp.asarray(DAYS), ObservationModel(Poisson())), ["beta"])
+    est_sir = dataclasses.replace(est, labels=("beta",), info=json.dumps(sir.describe()))
+    other = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), jnp.asarray(DAYS) * 7, ObservationModel(Poisson())), ["beta"])
+    with pytest.raises(ValueError, match=r"beta of SIR from 10 times x 1 channel\(s\) at 10 times 1..10; "
+                       r"the task gives beta of SIR from 10 times x 1 channel\(s\) at 10 times 7..70"):
+        sgjax.evaluate(est_sir, other, jax.random.key(3), n=64)
+
+
+def test_a_forged_task_description_is_refused(trained, tmp_path):
+    # Even with its checksum recomputed, a `task` entry inference cannot read is a
+    # clear error at load, not an AttributeError at inference.
+    _, path = trained
+    d = _copy(path, tmp_path)
+    header = json.loads((d / "estimator.json").read_text())
+    for task in (["not", "a", "dict"], {**header["task"], "ts": "1..10"}, {**header["task"], "counts": "yes"}):
+        (d / "estimator.json").write_text(json.dumps(_rehashed({**header, "task": task})))
+        with pytest.raises(sgjax.FileFormatError, match="`task` entry does not describe a task"):
+            sgjax.load(d)

@@ -470,8 +470,8 @@ def _task_info(task) -> str:
     times = isinstance(ts, list) and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts)
     if not times or not isinstance(task.get("counts", False), bool):
         raise FileFormatError(
-            "The saved `task` entry does not describe a task (it must be a dict whose `ts` is a list of "
-            "times and whose `counts` is true or false): the file was edited or damaged. Restore it or retrain."
+            "The saved estimator was edited or damaged: its `task` entry does not describe a task (a dict "
+            "whose `ts` is a list of times and whose `counts` is true or false). Restore it or retrain."
         )
     return json.dumps(task)
 

@@ -165,11 +165,15 @@ def read_csv(path, columns=None, time_column: str = "time"):
     - `time_column`: the name of the time column.
 
     **Returns:** `(times (time,), values (time, channels), mask)`; empty cells and
-    `NA`/`nan` are missing (`mask` False, value 0).
+    `NA`/`nan` are missing (`mask` False, value 0). The file is read as UTF-8, with
+    or without a byte-order mark.
     """
     path = pathlib.Path(path)
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+    try:  # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a text CSV file (byte {e.start} is not UTF-8); save the data as CSV (UTF-8).") from None
     if not rows:
         raise ValueError(f"{path} is empty; expected a header row such as `{time_column},cases`.")
     header = [h.strip() for h in rows[0]]

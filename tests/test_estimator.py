@@ -317,5 +317,5 @@ def test_a_forged_task_description_is_refused(trained, tmp_path):
     header = json.loads((d / "estimator.json").read_text())
     for task in (["not", "a", "dict"], {**header["task"], "ts": "1..10"}, {**header["task"], "counts": "yes"}):
         (d / "estimator.json").write_text(json.dumps(_rehashed({**header, "task": task})))
-        with pytest.raises(sgjax.FileFormatError, match="`task` entry does not describe a task"):
+        with pytest.raises(sgjax.FileFormatError, match="its `task` entry does not describe a task"):
             sgjax.load(d)

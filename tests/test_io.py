@@ -47,3 +47,14 @@ def test_declared_sizes_are_checked_before_anything_is_allocated(tmp_path):
     declared = r"thing.json declares arrays of 1,600,000,012 bytes, but .*thing.eqx holds \d+"
     with pytest.raises(_io.FileFormatError, match=declared):
         _io.read_payload(stem, header, huge)
+
+
+def test_read_csv_reads_a_byte_order_mark_and_refuses_binary(tmp_path):
+    plain, bom, binary = tmp_path / "plain.csv", tmp_path / "bom.csv", tmp_path / "binary.csv"
+    plain.write_text("time,cases\n1,3\n2,\n")
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # Excel's "CSV UTF-8"
+    for a, b in zip(_io.read_csv(plain), _io.read_csv(bom), strict=True):
+        np.testing.assert_array_equal(a, b)
+    binary.write_bytes(b"time,cases\n\xff\xfe\x00\x01")
+    with pytest.raises(ValueError, match=r"binary.csv is not a text CSV file \(byte 11 is not UTF-8\)"):
+        _io.read_csv(binary)

@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from . import _hostmem
-from ._custom_types import Key, Params
+from ._custom_types import Key, Params, check_key
 from ._prior import Prior
 from ._simulator import Simulator
 from ._strategy import AbstractStrategy, SharedStep
@@ -248,7 +248,9 @@ def simulate(
     - `n`: how many samples. Required with `prior`; taken from `θ` otherwise.
     - `prior`: an [`sgjax.Prior`][] over every parameter the simulator reads. If
         neither `prior` nor `theta` is given, `simulator.default_prior()` is used.
-    - `theta`: a dict of parameter name → array of shape `(n,)` to simulate instead.
+    - `theta`: a dict of parameter name → array of shape `(n,)` to simulate instead;
+        every value must be finite and inside its parameter's support (as a prior's
+        support must be).
     - `strategy`: [`sgjax.SharedStep`][] (default), [`sgjax.PerTrajectory`][], or
         [`sgjax.Fused`][] (one kernel per block of trajectories: fastest on a GPU).
     - `chunk_size`: samples per compiled call; bounds memory for very large `n`. On a
@@ -269,6 +271,7 @@ def simulate(
     **Returns:** a [`sgjax.Simulation`][]. Failures never raise: they are counted in
     `n_failed`, flagged in `valid`, and hold zeros.
     """
+    check_key(key)
     if not isinstance(simulator, Simulator):
         raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")
     strategy = SharedStep() if strategy is None else strategy

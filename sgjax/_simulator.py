@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
+from numpyro.distributions import constraints
 
 from ._custom_types import Key, Params
 from ._model import AbstractODEModel
@@ -189,7 +190,40 @@ class Simulator(eqx.Module):
                 f"Every entry of θ must have the same shape (n,), got {shapes}. For one "
                 "parameter set, wrap each value as [value]."
             )
+        for name in self.param_names:
+            self._check_support(name, theta[name])
         return next(iter(shapes.values()))[0]
+
+    def parameter_support(self, name: str) -> constraints.Constraint:
+        """Where parameter `name` may lie, as a numpyro constraint: the model's
+        support for its own parameters; for the observation model's, the support it
+        declares through a `parameter_support(name)` method, if it has one (else any
+        real value)."""
+        if name in self.model.param_names:
+            return self.model.parameter_support(name)
+        declared = getattr(self.observation, "parameter_support", None)
+        return constraints.real if declared is None else declared(name)
+
+    def _check_support(self, name: str, values) -> None:
+        """Refuse concrete values of `θ[name]` that are not finite or lie outside the
+        parameter's support (what [`sgjax.Prior.check_model`][] requires of a prior's
+        support), naming the first offender."""
+        if isinstance(values, jax.core.Tracer):
+            return
+        from ._prior import bounds
+
+        support = self.parameter_support(name)
+        v = jnp.asarray(values)
+        bad = np.flatnonzero(~np.asarray(jnp.isfinite(v) & support(v)))
+        if bad.size:
+            owner = type(self.model).__name__ if name in self.model.param_names else "the observation model"
+            interval = bounds(support)
+            where = str(support) if interval is None else f"{interval}, i.e. {support}"
+            raise ValueError(
+                f"θ[{name!r}] = {float(np.asarray(v)[bad[0]]):g} at sample {bad[0]} ({bad.size} of {v.size} "
+                f"values) is not a finite value in {owner}'s support for {name}, {where}. Pass only "
+                "values inside it, e.g. draws from a prior that `Prior.check_model` accepts."
+            )
 
 
 @eqx.filter_jit

@@ -212,6 +212,32 @@ def test_bad_input():
         )
 
 
+def test_theta_outside_the_support_is_refused():
+    # A negative beta simulated "validly" into negative incidence (issue 24 item 8).
+    sim = sgjax.Simulator(sgjax.models.SIR(), TS, ObservationModel(sgjax.observation.Gaussian(1.0)))
+    theta = {"beta": jnp.array([0.5, -0.3, 0.4, -1.0]), "gamma": jnp.full(4, 0.1)}
+    msg = r"θ\['beta'\] = -0.3 at sample 1 \(2 of 4 values\) is not a finite value in SIR's support for beta, \(0.0, inf\)"
+    for strategy in (sgjax.SharedStep(), sgjax.PerTrajectory()):
+        with pytest.raises(ValueError, match=msg):
+            sgjax.simulate(sim, jax.random.key(0), theta=theta, strategy=strategy)
+    with pytest.raises(ValueError, match=r"θ\['gamma'\] = nan at sample 0"):
+        sgjax.simulate(sim, jax.random.key(0), theta={"beta": [0.5], "gamma": [float("nan")]})
+    # A model without declared supports (any real value) still refuses infinities.
+    with pytest.raises(ValueError, match=r"θ\['beta'\] = inf at sample 0 .* ODEModel's support for beta, \(-inf, inf\)"):
+        sgjax.simulate(sgjax.Simulator(user_model(), TS), jax.random.key(0), theta={"beta": [np.inf], "gamma": [0.1]})
+    # The boundary of an open support is outside it; values inside simulate.
+    with pytest.raises(ValueError, match=r"θ\['gamma'\] = 0 at sample 0"):
+        sgjax.simulate(sim, jax.random.key(0), theta={"beta": [0.5], "gamma": [0.0]})
+    assert sgjax.simulate(sim, jax.random.key(0), theta={"beta": [0.5], "gamma": [0.1]}).valid.all()
+
+
+def test_an_integer_key_is_refused():
+    with pytest.raises(TypeError, match=r"`key` must be one JAX PRNG key, e.g. key=jax.random.key\(0\), got 0"):
+        sgjax.simulate(sir_sim(), 0, 4, prior=PRIOR)
+    with pytest.raises(TypeError, match=r"`key` must be one JAX PRNG key.*shape \(2,\)"):
+        sgjax.simulate(sir_sim(), jax.random.split(jax.random.key(0)), 4, prior=PRIOR)
+
+
 def test_wrong_shapes_are_reported_at_construction():
     bad_y0 = sgjax.ODEModel(sir_field, lambda th: jnp.zeros(2), ("beta", "gamma"), ("S", "I", "R"), sgjax.State("I"))
     with pytest.raises(ValueError, match="initial_state returned shape \\(2,\\)"):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import FileFormatError, atomic_write
+from ._io import atomic_write
 
 
 class UsageError(Exception):
@@ -313,8 +313,8 @@ def _train_cmd(args) -> int:
 
 
 def _read_data(args):
-    """The CSV file named on the command line as `(times, values, mask)`; a folder, a
-    binary file or a header without rows is refused with the fix."""
+    """The CSV file named on the command line as `(times, values, mask)`; a folder or a
+    header without rows is refused with the fix (`read_csv` refuses a binary file)."""
     from . import read_csv
 
     path = Path(args.data)
@@ -322,16 +322,6 @@ def _read_data(args):
         raise UsageError(f"the data {path} is a folder; give the path of a CSV file in it.")
     if not path.is_file():
         raise UsageError(f"the data file {path} does not exist; give the path of a CSV file.")
-    raw = path.read_bytes()
-    try:
-        if b"\0" in raw:
-            raise UnicodeError
-        raw.decode("utf-8")
-    except UnicodeError:
-        raise UsageError(
-            f"the data file {path} is not a text CSV file; save the data as CSV (UTF-8), with a header "
-            f"row such as `{args.time_column},cases` and one row per observation time."
-        ) from None
     times, values, mask = read_csv(path, columns=args.columns, time_column=args.time_column)
     if len(times) == 0:
         raise UsageError(f"the data file {path} has a header but no rows; add one row per observation time.")
@@ -344,14 +334,7 @@ def _infer_cmd(args) -> int:
     from . import _plots, infer, load
     from ._estimator import check_times
 
-    estimator = load(args.model_dir)
-    task = json.loads(estimator.info)
-    ts = task.get("ts", []) if isinstance(task, dict) else None
-    if not (isinstance(ts, list) and all(isinstance(t, (int, float)) for t in ts)):
-        raise FileFormatError(
-            f"{Path(args.model_dir) / 'estimator.json'}: its `task` entry does not describe a task (the file was "
-            "edited or damaged); restore the original file or retrain with `sgjax train`."
-        )
+    estimator = load(args.model_dir)  # refuses a damaged or edited header
     times, values, mask = _read_data(args)
     check_times(estimator, times, f"The data file {args.data}")
     out = args.out_dir = _prepare_out(args.out or Path(args.model_dir) / "inference", "infer", args.overwrite)
@@ -429,9 +412,7 @@ def _run(args) -> int:
         return 2
 
 
-def main(argv=None) -> int:
-    """`sgjax ...`: the exit status (0, 2 for a mistake, 130 after Ctrl-C); see the
-    module's docstring."""
+def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sgjax", description="Simulation-grounded learning in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser(
@@ -531,7 +512,18 @@ def main(argv=None) -> int:
     r.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
                    help="experiments run at once, in separate processes (default: 2 with 2 or more cores)")
     r.set_defaults(func=_reproduce_cmd)
-    return _run(parser.parse_args(argv))
+    return parser
+
+
+def main(argv=None) -> int:
+    """`sgjax ...`: the exit status (0, 2 for a mistake, 130 after Ctrl-C); see the
+    module's docstring."""
+    try:
+        args = _parser().parse_args(argv)
+    except KeyboardInterrupt:  # while the models and experiments are imported
+        print("interrupted", file=sys.stderr)
+        return 130
+    return _run(args)
 
 
 if __name__ == "__main__":

@@ -157,6 +157,21 @@ def test_train_mistakes_in_its_flags(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
+    # Only a user's mistake is shortened to one line; anything else is a bug in sgjax
+    # and propagates (a traceback, exit status 1 from the `sgjax` script).
+    def bug(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(_cli, "_simulate_cmd", bug)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["simulate", "sir", "--out", str(tmp_path / "run")])
+    # SGJAX_TRACEBACK=1 shows the traceback of a mistake's error too.
+    monkeypatch.setenv("SGJAX_TRACEBACK", "1")
+    with pytest.raises(_cli.UsageError, match="unknown model 'sri'"):
+        main(["train", "sri", "--out", str(tmp_path / "run")])
+
+
 def test_steps_per_call_fits_the_flags():
     # (--steps, --eval-every) -> steps per dispatch: a divisor of --eval-every, at most --steps and 25.
     cases = {(10, 25): 5, (2000, 250): 25, (50, 25): 25, (100, 30): 15, (7, 7): 7, (100, 250): 25, (3, 250): 2}
@@ -206,7 +221,7 @@ def test_infer_mistakes_in_the_data(trained, tmp_path, capsys):
     assert "does not exist" in infer(tmp_path / "missing.csv")
     binary = tmp_path / "cases.xlsx"
     binary.write_bytes(b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xff\xfe")
-    assert "is not a text CSV file; save the data as CSV (UTF-8)" in infer(binary)
+    assert "is not a text CSV file (byte 14 is not UTF-8); save the data as CSV (UTF-8)" in infer(binary)
     header = tmp_path / "header.csv"
     header.write_text("time,cases\n")
     assert "has a header but no rows; add one row per observation time" in infer(header)
@@ -246,6 +261,7 @@ def test_infer_refuses_a_tampered_task(trained, tmp_path, capsys):
     header["header_sha256"] = header_sha256(header)  # a consistent forgery: still refused, on one line
     (model / "estimator.json").write_text(json.dumps(header))
     assert "its `task` entry does not describe a task" in mistake(capsys, ["infer", model, csv])
+    assert not (model / "inference").exists()
 
 
 def test_ctrl_c_during_training_says_how_to_go_on(tmp_path):

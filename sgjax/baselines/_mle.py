@@ -34,13 +34,20 @@ _CRITERIA = ("aic", "aicc", "bic")
 
 #: A start that finished successfully counts as having reached a dataset's best
 #: optimum when its log likelihood is within `AT_BEST_ATOL + AT_BEST_RTOL · |ℓ̂|` of
-#: the best, `ℓ̂`. 0.01 in `ℓ` is 0.02 in AIC, far below the differences of ~1 that
-#: matter when comparing fits, and well above the spread of one optimum's values
-#: between starts (BFGS stops when `−ℓ` changes by less than `optimiser_atol +
-#: optimiser_rtol · |ℓ|`, 1e-6 by default); the relative part covers float32
-#: rounding of a sum of thousands of log densities (eps 1.2e-7 per term).
+#: the best, `ℓ̂`, and it stopped within `AT_BEST_UTOL` of the best start in every
+#: unconstrained coordinate. 0.01 in `ℓ` is 0.02 in AIC, far below the differences of
+#: ~1 that matter when comparing fits, and well above the spread of one optimum's
+#: values between starts (BFGS stops when `−ℓ` changes by less than `optimiser_atol +
+#: optimiser_rtol · |ℓ|`, 1e-6 by default); the relative part covers float32 rounding
+#: of a sum of thousands of log densities (eps 1.2e-7 per term). The distance in `u`
+#: (0.1: 10% in a positive parameter) keeps out starts that agree in `ℓ` only because
+#: they ran onto the same flat edge of the parameter space: measured with
+#: SIRIntervention, three of four starts ran to `effect → 0` (a logit of −67 to −158,
+#: where `t_change` no longer matters) at `ℓ` 280 below the optimum that the fourth
+#: missed too; between starts at one interior optimum `u` differs by ~1e-4.
 AT_BEST_ATOL = 1e-2
 AT_BEST_RTOL = 1e-5
+AT_BEST_UTOL = 1e-1
 
 
 class MLEResult(eqx.Module):
@@ -58,10 +65,12 @@ class MLEResult(eqx.Module):
         successfully (the optimiser's stopping criterion met, finite log likelihood):
         a local optimum, not necessarily the global one; see `n_starts_at_best`.
     - `n_starts_at_best`: `(n,)`, how many of the starts finished successfully
-        within `AT_BEST_ATOL + AT_BEST_RTOL · |ℓ̂|` of the best log likelihood `ℓ̂`
-        (the best start included; 0 where none finished). One means no other start
-        confirmed the optimum: the likelihood may have a better one that no start
-        found, so fit again with more `n_starts` (the `replicated` property is
+        at the best optimum: within `AT_BEST_ATOL + AT_BEST_RTOL · |ℓ̂|` of the best
+        log likelihood `ℓ̂` and within `AT_BEST_UTOL` of the best start in every
+        unconstrained coordinate (the best start included; 0 where none finished).
+        One means no other start confirmed the optimum: the likelihood may have a
+        better one that no start found, or a parameter the data do not determine;
+        fit again with more `n_starts` (the `replicated` property is
         `n_starts_at_best ≥ 2`).
 
     **Properties:** `aic`, `aicc` and `bic`, each `(n,)`; lower is better.
@@ -117,13 +126,15 @@ def _objective(simulator, space, adjoint, x, mask):
 def _best_start(u, ll, ok):
     """The best of one dataset's starts: the highest log likelihood among starts that
     finished successfully, or among finite ones if none did; whether it finished
-    successfully, and how many successful starts reached its log likelihood."""
+    successfully, and how many successful starts reached the same optimum (its log
+    likelihood, at the same place)."""
     finite = jnp.isfinite(ll)
     good = ok & finite
     score = jnp.where(jnp.where(jnp.any(good), good, finite), ll, -jnp.inf)
     i = jnp.argmax(score)
     best = score[i]
-    at_best = good & (best - ll <= AT_BEST_ATOL + AT_BEST_RTOL * jnp.abs(best))
+    near = jnp.max(jnp.abs(u - u[i]), axis=-1) <= AT_BEST_UTOL
+    at_best = good & near & (best - ll <= AT_BEST_ATOL + AT_BEST_RTOL * jnp.abs(best))
     return u[i], best, good[i], jnp.sum(at_best, dtype=jnp.int32)
 
 

@@ -1,8 +1,9 @@
 """Compartmental epidemic models: SIR, SEIR, SIRS and SIR with an intervention.
 
 Every model here counts people (`N` in all, a constructor field), measures time in
-days, and observes daily incidence (`Decrease("S")`, new infections per interval) by
-default. Each defines the derived quantities `R0`, `peak_time`, `peak_prevalence` and
+days, and observes daily incidence (new infections per interval: `Decrease("S")`, or
+for SIRS, whose `S` also gains people, `Increase("C")` of its cumulative infections)
+by default. Each defines the derived quantities `R0`, `peak_time`, `peak_prevalence` and
 `attack_rate`; SIR and SEIR also define the exact asymptotic `final_size`.
 """
 
@@ -16,7 +17,7 @@ from numpyro.distributions import constraints
 
 from .._custom_types import Array, ArrayLike, Float, Params, Scalar, State, Times
 from .._model import AbstractODEModel
-from .._observables import AbstractObservable, Decrease
+from .._observables import AbstractObservable, Decrease, Increase
 from .._prior import Prior
 
 #: Newton iterations for the final-size equation. From the start `z = 1` the iterates
@@ -234,10 +235,14 @@ class SIRS(AbstractODEModel):
     S' = −β S I / N + ω R
     I' =  β S I / N − γ I
     R' =  γ I − ω R
+    C' =  β S I / N
     ```
 
-    with `S(0) = N − I0`, `I(0) = I0`, `R(0) = 0`. `S + I + R = N` at all times; for
-    `R0 > 1` the solution tends to an endemic equilibrium.
+    with `S(0) = N − I0`, `I(0) = I0`, `R(0) = 0`, `C(0) = 0`. `S + I + R = N` at all
+    times; for `R0 > 1` the solution tends to an endemic equilibrium. `C` counts the
+    infections so far (reinfections included), so that incidence can be observed:
+    with waning, `S` also gains people, and its decrease is new infections minus
+    people losing immunity. `C(t) = S(0) − S(t) + ∫₀ᵗ ω R`.
 
     **Parameters** (in `θ`):
 
@@ -245,7 +250,8 @@ class SIRS(AbstractODEModel):
     - `gamma`: recovery rate γ (1/day).
     - `omega`: waning rate ω, 1 / mean duration of immunity (1/day).
 
-    **States** (people): `S` susceptible, `I` infected, `R` recovered and immune.
+    **States** (people): `S` susceptible, `I` infected, `R` recovered and immune, `C`
+    cumulative infections.
 
     **Default prior:** `beta ~ LogUniform(0.1, 1.0)`, `gamma ~ LogUniform(0.05, 0.5)`
     (infectious periods 2–20 days, `R0` from 0.2 to 20), `omega ~ LogUniform(0.005, 0.05)`
@@ -255,18 +261,18 @@ class SIRS(AbstractODEModel):
 
     - `N`: the population size (people). Default 1000.
     - `I0`: the number infected at `t0`. Default 1.
-    - `observable`: default `Decrease("S")`. With waning, `S` also gains people, so this
-        is new infections minus people losing immunity over each interval; use a
-        custom observable for pure incidence.
+    - `observable`: default `Increase("C")`, the number of new infections per
+        interval (daily incidence on a daily grid), as for the other epidemic models.
 
     **Derived quantities:** `R0 = β/γ`, `peak_time`, `peak_prevalence` (`max I / N`),
     and `attack_rate = (N − S(t_end))/N`, which with waning is the fraction *not
-    susceptible* at the end of the grid rather than the fraction ever infected. No
-    `final_size`: the epidemic does not burn out.
+    susceptible* at the end of the grid rather than the fraction ever infected (`C`
+    counts infections, reinfections included). No `final_size`: the epidemic does not
+    burn out.
     """
 
     param_names: ClassVar[tuple[str, ...]] = ("beta", "gamma", "omega")
-    state_names: ClassVar[tuple[str, ...]] = ("S", "I", "R")
+    state_names: ClassVar[tuple[str, ...]] = ("S", "I", "R", "C")
     support: ClassVar[dict[str, constraints.Constraint]] = {
         "beta": constraints.positive,
         "gamma": constraints.positive,
@@ -275,18 +281,18 @@ class SIRS(AbstractODEModel):
 
     N: float = 1000.0
     I0: float = 1.0
-    observable: AbstractObservable = Decrease("S")
+    observable: AbstractObservable = Increase("C")
 
     def vector_field(self, t: Scalar, y: State, theta: Params) -> State:
-        s, i, r = y
+        s, i, r, _ = y
         infection = theta["beta"] * s * i / self.N
         recovery = theta["gamma"] * i
         waning = theta["omega"] * r
-        return jnp.stack([waning - infection, infection - recovery, recovery - waning])
+        return jnp.stack([waning - infection, infection - recovery, recovery - waning, infection])
 
     def initial_state(self, theta: Params) -> State:
         dtype = jnp.result_type(theta["beta"], float)
-        return jnp.array([self.N - self.I0, self.I0, 0.0], dtype=dtype)
+        return jnp.array([self.N - self.I0, self.I0, 0.0, 0.0], dtype=dtype)
 
     def default_prior(self) -> Prior:
         return Prior(_beta_gamma_prior(), omega=dist.LogUniform(0.005, 0.05))

@@ -73,7 +73,8 @@ class MLEResult(eqx.Module):
         fit again with more `n_starts` (the `replicated` property is
         `n_starts_at_best ≥ 2`).
 
-    **Properties:** `aic`, `aicc` and `bic`, each `(n,)`; lower is better.
+    **Properties:** `aic`, `aicc` and `bic`, each `(n,)`, lower is better; and
+    `replicated`, `n_starts_at_best ≥ 2`.
     """
 
     theta: Params
@@ -172,7 +173,8 @@ def _check_positive_int(value, name):
 
 def _deprecated_alias(old_value, old: str, value, default):
     """`value`, or `old_value` with a warning where the caller used the deprecated
-    name `old` of `optimiser_{old}`; refuse both at once."""
+    name `old` of `optimiser_{old}`; refuse the old name next to a new name given a
+    value other than its `default`."""
     if old_value is None:
         return value
     new = f"optimiser_{old}"

@@ -1,5 +1,6 @@
 """Batched generation: `θ → trajectory → observation` for batches from one to millions."""
 
+import functools
 import os
 import threading
 import warnings
@@ -15,7 +16,7 @@ from . import _hostmem
 from ._custom_types import Key, Params, check_key
 from ._prior import Prior
 from ._simulator import Simulator
-from ._strategy import AbstractStrategy, SharedStep
+from ._strategy import AbstractStrategy, SharedStep, solve_or_rescue
 
 #: Trajectories per solve. Measured on a 2-core CPU (SIR, 100 times): ~1k keeps a
 #: shared-step solve's working set in cache; one 64k solve is ~2.5x slower per sample.
@@ -74,12 +75,14 @@ def _finite(a: Array) -> Bool[Array, " batch"]:
     return jnp.sum(a * 0, axis=tuple(range(a.ndim - 1))) == 0
 
 
-def _solve_observe(simulator: Simulator, strategy: AbstractStrategy, theta: Params, key: Key):
+def _solve_observe(simulator: Simulator, strategy: AbstractStrategy, theta: Params, key: Key, rescue: bool = False):
     """Solve and observe one chunk, batch last (the shared-step solver's own layout,
     in which per-sample checks reduce over leading axes and vectorise over contiguous
     memory). Returns the states at `t0` and every observation time, the signal, the
-    observations, the mask and `valid`; failed samples are not yet zeroed."""
-    ys, ok = strategy.solve(simulator, theta)  # (time + 1, state, batch)
+    observations, the mask and `valid`; failed samples are not yet zeroed. With
+    `rescue`, a chunk that fails whole is re-solved in the program (`solve_or_rescue`)."""
+    solve = functools.partial(solve_or_rescue, strategy) if rescue else strategy.solve
+    ys, ok = solve(simulator, theta)  # (time + 1, state, batch)
     signal = jax.vmap(simulator.signal, in_axes=-1, out_axes=-1)(ys)  # (time, channels, batch)
     finite = _finite(ys) & _finite(signal)
     x, mask = simulator.observe(key, jnp.where(finite, signal, 0.0), theta)
@@ -88,8 +91,9 @@ def _solve_observe(simulator: Simulator, strategy: AbstractStrategy, theta: Para
 
 def _chunk(simulator: Simulator, strategy: AbstractStrategy, theta: Params, key: Key, keep_states: bool):
     """One chunk, batch first, failed samples zeroed, inside a larger jitted function
-    (a task's training batch)."""
-    ys, signal, x, mask, valid = _solve_observe(simulator, strategy, theta, key)
+    (a task's training batch); a chunk whose shared solve fails whole is re-solved per
+    trajectory in the program, as `simulate` does from the host."""
+    ys, signal, x, mask, valid = _solve_observe(simulator, strategy, theta, key, rescue=True)
 
     # Failed samples hold zeros so that reductions over a batch never see NaN;
     # `valid` says which to use.

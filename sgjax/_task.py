@@ -122,7 +122,9 @@ class Task(AbstractTask):
     - `strategy`: how batches are solved; default [`sgjax.SharedStep`][].
 
     Failed simulations get weight 0 in the loss (they are not resampled inside the
-    jitted step).
+    jitted step). Under `SharedStep` a batch whose shared solve fails as a whole (one
+    stiff draw exhausting `max_steps`) is re-solved per trajectory, so only the
+    failing draws get weight 0 (see `SharedStep`'s `fallback`).
 
     **Example:**
 

@@ -93,11 +93,14 @@ class Prior(eqx.Module):
     def sample(self, key: Key, n: int | None = None) -> Params:
         """Draw `n` joint samples (a dict of arrays of shape `(n,)`), or one if `n` is
         `None` (a dict of scalars)."""
-        keys = jax.random.split(key, len(self.distributions))
+        # One key per name in sorted order: a prior that crosses a `jit` boundary comes
+        # back with its dict sorted (JAX flattens dicts by sorted key), so the draws
+        # are the same inside and outside `jit` whatever order the names were given in.
+        keys = dict(zip(sorted(self.distributions), jax.random.split(key, len(self.distributions))))
         shape = () if n is None else (n,)
         return {
-            name: jnp.asarray(d.sample(k, shape), dtype=jnp.result_type(float))
-            for k, (name, d) in zip(keys, self.distributions.items())
+            name: jnp.asarray(d.sample(keys[name], shape), dtype=jnp.result_type(float))
+            for name, d in self.distributions.items()
         }
 
     def log_prob(self, theta: Params) -> Float[Array, "*batch"]:

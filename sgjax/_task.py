@@ -85,6 +85,12 @@ class AbstractTask(eqx.Module):
         return {"kind": type(self).__name__, "labels": list(self.labels)}
 
 
+def _counts(simulator: Simulator) -> bool:
+    """Whether the simulator's noise gives counts (whole numbers >= 0): recorded in a
+    task's description so that a trained estimator refuses other data."""
+    return simulator.observation is not None and simulator.observation.noise.is_count
+
+
 def _fully_observed(simulator: Simulator) -> bool:
     """No missingness in the observation model: every mask is all `True`."""
     return simulator.observation is None or simulator.observation.missing is None
@@ -211,6 +217,7 @@ class Task(AbstractTask):
             "targets": [type(t).__name__ for t in self.targets],
             "labels": list(self.labels),
             "ts": np.asarray(self.simulator.ts).tolist(),
+            "counts": _counts(self.simulator),
         }
 
 
@@ -316,6 +323,7 @@ class ModelSelection(AbstractTask):
             "labels": list(self.names),
             "probabilities": list(self.probabilities),
             "ts": np.asarray(self.simulators[0].ts).tolist(),
+            "counts": all(_counts(s) for s in self.simulators),
         }
 
 

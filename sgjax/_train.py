@@ -5,6 +5,8 @@ import functools
 import inspect
 import json
 import math
+import numbers
+import os
 import pathlib
 import time
 from collections.abc import Callable
@@ -16,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._custom_types import Key
+from ._custom_types import Key, check_key
 from ._estimator import Estimator, _config as estimator_config, skeleton
 from ._io import FileFormatError, read_header, read_payload, write_pair
 from ._task import AbstractTask, Batch
@@ -432,6 +434,37 @@ def _latest_checkpoint(directory: pathlib.Path, optimiser):
     return None
 
 
+# Arguments of `fit` that may be `None` (their default) instead of a positive integer.
+_OPTIONAL_COUNTS = ("patience", "checkpoint_every")
+
+
+def _check_settings(*, learning_rate, optimiser, log1p, checkpoint_dir, callback, flags: dict, counts: dict) -> None:
+    """Refuse `fit`'s settings of the wrong type or out of range before anything runs:
+    `counts` must be positive integers (or `None`, for `_OPTIONAL_COUNTS`), `flags`
+    booleans."""
+    for name, v in counts.items():
+        if v is None and name in _OPTIONAL_COUNTS:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            default = " or None" if name in _OPTIONAL_COUNTS else ""
+            raise ValueError(f"`{name}` must be a positive integer{default}, got {v!r}.")
+    ok = isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool)
+    if not (ok and math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"`learning_rate` must be a finite positive number such as 3e-3, got {learning_rate!r}.")
+    if optimiser is not None and not (callable(getattr(optimiser, "init", None)) and callable(getattr(optimiser, "update", None))):
+        raise TypeError(f"`optimiser` must be an optax.GradientTransformation such as optax.adam(1e-3), got {optimiser!r}.")
+    for name, v in {**flags, "log1p": log1p}.items():
+        if not isinstance(v, (bool, np.bool_)) and not (name == "log1p" and v is None):
+            raise TypeError(f"`{name}` must be True or False{' or None (decide from the pilot)' if name == 'log1p' else ''}, got {v!r}.")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"`callback` must be a function callback(step, metrics) or None, got {callback!r}.")
+    if checkpoint_dir is not None:
+        if not isinstance(checkpoint_dir, (str, os.PathLike)):
+            raise TypeError(f"`checkpoint_dir` must be a directory path (str or pathlib.Path), got {checkpoint_dir!r}.")
+        if pathlib.Path(checkpoint_dir).exists() and not pathlib.Path(checkpoint_dir).is_dir():
+            raise ValueError(f"`checkpoint_dir` {str(checkpoint_dir)!r} is a file; name a directory (it is created if missing).")
+
+
 def fit(
     task: AbstractTask,
     head: AbstractHead | None = None,
@@ -480,7 +513,8 @@ def fit(
     - `batch_size`: samples per step.
     - `optimiser`: any optax transformation; default [`sgjax.default_optimiser`][]
         with `learning_rate` over `steps`.
-    - `learning_rate`: the default optimiser's peak learning rate. 3e-3 trained each
+    - `learning_rate`: the default optimiser's peak learning rate (a finite positive
+        number; recorded in checkpoints even with `optimiser`). 3e-3 trained each
         network and head tried to a lower validation loss than 1e-3 in the same steps
         (SIR with reporting and Poisson counts; MLP, GRU and Transformer; point,
         mixture and flow heads; `benchmarks/RESULTS.md`).
@@ -522,6 +556,7 @@ def fit(
     **Returns:** `(estimator, history)`, `history` a dict of lists: `step`, `loss`,
     `val_step`, `val_loss`, `samples_per_s`.
     """
+    check_key(key)
     if not isinstance(task, AbstractTask):
         raise TypeError(f"`task` must be an sgjax task (sgjax.Task, sgjax.ModelSelection), got {type(task).__name__}.")
     head = Point() if head is None else head
@@ -534,9 +569,14 @@ def fit(
             "Model selection (sgjax.ModelSelection) goes with the Classifier head, and the "
             "Classifier head only with model selection."
         )
-    for name, v in (("steps", steps), ("batch_size", batch_size), ("steps_per_call", steps_per_call), ("eval_every", eval_every), ("pilot_size", pilot_size), ("validation_size", validation_size)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {v!r}.")
+    _check_settings(
+        learning_rate=learning_rate, optimiser=optimiser, log1p=log1p, checkpoint_dir=checkpoint_dir,
+        callback=callback, flags={"resume": resume, "progress": progress},
+        counts={"steps": steps, "batch_size": batch_size, "steps_per_call": steps_per_call, "eval_every": eval_every,
+                "pilot_size": pilot_size, "validation_size": validation_size, "patience": patience,
+                "checkpoint_every": checkpoint_every},
+    )  # fmt: skip
+    optimiser_given = optimiser is not None
     steps_per_call = min(steps_per_call, steps)
     steps = -(-steps // steps_per_call) * steps_per_call
     checkpoint_every = eval_every if checkpoint_every is None else checkpoint_every

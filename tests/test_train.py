@@ -317,3 +317,39 @@ def test_a_network_and_head_passed_in_built_keep_their_arrays():
     after = [np.asarray(a) for a in jax.tree.leaves(eqx_filter_arrays(est))]  # raises if deleted
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
     assert not all(np.array_equal(np.asarray(a), b) for a, b in zip(jax.tree.leaves(eqx_filter_arrays(again)), before))
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (dict(learning_rate=float("nan")), "`learning_rate` must be a finite positive number such as 3e-3, got nan"),
+        (dict(learning_rate=float("inf")), "`learning_rate` must be a finite positive number"),
+        (dict(learning_rate=0.0), "`learning_rate` must be a finite positive number"),
+        (dict(learning_rate=-1e-3), "`learning_rate` must be a finite positive number"),
+        (dict(learning_rate="3e-3"), "`learning_rate` must be a finite positive number"),
+        (dict(patience=0), r"`patience` must be a positive integer or None, got 0"),
+        (dict(patience=2.5), r"`patience` must be a positive integer or None, got 2.5"),
+        (dict(checkpoint_every=0), r"`checkpoint_every` must be a positive integer or None, got 0"),
+        (dict(steps=True), r"`steps` must be a positive integer, got True"),
+        (dict(log1p="yes"), r"`log1p` must be True or False or None"),
+        (dict(resume=1, checkpoint_dir="x"), r"`resume` must be True or False, got 1"),
+        (dict(callback=3), r"`callback` must be a function"),
+        (dict(optimiser="adam"), r"`optimiser` must be an optax.GradientTransformation"),
+        (dict(checkpoint_dir=3), r"`checkpoint_dir` must be a directory path"),
+        (dict(key=0), r"`key` must be one JAX PRNG key, e.g. key=jax.random.key\(0\), got 0"),
+        (dict(key=jax.random.split(jax.random.key(0))), r"`key` must be one JAX PRNG key"),
+    ],
+)
+def test_invalid_settings_are_refused_before_anything_runs(setting, message):
+    class Unsampled(LinearGaussian):  # a refused setting never reaches the simulator
+        def sample(self, key, n):
+            raise AssertionError("simulated before the settings were checked")
+
+    with pytest.raises((ValueError, TypeError), match=message):
+        _fit(Unsampled(), **{"key": jax.random.key(0), "steps": 50, **setting})
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "ckpt").write_text("")
+    with pytest.raises(ValueError, match="is a file; name a directory"):
+        _fit(LinearGaussian(), key=jax.random.key(0), steps=50, checkpoint_dir=tmp_path / "ckpt")

@@ -8,6 +8,7 @@ import math
 import numbers
 import os
 import pathlib
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -415,6 +416,22 @@ def _checkpoints(directory: pathlib.Path) -> list[pathlib.Path]:
     return sorted(directory.glob("ckpt-*.json"))
 
 
+def _checkpoint_step(path: pathlib.Path) -> int:
+    return int(path.stem.removeprefix("ckpt-"))
+
+
+# `atomic_write`'s temporary files for a checkpoint's two files: `.ckpt-<step>.eqx.XXXXXXXX.tmp`.
+_CHECKPOINT_TMP = re.compile(r"\.ckpt-\d+\.(eqx|json)\.[A-Za-z0-9_]+\.tmp")
+
+
+def _remove_stale_temporaries(directory: pathlib.Path) -> None:
+    """Delete the temporary files of checkpoint writes that a kill interrupted (only
+    those: nothing else in `directory` is touched)."""
+    for path in directory.iterdir():
+        if _CHECKPOINT_TMP.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+
+
 def _latest_checkpoint(directory: pathlib.Path, optimiser):
     """The newest checkpoint whose payload verifies, or `None`. A checkpoint whose
     write was interrupted has no JSON (written last) or a payload that fails its
@@ -659,10 +676,14 @@ def fit(
     ckpt_dir = None if checkpoint_dir is None else pathlib.Path(checkpoint_dir)
     if ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if jax.process_index() == 0:  # the one writer (below)
+            _remove_stale_temporaries(ckpt_dir)
         if _checkpoints(ckpt_dir) and not resume:
+            newest = _checkpoints(ckpt_dir)[-1]
             raise FileExistsError(
-                f"{ckpt_dir} already holds checkpoints; pass resume=True to continue from them, "
-                "or choose an empty directory."
+                f"{ckpt_dir} already holds checkpoints (the newest {newest.name}, step "
+                f"{_checkpoint_step(newest)}). Pass resume=True to continue that run, or delete the "
+                "directory (or choose another `checkpoint_dir`) to start afresh."
             )
         found = _latest_checkpoint(ckpt_dir, optimiser) if resume else None
         if found is not None:

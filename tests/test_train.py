@@ -353,3 +353,19 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "ckpt").write_text("")
     with pytest.raises(ValueError, match="is a file; name a directory"):
         _fit(LinearGaussian(), key=jax.random.key(0), steps=50, checkpoint_dir=tmp_path / "ckpt")
+
+
+def test_stale_checkpoint_temporaries_are_removed_on_the_next_start(tmp_path):
+    import tempfile
+
+    # What a kill inside atomic_write leaves: temporaries named as it names them.
+    stale = [tempfile.mkstemp(prefix=f".ckpt-00000050.{ext}.", suffix=".tmp", dir=tmp_path)[1] for ext in ("eqx", "json")]
+    others = [".ckpt-notes.tmp", "ckpt-00000050.eqx.tmp", "mine.tmp", ".simulations.npz.abc.tmp"]
+    for name in others:
+        (tmp_path / name).write_text("not sgjax's")
+    _fit(LinearGaussian(), key=jax.random.key(9), steps=100, checkpoint_dir=tmp_path)
+    assert not any(os.path.exists(p) for p in stale)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tmp") == sorted(others)
+    # Over those checkpoints without resume: both ways on.
+    with pytest.raises(FileExistsError, match=r"ckpt-00000100.json, step 100\). Pass resume=True to continue that run, or delete the directory"):
+        _fit(LinearGaussian(), key=jax.random.key(9), steps=100, checkpoint_dir=tmp_path)

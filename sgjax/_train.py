@@ -179,7 +179,9 @@ def _train_call(consts, params, opt_state, xs, mode):
     are, and the call measures: each step's loss and statistics (`_batch_stats`) at the
     given parameters. `fit` draws its pilot batch and evaluates its fixed validation
     set (fixed keys) that way, with the program that trains: no other program of the
-    simulator to compile (~2 s of a cold flow fit on 2 CPU cores).
+    simulator to compile (~2 s of a cold flow fit on 2 CPU cores). The statistics also
+    hold whether each step's updated parameters are all finite (`"finite"`), which
+    `fit` reads with the losses once per dispatch (`_check_finite`).
 
     **Returns:** `(params, opt_state, losses, stats)`, a loss and statistics per step
     (zeros for steps not run)."""
@@ -202,13 +204,13 @@ def _train_call(consts, params, opt_state, xs, mode):
         updates, new_state = optimiser.update(grads, opt_state, params)
         new = (eqx.apply_updates(params, updates), new_state)
         carry = jax.tree.map(lambda a, b: jnp.where(update, a, b), new, carry)
-        return carry, (loss, _batch_stats(batch, frozen, sums))
+        return carry, (loss, {**_batch_stats(batch, frozen, sums), "finite": _all_finite(carry[0])})
 
     def skip(carry, x):
         dtype = frozen.y_mean.dtype
         zero, grid, col = jnp.zeros((), dtype), jnp.zeros((time_, channels), dtype), jnp.zeros((k, 1), dtype)
         stats = {"n": jnp.zeros((time_, channels), jnp.int32), "mean": grid, "m2": grid, "y_n": jnp.zeros((k, 1), jnp.int32),
-                 "y_mean": col, "y_m2": col, "total": zero, "weight": zero}  # fmt: skip
+                 "y_mean": col, "y_m2": col, "total": zero, "weight": zero, "finite": jnp.ones((), bool)}  # fmt: skip
         return carry, (zero, stats)
 
     def step(carry, ix):
@@ -217,6 +219,12 @@ def _train_call(consts, params, opt_state, xs, mode):
 
     (params, opt_state), (losses, stats) = jax.lax.scan(step, (params, opt_state), (jnp.arange(len(xs)), xs))
     return params, opt_state, losses, stats
+
+
+def _all_finite(tree) -> jax.Array:
+    """Whether every element of every array of `tree` is finite: one boolean."""
+    leaves = jax.tree.leaves(tree)
+    return functools.reduce(jnp.logical_and, (jnp.all(jnp.isfinite(a)) for a in leaves), jnp.ones((), bool))
 
 
 def _measure(consts, params, opt_state, key, n_batches: int, steps_per_call: int):
@@ -572,6 +580,16 @@ def fit(
 
     **Returns:** `(estimator, history)`, `history` a dict of lists: `step`, `loss`,
     `val_step`, `val_loss`, `samples_per_s`.
+
+    **Raises:** `ValueError` / `TypeError` for settings of the wrong type or out of
+    range (before anything is simulated); `FileExistsError` when `checkpoint_dir`
+    holds checkpoints and `resume` is false; `RuntimeError` when every simulation of
+    the pilot batch failed (the message names the fixes); and
+    `TrainingDivergedError` (a `FloatingPointError`) when a training loss or
+    the parameters become NaN or infinite: it names the first such step (`.step`)
+    and the last good checkpoint (`.checkpoint`, kept on disk; later steps are not
+    saved). The check costs no host sync per step: each dispatch returns its
+    losses and a flag per step, read once per dispatch.
     """
     check_key(key)
     if not isinstance(task, AbstractTask):
@@ -739,7 +757,8 @@ def fit(
     try:
         while step < steps and not stopped:
             call = step // steps_per_call
-            params, opt_state, losses, _ = _train_call(consts, params, opt_state, xs_for(call), _mode(steps_per_call))
+            params, opt_state, losses, stats = _train_call(consts, params, opt_state, xs_for(call), _mode(steps_per_call))
+            _check_finite(*jax.device_get(_local((losses, stats["finite"]))), step, ckpt_dir, optimiser_given)
             step += steps_per_call
             window_samples += steps_per_call * batch_size
             history["step"].append(step)
@@ -772,6 +791,43 @@ def fit(
     finally:
         bar.close()
     return _assemble(frozen, _local(best)), history
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Raised by [`sgjax.fit`][] when the training loss or the parameters become NaN or
+    infinite. `step` is the first such optimiser step (counted from 1); `checkpoint`
+    the last checkpoint written before it (kept, its parameters finite; the path of
+    its two files without their `.json` / `.eqx` suffix), or `None`."""
+
+    def __init__(self, message: str, step: int, checkpoint: pathlib.Path | None):
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+def _check_finite(losses, finite, done: int, ckpt_dir, optimiser_given: bool) -> None:
+    """Raise `TrainingDivergedError` unless each loss of a dispatch that began after
+    step `done`, and the parameters after each of its updates (`finite`), are finite."""
+    bad = ~np.isfinite(losses) | ~finite
+    if not bad.any():
+        return
+    i = int(np.argmax(bad))
+    step = done + i + 1
+    if np.isfinite(losses[i]):
+        what = f"its update made the parameters non-finite (NaN or inf; its loss was {losses[i]:.4g})"
+    else:
+        what = f"its loss is {losses[i]} (the parameters were finite): the network's output or the batch's data is not finite"
+    fix = "Lower the optimiser's learning rate" if optimiser_given else "Lower `learning_rate`"
+    fix += ", and check that the simulations are finite under the prior (sgjax.simulate)."
+    ckpts = [] if ckpt_dir is None else _checkpoints(ckpt_dir)
+    last = ckpts[-1].with_suffix("") if ckpts else None
+    if ckpts:
+        kept = f" The last good checkpoint, {last} (step {_checkpoint_step(ckpts[-1])}), is kept."
+    elif ckpt_dir is not None:
+        kept = f" No checkpoint had been written to {ckpt_dir} yet."
+    else:
+        kept = " Nothing was saved: pass `checkpoint_dir` to keep checkpoints of a long run."
+    raise TrainingDivergedError(f"Training diverged at step {step}: {what}. {fix}{kept}", step, last)
 
 
 def _local(tree):

@@ -319,6 +319,50 @@ def test_a_network_and_head_passed_in_built_keep_their_arrays():
     assert not all(np.array_equal(np.asarray(a), b) for a, b in zip(jax.tree.leaves(eqx_filter_arrays(again)), before))
 
 
+def _nan_from_update(k):
+    """Plain gradient descent whose `k`-th update (counted from 1) and every later one
+    are NaN: parameters that turn non-finite at step `k`."""
+    import optax
+
+    def update(grads, count, params=None):
+        count = count + 1
+        scale = jnp.where(count >= k, jnp.nan, -1e-2)
+        return jax.tree.map(lambda g: scale * g, grads), count
+
+    return optax.GradientTransformation(lambda params: jnp.zeros((), jnp.int32), update)
+
+
+@pytest.mark.parametrize("k", [137, 150])
+def test_non_finite_parameters_stop_training_at_their_step(tmp_path, k):
+    # Step 137 is inside the third dispatch (steps 101-150), whose losses from step 138
+    # on are NaN; at step 150, the dispatch's last, every loss is finite and only the
+    # parameters' flag returned with them tells.
+    optimiser = _nan_from_update(k)
+    kwargs = dict(key=jax.random.key(10), steps=200, optimiser=optimiser, checkpoint_every=50)
+    with pytest.raises(_train.TrainingDivergedError, match=f"diverged at step {k}: its update made the parameters non-finite") as info:
+        _fit(LinearGaussian(), checkpoint_dir=tmp_path, **kwargs)
+    assert isinstance(info.value, FloatingPointError) and info.value.step == k
+    assert f"The last good checkpoint, {tmp_path / 'ckpt-00000100'} (step 100), is kept." in str(info.value)
+    assert info.value.checkpoint == tmp_path / "ckpt-00000100"
+    # Nothing after step 100 was written; the kept checkpoint loads, and its
+    # parameters and its best estimator so far are finite.
+    assert [p.name for p in _train._checkpoints(tmp_path)] == ["ckpt-00000050.json", "ckpt-00000100.json"]
+    header, state = _train._latest_checkpoint(tmp_path, optimiser)
+    assert header["step"] == 100
+    assert all(np.isfinite(a).all() for a in _leaves(state["estimator"]) + _leaves(state["best"]))
+
+
+def test_the_divergence_message_tells_a_loss_from_the_parameters(tmp_path):
+    losses = np.array([0.5, 0.4, np.nan, np.nan], np.float32)
+    with pytest.raises(_train.TrainingDivergedError, match="diverged at step 13: its loss is nan") as info:
+        _train._check_finite(losses, np.array([True, True, False, False]), 10, None, optimiser_given=False)
+    assert "Lower `learning_rate`" in str(info.value) and "pass `checkpoint_dir`" in str(info.value)
+    assert info.value.checkpoint is None
+    with pytest.raises(_train.TrainingDivergedError, match=f"No checkpoint had been written to {tmp_path}"):
+        _train._check_finite(losses[:2], np.array([True, False]), 0, tmp_path, optimiser_given=True)
+    _train._check_finite(losses[:2], np.array([True, True]), 0, tmp_path, optimiser_given=True)  # all finite
+
+
 @pytest.mark.parametrize(
     "setting, message",
     [

@@ -161,7 +161,37 @@ def _draw(source, x, batch_size: int, shards: int, sharding):
     return _shard(jax.tree.map(lambda a: a.reshape(batch_size, *a.shape[2:]), batch), sharding)
 
 
-_ALL_FAILED = "Every simulation in the pilot batch failed; check the prior and the solver settings."
+def _simulators(task: AbstractTask) -> tuple:
+    """The simulators behind a task (none for a task that simulates on its own)."""
+    return getattr(task, "simulators", None) or ((task.simulator,) if hasattr(task, "simulator") else ())
+
+
+def _all_failed(task: AbstractTask) -> RuntimeError:
+    """The error for a pilot batch in which every simulation failed, naming the task,
+    its strategy and what to change."""
+    sims, strategy = _simulators(task), getattr(task, "strategy", None)
+    if not sims:
+        return RuntimeError(
+            f"Every sample in the pilot batch failed: {type(task).__name__}.sample gave every "
+            "sample weight 0, so there is nothing to train on. Check its simulator and prior."
+        )
+    from ._strategy import PerTrajectory
+
+    models = ", ".join(dict.fromkeys(type(s.model).__name__ for s in sims))
+    fixes = [] if isinstance(strategy, PerTrajectory) else [
+        "solve each draw on its own steps, so that one stiff draw cannot fail the others: "
+        f"{type(task).__name__}(..., strategy=sgjax.PerTrajectory())"
+    ]  # fmt: skip
+    fixes += [
+        "tighten the prior to where the model can be solved (task.restrict(box), or a narrower sgjax.Prior)",
+        f"raise the simulator's max_steps (now {', '.join(str(s.max_steps) for s in sims)}) or use a "
+        "stiff solver (diffrax.Kvaerno5) for a stiff model",
+    ]
+    return RuntimeError(
+        f"Every simulation in the pilot batch failed ({type(task).__name__} of {models}, strategy "
+        f"{type(strategy).__name__}), so there is nothing to train on. Try: "
+        + "; ".join(f"({i}) {f}" for i, f in enumerate(fixes, 1)) + "."
+    )
 
 
 def _mode(n: int, update: bool = True):
@@ -243,17 +273,18 @@ def _measure(consts, params, opt_state, key, n_batches: int, steps_per_call: int
     return params, opt_state, jax.tree.map(lambda *a: np.concatenate(a), *rows)
 
 
-def _pilot_scaling(stats: dict, log1p: bool, n_classes: int):
-    """`(standardise, y_mean, y_std)` from a pilot's statistics (`_measure`): what
-    `_initial_estimator` fits on a pilot batch, pooled over its batches."""
+def _pilot_scaling(stats: dict, log1p: bool, task: AbstractTask):
+    """`(standardise, y_mean, y_std)` from a pilot's statistics (`_measure`) of
+    `task`'s batches: what `_initial_estimator` fits on a pilot batch, pooled over its
+    batches."""
     pooled = lambda name: pool_moments(*(stats[name + p].astype(np.float64) for p in ("n", "mean", "m2")))  # noqa: E731
     y_n, y_mean, y_m2 = (a[:, 0] for a in pooled("y_"))  # every target: the same samples
     if not y_n[0]:
-        raise RuntimeError(_ALL_FAILED)
+        raise _all_failed(task)
     dtype = stats["mean"].dtype
     n, mean, m2 = pooled("")
     standardise = Standardise.from_moments(n.astype(int), mean.astype(dtype), m2.astype(dtype), log1p=log1p)
-    if n_classes:
+    if task.n_classes:
         return standardise, np.zeros(1), np.ones(1)
     y_std = np.sqrt(y_m2 / y_n)
     return standardise, y_mean, _floored_std(y_mean, y_std)
@@ -347,7 +378,7 @@ def _initial_estimator(task, head, network, pilot: Batch, log1p, key, modules=No
     x, mask, w = np.asarray(pilot.x), np.asarray(pilot.mask), np.asarray(pilot.weight)
     ok = w > 0
     if not ok.any():
-        raise RuntimeError(_ALL_FAILED)
+        raise _all_failed(task)
     if log1p is None:  # counts (non-negative data) are standardised on the log scale
         log1p = bool(np.all(x[ok][mask[ok]] >= 0))
     standardise = Standardise.fit(x[ok], mask[ok], log1p=log1p)
@@ -399,7 +430,7 @@ def _log1p_known(task: AbstractTask, log1p) -> bool | None:
         return bool(log1p)
     from .observation import Binomial, LogNormal, NegativeBinomial, Poisson
 
-    sims = getattr(task, "simulators", None) or ((task.simulator,) if hasattr(task, "simulator") else ())
+    sims = _simulators(task)
     non_negative = (Poisson, NegativeBinomial, Binomial, LogNormal)
     ok = sims and all(getattr(s, "observation", None) is not None and isinstance(s.observation.noise, non_negative) for s in sims)
     return True if ok else None
@@ -647,7 +678,7 @@ def fit(
         opt_state = _init(optimiser, params)
         consts = (task, frozen, optimiser, int(batch_size), shards, None)
         params, opt_state, pilot = _measure(consts, params, opt_state, k_pilot, -(-pilot_size // batch_size), steps_per_call)
-        estimator = _estimator(task, modules, *_pilot_scaling(pilot, guess, task.n_classes))
+        estimator = _estimator(task, modules, *_pilot_scaling(pilot, guess, task))
         frozen = _split(estimator)[1]
     else:
         # Pre-simulated sets in chunks of simulate_batch's one size, whatever the batch

@@ -294,7 +294,7 @@ def test_measuring_with_the_training_call_matches_the_batches_it_draws():
     batches = [task.sample(k, 64) for k in jax.random.split(key, n_batches)]
     batch = jax.tree.map(lambda *a: jnp.concatenate(a), *batches)
     assert stats["n"].shape[0] == n_batches
-    standardise, y_mean, y_std = _train._pilot_scaling(stats, True, 0)
+    standardise, y_mean, y_std = _train._pilot_scaling(stats, True, task)
     expected = sgjax.nn.Standardise.fit(batch.x, batch.mask & (batch.weight > 0)[:, None, None], log1p=True)
     np.testing.assert_allclose(standardise.mean, expected.mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(standardise.std, expected.std, rtol=1e-5, atol=1e-6)
@@ -397,6 +397,36 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "ckpt").write_text("")
     with pytest.raises(ValueError, match="is a file; name a directory"):
         _fit(LinearGaussian(), key=jax.random.key(0), steps=50, checkpoint_dir=tmp_path / "ckpt")
+
+
+def test_every_simulation_failing_names_the_fixes():
+    import numpyro.distributions as dist
+    from sgjax.observation import Gaussian
+
+    # exp(100 t) overflows float32 by t = 1: every draw of this prior fails.
+    sim = sgjax.Simulator(sgjax.models.Exponential(), jnp.arange(1.0, 6.0), ObservationModel(Gaussian(1.0)))
+    task = sgjax.Task(sim, ["r"], sgjax.Prior(r=dist.Uniform(100.0, 200.0)))
+    with pytest.raises(RuntimeError, match=r"Every simulation in the pilot batch failed \(Task of Exponential, strategy SharedStep\)") as info:
+        _fit(task, key=jax.random.key(0), steps=50)
+    for fix in ("strategy=sgjax.PerTrajectory()", "tighten the prior", "max_steps (now 4096)"):
+        assert fix in str(info.value)
+    # Already per trajectory: the other fixes only.
+    per = sgjax.Task(sim, ["r"], task.prior, strategy=sgjax.PerTrajectory())
+    assert "PerTrajectory()" not in str(_train._all_failed(per)) and "tighten the prior" in str(_train._all_failed(per))
+
+    class Failing(LinearGaussian):  # a task of one's own: weight 0 everywhere
+        def sample(self, key, n):
+            return eqx_tree_at_weight(super().sample(key, n), 0.0)
+
+    # log1p given: the training call measures the pilot itself (`_pilot_scaling`).
+    with pytest.raises(RuntimeError, match="Failing.sample gave every sample weight 0"):
+        _fit(Failing(), key=jax.random.key(0), steps=50, log1p=False)
+
+
+def eqx_tree_at_weight(batch, w):
+    import equinox as eqx
+
+    return eqx.tree_at(lambda b: b.weight, batch, jnp.full_like(batch.weight, w))
 
 
 def test_stale_checkpoint_temporaries_are_removed_on_the_next_start(tmp_path):

@@ -564,7 +564,17 @@ def fit(
     - `network`: an [`sgjax.nn`][] class (default `MLP`), a factory
         `(in_time, in_channels, out_size, *, key) → network` such as
         `functools.partial(sgjax.nn.GRU, hidden=128)`, or a built network.
-    - `key`: the PRNG key; the whole run is a deterministic function of it.
+    - `key`: the PRNG key. The run is a deterministic function of it and of the
+        other arguments given the same sgjax, jax and jaxlib versions, the same
+        backend and device type, the same `devices` and `shards`, and the same number
+        of CPU cores available to the process: two identical fits then give
+        bitwise-identical parameters, and a run interrupted and resumed from its
+        checkpoints equals an uninterrupted one bit for bit. Beyond that, results
+        agree to rounding only: XLA:CPU splits large operations (matrix products)
+        among the cores it may use, so the same fit on 1 core and on 2 differs in the
+        last bits (SIR, the default MLP, batch 512, 100 steps: two thirds of the
+        parameters differ, by ~1e-7; the validation loss in the 7th digit). To compare
+        runs across machines, give them the same cores (e.g. `taskset -c 0`).
     - `steps`: optimiser steps (rounded up to a multiple of `steps_per_call`).
     - `batch_size`: samples per step.
     - `optimiser`: any optax transformation; default [`sgjax.default_optimiser`][]
@@ -607,7 +617,8 @@ def fit(
         across devices, and parameters stay replicated. Default: one device.
     - `shards`: independent key streams per batch (default: one per device). The
         batch, and so the whole run, depends on `shards` but not on the devices: a
-        run on 4 devices equals a one-device run with `shards=4`.
+        run on 4 devices equals a one-device run with `shards=4` up to rounding (the
+        devices sum their gradients in another order).
 
     **Returns:** `(estimator, history)`, `history` a dict of lists: `step`, `loss`,
     `val_step`, `val_loss`, `samples_per_s`.

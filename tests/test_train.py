@@ -443,3 +443,11 @@ def test_stale_checkpoint_temporaries_are_removed_on_the_next_start(tmp_path):
     # Over those checkpoints without resume: both ways on.
     with pytest.raises(FileExistsError, match=r"ckpt-00000100.json, step 100\). Pass resume=True to continue that run, or delete the directory"):
         _fit(LinearGaussian(), key=jax.random.key(9), steps=100, checkpoint_dir=tmp_path)
+
+
+def test_two_identical_fits_give_bitwise_identical_parameters():
+    # What fit's docstring promises in one process (one setup): bit for bit.
+    runs = [_fit(LinearGaussian(), key=jax.random.key(11), steps=100) for _ in range(2)]
+    for a, b in zip(_leaves(runs[0][0]), _leaves(runs[1][0]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0][1]["loss"] == runs[1][1]["loss"] and runs[0][1]["val_loss"] == runs[1][1]["val_loss"]

@@ -28,7 +28,12 @@ CPU (`benchmarks/bench_random.py`):
    buffer, where every rejected element makes `_WIDE_ATTEMPTS` more attempts at
    once; the few still pending are compacted again into a narrow buffer and
    finished there in one loop of attempts and search terms (`_finish`). More
-   pending elements than a buffer holds take further rounds.
+   pending elements than a buffer holds take further rounds. That loop is
+   bounded (`_MAX_ATTEMPTS`; never reached for valid parameters, NaN beyond), so
+   every sampler returns for every input; where the transformed rejection
+   samplers' constants would overflow (huge Poisson rates, binomial variances),
+   the rounded normal law, equal to the exact one to float precision there, is
+   drawn instead (`_normal_limit`).
 
 XLA on CPU compiles boolean and integer reductions slowly (0.2-0.5 s each); the
 loop conditions use float reductions instead (`_any_pending`).
@@ -86,15 +91,19 @@ _GAMMA_CAPACITY = 1 / 16
 # Inversion searches still running after _SEARCH_STEPS terms: P(X >= 16) <= 4.9%
 # for rates < 10, typically far less.
 _SEARCH_CAPACITY = 1 / 64
-# Safety cap on retry steps (acceptance probabilities are >= 0.7 per attempt, so
-# this is never reached for valid parameters).
-_MAX_ATTEMPTS = 1_000_000
 # Fresh attempts each rejected element makes at once in the wide retry buffer
 # (`_retry`): afterwards at most 0.25^2 of them are still pending (PTRS at rate 10).
 _WIDE_ATTEMPTS = 2
 # Search terms per iteration of a search restarted in the retry buffer (rare: few
 # terms keep the loop body small, which compiles faster).
 _RETRY_SEARCH_STEPS = 2
+# Iterations of the narrow buffer's loop (`_finish`) per round; elements still
+# pending after them are set to NaN, so that every sampler terminates for every
+# input. Valid parameters never reach it: an attempt is accepted with probability
+# >= 0.7 (P(512 rejections) < 1e-260), and a search ends within `_SEARCH_CAP`
+# terms anyway. Only an acceptance test broken by overflow could, and would then
+# cost 512 iterations instead of a hang.
+_MAX_ATTEMPTS = _SEARCH_CAP // _RETRY_SEARCH_STEPS
 # Marks in the first attempt's output: inversion search unfinished / attempt
 # rejected (valid samples are >= 0, invalid parameters give NaN).
 _SEARCH_CODE = -1.0
@@ -337,6 +346,11 @@ def _finish(
     streams, `_counter_uniforms`). Every (element, counter) pair is used at most
     once, so the result is exact whatever `capacity` is; in fact each element gets
     the first accepted attempt of its own stream, whatever the buffers.
+
+    Terminates for every input: the loop of a buffer stops after `_MAX_ATTEMPTS`
+    iterations, and entries still pending then (never, for valid parameters) become
+    NaN, so every round finishes its whole buffer and the rounds are at most
+    `ceil(pending / capacity)`.
     """
     n = value.shape[0]
     capacity = max(1, min(int(capacity), n))
@@ -373,6 +387,7 @@ def _finish(
         val = lax.while_loop(
             lambda s: _any_pending(s[1]) & (s[0] < _MAX_ATTEMPTS), body, state
         )[1]
+        val = jnp.where(val < 0, jnp.nan, val)  # failed: `_MAX_ATTEMPTS` reached
         value = value.at[pos].set(val, mode="drop")
         return value, total - jnp.minimum(total, capacity)
 
@@ -380,7 +395,10 @@ def _finish(
     return lax.while_loop(lambda c: c[1] > 0, round_, (value, pending))[0]
 
 
-def _retry(k0, k1, value, params, attempt, search: _Search | None, *, capacity):
+def _retry(
+    k0, k1, value, params, attempt, search: _Search | None, *, capacity,
+    wide_attempt=None,
+):  # fmt: skip
     """Finish the pending entries of the first attempt's output `value` (1-D, see
     `_finish`); `params`: 1-D arrays of the same length.
 
@@ -390,7 +408,11 @@ def _retry(k0, k1, value, params, attempt, search: _Search | None, *, capacity):
     (counters 1, 2, ...; the first attempt was counter 0); the few still pending
     then go to `_finish` with a buffer of an eighth of the size. `attempt` is
     None without a rejection sampler (only searches pending), `search` without
-    inversion (only rejections pending)."""
+    inversion (only rejections pending). `wide_attempt`, if given, replaces
+    `attempt` in the wide buffer (a cheaper attempt that rejects the rare cases
+    only `attempt` handles). `_finish` finishes every entry it is
+    given (NaN for failures), so the rounds here are at most
+    `ceil(pending / capacity)` too."""
     n = value.shape[0]
     capacity = max(1, min(int(capacity), n))
 
@@ -401,7 +423,7 @@ def _retry(k0, k1, value, params, attempt, search: _Search | None, *, capacity):
         idx = pos.astype(jnp.uint32)
         p = [a.at[pos].get(mode="clip") for a in params]
         for j in range(_WIDE_ATTEMPTS if attempt is not None else 0):
-            k, ok = attempt(k0, k1, 1 + j, idx, p)
+            k, ok = (wide_attempt or attempt)(k0, k1, 1 + j, idx, p)
             val = jnp.where(val == _REJECT_CODE, jnp.where(ok, k, _REJECT_CODE), val)
         val = _finish(
             k0, k1, val, idx, p, attempt, search,
@@ -464,16 +486,18 @@ def _stirling_err_any(k: Array) -> Array:
     return out
 
 
-def _bd0_relative(x: Array, mu: Array, inv_mu: Array) -> Array:
+def _bd0_relative(x: Array, mu: Array, inv_mu: Array, diff: Array | None = None) -> Array:
     """x log(x/mu) + mu - x >= 0 for integer-valued x >= 0 and mu > 0, given
     inv_mu = 1/mu, without cancellation (Loader's deviance term), using no division
-    or log of x twice (see `_ptrs`).
+    or log of x twice (see `_ptrs`). `diff`, if given, is x - mu computed without
+    cancellation by the caller (for x and mu beyond the integer range of the dtype,
+    where x - mu itself would be all rounding error).
 
     With d = x/mu - 1 this is mu ((1 + d) log(1 + d) - d) = mu sum_{j>=2}
     (-d)^j / (j (j - 1)): the series for |d| < 1/4 (12 terms in float32, 26 in
     float64: truncation below 1e-9 resp. 1e-18 relative), the direct form
     beyond."""
-    delta = (x - mu) * inv_mu
+    delta = (x - mu if diff is None else diff) * inv_mu
     terms = _num_terms(x.dtype, 12, 26)
     coeffs = [(-1.0) ** j / (j * (j - 1)) for j in range(2, 2 + terms)]
     near = mu * (delta * delta) * _poly(delta, coeffs)
@@ -570,9 +594,22 @@ def _ptrs(u: Array, v: Array, lam: Array) -> tuple[Array, Bool[Array, "..."]]:
     return k, quick | (~reject & (lhs <= rhs))
 
 
-def _rounded_normal(u: Array, lam: Array) -> Array:
+def _rounded_normal(u: Array, mean: Array, var: Array | None = None) -> Array:
+    """max(floor(mean + sqrt(var) z + 1/2), 0) with z the normal deviate of `u`
+    (`var` defaults to `mean`, the Poisson's)."""
     z = _normal_from_uniform(u)
-    return jnp.maximum(jnp.floor(lam + jnp.sqrt(lam) * z + 0.5), 0)
+    var = mean if var is None else var
+    return jnp.maximum(jnp.floor(mean + jnp.sqrt(var) * z + 0.5), 0)
+
+
+def _normal_limit(dtype) -> float:
+    """The variance from which Poisson and binomial values are drawn from the
+    rounded normal law (`_rounded_normal`): there its total variation distance to
+    the exact law, at most 0.13 / sqrt(variance), is below the machine epsilon, the
+    resolution of the uniforms that draw the samples (2^-23 in float32, 2^-52 in
+    float64). The limit is ~1.2e12 in float32, ~3.4e29 in float64; beyond ~1e19
+    resp. ~1e150 the transformed rejection samplers' constants overflow."""
+    return (0.13 / float(jnp.finfo(dtype).eps)) ** 2
 
 
 def _poisson_first(k0, k1, index, lam: Array, *, normal_threshold: float | None):
@@ -593,16 +630,34 @@ def _poisson_first(k0, k1, index, lam: Array, *, normal_threshold: float | None)
         x = jnp.where(small, x, _rounded_normal(u, lam_v))
     else:
         k, accept = _ptrs(u, v, jnp.where(valid & ~small, lam, _INVERSION_BELOW))
+        # Rates beyond `_normal_limit` are left to the retries (`_poisson_attempt`),
+        # which keeps the normal deviate out of this pass. (Masking `accept`, not
+        # PTRS's rate, keeps PTRS's rate-only terms hoisted: ~2x faster retries.)
+        accept = accept & (lam < _normal_limit(lam.dtype))
         x = jnp.where(small, x, jnp.where(accept, k, _REJECT_CODE))
         if normal_threshold is not None:
             x = jnp.where(lam >= normal_threshold, _rounded_normal(u, lam_v), x)
     return jnp.where(valid, x, jnp.nan)
 
 
-def _poisson_attempt(k0, k1, counter, index, params):
+def _ptrs_attempt(k0, k1, counter, index, params):
+    """One PTRS attempt (rejected for rates from `_normal_limit` on)."""
     (lam,) = params
     u, v = _counter_uniforms(k0, k1, counter, index, lam.dtype)
-    return _ptrs(u, v, lam)
+    k, accept = _ptrs(u, v, lam)
+    return k, accept & (lam < _normal_limit(lam.dtype))
+
+
+def _poisson_attempt(k0, k1, counter, index, params):
+    """One PTRS attempt, or for rates from `_normal_limit` on (where PTRS's
+    constants overflow) the rounded normal, always accepted. Used in the narrow
+    retry buffer only: in the wide one the normal deviate costs ~10% of the
+    sampler's time for ordinary rates."""
+    (lam,) = params
+    u, v = _counter_uniforms(k0, k1, counter, index, lam.dtype)
+    huge = lam >= _normal_limit(lam.dtype)
+    k, accept = _ptrs(u, v, jnp.where(huge, _INVERSION_BELOW, lam))
+    return jnp.where(huge, _rounded_normal(u, lam), k), accept | huge
 
 
 _POISSON_SEARCH = _Search(
@@ -628,7 +683,7 @@ def _poisson_flat(
         attempt, fraction = _poisson_attempt, _POISSON_CAPACITY
     x = _retry(
         k0, k1, x, (lam,), attempt, _POISSON_SEARCH,
-        capacity=_capacity(n, buffer_size, fraction),
+        capacity=_capacity(n, buffer_size, fraction), wide_attempt=_ptrs_attempt,
     )  # fmt: skip
     return x[:n]
 
@@ -684,8 +739,14 @@ def poisson(
     An array of `rate`'s shape and dtype holding integer-valued floats: counts
     stay floating point so that they flow into networks and arithmetic without
     casts (float32 represents every integer up to 2^24 exactly; beyond ~1e7
-    float32 rates lose integer resolution anyway). `rate == 0` gives 0. Negative,
-    NaN or infinite rates give NaN (mask them out downstream).
+    float32 rates lose integer resolution anyway). `rate == 0` gives 0. Rates from
+    ~1.2e12 in float32 (~3.4e29 in float64) up to the float max are drawn from the
+    rounded normal law, within total variation `0.13 / sqrt(rate)` (below the
+    float epsilon) of Poisson: correct to float precision; there the spacing of
+    the floats approaches or exceeds the standard deviation, so huge rates come
+    back as the rate rounded to the float grid. Negative, NaN or infinite rates
+    give NaN (mask them out downstream). Returns for every input (the retries are
+    bounded).
     """
     if method not in ("exact", "normal"):
         raise ValueError(f"method must be 'exact' or 'normal', got {method!r}")
@@ -810,8 +871,12 @@ def gamma(
     **Returns:**
 
     A float array of the broadcast shape, dtype the promotion of the inputs' dtypes
-    (float32 and float64 are kept). `shape_param == 0` gives 0; negative, NaN or
-    infinite shapes or scales give NaN.
+    (float32 and float64 are kept). `shape_param == 0` gives 0, and tiny shapes
+    (1e-30) give 0 with probability ~1; huge shapes up to the float max give values
+    within float rounding of the Gamma law (the shape itself, to float precision,
+    once `sqrt(shape)` is below the float spacing); values beyond the float range
+    (a large shape times a large scale) come out as `inf`. Negative, NaN or
+    infinite shapes or scales give NaN. Returns for every input.
     """
     return _gamma(key, shape_param, scale, _buffer_size)
 
@@ -867,8 +932,12 @@ def negative_binomial(
     **Returns:**
 
     Integer-valued floats of the broadcast shape and the promoted float dtype (see
-    [`poisson`][]). `mean == 0` gives 0; negative or NaN means and non-positive or
-    NaN dispersions give NaN.
+    [`poisson`][]). `mean == 0` gives 0; huge means are exact to float precision
+    (see [`poisson`][]) as long as the Gamma rates stay in the float range; a
+    sample whose rate overflows it is NaN (flagged, never `inf`). Tiny dispersions
+    give 0 (with probability ~1), even where `mean / dispersion` overflows.
+    Negative, NaN or infinite means and non-positive or NaN dispersions give NaN.
+    Returns for every input.
     """
     return _negative_binomial(key, mean, dispersion, _buffer_size)
 
@@ -883,7 +952,12 @@ def _negative_binomial(key, mean, dispersion, buffer_size: int | None):
     key_gamma, key_poisson = jax.random.split(key)
     # Gamma(phi, mu / phi) rates; where not mixed the gamma draw is a dummy.
     phi_safe = jnp.where(mixed, phi, 1)
-    rate = _gamma_flat(key_gamma, phi_safe, mu / phi_safe, buffer_size)
+    g = _gamma_flat(key_gamma, phi_safe, jnp.ones_like(phi), buffer_size)
+    scale = mu / phi_safe
+    # Where mu / phi overflows (phi < 1, mu > phi * float max), g / phi does not in
+    # practice (g ~ Gamma(phi) > phi * float max has probability ~0): the rate only
+    # overflows where its true value is beyond the float range.
+    rate = jnp.where(scale < jnp.inf, g * scale, (g / phi_safe) * mu)
     rate = jnp.where(mixed, rate, jnp.where(valid, mu, jnp.nan))
     x = _poisson_flat(key_poisson, rate, None, buffer_size)
     return x.reshape(shape).astype(out_dtype)
@@ -915,12 +989,19 @@ def _btrs(u: Array, v: Array, n: Array, p: Array):
     m = jnp.floor((n + 1) * p)
     nm = n - m
     mean_p, mean_q = n * p, n * q
-    recip = 1 / (mean_p * mean_q * m * nm)
-    inv_p, inv_q = mean_q * m * nm * recip, mean_p * m * nm * recip
-    inv_mode = mean_p * mean_q * recip  # 1 / (m (n - m))
+    # The n - m side scaled by a power of two s ~ 1/n (exact: the same values as
+    # unscaled wherever those do not overflow, which they do from n n p ~ 2e19 in
+    # float32, reachable as n p < `_normal_limit` allows any n for small p).
+    s = _inverse_power_of_two(n)
+    mean_qs, nms = mean_q * s, nm * s
+    recip = 1 / (mean_p * mean_qs * m * nms)
+    inv_p, inv_q = mean_qs * m * nms * recip, mean_p * m * nms * recip * s
+    inv_mode_s = mean_p * mean_qs * recip  # 1 / (m (n - m) s)
+    # The q side's deviations from its mean, n - k - n q = n p - k, taken on the p
+    # side: computed from n - k they would be rounding error for n beyond ~1e13.
     # log f(m) + log sqrt(2 pi m (n - m) / n) - stirling_err(n)
     mode = (
-        _bd0_relative(m, mean_p, inv_p) + _bd0_relative(nm, mean_q, inv_q)
+        _bd0_relative(m, mean_p, inv_p) + _bd0_relative(nm, mean_q, inv_q, mean_p - m)
         + _stirling_err_any(m) + _stirling_err_any(nm)
     )  # fmt: skip
     u = u - 0.5
@@ -933,14 +1014,28 @@ def _btrs(u: Array, v: Array, n: Array, p: Array):
     # sqrt of the ratio of the 2 pi k (n - k) / n factors of f(m) and f(k) (that
     # of f(k) is 1 at k = 0 or n).
     ends = (kc < 1) | (nk < 1)
-    g = jnp.where(ends, n * (1 / (2 * math.pi)), kc * nk) * inv_mode
+    g = jnp.where(ends, (n * s) * (1 / (2 * math.pi)), kc * (nk * s)) * inv_mode_s
     us2 = us * us
     lhs = jnp.log(v * alpha * us2 * jnp.sqrt(g) / (a + b * us2))
     rhs = (
-        mode - _bd0_relative(kc, mean_p, inv_p) - _bd0_relative(nk, mean_q, inv_q)
+        mode - _bd0_relative(kc, mean_p, inv_p)
+        - _bd0_relative(nk, mean_q, inv_q, mean_p - kc)
         - _stirling_err_any(kc) - _stirling_err_any(nk)
     )  # fmt: skip
     return k, quick | (~outside & (lhs <= rhs))
+
+
+def _inverse_power_of_two(x: Array) -> Array:
+    """2^-e for x in [2^e, 2^(e+1)) with e >= 0 (1 for x < 1), kept in the normal
+    range (so that scaling by it is exact): x times it lies in [1, 4), for finite
+    x >= 0. Read off the exponent bits (`jnp.frexp` and `jnp.ldexp` cost the
+    binomial sampler ~30% more time)."""
+    info = jnp.finfo(x.dtype)
+    uint = jnp.uint32 if info.bits == 32 else jnp.uint64
+    bias = info.maxexp - 1
+    exponent = (lax.bitcast_convert_type(x, uint) >> info.nmant) & (2 * bias + 1)
+    exponent = jnp.clip(exponent, bias, 2 * bias - 1).astype(uint)
+    return lax.bitcast_convert_type((2 * bias - exponent) << info.nmant, x.dtype)
 
 
 def _binomial_setup(n: Array, p: Array):
@@ -972,6 +1067,9 @@ def _binomial_first(k0, k1, index, n_raw: Array, p_raw: Array):
         u, jnp.exp(n_s * jnp.log1p(-q_s)), lambda j: (n_s - j) * odds * (1 / (j + 1))
     )
     k, accept = _btrs(u, v, jnp.where(small, 20, n), jnp.where(small, 0.5, q))
+    # Variances beyond `_normal_limit` are left to the retries (`_binomial_attempt`);
+    # masking `accept`, not BTRS's parameters, keeps the retries ~1.4x faster.
+    accept = accept & (n * q * (1 - q) < _normal_limit(n.dtype))
     value = _binomial_value(jnp.where(small, x, k), n, flip)
     value = jnp.where(
         small,
@@ -1001,11 +1099,16 @@ _BINOMIAL_SEARCH = _Search(
 )
 
 
-def _binomial_btrs_attempt(k0, k1, counter, index, params):
+def _binomial_attempt(k0, k1, counter, index, params):
+    """One BTRS attempt, or for variances from `_normal_limit` on (where BTRS's
+    constants overflow) the rounded normal, always accepted."""
     n, q, flip, _ = _binomial_setup(*params)
     u, v = _counter_uniforms(k0, k1, counter, index, n.dtype)
-    k, accept = _btrs(u, v, n, q)
-    return _binomial_value(k, n, flip), accept
+    var = n * q * (1 - q)
+    normal = var >= _normal_limit(n.dtype)
+    k, accept = _btrs(u, v, jnp.where(normal, 20, n), jnp.where(normal, 0.5, q))
+    k = jnp.where(normal, _rounded_normal(u, n * q, var), k)
+    return _binomial_value(k, n, flip), accept | normal
 
 
 def binomial(
@@ -1033,7 +1136,13 @@ def binomial(
     **Returns:**
 
     Integer-valued floats of the broadcast shape and the promoted float dtype (see
-    [`poisson`][]). Negative, NaN or infinite `n` and `p` outside [0, 1] give NaN.
+    [`poisson`][]). `n == 0` gives 0. Variances `n p (1 - p)` from ~1.2e12 in
+    float32 (~3.4e29 in float64) up to the float max are drawn from the rounded
+    normal law clipped to [0, n], within total variation `0.13 / sqrt(n p (1-p))`
+    (below the float epsilon) of the binomial; below that BTRS stays exact for any
+    `n` up to the float max (its constants are scaled and its deviations taken
+    without cancellation). Negative, NaN or infinite `n` and `p` outside [0, 1]
+    give NaN. Returns for every input.
     """
     return _binomial(key, n, p, _buffer_size)
 
@@ -1048,7 +1157,7 @@ def _binomial(key, n, p, buffer_size: int | None):
     nn, pp = _contiguous((nn, pp))
     x = _binomial_first(k0, k1, lax.iota(jnp.uint32, nn.shape[0]), nn, pp)
     x = _retry(
-        k0, k1, x, (nn, pp), _binomial_btrs_attempt, _BINOMIAL_SEARCH,
+        k0, k1, x, (nn, pp), _binomial_attempt, _BINOMIAL_SEARCH,
         capacity=_capacity(num, buffer_size, _BINOMIAL_CAPACITY),
     )[:num]  # fmt: skip
     return x.reshape(shape).astype(out_dtype)

@@ -9,6 +9,7 @@ search) move these statistics by far more at the sample sizes used.
 """
 
 import math
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -446,3 +447,154 @@ def test_binomial_retry_buffer_overflow():
     # Per-element streams: the buffers do not change the samples.
     default = np.asarray(R.binomial(jax.random.key(6), trials, prob))
     np.testing.assert_array_equal(default, x)
+
+
+# ----------------------------------------------------------------------------------
+# Extremes: every sampler returns for every input (issue 24), with the documented
+# value. A regression here would hang rather than fail, so the samplers run in a
+# child process (`python tests/test_random.py extremes OUT`) under a timeout.
+
+M = 2_000  # samples per extreme value
+EXTREMES = (0.0, 1e-30, 1e10, 1e20, 1e26, 3e38, "max", np.inf, np.nan, -1.0)
+HUGE = (1e10, 1e20, 1e26, 3e38, "max")
+
+
+def _extreme_values(dtype) -> np.ndarray:
+    fmax = float(np.finfo(dtype).max)
+    return np.asarray([fmax if v == "max" else v for v in EXTREMES], dtype)
+
+
+def _draw_extremes(out: str) -> None:
+    """The child: every sampler at every extreme, float32 and float64, into `out`."""
+    results = {}
+    for dtype in ("float32", "float64"):
+        with jax.enable_x64(dtype == "float64"):
+            key = jax.random.key(0)
+            vals = jnp.asarray(np.repeat(_extreme_values(dtype), M))
+            two, hundred = jnp.full_like(vals, 2.0), jnp.full_like(vals, 100.0)
+            results[f"poisson/{dtype}"] = R.poisson(key, vals)
+            results[f"gamma/{dtype}"] = R.gamma(key, vals)
+            # The mean at the extremes (dispersion 2), then the dispersion (mean 100).
+            mean, disp = jnp.concatenate([vals, hundred]), jnp.concatenate([two, vals])
+            results[f"nb/{dtype}"] = R.negative_binomial(key, mean, disp)
+            small = jnp.full_like(vals, 1e-10)
+            results[f"binomial/{dtype}"] = R.binomial(
+                key, jnp.concatenate([vals, vals]), jnp.concatenate([two / 4, small])
+            )
+            # The loop bound: an attempt that is never accepted ends as NaN.
+            never = lambda k0, k1, c, i, p: (p[0], jnp.zeros(p[0].shape, bool))  # noqa: E731
+            pending = jnp.full((100,), R._REJECT_CODE, dtype)
+            k0, k1 = R._key_words(key)
+            results[f"never/{dtype}"] = jax.jit(
+                lambda v: R._retry(k0, k1, v, (v,), never, None, capacity=16)
+            )(pending)
+    np.savez(out, **{k: np.asarray(v, np.float64) for k, v in results.items()})
+
+
+@pytest.fixture(scope="module")
+def extremes(tmp_path_factory):
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("extremes") / "extremes.npz"
+    try:
+        subprocess.run(
+            [sys.executable, __file__, "extremes", str(out)], check=True, timeout=300,
+            capture_output=True, text=True,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"a sampler did not return at an extreme input (hang): {e}")
+    return dict(np.load(out))
+
+
+def _by_value(x: np.ndarray, groups: int) -> np.ndarray:
+    return x.reshape(groups, M)
+
+
+def _assert_huge(s: np.ndarray, mean: float, sd: float, dtype: str):
+    """Finite samples whose mean is within 5 standard errors (plus two float ulps
+    of the mean: the samples are rounded to the float grid) and whose standard
+    deviation is within 10% (the sampling error is 1.6% at M = 2000) or within
+    the float spacing, where rounding to the grid dominates it."""
+    ulp = float(np.spacing(np.asarray(mean, dtype)))
+    assert np.all(np.isfinite(s)), (mean, dtype)
+    d = s - mean  # (the sum of s overflows at the float max)
+    assert abs(d.mean()) <= 5 * sd / math.sqrt(M) + 2 * ulp, (mean, dtype, d.mean())
+    assert abs(d.std() - sd) <= 0.1 * sd + 2 * ulp, (mean, dtype, d.std(), sd)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_extremes_poisson_gamma(extremes, dtype):
+    for name in ("poisson", "gamma"):
+        x = _by_value(extremes[f"{name}/{dtype}"], len(EXTREMES))
+        np.testing.assert_array_equal(x[:2], 0)  # rate 0 and 1e-30 (P(X > 0) ~ 1e-30)
+        for v, s in zip(_extreme_values(dtype)[2:7], x[2:7]):
+            _assert_huge(s, float(v), math.sqrt(float(v)), dtype)  # both: variance v
+        assert np.all(np.isnan(x[7:])), name  # inf, NaN, negative
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_extremes_negative_binomial(extremes, dtype):
+    k = len(EXTREMES)
+    x = _by_value(extremes[f"nb/{dtype}"], 2 * k)
+    by_mean, by_disp = x[:k], x[k:]
+    np.testing.assert_array_equal(by_mean[:2], 0)
+    for v, s in zip(_extreme_values(dtype)[2:7], by_mean[2:7]):
+        if v < np.finfo(dtype).max / 3:  # Gamma(2, v / 2) rates stay in range
+            _assert_huge(s, float(v), float(v) / math.sqrt(2), dtype)
+        else:  # samples beyond the float range are NaN, never inf
+            assert np.all(np.isfinite(s) | np.isnan(s)) and np.isfinite(s).mean() > 0.3
+    assert np.all(np.isnan(by_mean[7:]))
+    # Dispersion 0 and below, NaN: NaN; 1e-30: 0 (was NaN: mean / dispersion
+    # overflowed); large or infinite: Poisson(100).
+    assert np.all(np.isnan(by_disp[[0, 8, 9]]))
+    np.testing.assert_array_equal(by_disp[1], 0)
+    for s in by_disp[2:8]:
+        _assert_huge(s, 100.0, 10.0, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_extremes_binomial(extremes, dtype):
+    k = len(EXTREMES)
+    x = _by_value(extremes[f"binomial/{dtype}"], 2 * k)
+    half, tiny = x[:k], x[k:]
+    vals = _extreme_values(dtype)
+    np.testing.assert_array_equal(half[:2], 0)  # n = 0, and n = 1e-30 floored to 0
+    np.testing.assert_array_equal(tiny[:2], 0)
+    for v, s in zip(vals[2:7], half[2:7]):
+        # n = 1e10 (p = 1/2) in float32 had 5.8x the right standard deviation.
+        _assert_huge(s, float(v) / 2, math.sqrt(float(v)) / 2, dtype)
+    for v, s in zip(vals[2:7], tiny[2:7]):
+        # n = 1e20 with p = 1e-10 (mean 1e10) was distorted too in float32.
+        if v * 1e-10 >= 1e3:
+            _assert_huge(s, float(v) * 1e-10, math.sqrt(float(v) * 1e-10), dtype)
+    assert abs(tiny[2].mean() - 1.0) < 5 * math.sqrt(1 / M)  # n = 1e10: mean 1
+    assert np.all(np.isnan(half[7:])) and np.all(np.isnan(tiny[7:]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_retry_loop_is_bounded(extremes, dtype):
+    """An element no attempt ever accepts (a broken acceptance test) ends as NaN
+    after `_MAX_ATTEMPTS` attempts, and the rounds over buffers of 16 finish."""
+    assert np.all(np.isnan(extremes[f"never/{dtype}"]))
+
+
+def test_binomial_normal_limit_total_variation():
+    """Beyond `_normal_limit` binomial values are the rounded normal of the same
+    mean and variance, clipped to [0, n]: computed exactly, its total variation
+    distance to the binomial is within the bound 0.13 / sqrt(n p q) that puts it
+    below the float epsilon there (the Poisson's bound is checked above)."""
+    for p in [0.5, 0.1, 1e-4]:
+        for var in [10.0, 1e3, 1e5]:
+            n = round(var / (p * (1 - p)))
+            mu, v = n * p, n * p * (1 - p)
+            k = np.arange(0, int(mu + 40 * math.sqrt(v) + 50))
+            pmf = np.diff(stats.norm.cdf((np.arange(-1, k[-1] + 1) + 0.5 - mu) / math.sqrt(v)))
+            tv = 0.5 * np.abs(stats.binom.pmf(k, n, p) - pmf).sum()
+            assert tv <= 0.13 / math.sqrt(v), (n, p, tv)
+    for dtype in ("float32", "float64"):
+        assert 0.13 / math.sqrt(R._normal_limit(dtype)) <= np.finfo(dtype).eps * (1 + 1e-12)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["extremes"]:
+    _draw_extremes(sys.argv[2])

@@ -43,7 +43,12 @@ from ._target import (
     Space as Space,
 )
 from ._task import AbstractTask as AbstractTask, Batch as Batch, ModelSelection as ModelSelection, Task as Task
-from ._train import default_optimiser as default_optimiser, fit as fit, simulate_batch as simulate_batch
+from ._train import (
+    default_optimiser as default_optimiser,
+    fit as fit,
+    simulate_batch as simulate_batch,
+    TrainingDivergedError as TrainingDivergedError,
+)
 from ._strategy import (
     AbstractStrategy as AbstractStrategy,
     PerTrajectory as PerTrajectory,

@@ -3,7 +3,9 @@
 
 Exit status: 0 on success; 2 for a user's mistake (a flag, a file, a folder), with one
 line on stderr that names it and the fix; 130 after Ctrl-C, with one line that says
-how to go on; 1 with a traceback for anything else, which is a bug in sgjax (set
+how to go on; 1 with one line when training diverged (`sgjax.TrainingDivergedError`,
+which names the step and the last good checkpoint); 1 with a traceback for anything
+else, which is a bug in sgjax (set
 `SGJAX_TRACEBACK=1` to see the traceback of a mistake's error too).
 """
 
@@ -410,6 +412,11 @@ def _run(args) -> int:
             raise
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # sgjax.TrainingDivergedError: the run failed, not a flag
+        if os.environ.get("SGJAX_TRACEBACK"):
+            raise
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -516,8 +523,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """`sgjax ...`: the exit status (0, 2 for a mistake, 130 after Ctrl-C); see the
-    module's docstring."""
+    """`sgjax ...`: the exit status (0; 1 when training diverged; 2 for a mistake;
+    130 after Ctrl-C); see the module's docstring."""
     try:
         args = _parser().parse_args(argv)
     except KeyboardInterrupt:  # while the models and experiments are imported

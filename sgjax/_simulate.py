@@ -247,8 +247,11 @@ def simulate(
     **Arguments:**
 
     - `simulator`: the [`sgjax.Simulator`][].
-    - `key`: a JAX PRNG key; the result is a deterministic function of it (and of
-        `chunk_size`).
+    - `key`: a JAX PRNG key. The result is a deterministic function of it and of
+        `chunk_size` and `strategy`, bit for bit, given the same sgjax, jax and jaxlib
+        versions and the same backend and device type (measured identical on 1 and 2
+        CPU cores: SIR and Lorenz, 4,096 draws); across backends (CPU and GPU) results
+        agree to rounding only.
     - `n`: how many samples. Required with `prior`; taken from `θ` otherwise.
     - `prior`: an [`sgjax.Prior`][] over every parameter the simulator reads. If
         neither `prior` nor `theta` is given, `simulator.default_prior()` is used.

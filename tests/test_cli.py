@@ -296,3 +296,16 @@ def test_main_job_fast(tmp_path):
     lo, hi = post["final_size"]["interval_90"]
     assert 0 < lo <= hi <= 763
     assert (out / "posterior_predictive.png").exists() and (out / "estimator" / "estimator.json").exists()
+
+
+def test_a_diverged_run_ends_in_one_line(monkeypatch, capsys, tmp_path):
+    import sgjax
+
+    def diverge(*args, **kwargs):
+        raise sgjax.TrainingDivergedError("training diverged at step 7: the loss is nan", step=7, checkpoint=None)
+
+    monkeypatch.setattr(sgjax, "fit", diverge)
+    code = main(["train", "sir", "--steps", "25", "--eval-every", "25", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines() == ["error: training diverged at step 7: the loss is nan"]

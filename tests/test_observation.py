@@ -166,3 +166,34 @@ def test_poisson_normal_approximation_is_opt_in():
     assert np.all(x == np.round(x))
     with pytest.raises(ValueError, match="exact' or 'normal"):
         Poisson(method="fast")
+
+
+def test_count_noise_returns_for_huge_means():
+    """Issue 24: `Poisson().sample` at mean 1e26 never returned (the rejection
+    sampler's constants overflowed). In a child process under a timeout, so that a
+    regression fails instead of hanging the suite: huge means come back as the
+    mean to float precision (Poisson, binomial) or finite around it (negative
+    binomial); a NaN mean gives NaN, which `simulate` flags as failed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, jax.numpy as jnp, numpy as np\n"
+        "from sgjax.observation import Binomial, NegativeBinomial, Poisson\n"
+        "mean = jnp.asarray([1e26, 3e38, jnp.nan, 1e26], jnp.float32)\n"
+        "for noise in (Poisson(), NegativeBinomial(10.0), Binomial(0.5)):\n"
+        "    print(*np.asarray(noise.sample(jax.random.key(0), mean, {})).tolist())\n"
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], check=True, timeout=120, capture_output=True, text=True
+        ).stdout
+    except subprocess.TimeoutExpired:
+        pytest.fail("count noise did not return for a mean of 1e26 (hang)")
+    poisson, negbin, binomial = (np.asarray(line.split(), np.float64) for line in out.splitlines())
+    f32 = lambda x: float(np.float32(x))  # noqa: E731
+    # sqrt(1e26) = 1e13 is below the float32 spacing there (~7e18): the mean itself.
+    np.testing.assert_array_equal(poisson[[0, 1, 3]], [f32(1e26), f32(3e38), f32(1e26)])
+    np.testing.assert_array_equal(binomial[[0, 1, 3]], [f32(5e25), f32(1.5e38), f32(5e25)])
+    assert np.all(np.isfinite(negbin[[0, 3]])) and np.all((negbin[[0, 3]] > 1e24) & (negbin[[0, 3]] < 1e27))
+    assert np.isnan(poisson[2]) and np.isnan(negbin[2]) and np.isnan(binomial[2])

@@ -156,9 +156,23 @@ def _draw(source, x, batch_size: int, shards: int, sharding):
         return _shard(source.take(x), sharding)
     if shards == 1:
         return source.sample(x, batch_size)
-    keys = _shard(jax.random.split(x, shards), sharding)
-    batch = jax.vmap(lambda k: source.sample(k, batch_size // shards))(keys)
-    return _shard(jax.tree.map(lambda a: a.reshape(batch_size, *a.shape[2:]), batch), sharding)
+    per = batch_size // shards
+
+    def local(keys):
+        # A device's sub-batches one after another (`lax.map`), not `vmap`ped: under
+        # `vmap` a `lax.cond` runs both branches, so a shared-step solve's per-trajectory
+        # rescue (`solve_or_rescue`) would run on every step (SIR, 256 samples: 1.3 ->
+        # 10.3 ms), not only when the shared solve fails.
+        if keys.shape[0] == 1:
+            return source.sample(keys[0], per)
+        batch = jax.lax.map(lambda k: source.sample(k, per), keys)
+        return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), batch)
+
+    keys = jax.random.split(x, shards)
+    if sharding is None:
+        return local(keys)
+    spec = jax.sharding.PartitionSpec("data")
+    return jax.shard_map(local, mesh=sharding.mesh, in_specs=spec, out_specs=spec, check_vma=False)(keys)
 
 
 def _simulators(task: AbstractTask) -> tuple:

@@ -451,3 +451,28 @@ def test_two_identical_fits_give_bitwise_identical_parameters():
     for a, b in zip(_leaves(runs[0][0]), _leaves(runs[1][0]), strict=True):
         np.testing.assert_array_equal(a, b)
     assert runs[0][1]["loss"] == runs[1][1]["loss"] and runs[0][1]["val_loss"] == runs[1][1]["val_loss"]
+
+
+class _RareBranch(LinearGaussian):
+    """A task whose `sample` has a branch (as a shared-step solve's rescue has) that
+    is never taken here, and counts the times it runs."""
+
+    def sample(self, key, n):
+        batch = super().sample(key, n)
+        taken = jnp.isnan(batch.x.sum())  # a traced predicate, False on finite data
+        return jax.lax.cond(taken, lambda b: jax.debug.callback(_RARE_RUNS.append, 1) or b, lambda b: b, batch)
+
+
+_RARE_RUNS = []
+
+
+def test_sub_batches_keep_a_rare_branch_lazy():
+    # With several key streams per batch (`shards`), each sub-batch is drawn on its
+    # own: under `vmap` a `lax.cond` would run both branches on every step.
+    from sgjax._train import _draw
+
+    task = _RareBranch()
+    _RARE_RUNS.clear()
+    batch = jax.jit(lambda k: _draw(task, k, 64, 4, None))(jax.random.key(0))
+    jax.block_until_ready(batch)
+    assert batch.x.shape[0] == 64 and _RARE_RUNS == []

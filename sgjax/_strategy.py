@@ -106,9 +106,10 @@ def solve_or_rescue(strategy: AbstractStrategy, simulator, theta: Params):
         decide which member to give up on; `max_steps` is a budget for the whole
         solve, so none can be singled out before it is spent.
 
-    Under `jax.vmap` (`fit` with `shards > 1`) a `lax.cond` whose predicate is batched
-    runs both branches: SIR 1.3 → 10.3 ms a batch. Pass `SharedStep(fallback=False)`
-    there, or train on one shard per device program.
+    Under `jax.vmap` a `lax.cond` whose predicate is batched runs both branches (SIR
+    1.3 → 10.3 ms a batch), so `fit` draws the sub-batches of `shards > 1` one after
+    another (`lax.map`, `shard_map` across devices), never vmapped; do the same in
+    code of one's own, or pass `SharedStep(fallback=False)`.
     """
     ys, ok = strategy.solve(simulator, theta)
     rescue = strategy.rescue()

@@ -129,9 +129,11 @@ class Prior(eqx.Module):
         needed = tuple(model.param_names) + tuple(n for n in extra_names if n not in model.param_names)
         missing = [n for n in needed if n not in self.distributions]
         if missing:
+            unknown = [n for n in self.distributions if n not in needed]
+            hints = "".join(suggest(n, missing) for n in unknown)  # a misspelt name
             raise ValueError(
                 f"The prior has no distribution for {missing}, which the simulator "
-                f"needs (it uses {needed}). Add them to the prior."
+                f"needs (it uses {needed}). Add them to the prior.{hints}"
             )
         unknown = [n for n in self.distributions if n not in needed]
         if unknown:

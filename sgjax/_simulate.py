@@ -4,6 +4,7 @@ import functools
 import os
 import threading
 import warnings
+from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import equinox as eqx
@@ -291,6 +292,8 @@ def simulate(
     if theta is not None:
         if prior is not None:
             raise ValueError("Pass either `prior` or `theta`, not both.")
+        if not isinstance(theta, Mapping):
+            raise TypeError(f"`theta` must be a dict of parameter name -> array, got {type(theta).__name__}.")
         theta = {k: jnp.atleast_1d(jnp.asarray(v, dtype=jnp.result_type(float))) for k, v in theta.items()}
         m = simulator.check_theta(theta)
         if n is not None and n != m:

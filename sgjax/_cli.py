@@ -5,8 +5,8 @@ Exit status: 0 on success; 2 for a user's mistake (a flag, a file, a folder), wi
 line on stderr that names it and the fix; 130 after Ctrl-C, with one line that says
 how to go on; 1 with one line when training diverged (`sgjax.TrainingDivergedError`,
 which names the step and the last good checkpoint); 1 with a traceback for anything
-else, which is a bug in sgjax (set
-`SGJAX_TRACEBACK=1` to see the traceback of a mistake's error too).
+else, which is a bug in sgjax (set `SGJAX_TRACEBACK=1` to see the traceback of a
+mistake's error too).
 """
 
 import argparse
@@ -38,41 +38,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one such as 100") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not positive; give a whole number of at least 1")
-    return value
+def _flag_type(parse, ok, need: str, example: str):
+    """An argparse `type=`: the flag's text read by `parse` (`int` or `float`), then
+    required to satisfy `ok`; otherwise one line saying what was wrong and an example."""
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            kind = "a whole number" if parse is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}; give one such as {example}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} {need}; give one such as {example}")
+        return value
+
+    return convert
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one such as 0") from None
-    if not -(2**63) <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"{text} is out of range; give a whole number such as 0, below 2**63 in size")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one such as 0.5") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is not a positive finite number; give one such as 0.5")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{text} is more than 1; give a fraction in (0, 1]")
-    return value
+_positive_int = _flag_type(int, lambda v: v >= 1, "is not positive", "100")
+_seed = _flag_type(int, lambda v: -(2**63) <= v < 2**63, "is out of range (below 2**63 in size)", "0")
+_positive_float = _flag_type(float, lambda v: math.isfinite(v) and v > 0, "is not a positive finite number", "0.5")
+_fraction = _flag_type(float, lambda v: math.isfinite(v) and 0 < v <= 1, "is not a fraction in (0, 1]", "0.5")
 
 
 def _registry() -> dict:

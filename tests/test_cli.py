@@ -104,7 +104,7 @@ def test_every_command_has_help(command):
         (["simulate", "sir", "--times", "2.5"], "argument --times: '2.5' is not a whole number"),
         (["simulate", "sir", "--t1", "-5"], "argument --t1: -5 is not a positive finite number"),
         (["simulate", "sir", "--n", "0"], "argument --n: 0 is not positive"),
-        (["simulate", "sir", "--reporting", "1.5"], "argument --reporting: 1.5 is more than 1"),
+        (["simulate", "sir", "--reporting", "1.5"], "argument --reporting: 1.5 is not a fraction in \\(0, 1\\]"),
         (["simulate", "sir", "--scale", "nan"], "argument --scale: nan is not a positive finite number"),
         (["simulate", "sir", "--seed", str(2**70)], "argument --seed: .* is out of range"),
         (["train", "sir", "--test-size", "0"], "argument --test-size: 0 is not positive"),

@@ -291,7 +291,8 @@ def test_measuring_with_the_training_call_matches_the_batches_it_draws():
     before = [np.asarray(a) for a in jax.tree.leaves(params)]
     after, _, stats = _train._measure(consts, _train._copy(params), optimiser.init(params), key, n_batches, per_call)
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, jax.tree.leaves(after)))
-    batches = [task.sample(k, 64) for k in jax.random.split(key, n_batches)]
+    sample = jax.jit(lambda k: task.sample(k, 64))  # once: eagerly, each call would trace the solver anew
+    batches = [sample(k) for k in jax.random.split(key, n_batches)]
     batch = jax.tree.map(lambda *a: jnp.concatenate(a), *batches)
     assert stats["n"].shape[0] == n_batches
     standardise, y_mean, y_std = _train._pilot_scaling(stats, True, task)

@@ -73,6 +73,8 @@ def test_non_finite_samples_are_resampled(strategy):
     assert out.n_failed > 1000
 
 
+# Slow: test_fit_never_trains_on_overflowing_growth covers the training batches in CI time.
+@pytest.mark.slow
 def test_non_finite_simulations_get_zero_weight_in_training_batches():
     # NaN series were weighted 1 under SharedStep on CPU, so a training step saw NaN.
     sim, prior = growth_blow_up()

@@ -239,6 +239,8 @@ def test_sir_recovery():
         np.testing.assert_array_equal(fit.n_obs, 40)
 
 
+# Slow: test_models.py::test_intervention_gradient_in_switch_time checks the gradient in CI.
+@pytest.mark.slow
 def test_intervention_switch_time_is_fitted():
     # Noise-free SIRIntervention data (the clean incidence, rounded to counts), every
     # parameter free, four starts all more than 10 days from the true t_change = 20.

@@ -168,6 +168,8 @@ def test_poisson_normal_approximation_is_opt_in():
         Poisson(method="fast")
 
 
+# Slow: test_random.py::test_extremes_* run the same samplers at these inputs in CI.
+@pytest.mark.slow
 def test_count_noise_returns_for_huge_means():
     """Issue 24: `Poisson().sample` at mean 1e26 never returned (the rejection
     sampler's constants overflowed). In a child process under a timeout, so that a

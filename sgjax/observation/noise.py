@@ -13,9 +13,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
+from numpyro.distributions import constraints
 
 from .._random import binomial, negative_binomial, poisson
-from .base import AbstractNoise, ParamLike, check_param, get
+from .base import AbstractNoise, ParamLike, get
 
 
 def _nonneg(mean):
@@ -33,8 +34,7 @@ class Gaussian(AbstractNoise):
     is_count: ClassVar[bool] = False
     positive_mean: ClassVar[bool] = False
 
-    def __check_init__(self):
-        check_param(self.scale, "Gaussian scale", low=0.0)
+    supports: ClassVar[dict] = {"scale": constraints.nonnegative}
 
     def sample(self, key, mean, theta):
         return mean + get(self.scale, theta) * jax.random.normal(key, mean.shape, mean.dtype)
@@ -53,8 +53,7 @@ class LogNormal(AbstractNoise):
     scale: ParamLike
     is_count: ClassVar[bool] = False
 
-    def __check_init__(self):
-        check_param(self.scale, "LogNormal scale", low=0.0)
+    supports: ClassVar[dict] = {"scale": constraints.nonnegative}
 
     def sample(self, key, mean, theta):
         eps = jax.random.normal(key, mean.shape, mean.dtype)
@@ -101,8 +100,7 @@ class NegativeBinomial(AbstractNoise):
     dispersion: ParamLike
     is_count: ClassVar[bool] = True
 
-    def __check_init__(self):
-        check_param(self.dispersion, "NegativeBinomial dispersion", low=1e-12)
+    supports: ClassVar[dict] = {"dispersion": constraints.positive}
 
     def sample(self, key, mean, theta):
         return negative_binomial(key, _nonneg(mean), get(self.dispersion, theta))
@@ -127,8 +125,7 @@ class Binomial(AbstractNoise):
     probability: ParamLike
     is_count: ClassVar[bool] = True
 
-    def __check_init__(self):
-        check_param(self.probability, "Binomial probability", low=0.0, high=1.0)
+    supports: ClassVar[dict] = {"probability": constraints.unit_interval}
 
     def sample(self, key, mean, theta):
         return binomial(key, jnp.round(_nonneg(mean)), get(self.probability, theta))

@@ -122,11 +122,10 @@ class Prior(eqx.Module):
             ok = ok & d.support(jnp.asarray(theta[name]))
         return jnp.asarray(ok)
 
-    def check_model(self, model, extra_names=(), observation=None) -> None:
+    def check_model(self, model, extra_names=()) -> None:
         """Raise a clear `ValueError` unless this prior covers exactly the parameters
         that `model` (and the observation model's `extra_names`) use, each within the
-        model's support (and, given the `observation` model, its parameters within
-        theirs)."""
+        model's support."""
         needed = tuple(model.param_names) + tuple(n for n in extra_names if n not in model.param_names)
         missing = [n for n in needed if n not in self.distributions]
         if missing:
@@ -143,19 +142,15 @@ class Prior(eqx.Module):
                 f"The prior has parameters {unknown} that nothing in the simulator "
                 f"uses (it uses {needed}).{hints}"
             )
-        for name in needed:
-            own = name in model.param_names
-            if not own and observation is None:
-                continue
-            want = bounds(model.parameter_support(name) if own else observation.parameter_support(name))
+        for name in model.param_names:
+            want = bounds(model.parameter_support(name))
             have = bounds(self.distributions[name].support)
             if want is None or have is None:
                 continue
             if have[0] < want[0] or have[1] > want[1]:
-                owner = type(model).__name__ if own else "the observation model"
                 raise ValueError(
                     f"The prior for {name!r} ({type(self.distributions[name]).__name__})"
-                    f" has support {have}, but {owner} needs {name} in "
+                    f" has support {have}, but {type(model).__name__} needs {name} in "
                     f"{want}. Use a distribution inside that range, e.g. "
                     "LogNormal/LogUniform for a positive parameter, Uniform, or "
                     "TruncatedNormal(low=..., high=...)."

@@ -152,7 +152,7 @@ class Task(AbstractTask):
         prior = simulator.default_prior() if prior is None else prior
         if not isinstance(prior, Prior):
             raise TypeError(f"`prior` must be an sgjax.Prior, got {type(prior).__name__}.")
-        prior.check_model(simulator.model, simulator.param_names, simulator.observation)
+        prior.check_model(simulator.model, simulator.param_names)
         self.simulator = simulator
         self.targets = _as_targets(targets, simulator)
         self.prior = prior
@@ -253,7 +253,7 @@ class ModelSelection(AbstractTask):
             if not isinstance(sim, Simulator):
                 raise TypeError(f"Model {name!r}: expected an sgjax.Simulator or (simulator, prior), got {s!r}.")
             prior = sim.default_prior() if prior is None else prior
-            prior.check_model(sim.model, sim.param_names, sim.observation)
+            prior.check_model(sim.model, sim.param_names)
             sims.append(sim)
             priors.append(prior)
         ts0 = np.asarray(sims[0].ts)

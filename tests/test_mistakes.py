@@ -142,11 +142,6 @@ def _sir(observation=None, ts=DAYS):
     return sgjax.Simulator(models.SIR(), ts, ObservationModel(Poisson()) if observation is None else observation)
 
 
-def _reported():
-    """SIR with a reporting fraction `rho` that has a prior."""
-    return _sir(ObservationModel(Poisson(), (sgjax.observation.Reporting("rho"),)))
-
-
 def _fit(ctx, **kwargs):
     task = sgjax.Task(_sir(), ["beta"])
     options = dict(key=jax.random.key(0), steps=25, batch_size=64, validation_size=64, pilot_size=64, progress=False)
@@ -203,8 +198,6 @@ API = [
     Mistake("prior misses a parameter", lambda c: sgjax.simulate(_sir(), jax.random.key(0), 4, prior=sgjax.Prior(beta=dist.Uniform(0.1, 1.0))), ValueError, "gamma"),
     Mistake("prior names a typo", lambda c: sgjax.simulate(_sir(), jax.random.key(0), 4, prior=sgjax.Prior(betaa=dist.Uniform(0.1, 1.0), gamma=0.2)), ValueError, "did you mean 'beta'"),
     Mistake("prior outside the model's support", lambda c: sgjax.simulate(_sir(), jax.random.key(0), 4, prior=sgjax.Prior(beta=dist.Normal(0.5, 1.0), gamma=0.2)), ValueError, "support"),
-    Mistake("prior for a reporting fraction above 1", lambda c: sgjax.Task(_reported(), ["beta"], prior=sgjax.Prior(beta=dist.Uniform(0.1, 1.0), gamma=0.2, rho=dist.Uniform(0.0, 2.0))), ValueError, "observation model needs rho in \\(0.0, 1.0\\)"),
-    Mistake("a fixed reporting fraction above 1", lambda c: sgjax.observation.Reporting(1.5), ValueError, "Reporting fraction must lie in \\[0.0, 1.0\\]"),
     # Simulators
     Mistake("times not increasing", lambda c: _sir(ts=jnp.array([1.0, 3.0, 2.0])), ValueError, "strictly increasing"),
     Mistake("times with NaN", lambda c: _sir(ts=jnp.array([1.0, jnp.nan])), ValueError, "NaN or infinite"),
@@ -226,7 +219,6 @@ API = [
     Mistake("θ has a typo", lambda c: sgjax.simulate(_sir(), jax.random.key(0), theta=_theta(gamme=jnp.array([0.2]))), ValueError, "did you mean 'gamma'"),
     Mistake("θ of mixed lengths", lambda c: sgjax.simulate(_sir(), jax.random.key(0), theta=_theta(gamma=jnp.array([0.2, 0.3]))), ValueError, "same shape"),
     Mistake("θ outside the support", lambda c: sgjax.simulate(_sir(), jax.random.key(0), theta=_theta(beta=jnp.array([-0.3]))), ValueError, "beta"),
-    Mistake("θ has a reporting fraction above 1", lambda c: sgjax.simulate(_reported(), jax.random.key(0), theta=_theta(rho=jnp.array([1.5]))), ValueError, "observation model's support for rho"),
     Mistake("θ is not a mapping", lambda c: sgjax.simulate(_sir(), jax.random.key(0), theta=[0.5, 0.2]), TypeError, "`theta` must be a dict of parameter name"),
     Mistake("strategy is a string", lambda c: sgjax.simulate(_sir(), jax.random.key(0), 4, strategy="shared"), TypeError, "`strategy` must be"),
     Mistake("chunk size of zero", lambda c: sgjax.simulate(_sir(), jax.random.key(0), 4, chunk_size=0), ValueError, "`chunk_size` must be a positive integer"),

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
-from numpyro.distributions import constraints
 
 from .._custom_types import Key, Params
 from .base import AbstractMissing, AbstractNoise, AbstractTransform
@@ -49,12 +48,6 @@ class ObservationModel(eqx.Module):
         for p in self._pieces:
             out += [n for n in p.param_names if n not in out]
         return tuple(out)
-
-    def parameter_support(self, name: str) -> constraints.Constraint:
-        """Where `θ[name]` may lie: the support its piece declares (e.g. a reporting
-        fraction in [0, 1]), or any real value."""
-        found = (p.parameter_support(name) for p in self._pieces)
-        return next((c for c in found if c is not None), constraints.real)
 
     def default_priors(self) -> dict:
         out = {}

@@ -8,10 +8,8 @@ from typing import ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
-from numpyro.distributions import constraints
 
 from .._custom_types import Key, Params
-from .._prior import bounds
 
 #: A fixed number, or the name of a parameter in `θ` (so it can have a prior).
 ParamLike = float | str
@@ -28,27 +26,19 @@ def names_of(*values: ParamLike) -> tuple[str, ...]:
     return tuple(v for v in values if isinstance(v, str))
 
 
+def check_param(value, what: str, low: float | None = None, high: float | None = None) -> None:
+    """Refuse a fixed parameter outside `[low, high]` at construction."""
+    if isinstance(value, str):
+        return
+    v = float(value)
+    if (low is not None and not v >= low) or (high is not None and not v <= high):
+        raise ValueError(
+            f"{what} must lie in [{low}, {high}], got {v}. Pass a valid number, or a "
+            "parameter name (a string) to give it a prior."
+        )
+
+
 class _Piece(eqx.Module):
-    #: Where each parameter field may lie: field name -> numpyro constraint. A fixed
-    #: number is checked when the piece is built; a parameter name's values in `θ`
-    #: are checked by `sgjax.simulate(theta=...)` and a prior's support by the prior
-    #: check (`parameter_support`).
-    supports: ClassVar[dict[str, constraints.Constraint]] = {}
-
-    def __check_init__(self):
-        for field, support in self.supports.items():
-            value = getattr(self, field)
-            if not isinstance(value, str) and not bool(support(jnp.asarray(float(value)))):
-                low, high = bounds(support) or (None, None)
-                raise ValueError(
-                    f"{type(self).__name__} {field} must lie in [{low}, {high}] ({support}), got "
-                    f"{float(value)}. Pass a valid number, or a parameter name (a string) to give it a prior."
-                )
-
-    def parameter_support(self, name: str) -> constraints.Constraint | None:
-        """The support of `θ[name]` if one of this piece's fields reads it, else `None`."""
-        return next((c for field, c in self.supports.items() if getattr(self, field) == name), None)
-
     @property
     def param_names(self) -> tuple[str, ...]:
         """The names of the `θ` entries this piece reads: its parameter fields given as

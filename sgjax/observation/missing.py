@@ -1,14 +1,11 @@
 """Missing observations, as masks (`True` = observed)."""
 
-from typing import ClassVar
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool
-from numpyro.distributions import constraints
 
-from .base import AbstractMissing, ParamLike, get
+from .base import AbstractMissing, ParamLike, check_param, get
 
 
 class MissingAtRandom(AbstractMissing):
@@ -17,7 +14,8 @@ class MissingAtRandom(AbstractMissing):
 
     probability: ParamLike
 
-    supports: ClassVar[dict] = {"probability": constraints.unit_interval}
+    def __check_init__(self):
+        check_param(self.probability, "Missing probability", low=0.0, high=1.0)
 
     def sample(self, key, shape, theta, ts):
         return jax.random.uniform(key, shape) >= get(self.probability, theta)

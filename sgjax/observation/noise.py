@@ -13,10 +13,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
-from numpyro.distributions import constraints
 
 from .._random import binomial, negative_binomial, poisson
-from .base import AbstractNoise, ParamLike, get
+from .base import AbstractNoise, ParamLike, check_param, get
 
 
 def _nonneg(mean):
@@ -34,7 +33,8 @@ class Gaussian(AbstractNoise):
     is_count: ClassVar[bool] = False
     positive_mean: ClassVar[bool] = False
 
-    supports: ClassVar[dict] = {"scale": constraints.nonnegative}
+    def __check_init__(self):
+        check_param(self.scale, "Gaussian scale", low=0.0)
 
     def sample(self, key, mean, theta):
         return mean + get(self.scale, theta) * jax.random.normal(key, mean.shape, mean.dtype)
@@ -53,7 +53,8 @@ class LogNormal(AbstractNoise):
     scale: ParamLike
     is_count: ClassVar[bool] = False
 
-    supports: ClassVar[dict] = {"scale": constraints.nonnegative}
+    def __check_init__(self):
+        check_param(self.scale, "LogNormal scale", low=0.0)
 
     def sample(self, key, mean, theta):
         eps = jax.random.normal(key, mean.shape, mean.dtype)
@@ -100,7 +101,8 @@ class NegativeBinomial(AbstractNoise):
     dispersion: ParamLike
     is_count: ClassVar[bool] = True
 
-    supports: ClassVar[dict] = {"dispersion": constraints.positive}
+    def __check_init__(self):
+        check_param(self.dispersion, "NegativeBinomial dispersion", low=1e-12)
 
     def sample(self, key, mean, theta):
         return negative_binomial(key, _nonneg(mean), get(self.dispersion, theta))
@@ -125,7 +127,8 @@ class Binomial(AbstractNoise):
     probability: ParamLike
     is_count: ClassVar[bool] = True
 
-    supports: ClassVar[dict] = {"probability": constraints.unit_interval}
+    def __check_init__(self):
+        check_param(self.probability, "Binomial probability", low=0.0, high=1.0)
 
     def sample(self, key, mean, theta):
         return binomial(key, jnp.round(_nonneg(mean)), get(self.probability, theta))

@@ -1,15 +1,12 @@
 """Deterministic transforms of the clean signal: reporting, delays, day-of-week."""
 
-from typing import ClassVar
-
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from jaxtyping import Array, ArrayLike, Float
-from numpyro.distributions import constraints
 
-from .base import AbstractTransform, ParamLike, get
+from .base import AbstractTransform, ParamLike, check_param, get
 
 
 class Reporting(AbstractTransform):
@@ -21,7 +18,8 @@ class Reporting(AbstractTransform):
 
     fraction: ParamLike
 
-    supports: ClassVar[dict] = {"fraction": constraints.unit_interval}
+    def __check_init__(self):
+        check_param(self.fraction, "Reporting fraction", low=0.0, high=1.0)
 
     def __call__(self, signal, theta, ts):
         return signal * get(self.fraction, theta)

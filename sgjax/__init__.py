@@ -31,6 +31,7 @@ from ._observables import (
     Total as Total,
 )
 from ._prior import Prior as Prior
+from ._theta import stack as stack, unstack as unstack
 from ._simulate import Simulation as Simulation, simulate as simulate
 from ._simulator import Simulator as Simulator, solve as solve
 from ._target import (

@@ -80,6 +80,13 @@ class AbstractTask(eqx.Module):
         `True`), so that a network need not read the mask; `False` when unknown."""
         return False
 
+    @property
+    def nonnegative(self) -> bool | None:
+        """`True` where every observation `sample` returns is ≥ 0 (count or log-normal
+        noise: `fit` then standardises `log1p(x)`); `None` where unknown (`fit`'s pilot
+        batch decides). A task declares it rather than `fit` inspecting its classes."""
+        return None
+
     def describe(self) -> dict:
         """A JSON-serialisable description, saved with a trained estimator."""
         return {"kind": type(self).__name__, "labels": list(self.labels)}
@@ -89,6 +96,11 @@ def _counts(simulator: Simulator) -> bool:
     """Whether the simulator's noise gives counts (whole numbers >= 0): recorded in a
     task's description so that a trained estimator refuses other data."""
     return simulator.observation is not None and simulator.observation.noise.is_count
+
+
+def _nonnegative(simulator: Simulator) -> bool | None:
+    """`True` where the simulator's noise declares non-negative observations."""
+    return True if simulator.observation is not None and simulator.observation.noise.nonnegative else None
 
 
 def _fully_observed(simulator: Simulator) -> bool:
@@ -194,6 +206,10 @@ class Task(AbstractTask):
     def fully_observed(self):
         return _fully_observed(self.simulator)
 
+    @property
+    def nonnegative(self):
+        return _nonnegative(self.simulator)
+
     def sample(self, key: Key, n: int) -> Batch:
         ktheta, knoise = jax.random.split(key)
         theta, states, signal, x, mask, valid = _chunk(
@@ -292,6 +308,10 @@ class ModelSelection(AbstractTask):
     @property
     def fully_observed(self):
         return all(_fully_observed(s) for s in self.simulators)
+
+    @property
+    def nonnegative(self):
+        return True if all(_nonnegative(s) for s in self.simulators) else None
 
     @property
     def n_classes(self):

@@ -442,12 +442,7 @@ def _log1p_known(task: AbstractTask, log1p) -> bool | None:
     `None`: only the pilot can tell."""
     if log1p is not None:
         return bool(log1p)
-    from .observation import Binomial, LogNormal, NegativeBinomial, Poisson
-
-    sims = _simulators(task)
-    non_negative = (Poisson, NegativeBinomial, Binomial, LogNormal)
-    ok = sims and all(getattr(s, "observation", None) is not None and isinstance(s.observation.noise, non_negative) for s in sims)
-    return True if ok else None
+    return task.nonnegative
 
 
 def _placeholder(task, modules, log1p: bool, n_targets: int):

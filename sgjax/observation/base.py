@@ -79,6 +79,10 @@ class AbstractNoise(_Piece):
     #: log scale). The likelihood baselines floor the clean signal of such models at a
     #: tiny positive value; a model of signed data (Gaussian) sets this `False`.
     positive_mean: ClassVar[bool] = True
+    #: Whether every observation is ≥ 0 (counts, log-normal values). `fit` reads this
+    #: (through [`sgjax.AbstractTask.nonnegative`][]) to standardise `log1p(x)`
+    #: without inspecting the noise's class, so a user's own noise model declares it.
+    nonnegative: ClassVar[bool] = False
 
     @abc.abstractmethod
     def sample(self, key: Key, mean: Array, theta: Params) -> Array:

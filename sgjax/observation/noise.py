@@ -50,6 +50,8 @@ class LogNormal(AbstractNoise):
     **Arguments:** `scale`, the standard deviation of `log x`.
     """
 
+    nonnegative: ClassVar[bool] = True
+
     scale: ParamLike
     is_count: ClassVar[bool] = False
 
@@ -75,6 +77,8 @@ class Poisson(AbstractNoise):
     incidence (mostly below 10, where it is exact anyway).
     """
 
+    nonnegative: ClassVar[bool] = True
+
     method: Literal["exact", "normal"] = eqx.field(default="exact", static=True)
     is_count: ClassVar[bool] = True
 
@@ -97,6 +101,8 @@ class NegativeBinomial(AbstractNoise):
     **Arguments:** `dispersion` (> 0), a number or a parameter name so that it can
     have its own prior.
     """
+
+    nonnegative: ClassVar[bool] = True
 
     dispersion: ParamLike
     is_count: ClassVar[bool] = True
@@ -123,6 +129,8 @@ class Binomial(AbstractNoise):
 
     **Arguments:** `probability` in [0, 1], a number or a parameter name.
     """
+
+    nonnegative: ClassVar[bool] = True
 
     probability: ParamLike
     is_count: ClassVar[bool] = True

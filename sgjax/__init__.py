@@ -32,6 +32,7 @@ from ._observables import (
 )
 from ._prior import Prior as Prior
 from ._theta import stack as stack, unstack as unstack
+from ._posterior import AbstractPosterior as AbstractPosterior
 from ._simulate import Simulation as Simulation, simulate as simulate
 from ._simulator import Simulator as Simulator, solve as solve
 from ._target import (

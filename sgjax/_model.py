@@ -1,6 +1,7 @@
 """The mechanistic model: an ODE written once for one trajectory."""
 
 import abc
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
@@ -94,6 +95,14 @@ class ODEModel(AbstractODEModel):
     - `support`: optional numpyro constraints per parameter (e.g.
         `{"beta": constraints.positive}`), used to refuse priors outside them.
     - `prior`: optional default [`sgjax.Prior`][].
+    - `derived`: optional quantities the model derives from `θ` and its trajectory,
+        to learn as targets (`sgjax.Task(simulator, ["beta", "R0"])`, or
+        [`sgjax.Derived`][]`("R0")`): a mapping from name to a function of `theta`
+        alone, or of `(theta, ts, ys)` where `ys` `(time, state)` holds the states at
+        the observation times `ts` (for one trajectory, like `vector_field`); or one
+        function `(theta, ts, ys) -> dict` of them all. Each value is a scalar in
+        natural units; say its unit (a fraction, or people) in its name or your
+        documentation.
 
     **Example:**
 
@@ -109,6 +118,10 @@ class ODEModel(AbstractODEModel):
         param_names=("beta", "gamma"),
         state_names=("S", "I", "R"),
         observable=sgjax.Decrease("S"),
+        derived={
+            "R0": lambda theta: theta["beta"] / theta["gamma"],
+            "attack_rate": lambda theta, ts, ys: 1.0 - ys[-1, 0] / 1000.0,  # a fraction
+        },
     )
     ```
     """
@@ -120,6 +133,7 @@ class ODEModel(AbstractODEModel):
     observable: AbstractObservable | Callable
     _support: Mapping[str, constraints.Constraint] = eqx.field(static=True)
     _prior: object
+    _derived: Callable | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -130,6 +144,7 @@ class ODEModel(AbstractODEModel):
         observable: AbstractObservable | Callable,
         support: Mapping[str, constraints.Constraint] | None = None,
         prior=None,
+        derived: Mapping[str, Callable] | Callable | None = None,
     ):
         if not callable(vector_field) or not callable(initial_state):
             raise TypeError("`vector_field` and `initial_state` must be functions.")
@@ -147,6 +162,7 @@ class ODEModel(AbstractODEModel):
             )
         self._support = support
         self._prior = prior
+        self._derived = _derived_function(derived, self.param_names)
 
     def parameter_support(self, name):
         return self._support.get(name, constraints.real)
@@ -161,3 +177,63 @@ class ODEModel(AbstractODEModel):
         if self._prior is None:
             return super().default_prior()
         return self._prior
+
+    def derived(self, theta, ts, ys):
+        if self._derived is None:
+            return {}
+        return self._derived(theta, ts, ys)
+
+
+def _positional_arity(fn: Callable) -> int | None:
+    """How many positional arguments `fn` takes, or `None` if it takes `*args` or
+    its signature cannot be read."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = [p.kind for p in params]
+    if inspect.Parameter.VAR_POSITIONAL in kinds:
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(k in positional and p.default is p.empty for k, p in zip(kinds, params))
+
+
+class _DerivedTable(eqx.Module):
+    """A mapping name → function of `θ` or of `(θ, ts, ys)`, called as one
+    `(θ, ts, ys) -> dict`. Hashable (a static field of the model): compared by
+    identity of its functions."""
+
+    functions: tuple[tuple[str, Callable, bool], ...] = eqx.field(static=True)
+
+    def __call__(self, theta, ts, ys):
+        return {name: (fn(theta) if theta_only else fn(theta, ts, ys)) for name, fn, theta_only in self.functions}
+
+
+def _derived_function(derived, param_names) -> Callable | None:
+    if derived is None:
+        return None
+    if callable(derived) and not isinstance(derived, Mapping):
+        return derived
+    if not isinstance(derived, Mapping):
+        raise TypeError(
+            "`derived` must be a mapping from name to function, e.g. "
+            "{'R0': lambda theta: theta['beta'] / theta['gamma']}, or one function "
+            f"(theta, ts, ys) -> dict; got {type(derived).__name__}."
+        )
+    rows = []
+    for name, fn in derived.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise TypeError(f"`derived` must map names (strings) to functions, got {name!r}: {fn!r}.")
+        if name in param_names:
+            raise ValueError(
+                f"The derived quantity {name!r} has the name of a parameter; a name means one "
+                "thing in a task's targets. Rename it."
+            )
+        arity = _positional_arity(fn)
+        if arity not in (1, 3, None):
+            raise TypeError(
+                f"`derived[{name!r}]` takes {arity} positional arguments: write it as a function "
+                "of `theta` alone, or of `(theta, ts, ys)`."
+            )
+        rows.append((name, fn, arity == 1))
+    return _DerivedTable(tuple(rows))

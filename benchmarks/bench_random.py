@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgjax import _random as sgr
+from sgjax._internal import random as sgr
 
 
 def sir_like_rates(rows: int, days: int, seed: int = 0) -> np.ndarray:
@@ -73,11 +73,15 @@ def sir_incidence(rows: int, days: int = 100, seed: int = 0) -> np.ndarray:
 
 
 def load_revision(rev: str):
-    """`sgjax/_random.py` as of git revision `rev`, imported as a module."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:sgjax/_random.py"], cwd=Path(__file__).parent,
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    """The samplers as of git revision `rev` (`sgjax/_internal/random.py`, or
+    `sgjax/_random.py` before the move), imported as a module."""
+    for file in ("sgjax/_internal/random.py", "sgjax/_random.py"):
+        run = subprocess.run(["git", "show", f"{rev}:{file}"], cwd=Path(__file__).parent, capture_output=True, text=True)
+        if run.returncode == 0 and "def poisson" in run.stdout:  # not the shim left at the old path
+            source = run.stdout
+            break
+    else:
+        raise ValueError(f"No samplers at git revision {rev!r} (sgjax/_internal/random.py or sgjax/_random.py).")
     path = Path(tempfile.mkdtemp()) / f"random_{rev}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(f"random_{rev}", path)

@@ -7,7 +7,7 @@ block of trajectories 69× faster than `jit(vmap(diffrax))`). [`sgjax.Fused`][] 
 that kernel with Pallas: each program of the grid integrates `block` trajectories, one
 per lane of a vector, from `t0` to the last observation time, inside one kernel
 launch, with the model's own `vector_field` turned into lane arithmetic by
-`sgjax._scalarize`.
+`sgjax._internal.scalarize`.
 
 Each lane takes its own adaptive steps (like DiffEqGPU's per-thread integration):
 explicit Runge–Kutta steps from the simulator's solver's Butcher tableau, with the
@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._scalarize import Scalarized, lanes
+from ._internal.scalarize import Scalarized, lanes
 from ._strategy import AbstractStrategy
 
 #: Relative slack when splitting an interval into fixed steps of `dt0`: an interval
@@ -492,7 +492,7 @@ class Fused(AbstractStrategy):
     on a GPU. No gradients flow through it.
 
     From the model's own `vector_field` (traced once and run lane by lane; see
-    `sgjax/_scalarize.py` for what it may contain), the simulator's explicit
+    `sgjax/_internal/scalarize.py` for what it may contain), the simulator's explicit
     Runge–Kutta solver (`diffrax.Tsit5`, `Dopri5`, `Dopri8`, `Bosh3`, `Heun`, `Ralston`,
     `Midpoint`: any with a Butcher tableau) and its `diffrax.PIDController` (the
     same accept/reject rule and step-size update as diffrax, PID terms included,

@@ -16,7 +16,7 @@ import pytest
 
 import sgjax
 from helpers import all_models
-from sgjax._scalarize import Scalarized, UnsupportedPrimitive, lanes
+from sgjax._internal.scalarize import Scalarized, UnsupportedPrimitive, lanes
 from sgjax.observation import Gaussian, ObservationModel
 
 F32 = jax.ShapeDtypeStruct((), jnp.float32)

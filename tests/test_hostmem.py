@@ -5,7 +5,7 @@ import gc
 import numpy as np
 import pytest
 
-from sgjax import _hostmem
+from sgjax._internal import hostmem as _hostmem
 
 MB = 1 << 20
 

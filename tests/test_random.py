@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sgjax import _random as R
+from sgjax._internal import random as R
 
 
 N = 200_000  # samples per parameter value in the distribution tests

@@ -1,4 +1,5 @@
-"""Reused host memory for large outputs: reuse only after death, the size cap."""
+"""Reused host memory for large outputs: opt-in (`SGJAX_HOST_POOL=1`), reuse only after
+death, the size cap."""
 
 import gc
 
@@ -17,6 +18,7 @@ def address(a):
 @pytest.fixture
 def pool(monkeypatch):
     monkeypatch.setattr(_hostmem, "_POOL", _hostmem._Pool())
+    monkeypatch.setenv("SGJAX_HOST_POOL", "1")
     monkeypatch.setenv("SGJAX_HOST_POOL_BYTES", str(16 * MB))
     return _hostmem._POOL
 
@@ -68,7 +70,30 @@ def test_small_arrays_and_a_zero_limit_use_numpy(pool, monkeypatch):
     assert pool.idle == 0
 
 
+def test_the_pool_is_off_by_default(monkeypatch):
+    # Without SGJAX_HOST_POOL=1, large arrays are plain np.empty: nothing is pooled,
+    # and a dead array's memory is never handed out again by sgjax.
+    monkeypatch.setattr(_hostmem, "_POOL", _hostmem._Pool())
+    for value in (None, "0", ""):
+        if value is None:
+            monkeypatch.delenv("SGJAX_HOST_POOL", raising=False)
+        else:
+            monkeypatch.setenv("SGJAX_HOST_POOL", value)
+        a = _hostmem.empty((4 * MB,), np.uint8)
+        assert a.shape == (4 * MB,) and a.dtype == np.uint8 and a.flags.writeable and a.flags.owndata
+        del a
+        gc.collect()
+        assert _hostmem._POOL.idle == 0 and not _hostmem._POOL.sizes
+
+
+def test_a_bad_switch_is_reported(monkeypatch):
+    monkeypatch.setenv("SGJAX_HOST_POOL", "yes")
+    with pytest.raises(ValueError, match="SGJAX_HOST_POOL must be 1 .* or 0"):
+        _hostmem.empty((4 * MB,), np.uint8)
+
+
 def test_a_bad_limit_is_reported(monkeypatch):
+    monkeypatch.setenv("SGJAX_HOST_POOL", "1")
     monkeypatch.setenv("SGJAX_HOST_POOL_BYTES", "1GB")
     with pytest.raises(ValueError, match="SGJAX_HOST_POOL_BYTES.*whole number of bytes"):
         _hostmem.empty((4 * MB,), np.uint8)

@@ -1,4 +1,4 @@
-"""Reused host memory for large outputs (`simulate`'s arrays).
+"""Reused host memory for large outputs (`simulate`'s arrays); opt-in.
 
 Writing a fresh NumPy array of a hundred megabytes costs a page fault per 4 KiB
 page the first time each page is touched; glibc returns large blocks to the kernel
@@ -8,11 +8,14 @@ copying a 1,024-sample SIR chunk (2.1 MB) into fresh memory took 1.5-5.9 ms,
 into memory touched before 0.2 ms; `simulate` of 65,536 samples ran 1.2-1.4x faster
 into reused memory.
 
-[`empty`][] hands out arrays backed by anonymous memory maps that return to a small
-pool when the last array (or view) on them is garbage collected, instead of to the
-kernel; the next output of a similar size reuses them. Nothing live is ever reused:
-a block goes back only once nothing references it. The pool keeps at most
-`SGJAX_HOST_POOL_BYTES` bytes idle (default 1 GiB; `0` turns the pool off).
+That gain has been measured on one kind of machine only, so the pool is off unless
+the environment variable `SGJAX_HOST_POOL=1` is set (read at each call); without it
+[`empty`][] is `np.empty`. With it, [`empty`][] hands out arrays backed by anonymous
+memory maps that return to a small pool when the last array (or view) on them is
+garbage collected, instead of to the kernel; the next output of a similar size
+reuses them. Nothing live is ever reused: a block goes back only once nothing
+references it. The pool keeps at most `SGJAX_HOST_POOL_BYTES` bytes idle (default
+1 GiB; `0` turns the pool off too).
 """
 
 import bisect
@@ -27,6 +30,16 @@ import numpy as np
 
 #: Smaller arrays come from `np.empty`: malloc's heap reuses them already.
 _MIN_BYTES = 1 << 20
+
+
+def _enabled() -> bool:
+    value = os.environ.get("SGJAX_HOST_POOL", "0").strip()
+    if value not in ("0", "1", ""):
+        raise ValueError(
+            f"SGJAX_HOST_POOL must be 1 (reuse the memory of dead outputs) or 0 (plain np.empty, the "
+            f"default), got {value!r}."
+        )
+    return value == "1"
 
 
 def _limit() -> int:
@@ -73,9 +86,11 @@ _POOL = _Pool()
 
 
 def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """Like `np.empty(shape, dtype)`; large arrays reuse memory of dead ones (see the
-    module notes). The contents are arbitrary."""
+    """`np.empty(shape, dtype)`; with `SGJAX_HOST_POOL=1`, large arrays reuse the
+    memory of dead ones (see the module notes). The contents are arbitrary."""
     dtype = np.dtype(dtype)
+    if not _enabled():
+        return np.empty(shape, dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     limit = _limit()
     if nbytes < _MIN_BYTES or limit == 0 or not hasattr(mmap, "MAP_PRIVATE"):  # small, off, or not POSIX

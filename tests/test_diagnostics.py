@@ -5,6 +5,7 @@ two Gaussians, and posterior predictive checks on a real simulator."""
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,15 +53,15 @@ def test_ranks_match_brute_force_and_break_ties_uniformly(getkey):
     # One parameter as (n, draws) and (n,).
     np.testing.assert_array_equal(dg.sbc_ranks(samples[..., 0], truth[:, 0]), brute[:, :1])
 
-    # Quantised draws tie with the truth: without a key they count as above it (and a
-    # warning says so); with one the rank is uniform over the tied positions.
+    # Quantised draws tie with the truth: without a key that is an error (no key is
+    # needed without ties, as above); with one the rank is uniform over the tied positions.
     q = np.round(samples * 2) / 2
     t = np.round(truth * 2) / 2
     below = (q < t[:, None]).sum(1)
     ties = (q == t[:, None]).sum(1)
     assert ties.sum() > 0
-    with pytest.warns(UserWarning, match="Pass `key=`"):
-        np.testing.assert_array_equal(dg.sbc_ranks(q, t), below)
+    with pytest.raises(ValueError, match=f"{ties.sum()} posterior draws equal .* pass `key=`"):
+        dg.sbc_ranks(q, t)
     ranks = dg.sbc_ranks(q, t, key=getkey())
     assert np.all((ranks >= below) & (ranks <= below + ties))
     # Every draw equal to the truth: the rank is uniform on 0..S, mean S/2 = 15 with
@@ -74,7 +75,7 @@ def test_ranks_match_brute_force_and_break_ties_uniformly(getkey):
 
 def test_sbc_passes_exact_posteriors_and_flags_wrong_ones(posteriors):
     samples, truth = posteriors
-    result = dg.sbc(samples, truth, labels=["exact", "narrow", "biased", "wide"])
+    result = dg.sbc(samples, truth, key=jax.random.key(0), labels=["exact", "narrow", "biased", "wide"])
     n, k = truth.shape
     assert result.ranks.shape == (n, k) and result.ranks.max() <= 255
     np.testing.assert_array_equal(result.ranks, dg.sbc_ranks(samples, truth))
@@ -107,7 +108,7 @@ def test_sbc_band_is_simultaneous_at_its_level():
     checked on 2000 fresh curves, independent of the 1000 the band was set with
     (sd of the estimate 0.005; of the band's own coverage ≈ 0.007)."""
     n, draws = 100, 99
-    cuts, z, lower, upper, sim_tails = _sbc._default_band(n, draws, 100, 0.05, 1000)
+    cuts, z, lower, upper, sim_tails = _sbc._cached_band(jax.random.key(0), n, draws, 100, 0.05, 1000)
     ranks = np.random.default_rng(2).integers(0, draws + 1, size=(2000, n))
     counts = (ranks[:, :, None] < cuts).sum(1)
     inside = np.all((counts >= lower) & (counts <= upper), axis=1)
@@ -126,16 +127,39 @@ def test_sbc_with_a_key_and_bad_input(getkey):
     result = dg.sbc(samples, truth, key=getkey(), bins=10, points=50)
     assert result.histogram.shape == (1, 10) and result.grid.size == 49 and result.labels == ("θ[0]",)
     assert result.inside_band[0]
+    key = getkey()
     with pytest.raises(ValueError, match=r"`truth` must have shape \(200, 1\)"):
-        dg.sbc(samples[..., None], truth[:150, None])
+        dg.sbc(samples[..., None], truth[:150, None], key=key)
     with pytest.raises(ValueError, match=r"\(n, draws, k\)"):
-        dg.sbc(samples[..., None, None], truth)
+        dg.sbc(samples[..., None, None], truth, key=key)
     with pytest.raises(ValueError, match="NaN"):
-        dg.sbc(np.full((5, 4), np.nan), np.zeros(5))
+        dg.sbc(np.full((5, 4), np.nan), np.zeros(5), key=key)
     with pytest.raises(ValueError, match="`bins`"):
-        dg.sbc(samples, truth, bins=1)
+        dg.sbc(samples, truth, key=key, bins=1)
     with pytest.raises(ValueError, match="one label per parameter"):
-        dg.sbc(samples, truth, labels=["a", "b"])
+        dg.sbc(samples, truth, key=key, labels=["a", "b"])
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'key'"):
+        dg.sbc(samples, truth)
+    with pytest.raises(TypeError, match="one JAX PRNG key"):
+        dg.sbc(samples, truth, key=0)
+    # Named samples: truth must be named too, and name every parameter.
+    with pytest.raises(TypeError, match="`truth` must name its values"):
+        dg.sbc({"a": samples}, truth, key=key)
+    with pytest.raises(ValueError, match=r"`truth` has no entry for \['a'\]"):
+        dg.sbc({"a": samples}, {"b": truth}, key=key)
+    with pytest.raises(TypeError, match="labels from the names"):
+        dg.sbc({"a": samples}, {"a": truth}, key=key, labels=["a"])
+    with pytest.raises(ValueError, match="needs posterior draws"):
+        dg.sbc(_NoSamples(), {"a": truth}, key=key)
+    with pytest.raises(ValueError, match="pass `labels=`"):
+        dg.sbc(samples, {"a": truth}, key=key)
+    # A dict of truths with stacked samples and their labels.
+    same = dg.sbc(samples, {"a": truth, "fixed": np.ones(200)}, key=key, labels=["a"], bins=10, points=50)
+    np.testing.assert_array_equal(same.ranks, result.ranks)
+
+
+class _NoSamples:
+    samples = None
 
 
 # -- expected coverage ---------------------------------------------------------------
@@ -176,7 +200,7 @@ def _phi(x):
 def test_c2st_matches_the_bayes_accuracy_and_compiles_once(getkey):
     rng = np.random.default_rng(4)
     a = rng.normal(size=(1000, 1))
-    before = _c2st._TRACES["c2st"]
+    before = eqx.debug.get_num_traces(_c2st._cross_validate)
     # One distribution: chance. Held-out accuracy over 2000 points has sd ≈ 0.011.
     assert abs(dg.c2st(a, rng.normal(size=(1000, 1)), key=getkey()) - 0.5) < 0.05
     # Fully separated (δ = 6: Bayes accuracy 0.9987).
@@ -185,7 +209,7 @@ def test_c2st_matches_the_bayes_accuracy_and_compiles_once(getkey):
     for delta in (0.5, 1.0, 2.0):
         acc = dg.c2st(a, rng.normal(size=(1000, 1)) + delta, key=getkey())
         assert abs(acc - _phi(delta / 2)) < 0.05, (delta, acc)
-    assert _c2st._TRACES["c2st"] - before <= 1  # same shapes: compiled once
+    assert eqx.debug.get_num_traces(_c2st._cross_validate) - before <= 1  # same shapes: compiled once
     with pytest.raises(ValueError, match="same dimension"):
         dg.c2st(np.zeros((100, 2)), np.zeros((100, 3)), key=getkey())
     with pytest.raises(ValueError, match="per fold"):
@@ -209,7 +233,7 @@ def growth():
 
 def test_posterior_predictive_covers_data_from_the_truth_and_rejects_a_wrong_fit(growth, getkey, tmp_path):
     simulator, observed = growth
-    res = dg.posterior_predictive(simulator, {"r": jnp.full(S, 0.2)}, getkey(), observed)
+    res = dg.posterior_predictive(simulator, {"r": jnp.full(S, 0.2)}, observed, key=getkey())
     assert res.observations.shape == res.signal.shape == res.mask.shape == (S, 15, 1)
     assert res.lower.shape == res.median.shape == res.upper.shape == (15, 1)
     assert np.all(res.lower <= res.median) and np.all(res.median <= res.upper) and res.n_failed == 0
@@ -224,30 +248,116 @@ def test_posterior_predictive_covers_data_from_the_truth_and_rejects_a_wrong_fit
     np.testing.assert_allclose(res.median[:, 0], 10 * np.exp(0.2 * np.arange(1.0, 16.0)), atol=1.0)
 
     # A fit with too fast a growth rate: the data are far below, in both statistics.
-    wrong = dg.posterior_predictive(simulator, {"r": jnp.full(S, 0.3)}, getkey(), observed[:, 0])
+    wrong = dg.posterior_predictive(simulator, {"r": jnp.full(S, 0.3)}, observed[:, 0], key=getkey())
     assert wrong.inside < 0.5 and wrong.p_values["sum"] > 0.99 and wrong.p_values["max"] > 0.99
 
     # A custom statistic, and a masked observation (only the first 10 days observed).
     mask = np.arange(15)[:, None] < 10
     last = dg.posterior_predictive(
-        simulator, {"r": jnp.full(S, 0.2)}, getkey(), observed, mask, statistics={"first": lambda x, m: x[0, 0]}
+        simulator, {"r": jnp.full(S, 0.2)}, observed, mask, key=getkey(), statistics={"first": lambda x, m: x[0, 0]}
     )
     assert set(last.p_values) == {"first"} and last.observed_mask.sum() == 10
     assert dg.plot_posterior_predictive(last, tmp_path / "ppc.png") is not None
     assert (tmp_path / "ppc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Without an observation: only the predictive.
-    alone = dg.posterior_predictive(simulator, {"r": jnp.full(S, 0.2)}, getkey())
+    alone = dg.posterior_predictive(simulator, {"r": jnp.full(S, 0.2)}, key=getkey())
     assert alone.inside is None and alone.observed is None and alone.p_values == {}
 
     with pytest.raises(ValueError, match="no value"):
-        dg.posterior_predictive(simulator, {"beta": jnp.ones(S)}, getkey())
+        dg.posterior_predictive(simulator, {"beta": jnp.ones(S)}, key=getkey())
     with pytest.raises(ValueError, match="`observed` must be one series"):
-        dg.posterior_predictive(simulator, {"r": jnp.full(S, 0.2)}, getkey(), observed[:10])
+        dg.posterior_predictive(simulator, {"r": jnp.full(S, 0.2)}, observed[:10], key=getkey())
     with pytest.raises(ValueError, match="same number of draws"):
         dg.posterior_predictive(
-            sgjax.Simulator(sgjax.models.Logistic(), jnp.arange(1.0, 16.0)), {"r": jnp.ones(3), "K": jnp.ones(4)}, getkey()
+            sgjax.Simulator(sgjax.models.Logistic(), jnp.arange(1.0, 16.0)), {"r": jnp.ones(3), "K": jnp.ones(4)}, key=getkey()
         )
+    with pytest.raises(TypeError, match="keyword-only"):
+        dg.posterior_predictive(simulator, {"r": jnp.full(S, 0.2)}, getkey(), observed)
+
+
+# -- one convention: every posterior is interchangeable ------------------------------
+
+
+def _baseline_posteriors(samples, truth):
+    """The same draws as a NUTS posterior, an ABC posterior, a plain dict and a stacked
+    array with labels, and the truth as a dict (with a fixed parameter the posteriors
+    leave out) and as an array."""
+    from sgjax.baselines import ABCPosterior, ReferencePosterior
+
+    names = ("exact", "narrow")
+    draws = {name: np.asarray(samples[..., j]) for j, name in enumerate(names)}
+    n = samples.shape[0]
+    nuts = ReferencePosterior(
+        samples=draws,
+        r_hat={k: np.ones(n) for k in names},
+        ess={k: np.full(n, 100.0) for k in names},
+        divergences=np.zeros(n, int),
+        num_steps=np.ones(n),
+        num_chains=1,
+    )
+    abc = ABCPosterior(samples=draws, distance=np.zeros(samples.shape[:2]), epsilon=np.zeros(n), n_simulations=1, n_failed=0)
+    truth_dict = {"fixed": np.ones(n), **{name: np.asarray(truth[:, j]) for j, name in enumerate(names)}}
+    return nuts, abc, dict(draws), truth_dict, names
+
+
+def test_posteriors_dicts_and_stacked_arrays_give_identical_diagnostics(posteriors, getkey):
+    samples, truth = posteriors
+    samples, truth = samples[:200, :, :2], truth[:200, :2]
+    nuts, abc, draws, truth_dict, names = _baseline_posteriors(samples, truth)
+    assert isinstance(nuts, sgjax.AbstractPosterior) and isinstance(abc, sgjax.AbstractPosterior)
+    key = getkey()
+    ref = dg.sbc(samples, truth, key=key, labels=names)
+    cov_ref = dg.expected_coverage(samples, truth, labels=names)
+    for post in (nuts, abc, draws):
+        result = dg.sbc(post, truth_dict, key=key)
+        assert result.labels == names
+        np.testing.assert_array_equal(result.ranks, ref.ranks)
+        np.testing.assert_array_equal(result.ecdf_p_value, ref.ecdf_p_value)
+        np.testing.assert_array_equal(result.chi2, ref.chi2)
+        assert result.summary() == ref.summary()
+        np.testing.assert_array_equal(dg.sbc_ranks(post, truth_dict), ref.ranks)
+        cov = dg.expected_coverage(post, truth_dict)
+        assert cov.labels == names
+        np.testing.assert_array_equal(cov.coverage, cov_ref.coverage)
+    # The stacked form a posterior gives back, with its names as labels.
+    np.testing.assert_array_equal(dg.sbc(nuts.stacked(), truth, key=key, labels=nuts.names).ranks, ref.ranks)
+    # C2ST of one dataset's draws: a posterior's theta(i), its one-dataset form, and
+    # the arrays give one score; named samples are matched by name, not position.
+    one = type(nuts)(
+        samples={k: v[:1] for k, v in nuts.samples.items()}, r_hat=nuts.r_hat, ess=nuts.ess,
+        divergences=nuts.divergences, num_steps=nuts.num_steps, num_chains=1,
+    )  # fmt: skip
+    other = {"narrow": samples[1, :, 1], "exact": samples[1, :, 0]}
+    key = getkey()
+    expected = dg.c2st(samples[0], samples[1], key=key, epochs=5)
+    for a in (nuts.theta(0), abc.theta(0), one):
+        assert dg.c2st(a, other, key=key, epochs=5) == expected
+    with pytest.raises(ValueError, match="holds draws for 200 datasets"):
+        dg.c2st(nuts, other, key=key)
+    with pytest.raises(TypeError, match="one named sample"):
+        dg.c2st(nuts.theta(0), samples[1], key=key)
+    with pytest.raises(ValueError, match="same parameters"):
+        dg.c2st(nuts.theta(0), {"exact": samples[1, :, 0]}, key=key)
+
+
+def test_posterior_predictive_takes_a_posterior_of_one_dataset(growth, getkey):
+    from sgjax.baselines import ABCPosterior
+
+    simulator, observed = growth
+    draws = {"r": np.full((1, S), 0.2), "R0": np.ones((1, S))}  # R0: not a simulator input
+    post = ABCPosterior(samples=draws, distance=np.zeros((1, S)), epsilon=np.zeros(1), n_simulations=S, n_failed=0)
+    key = getkey()
+    a = dg.posterior_predictive(simulator, post, observed, key=key)
+    b = dg.posterior_predictive(simulator, {"r": np.full(S, 0.2)}, observed, key=key)
+    np.testing.assert_array_equal(a.observations, b.observations)
+    assert a.p_values == b.p_values
+    two = ABCPosterior(samples={"r": np.full((2, S), 0.2)}, distance=np.zeros((2, S)), epsilon=np.zeros(2), n_simulations=S, n_failed=0)
+    with pytest.raises(ValueError, match=r"posterior.theta\(i\)"):
+        dg.posterior_predictive(simulator, two, observed, key=key)
+    logistic = sgjax.Simulator(sgjax.models.Logistic(), jnp.arange(1.0, 16.0))
+    with pytest.raises(ValueError, match=r"no draws of \['K'\]"):
+        dg.posterior_predictive(logistic, post, key=key)
 
 
 # -- plots -------------------------------------------------------------------------
@@ -259,7 +369,7 @@ def _is_png(path):
 
 def test_plots_save_pngs(posteriors, tmp_path):
     samples, truth = posteriors
-    result = dg.sbc(samples[:, :, :2], truth[:, :2])
+    result = dg.sbc(samples[:, :, :2], truth[:, :2], key=jax.random.key(0))
     cov = dg.expected_coverage(samples[:, :, :2], truth[:, :2])
     for name, fn, arg in (
         ("hist.png", dg.plot_sbc_histogram, result),

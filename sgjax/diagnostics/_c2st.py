@@ -2,6 +2,8 @@
 2021): how well can a classifier tell two samples apart? Used to compare an
 approximate posterior's draws with a reference posterior's."""
 
+from collections.abc import Mapping
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -9,11 +11,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float
 
-from .._custom_types import Key
-
-# Incremented whenever the cross-validated training is traced, so tests can assert
-# that repeated calls compile once.
-_TRACES = {"c2st": 0}
+from .._custom_types import check_key, Key
+from . import _common
 
 #: sbibm's classifier is scikit-learn's `MLPClassifier` with Adam at its default
 #: learning rate 1e-3. One instance, so that repeated calls reuse the compiled code.
@@ -52,10 +51,10 @@ def _loss(model, x, y, w):
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # counts compilations for the tests
 def _cross_validate(x, y, key, *, folds, sizes, epochs, batch_size, optimiser):
     """Split into `folds` folds at random, train one classifier per fold (vmapped over
     folds) on the other folds, and return each one's accuracy on its held-out fold."""
-    _TRACES["c2st"] += 1
     n = x.shape[0]
     k_split, key = jax.random.split(key)
     fold = jnp.argsort(jax.random.uniform(k_split, (n,))) % folds  # sizes differ by ≤ 1
@@ -87,9 +86,36 @@ def _cross_validate(x, y, key, *, folds, sizes, epochs, batch_size, optimiser):
     return jax.vmap(train)(jnp.arange(folds), jax.random.split(key, folds))
 
 
+def _sample(value, which: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """One sample as `(m, d)` float64 and its components' names (`None` for an
+    array): from an array, a mapping name → `(m,)`, or a posterior of one dataset."""
+    draws, labels = _common.posterior_samples(value, "c2st", which)
+    if not isinstance(draws, Mapping):
+        if labels is not None:  # a posterior with stacked samples (n, draws, k)
+            draws = {name: np.asarray(draws)[..., j] for j, name in enumerate(labels)}
+        else:
+            return np.asarray(draws, np.float64), None
+    if not draws:
+        raise ValueError(f"`c2st` got no draws in `{which}`: the mapping of parameter name -> draws is empty.")
+    arrays = {name: np.asarray(v, np.float64) for name, v in draws.items()}
+    shapes = {v.shape for v in arrays.values()}
+    if len(shapes) == 1 and len(next(iter(shapes))) == 2:
+        n = next(iter(shapes))[0]
+        if n != 1:
+            raise ValueError(
+                f"`c2st` compares the draws for one dataset, but `{which}` holds draws for {n} datasets "
+                f"(name -> (n, draws)); pass one of them, e.g. posterior.theta(i)."
+            )
+        arrays = {name: v[0] for name, v in arrays.items()}
+    shapes = {name: v.shape for name, v in arrays.items()}
+    if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1:
+        raise ValueError(f"`c2st` needs one draw count for every entry of `{which}`, each (draws,); got {shapes}.")
+    return np.stack(list(arrays.values()), axis=-1), tuple(arrays)
+
+
 def c2st(
-    a: Float[Array, "n_a d"],
-    b: Float[Array, "n_b d"],
+    a,
+    b,
     *,
     key: Key,
     folds: int = 5,
@@ -111,10 +137,12 @@ def c2st(
 
     **Arguments:**
 
-    - `a`, `b`: the two samples, `(n_a, d)` and `(n_b, d)` (e.g. posterior draws from
-        an SGNN and from NUTS for one observation); 1-D arrays are one-dimensional
-        samples. Use equal sizes: the score's chance level is the larger sample's
-        share, `max(n_a, n_b) / (n_a + n_b)`.
+    - `a`, `b`: the two samples (e.g. posterior draws from an SGNN and from NUTS for
+        one observation), each a mapping name → `(draws,)` (`posterior.theta(i)`), a
+        posterior of one dataset, or an array `(n_a, d)` (1-D: one dimension). Named
+        samples must name the same parameters (compared name by name, in any
+        order); arrays are compared column by column. Use equal sizes: the score's
+        chance level is the larger sample's share, `max(n_a, n_b) / (n_a + n_b)`.
     - `key`: a JAX PRNG key (fold split, initialisation, mini-batches).
     - `folds`: the number of cross-validation folds (default 5).
     - `width`: hidden units per layer; default `10·d`, as in sbibm.
@@ -131,7 +159,17 @@ def c2st(
     unit-variance Gaussians `δ` apart it approaches the Bayes accuracy `Φ(δ/2)`.
     """
     # Checks and z-scoring on the host (NumPy): eager JAX ops would each compile.
-    a_arr, b_arr = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    (a_arr, a_names), (b_arr, b_names) = _sample(a, "a"), _sample(b, "b")
+    if (a_names is None) != (b_names is None):
+        raise TypeError(
+            "`c2st` got one named sample (a dict or a posterior) and one array; their columns cannot be "
+            "matched. Pass both as dicts, or both as arrays (sgjax.stack(theta, names))."
+        )
+    if a_names is not None:
+        if set(a_names) != set(b_names):
+            raise ValueError(f"`c2st` needs draws of the same parameters in `a` and `b`; got {list(a_names)} and {list(b_names)}.")
+        b_arr = b_arr[:, [b_names.index(name) for name in a_names]]
+    check_key(key)
     if a_arr.ndim == 1 and b_arr.ndim == 1:
         a_arr, b_arr = a_arr[:, None], b_arr[:, None]
     if a_arr.ndim != 2 or b_arr.ndim != 2 or a_arr.shape[1] != b_arr.shape[1]:

@@ -2,7 +2,7 @@
 quantiles (in JAX, vectorised), and figure handling."""
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -13,17 +13,89 @@ from jaxtyping import Array
 from .. import _plots
 
 
-def check_samples(samples, truth, fn: str) -> tuple[Array, Array]:
-    """Posterior draws `(n, draws, k)` and true values `(n, k)` as JAX arrays; a
-    single parameter may be given as `(n, draws)` and `(n,)`."""
+def posterior_samples(obj, fn: str, what: str = "samples"):
+    """The samples held by a posterior object (anything with a `.samples` attribute:
+    [`sgjax.Posterior`][], [`sgjax.baselines.ReferencePosterior`][], ...), with the
+    labels it carries if its samples are a stacked array; anything else unchanged."""
+    if isinstance(obj, (Mapping, np.ndarray, jax.Array)) or not hasattr(obj, "samples"):
+        return obj, None
+    samples = obj.samples
+    if samples is None:
+        raise ValueError(
+            f"`{fn}` needs posterior draws, and this {type(obj).__name__} (`{what}`) holds none: its head "
+            "gives a point estimate, quantiles or model probabilities. Train a density head "
+            "(Gaussian, MixtureDensity, Flow) and call sgjax.infer with n_samples."
+        )
+    labels = None if isinstance(samples, Mapping) else getattr(obj, "labels", None)
+    return samples, labels
+
+
+def _stack_named(theta: Mapping, names: tuple[str, ...], fn: str, what: str, shape: str) -> np.ndarray:
+    """`theta[name]` for each name, stacked on a last axis; each entry must have the
+    shape described by `shape` (its number of axes is checked by the caller)."""
+    missing = [n for n in names if n not in theta]
+    if missing:
+        raise ValueError(
+            f"`{fn}`: `{what}` has no entry for {missing}; it has {list(theta)}. Give {shape} for "
+            f"every parameter of the posterior ({list(names)})."
+        )
+    arrays = [np.asarray(theta[n]) for n in names]
+    shapes = {n: a.shape for n, a in zip(names, arrays)}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"`{fn}`: every entry of `{what}` must have one shape, {shape}; got {shapes}.")
+    return np.stack(arrays, axis=-1)
+
+
+def check_samples(samples, truth, fn: str, labels: Sequence[str] | None = None) -> tuple[Array, Array, tuple[str, ...]]:
+    """Posterior draws `(n, draws, k)`, true values `(n, k)` as JAX arrays, and the
+    parameters' labels.
+
+    `samples` is a posterior object (anything with a `.samples` mapping name →
+    `(n, draws)`), such a mapping itself, or a stacked array `(n, draws, k)` (one
+    parameter: `(n, draws)`) with optional `labels`. `truth` is a mapping name →
+    `(n,)` (extra entries, e.g. fixed parameters, are ignored) or an array `(n, k)`
+    (`(n,)`) in the samples' order."""
+    samples, carried = posterior_samples(samples, fn)
+    if isinstance(samples, Mapping):
+        if labels is not None:
+            raise TypeError(
+                f"`{fn}` takes the labels from the names of the samples; `labels=` is only for stacked "
+                "arrays. To check some parameters only, pass {name: samples[name] for name in ...}."
+            )
+        if not samples:
+            raise ValueError(f"`{fn}` got no samples: the mapping of parameter name -> draws (n, draws) is empty.")
+        labels = tuple(samples)
+        samples = _stack_named(samples, labels, fn, "samples", "(n, draws)")
+        if samples.ndim != 3:
+            raise ValueError(
+                f"`{fn}` needs the draws of each parameter as (n, draws) — n datasets, draws from each "
+                f"posterior — got {samples.shape[:-1]}."
+            )
+        if not isinstance(truth, Mapping):
+            raise TypeError(
+                f"`{fn}` got named samples {list(labels)}, so `truth` must name its values too: a dict "
+                f"name -> (n,), e.g. Simulation.theta or sgjax.unstack(y, {list(labels)}); got "
+                f"{type(truth).__name__}."
+            )
+        truth = _stack_named(truth, labels, fn, "truth", "(n,)")
+    else:
+        labels = carried if labels is None else labels
+        if isinstance(truth, Mapping):
+            if labels is None:
+                raise ValueError(
+                    f"`{fn}` got `truth` as a dict, so it needs the names of the stacked samples' "
+                    "columns: pass `labels=`, or the samples as a dict name -> (n, draws)."
+                )
+            truth = _stack_named(truth, tuple(labels), fn, "truth", "(n,)")
     samples, truth = jnp.asarray(samples), jnp.asarray(truth)
-    if samples.ndim == 2 and truth.ndim == 1:
-        samples, truth = samples[..., None], truth[:, None]
+    if samples.ndim == 2:  # one parameter
+        samples, truth = samples[..., None], (truth[:, None] if truth.ndim == 1 else truth)
     if samples.ndim != 3 or truth.ndim != 2:
         raise ValueError(
             f"`{fn}` needs `samples` of shape (n, draws, k) — n observations, draws from each "
             f"posterior, k parameters — and `truth` of shape (n, k); got {samples.shape} and "
-            f"{truth.shape}. For one parameter, (n, draws) and (n,) also work."
+            f"{truth.shape}. For one parameter, (n, draws) and (n,) also work; or pass a posterior "
+            "(or a dict name -> (n, draws)) and `truth` as a dict name -> (n,)."
         )
     n, s, k = samples.shape
     if truth.shape != (n, k):
@@ -40,7 +112,7 @@ def check_samples(samples, truth, fn: str) -> tuple[Array, Array]:
             f"`{fn}` got NaN or infinite values in `samples` or `truth`. Drop failed simulations "
             "(e.g. those with `Simulation.valid` False) and their posteriors first."
         )
-    return samples, truth
+    return samples, truth, check_labels(labels, k)
 
 
 def check_labels(labels: Sequence[str] | None, k: int) -> tuple[str, ...]:

@@ -63,8 +63,8 @@ def _covered(samples, truth, levels):
 
 
 def expected_coverage(
-    samples: Float[Array, "n draws k"],
-    truth: Float[Array, "n k"],
+    samples,
+    truth,
     levels: Sequence[float] | Float[Array, " L"] = DEFAULT_LEVELS,
     *,
     labels: Sequence[str] | None = None,
@@ -79,19 +79,24 @@ def expected_coverage(
 
     **Arguments:**
 
-    - `samples`: posterior draws `(n, draws, k)` for `n` observations simulated from
-        the prior (one parameter may be `(n, draws)`).
-    - `truth`: the parameters behind each observation, `(n, k)` (or `(n,)`).
+    - `samples`: posterior draws for `n` observations simulated from the prior: a
+        posterior (anything with `.samples`, a mapping name → `(n, draws)`: an
+        [`sgjax.Posterior`][], NUTS's, ABC's), such a mapping, or a stacked array
+        `(n, draws, k)` (one parameter may be `(n, draws)`).
+    - `truth`: the parameters behind each observation: a mapping name → `(n,)`
+        (extra entries ignored), or an array `(n, k)` (`(n,)`) in the order of
+        stacked samples.
     - `levels`: credible levels strictly between 0 and 1; default 0.05, 0.10, …,
         0.95 and 0.99. Levels near 1 need many draws: the 99% interval's edges are
         the 0.5% and 99.5% quantiles.
-    - `labels`: the parameters' names, for summaries and plots.
+    - `labels`: the parameters' names, for summaries and plots, with stacked
+        samples only (named samples carry their names).
     - `band`: the probability of the binomial band drawn around the diagonal.
 
     **Returns:** a [`sgjax.diagnostics.Coverage`][].
     """
-    samples, truth = _common.check_samples(samples, truth, "expected_coverage")
-    n, _, k = samples.shape
+    samples, truth, labels = _common.check_samples(samples, truth, "expected_coverage", labels)
+    n = samples.shape[0]
     levels_np = np.asarray(levels, dtype=float)
     if levels_np.ndim != 1 or levels_np.size == 0 or not np.all((levels_np > 0) & (levels_np < 1)):
         raise ValueError(
@@ -107,7 +112,7 @@ def expected_coverage(
         band=np.stack([lo, hi]) / n,
         band_mass=band,
         n=n,
-        labels=_common.check_labels(labels, k),
+        labels=labels,
     )
 
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from .._custom_types import Key
+from .._custom_types import check_key, Key
 from .._simulate import simulate
 from .._simulator import Simulator
 from .._strategy import AbstractStrategy
@@ -78,17 +78,37 @@ def _quantiles(x, mask, q):
 
 
 def _check_theta(simulator: Simulator, theta) -> dict:
+    draws, labels = _common.posterior_samples(theta, "posterior_predictive", "theta")
+    if draws is not theta:  # a posterior object: its draws for its one dataset
+        if labels is not None:
+            draws = {name: np.asarray(draws)[..., j] for j, name in enumerate(labels)}
+        n = next(iter(draws.values())).shape[0]
+        if n != 1:
+            raise ValueError(
+                f"`theta` is a posterior for {n} datasets; the posterior predictive is for one: pass "
+                "posterior.theta(i), the draws for dataset i."
+            )
+        # Quantities it holds that are not the simulator's inputs (derived targets such
+        # as R0) are not needed to simulate.
+        theta = {name: v[0] for name, v in draws.items() if name in simulator.param_names}
+        missing = [name for name in simulator.param_names if name not in theta]
+        if missing:
+            raise ValueError(
+                f"The posterior has no draws of {missing}, which the simulator needs (fixed parameters "
+                f"are left out of a posterior). Pass them too: {{**posterior.theta(0), {missing[0]!r}: value}}."
+            )
     if not isinstance(theta, Mapping):
         raise TypeError(
-            f"`theta` must be a dict of parameter name → posterior draws (S,), got {type(theta).__name__}."
+            "`theta` must be a dict of parameter name → posterior draws (S,), or a posterior of one "
+            f"dataset; got {type(theta).__name__}."
         )
     theta = {name: jnp.asarray(v, dtype=jnp.result_type(float)) for name, v in theta.items()}
     bad = {name: v.shape for name, v in theta.items() if v.ndim > 1}
     if bad:
         raise ValueError(
             f"Each entry of `theta` must hold the posterior draws of one parameter, shape (S,), or a "
-            f"scalar for a fixed one; got shapes {bad}. For samples (S, k), pass "
-            "{name: samples[:, j] for j, name in enumerate(names)}."
+            f"scalar for a fixed one; got shapes {bad}. For a posterior of several datasets, pass "
+            "posterior.theta(i); for stacked samples (S, k), sgjax.unstack(samples, names)."
         )
     sizes = {v.shape[0] for v in theta.values() if v.ndim == 1}
     if len(sizes) > 1:
@@ -127,11 +147,11 @@ def _check_observed(observed, mask, shape):
 
 def posterior_predictive(
     simulator: Simulator,
-    theta: Mapping[str, Float[Array, " S"]],
-    key: Key,
+    theta,
     observed: Float[Array, "time channels"] | None = None,
     mask: Bool[Array, "time channels"] | None = None,
     *,
+    key: Key,
     band: float = 0.9,
     statistics: Mapping[str, Callable] | None = None,
     strategy: AbstractStrategy | None = None,
@@ -145,14 +165,17 @@ def posterior_predictive(
     **Arguments:**
 
     - `simulator`: the [`sgjax.Simulator`][] the data are assumed to come from.
-    - `theta`: posterior draws, a dict of parameter name → `(S,)` (from any
-        inference method); fixed parameters may be given as scalars. Every parameter
-        the simulator reads must be present.
-    - `key`: a JAX PRNG key for the observation noise.
+    - `theta`: posterior draws for one observation: a dict of parameter name →
+        `(S,)` (`posterior.theta(i)`, from any inference method), where fixed
+        parameters may be given as scalars; or a posterior of one dataset (an
+        [`sgjax.Posterior`][], NUTS's, ABC's), whose quantities other than the
+        simulator's parameters (derived targets) are ignored. Every parameter the
+        simulator reads must be present.
     - `observed`: the observed series, `(time, channels)` (or `(time,)` for one
         channel), on the simulator's times; NaN marks a missing entry. Optional: with
         none, only the predictive draws and bands are returned.
     - `mask`: `True` where `observed` is observed; default: where it is finite.
+    - `key`: a JAX PRNG key for the observation noise.
     - `band`: the probability of the central pointwise predictive band (default
         0.9).
     - `statistics`: name → `T(x, mask)`, a JAX function of one series
@@ -162,7 +185,22 @@ def posterior_predictive(
     - `strategy`: passed to [`sgjax.simulate`][].
 
     **Returns:** a [`sgjax.diagnostics.PosteriorPredictive`][].
+
+    **Example:**
+
+    ```python
+    ppc = posterior_predictive(simulator, posterior.theta(0), x, mask, key=key)
+    ppc.inside, ppc.p_values
+    ```
     """
+    if isinstance(observed, jax.Array) and (
+        jnp.issubdtype(observed.dtype, jax.dtypes.prng_key) or (observed.dtype == jnp.uint32 and observed.shape == (2,))
+    ):
+        raise TypeError(
+            "`posterior_predictive` got a PRNG key where the observation goes: `key` is keyword-only, "
+            "posterior_predictive(simulator, theta, observed, mask, key=key)."
+        )
+    check_key(key)
     if not isinstance(simulator, Simulator):
         raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")
     theta = _check_theta(simulator, theta)

@@ -8,21 +8,21 @@ biased one.
 """
 
 import functools
-import warnings
 from collections.abc import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Int
 
-from .._custom_types import Key
+from .._custom_types import check_key, Key
 from . import _common
 
-#: The fixed key the ECDF band is simulated with when none is given, so that results
-#: are reproducible (and the band for one configuration is computed once per session).
-_BAND_SEED = 20220601
+#: Bands already simulated, by key and configuration: a band costs ~1 s, and checking
+#: several posteriors with one key (an SGNN's and NUTS's) should pay for it once.
+_BANDS: dict = {}
+_MAX_BANDS = 32
 
 
 @functools.partial(jax.jit, static_argnames="frequencies")
@@ -38,39 +38,41 @@ def _ranks(samples, truth, key, frequencies=False):
     return below, jnp.sum(ties), freq
 
 
-def sbc_ranks(
-    samples: Float[Array, "n draws k"], truth: Float[Array, "n k"], *, key: Key | None = None
-) -> Int[np.ndarray, "n k"]:
+def sbc_ranks(samples, truth, *, key: Key | None = None) -> Int[np.ndarray, "n k"]:
     """The rank of each true parameter among its posterior draws.
 
     **Arguments:**
 
-    - `samples`: posterior draws, `(n, draws, k)`: for each of `n` simulated
-        observations, `draws` samples of `k` parameters, from any method (an SGNN
-        head, a flow, NUTS, ABC). Independent draws are best: for MCMC, thin to about
-        the effective sample size, or the ranks are not uniform even when the
-        posterior is right. One parameter may be given as `(n, draws)`.
-    - `truth`: the parameters each observation was simulated from, `(n, k)` (or
-        `(n,)`).
+    - `samples`: posterior draws for `n` simulated observations, from any method (an
+        SGNN head, a flow, NUTS, ABC, SMC): a posterior (anything with `.samples`, a
+        mapping name → `(n, draws)`), such a mapping itself, or a stacked array
+        `(n, draws, k)` (`sgjax.stack(posterior.samples)`; one parameter may be
+        `(n, draws)`). Independent draws are best: for MCMC, thin to about the
+        effective sample size, or the ranks are not uniform even when the posterior
+        is right.
+    - `truth`: the parameters each observation was simulated from: a mapping name →
+        `(n,)` (e.g. `Simulation.theta`; extra entries are ignored), or an array
+        `(n, k)` (`(n,)`) in the order of stacked samples.
     - `key`: a JAX PRNG key to break ties (draws exactly equal to the truth, as
         happens for discrete parameters or quantised samples) at random, as Talts et
-        al. recommend. Without it ties are counted as above the truth, and a warning
-        says how many there were.
+        al. recommend. Needed only when there are ties: without one, they raise a
+        `ValueError` (counting them above or below the truth would bias the ranks).
 
-    **Returns:** integer ranks `(n, k)` in `0..draws`: the number of draws below the
-    truth (plus a uniform share of the ties when `key` is given).
+    **Returns:** integer ranks `(n, k)` in `0..draws`, columns in the samples' order:
+    the number of draws below the truth, plus a uniform share of the ties.
     """
-    samples, truth = _common.check_samples(samples, truth, "sbc_ranks")
-    return _checked_ranks(samples, truth, key)
+    samples, truth, _ = _common.check_samples(samples, truth, "sbc_ranks")
+    if key is not None:
+        check_key(key)
+    return _checked_ranks(samples, truth, key, "sbc_ranks")
 
 
-def _checked_ranks(samples, truth, key, stacklevel: int = 3, frequencies: bool = False):
+def _checked_ranks(samples, truth, key, fn, frequencies: bool = False):
     ranks, n_ties, freq = _ranks(samples, truth, key, frequencies)
     if key is None and int(n_ties) > 0:
-        warnings.warn(
-            f"{int(n_ties)} posterior draws equal their true value; they are counted as above "
-            "it, which biases the ranks downwards. Pass `key=` to break ties at random.",
-            stacklevel=stacklevel,
+        raise ValueError(
+            f"{int(n_ties)} posterior draws equal their true value exactly (discrete or quantised "
+            f"draws), so their ranks must be broken at random: pass `key=` to `{fn}`."
         )
     return (np.asarray(ranks), np.asarray(freq)) if frequencies else np.asarray(ranks)
 
@@ -174,12 +176,18 @@ def _min_tail(counts: np.ndarray, n: int, z: np.ndarray) -> np.ndarray:
     return tails.min(axis=1)
 
 
-@functools.lru_cache(maxsize=32)
-def _default_band(n, n_draws, points, alpha, n_simulations):
-    out = _band(jax.random.key(_BAND_SEED), n, n_draws, points, alpha, n_simulations)
-    for a in out:
-        a.setflags(write=False)  # shared by every result using this band
-    return out
+def _cached_band(key, n, n_draws, points, alpha, n_simulations):
+    """`_band`, computed once per key and configuration (read-only arrays)."""
+    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    ident = (np.asarray(data).tobytes(), str(key.dtype), n, n_draws, points, alpha, n_simulations)
+    if ident not in _BANDS:
+        out = _band(key, n, n_draws, points, alpha, n_simulations)
+        for a in out:
+            a.setflags(write=False)  # shared by every result using this band
+        if len(_BANDS) >= _MAX_BANDS:
+            _BANDS.pop(next(iter(_BANDS)))
+        _BANDS[ident] = out
+    return _BANDS[ident]
 
 
 def _band(key, n, n_draws, points, alpha, n_simulations):
@@ -205,10 +213,10 @@ def _band(key, n, n_draws, points, alpha, n_simulations):
 
 
 def sbc(
-    samples: Float[Array, "n draws k"],
-    truth: Float[Array, "n k"],
+    samples,
+    truth,
     *,
-    key: Key | None = None,
+    key: Key,
     labels: Sequence[str] | None = None,
     bins: int | None = None,
     alpha: float = 0.05,
@@ -226,13 +234,17 @@ def sbc(
 
     **Arguments:**
 
-    - `samples`: posterior draws `(n, draws, k)` for `n` observations simulated from
-        the prior, from any inference method (see [`sgjax.diagnostics.sbc_ranks`][]).
-    - `truth`: the parameters behind each observation, `(n, k)`.
-    - `key`: a JAX PRNG key, to break ties at random and to simulate the band. With
-        none, ties count as above the truth (with a warning if there are any) and the
-        band is simulated with a fixed key (and cached).
-    - `labels`: the parameters' names, for summaries and plots.
+    - `samples`: posterior draws for `n` observations simulated from the prior, from
+        any inference method: a posterior (an [`sgjax.Posterior`][], NUTS's
+        [`sgjax.baselines.ReferencePosterior`][], ...), a mapping name → `(n, draws)`,
+        or a stacked array `(n, draws, k)` (see [`sgjax.diagnostics.sbc_ranks`][]).
+    - `truth`: the parameters behind each observation: a mapping name → `(n,)`, or
+        an array `(n, k)` in the order of stacked samples.
+    - `key`: a JAX PRNG key, to break ties at random and to simulate the band. The
+        band for one key and configuration is simulated once per session, so
+        checking several posteriors with one key costs it once.
+    - `labels`: the parameters' names, for summaries and plots, with stacked
+        samples only (named samples carry their names).
     - `bins`: histogram bins for the χ² test; default `min(20, draws + 1)`. Keep the
         expected count per bin (`n / bins`) above ~5 for the χ² approximation.
     - `alpha`: 1 − the level of the simultaneous ECDF band (default 0.05, a 95% band).
@@ -245,14 +257,15 @@ def sbc(
     **Example:**
 
     ```python
-    result = sgjax.diagnostics.sbc(samples, theta, labels=["beta", "gamma"])
+    post = sgjax.infer(estimator, sims.observations, sims.mask, key=k_infer, n_samples=255)
+    result = sgjax.diagnostics.sbc(post, sims.theta, key=k_sbc)
     result.summary()                          # p-values, inside the band or not
     sgjax.diagnostics.plot_sbc_ecdf(result, path="sbc_ecdf.png")
     ```
     """
-    samples, truth = _common.check_samples(samples, truth, "sbc")
+    samples, truth, labels = _common.check_samples(samples, truth, "sbc", labels)
+    check_key(key)
     n, n_draws, k = samples.shape
-    labels = _common.check_labels(labels, k)
     bins = min(20, n_draws + 1) if bins is None else bins
     if not isinstance(bins, (int, np.integer)) or not 2 <= bins <= n_draws + 1:
         raise ValueError(f"`bins` must be an integer from 2 to draws + 1 = {n_draws + 1}, got {bins!r}.")
@@ -268,13 +281,9 @@ def sbc(
     if n < 2:
         raise ValueError(f"SBC needs ranks from at least two observations, got n={n}; simulate more.")
 
-    if key is None:
-        ranks, freq = _checked_ranks(samples, truth, None, frequencies=True)
-        cuts, z, lower, upper, sim_tails = _default_band(n, n_draws, int(points), alpha, int(n_simulations))
-    else:
-        k_ties, k_band = jax.random.split(key)
-        ranks, freq = _checked_ranks(samples, truth, k_ties, frequencies=True)
-        cuts, z, lower, upper, sim_tails = _band(k_band, n, n_draws, int(points), alpha, int(n_simulations))
+    k_ties, k_band = jax.random.split(key)
+    ranks, freq = _checked_ranks(samples, truth, k_ties, "sbc", frequencies=True)
+    cuts, z, lower, upper, sim_tails = _cached_band(k_band, n, n_draws, int(points), alpha, int(n_simulations))
 
     edges = -(-np.arange(bins + 1) * (n_draws + 1) // bins)  # first rank in each bin
     hist = np.add.reduceat(freq, edges[:-1], axis=1)

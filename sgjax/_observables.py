@@ -8,6 +8,7 @@ consecutive rows, and returns one row per observation time.
 
 import abc
 from collections.abc import Sequence
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -37,7 +38,15 @@ class AbstractObservable(eqx.Module):
     Subclasses implement `__call__(ys, state_names)` where `ys` has shape
     `(time + 1, state)` (row 0 is the state at `t0`) and return an array of shape
     `(time, channels)`.
+
+    Set `per_interval = True` on an observable of change over each interval (like
+    [`sgjax.Decrease`][]): the simulator then refuses a first observation time equal
+    to `t0`, whose interval would be empty.
     """
+
+    #: Whether each row is a change over the interval ending at its time (incidence),
+    #: rather than a value at that time.
+    per_interval: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(
@@ -96,6 +105,8 @@ class Decrease(_Named):
     **Arguments:** the state names, e.g. `Decrease("S")`.
     """
 
+    per_interval: ClassVar[bool] = True
+
     def __call__(self, ys, state_names):
         x = self._take(ys, state_names)
         return x[:-1] - x[1:]
@@ -108,6 +119,8 @@ class Increase(_Named):
 
     **Arguments:** the state names, e.g. `Increase("R")`.
     """
+
+    per_interval: ClassVar[bool] = True
 
     def __call__(self, ys, state_names):
         x = self._take(ys, state_names)

@@ -23,8 +23,10 @@ class Simulator(eqx.Module):
     - `ts`: the observation times, strictly increasing; any grid, irregular included.
     - `observation`: an [`sgjax.observation.ObservationModel`][] that adds noise to the
         model's observable; `None` observes the clean signal.
-    - `t0`: when the trajectory starts; must be before `ts[0]`. Per-interval
-        observables (incidence) use the interval from `t0` to `ts[0]` first.
+    - `t0`: when the trajectory starts (the time of the initial state); at or before
+        `ts[0]`. `ts[0] == t0` observes the initial state itself. Per-interval
+        observables (incidence: `Decrease`, `Increase`) use the interval from `t0`
+        to `ts[0]` first, so for them `t0` must be before `ts[0]`.
     - `solver`: any `diffrax.AbstractSolver`; default `diffrax.Tsit5()`.
     - `stepsize_controller`: any diffrax controller; default
         `diffrax.PIDController(rtol=1e-4, atol=1e-3)`. Tolerances apply per trajectory
@@ -70,10 +72,20 @@ class Simulator(eqx.Module):
                 f"`ts` must be strictly increasing, but ts[{bad}]={ts_np[bad]} is not "
                 f"before ts[{bad + 1}]={ts_np[bad + 1]}. Sort the times and drop repeats."
             )
-        if not float(t0) < ts_np[0]:
+        if not float(t0) <= ts_np[0]:
             raise ValueError(
-                f"The start time t0={t0} must be before the first observation time "
-                f"ts[0]={ts_np[0]}; pass `t0=` earlier, e.g. t0={ts_np[0] - 1}."
+                f"The start time t0={t0} must be before (or at) the first observation time "
+                f"ts[0]={ts_np[0]}: the model cannot be observed before it starts. Pass the time the model's "
+                "initial state holds as `t0=`, or drop the earlier observation times."
+            )
+        if float(t0) == ts_np[0] and getattr(model.observable, "per_interval", False):
+            raise ValueError(
+                f"The first observation time ts[0]={ts_np[0]} equals t0, but "
+                f"{type(model.observable).__name__} observes the change over the interval "
+                "ending at each time, and the interval ending at t0 is empty. Observe "
+                "from the end of the first interval (drop ts[0]), or, if ts[0] reports "
+                "what happened in the interval before it, start the model there (t0 = "
+                "the start of that interval), with the initial state at that time."
             )
         if observation is not None and not isinstance(observation, ObservationModel):
             raise TypeError(

@@ -1,6 +1,8 @@
 """Observation models: transforms against exact arithmetic, noise against exact
 distributions, masks, and bad data."""
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,9 @@ import scipy.stats as st
 
 import sgjax
 from sgjax.observation import (
+    AbstractNoise,
     Binomial,
+    Clamp,
     DayOfWeek,
     Delay,
     FixedMask,
@@ -22,6 +26,7 @@ from sgjax.observation import (
     Poisson,
     Reporting,
 )
+from sgjax.observation.base import get
 
 TS = jnp.arange(1.0, 15.0)
 
@@ -77,6 +82,84 @@ def test_negative_binomial_dispersion_from_theta():
 def test_binomial_noise():
     x, _ = _simulate_noise(ObservationModel(Binomial(0.3)), 50.0, {})
     _chisquare(x, st.binom(50, 0.3))
+
+
+def test_binomial_with_known_trials_observes_a_probability():
+    # The signal is a probability (0.3); `trials` people are tested each time.
+    x, _ = _simulate_noise(ObservationModel(Binomial(trials=1000)), 0.3, {})
+    _chisquare(x, st.binom(1000, 0.3))
+    x, _ = _simulate_noise(ObservationModel(Binomial(trials="n")), 0.3, {"n": 40.0})
+    _chisquare(x, st.binom(40, 0.3))
+    obs = ObservationModel(Binomial(trials=20))
+    lp = obs.log_prob(jnp.array([[3.0], [21.0]]), jnp.array([[0.2], [0.5]]), {}, TS[:2], mask=jnp.array([[True], [False]]))
+    np.testing.assert_allclose(lp, st.binom(20, 0.2).logpmf(3), rtol=1e-5)
+    assert obs.log_prob(jnp.array([[21.0]]), jnp.array([[0.5]]), {}, TS[:1]) == -np.inf  # more than the trials
+    assert ObservationModel(Binomial(trials="n")).param_names == ("n",)
+    with pytest.raises(ValueError, match="exactly one"):
+        Binomial(0.3, trials=10)
+    with pytest.raises(ValueError, match="exactly one"):
+        Binomial()
+    with pytest.raises(ValueError, match="whole number"):
+        Binomial(trials=10.5)
+
+
+def test_binomial_trials_end_to_end():
+    """The issue's case: a prevalence fraction from the model, 1,000 tested a day."""
+    model = sgjax.models.SIR(N=1.0, I0=1e-3, observable=sgjax.State("I"))
+    sim = sgjax.Simulator(model, jnp.arange(0.0, 41.0), ObservationModel(Binomial(trials=1000)))
+    out = sgjax.simulate(sim, jax.random.key(0), 256)
+    assert out.valid.all() and np.all(out.observations <= 1000) and np.all(out.observations == np.round(out.observations))
+    # Σx ~ Binomial-sum with mean 1000 Σp: z-scores average to 0 within 5 standard errors.
+    p = out.signal[..., 0]
+    z = (out.observations[..., 0].sum(1) - 1000 * p.sum(1)) / np.sqrt(np.maximum(1000 * (p * (1 - p)).sum(1), 1e-9))
+    assert abs(z.mean()) < 5 / np.sqrt(256)
+
+
+def test_clamp_keeps_lognormal_finite():
+    signal = jnp.array([[-1e-4], [0.0], [3.0]])
+    np.testing.assert_array_equal(Clamp(1e-6)(signal, {}, TS[:3]), np.float32([[1e-6], [1e-6], [3.0]]))
+    np.testing.assert_array_equal(Clamp(0.0, 2.0)(signal, {}, TS[:3]), [[0.0], [0.0], [2.0]])
+    obs = ObservationModel(LogNormal(0.5), (Clamp(1e-6),))
+    x, _ = obs.sample(jax.random.key(0), signal[..., None], {}, TS[:3])
+    assert np.all(np.isfinite(x)) and np.all(np.asarray(x) > 0)
+    assert np.isfinite(obs.log_prob(jnp.array([[1e-6], [1e-6], [3.0]]), signal, {}, TS[:3]))
+    with pytest.raises(ValueError, match="lower < upper"):
+        Clamp(1.0, 0.5)
+    with pytest.raises(ValueError, match="needs"):
+        Clamp()
+
+
+class _StudentT(AbstractNoise):
+    """The docstring's example of a user's own noise model."""
+
+    scale: float | str
+    df: float = 4.0
+    is_count: ClassVar[bool] = False
+    positive_mean: ClassVar[bool] = False
+
+    def sample(self, key, mean, theta):
+        return mean + get(self.scale, theta) * jax.random.t(key, self.df, mean.shape, mean.dtype)
+
+    def log_prob(self, x, mean, theta):
+        return dist.StudentT(self.df, mean, get(self.scale, theta)).log_prob(x)
+
+
+def test_custom_noise_end_to_end():
+    model = sgjax.models.SIR(observable=sgjax.State("I"))
+    sim = sgjax.Simulator(model, jnp.arange(1.0, 31.0), ObservationModel(_StudentT("tau")))
+    assert sim.param_names == ("beta", "gamma", "tau")
+    prior = sgjax.Prior(model.default_prior().distributions, tau=dist.Uniform(1.0, 2.0))
+    out = sgjax.simulate(sim, jax.random.key(0), 128, prior=prior)
+    assert out.valid.all()
+    # (x - signal) / tau is Student-t with 4 degrees of freedom.
+    resid = ((out.observations - out.signal)[..., 0] / out.theta["tau"][:, None]).ravel()
+    assert st.kstest(resid, st.t(4.0).cdf).pvalue > 1e-3
+    task = sgjax.Task(sim, ["beta", "tau"], prior)
+    assert task.nonnegative is None  # signed data: fit's pilot batch decides
+    batch = sgjax.simulate_batch(task, jax.random.key(1), 64, chunk=64)
+    assert np.all(np.asarray(batch.weight) == 1) and np.all(np.isfinite(np.asarray(batch.x)))
+    tau = task.spaces[1].inverse(batch.y[:, 1])  # back from the logit learning space
+    assert np.all((tau > 1.0) & (tau < 2.0))
 
 
 def test_gaussian_and_lognormal():

@@ -184,8 +184,10 @@ def test_bad_input():
     model = user_model()
     with pytest.raises(ValueError, match="strictly increasing"):
         sgjax.Simulator(model, [1.0, 3.0, 2.0])
-    with pytest.raises(ValueError, match="before the first observation"):
-        sgjax.Simulator(model, [0.0, 1.0])
+    with pytest.raises(ValueError, match="interval ending at t0 is empty"):
+        sgjax.Simulator(model, [0.0, 1.0])  # incidence over an empty interval
+    with pytest.raises(ValueError, match="must be before \\(or at\\) the first observation"):
+        sgjax.Simulator(model, [1.0, 2.0], t0=1.5)
     with pytest.raises(ValueError, match="states are"):
         sgjax.ODEModel(sir_field, lambda t: jnp.zeros(3), ("beta", "gamma"), ("S", "I", "R"), sgjax.State("X"))
     sim = sgjax.Simulator(model, TS)
@@ -372,3 +374,17 @@ def test_reused_output_memory_never_touches_a_live_result():
         np.testing.assert_array_equal(getattr(again, k), v)
     assert where & {getattr(again, k).__array_interface__["data"][0] for k in kept}  # reused
     assert not np.array_equal(second.observations, again.observations)
+
+
+def test_observing_at_the_start_time():
+    """`ts[0] == t0` observes the initial state itself (prevalence on day 0), with the
+    rest of the trajectory unchanged: the same as starting at t0 and observing from
+    ts[1]."""
+    prevalence = sgjax.models.SIR(observable=sgjax.State("I"))
+    theta = {"beta": jnp.array([0.5, 0.3]), "gamma": jnp.array([0.1, 0.2])}
+    ts = jnp.arange(0.0, 31.0)
+    at_start = sgjax.simulate(sgjax.Simulator(prevalence, ts), jax.random.key(0), theta=theta)
+    after = sgjax.simulate(sgjax.Simulator(prevalence, ts[1:]), jax.random.key(0), theta=theta)
+    assert at_start.valid.all()
+    np.testing.assert_array_equal(at_start.signal[:, 0, 0], [1.0, 1.0])  # I0 = 1, exactly
+    np.testing.assert_allclose(at_start.signal[:, 1:], after.signal, rtol=1e-5)

@@ -71,6 +71,52 @@ class AbstractNoise(_Piece):
 
     `sample` and `log_prob` work on arrays of any shape; parameters taken from `θ`
     broadcast against `mean` (a batch is laid out batch last, `θ` entries `(batch,)`).
+
+    **Writing your own.** Subclass it (an `eqx.Module`: fields are declared as class
+    annotations) and define:
+
+    - `sample(self, key, mean, theta) -> x`: draws of the shape of `mean`, jittable.
+    - `log_prob(self, x, mean, theta) -> array`: the elementwise log density (or mass)
+        of `x`, of the shape of `x`; used by the likelihood baselines (MLE, NUTS,
+        evidence) and posterior predictive checks.
+    - `is_count: ClassVar[bool]`: whether observations are whole numbers ≥ 0 (then
+        [`sgjax.observation.ObservationModel.check_data`][] refuses negative or
+        fractional data, and a trained estimator records it).
+    - `nonnegative: ClassVar[bool]` (default `False`): whether every observation is
+        ≥ 0; `fit` then standardises `log1p(x)` — the same path as the built-in count
+        and log-normal noises, read from this flag and not from the class.
+    - `positive_mean: ClassVar[bool]` (default `True`): whether the expected
+        observation must be positive (a rate, a log-scale median); the likelihood
+        baselines then floor the clean signal at a tiny positive value. Set `False`
+        for signed data.
+
+    A parameter given as a string is read from `θ` with `get(value, theta)` (from
+    `sgjax.observation.base`), so it joins the simulator's parameters and can have a
+    prior; define `default_priors()` to give it one by default, and `check(ts)` to
+    refuse a grid the noise cannot apply to.
+
+    **Example:** Student-t noise with a scale read from `θ`.
+
+    ```python
+    from typing import ClassVar
+    import jax, jax.numpy as jnp, numpyro.distributions as dist
+    from sgjax.observation import AbstractNoise
+    from sgjax.observation.base import get
+
+    class StudentT(AbstractNoise):
+        scale: float | str
+        df: float = 4.0
+        is_count: ClassVar[bool] = False
+        positive_mean: ClassVar[bool] = False
+
+        def sample(self, key, mean, theta):
+            return mean + get(self.scale, theta) * jax.random.t(key, self.df, mean.shape, mean.dtype)
+
+        def log_prob(self, x, mean, theta):
+            return dist.StudentT(self.df, mean, get(self.scale, theta)).log_prob(x)
+
+    observation = sgjax.observation.ObservationModel(StudentT("tau"))
+    ```
     """
 
     #: Whether observations are counts (non-negative integers).

@@ -123,29 +123,63 @@ class NegativeBinomial(AbstractNoise):
 
 
 class Binomial(AbstractNoise):
-    """Each of the `round(mean)` true events is observed with `probability`:
-    `x ~ Binomial(round(mean), probability)`. An alternative to
-    [`sgjax.observation.Reporting`][] + Poisson when the true count is small.
+    """Binomial counts, in one of two forms (give exactly one argument):
 
-    **Arguments:** `probability` in [0, 1], a number or a parameter name.
+    - `Binomial(probability)`: each of the `round(mean)` true events is observed with
+        `probability`, `x ~ Binomial(round(mean), probability)`. An alternative to
+        [`sgjax.observation.Reporting`][] + Poisson when the true count is small.
+    - `Binomial(trials=n)`: `n` known trials (people tested, animals trapped), each a
+        success with the probability the model gives, `x ~ Binomial(n, mean)`: the
+        observable (after transforms) is a per-time probability, e.g. the prevalence
+        `Ratio("I", ("S", "I", "R"))` as a fraction, clipped to `[0, 1]`.
+
+    **Arguments:**
+
+    - `probability`: in [0, 1], a number or a parameter name.
+    - `trials`: the number of trials, a non-negative whole number or a parameter
+        name.
+
+    **Example:** 1,000 people tested each day, each positive with the prevalence:
+
+    ```python
+    model = sgjax.models.SIR(N=1.0, I0=1e-3, observable=sgjax.State("I"))  # fractions
+    observation = ObservationModel(Binomial(trials=1000))
+    ```
     """
 
     nonnegative: ClassVar[bool] = True
 
-    probability: ParamLike
+    probability: ParamLike | None = None
+    trials: ParamLike | None = None
     is_count: ClassVar[bool] = True
 
     def __check_init__(self):
-        check_param(self.probability, "Binomial probability", low=0.0, high=1.0)
+        if (self.probability is None) == (self.trials is None):
+            raise ValueError(
+                "Binomial takes exactly one of `probability` (each true event observed with it: "
+                "Binomial(0.3)) or `trials` (a known number of trials, each a success with the "
+                "model's per-time probability: Binomial(trials=1000))."
+            )
+        if self.probability is not None:
+            check_param(self.probability, "Binomial probability", low=0.0, high=1.0)
+        elif not isinstance(self.trials, str):
+            check_param(self.trials, "Binomial trials", low=0.0)
+            if float(self.trials) != round(float(self.trials)):
+                raise ValueError(f"Binomial trials must be a whole number, got {self.trials}.")
+
+    def _n_p(self, mean, theta):
+        if self.trials is None:
+            return jnp.round(_nonneg(mean)), get(self.probability, theta)
+        return jnp.round(get(self.trials, theta)), jnp.clip(mean, 0.0, 1.0)
 
     def sample(self, key, mean, theta):
-        return binomial(key, jnp.round(_nonneg(mean)), get(self.probability, theta))
+        n, p = self._n_p(mean, theta)
+        n, p = jnp.broadcast_arrays(jnp.asarray(n, mean.dtype), jnp.asarray(p, mean.dtype))
+        return binomial(key, n, p)
 
     def log_prob(self, x, mean, theta):
-        n = jnp.round(_nonneg(mean))
-        return dist.Binomial(n, get(self.probability, theta)).log_prob(jnp.minimum(x, n)) + jnp.where(
-            x > n, -jnp.inf, 0.0
-        )
+        n, p = self._n_p(mean, theta)
+        return dist.Binomial(n, p).log_prob(jnp.minimum(x, n)) + jnp.where(x > n, -jnp.inf, 0.0)
 
     def default_priors(self):
         if isinstance(self.probability, str):

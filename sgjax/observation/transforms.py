@@ -1,4 +1,5 @@
-"""Deterministic transforms of the clean signal: reporting, delays, day-of-week."""
+"""Deterministic transforms of the clean signal: reporting, delays, day-of-week,
+clamping."""
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -28,6 +29,37 @@ class Reporting(AbstractTransform):
         if isinstance(self.fraction, str):
             return {self.fraction: dist.Uniform(0.1, 1.0)}
         return {}
+
+
+class Clamp(AbstractTransform):
+    """Clamp the expected observation to `[lower, upper]`: e.g. `Clamp(1e-6)` before
+    [`sgjax.observation.LogNormal`][] noise, which needs a positive median, so that a
+    signal that reaches zero (or a hair below it, from solver error) gives a tiny
+    positive median instead of NaN.
+
+    **Arguments:**
+
+    - `lower`: the smallest value passed on (a number); `None` for no lower bound.
+    - `upper`: the largest value passed on (a number); `None` (default) for none.
+
+    **Example:** `ObservationModel(LogNormal("sigma"), (Clamp(1e-6),))`.
+    """
+
+    lower: float | None = eqx.field(static=True, default=None)
+    upper: float | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        for name in ("lower", "upper"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, str) or not np.isfinite(float(v))):
+                raise ValueError(f"Clamp's `{name}` must be a finite number or None, got {v!r}.")
+        if self.lower is None and self.upper is None:
+            raise ValueError("Clamp needs `lower`, `upper` or both, e.g. Clamp(1e-6).")
+        if self.lower is not None and self.upper is not None and not float(self.lower) < float(self.upper):
+            raise ValueError(f"Clamp needs lower < upper, got ({self.lower}, {self.upper}).")
+
+    def __call__(self, signal, theta, ts):
+        return jnp.clip(signal, self.lower, self.upper)
 
 
 def _regular(ts, what):

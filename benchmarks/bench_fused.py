@@ -1,4 +1,4 @@
-"""The fused integration kernel (`sgjax.Fused`) against `jax.jit(jax.vmap(diffrax.diffeqsolve))`
+"""The fused integration kernel (`sgjax.experimental.Fused`) against `jax.jit(jax.vmap(diffrax.diffeqsolve))`
 and the shared-step strategy, in the same run.
 
 - (a) SIR, 100 daily observation times on [0, 100], Tsit5, PIDController(rtol=1e-4,
@@ -91,12 +91,12 @@ def run_problem(sim, sizes, repeats, fixed_steps):
     """Every engine on one problem; `sizes` maps engine → batch."""
     rows = []
     engines = {
-        "Fused": strategy_fn(sim, sgjax.Fused()),
+        "Fused": strategy_fn(sim, sgjax.experimental.Fused()),
         "SharedStep": strategy_fn(sim, sgjax.SharedStep()),
         "jit(vmap(diffeqsolve))": vmap_diffeqsolve(sim),
     }
     if "Fused (Pallas interpreter)" in sizes:
-        engines["Fused (Pallas interpreter)"] = strategy_fn(sim, sgjax.Fused(pallas=True, interpret=True))
+        engines["Fused (Pallas interpreter)"] = strategy_fn(sim, sgjax.experimental.Fused(pallas=True, interpret=True))
     for name, fn in engines.items():
         if name not in sizes:
             continue
@@ -164,7 +164,7 @@ def main(quick: bool = False, write: bool = True) -> dict:
     if write:
         (HERE / "results_fused.json").write_text(json.dumps(out, indent=2))
         if not quick:
-            write_section("fused", "Fused integration kernel (sgjax.Fused)", report(out))
+            write_section("fused", "Fused integration kernel (sgjax.experimental.Fused)", report(out))
     return out
 
 

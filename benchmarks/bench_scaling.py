@@ -47,8 +47,8 @@ def _strategies():
     out = {"SharedStep": sgjax.SharedStep(), "PerTrajectory": sgjax.PerTrajectory()}
     # The fused kernel runs natively only on a GPU; on a CPU it would run in Pallas's
     # interpreter, which measures the interpreter, not the kernel.
-    if hasattr(sgjax, "Fused") and jax.default_backend() == "gpu":
-        out["Fused"] = sgjax.Fused()
+    if jax.default_backend() == "gpu":
+        out["Fused"] = sgjax.experimental.Fused()
     return out
 
 

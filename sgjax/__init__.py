@@ -18,7 +18,7 @@ from ._estimator import (
 )
 from ._arviz import to_arviz as to_arviz
 from ._evaluate import evaluate as evaluate
-from ._fused import Fused as Fused
+from . import experimental as experimental
 from ._io import FileFormatError as FileFormatError, read_csv as read_csv
 from ._mismatch import embed as embed, MismatchScore as MismatchScore, mmd as mmd, SimulationBank as SimulationBank
 from ._model import AbstractODEModel as AbstractODEModel, ODEModel as ODEModel

@@ -15,9 +15,10 @@ return the same array layout; they differ in how steps are taken:
   [`sgjax.simulate`][] does it from the host, compiling the rescue only if it is ever
   needed; a task's training batch (inside [`sgjax.fit`][]'s jitted step) does it in
   the program, with `lax.cond` (`solve_or_rescue`).
-- [`sgjax.Fused`][] (`_fused.py`): the whole integration of a block of trajectories in
-  one Pallas kernel on a GPU, each trajectory with its own adaptive steps; forward
-  only (no gradients), explicit Runge–Kutta solvers only.
+- [`sgjax.experimental.Fused`][] (`sgjax/experimental/_fused.py`): the whole
+  integration of a block of trajectories in one Pallas kernel on a GPU, each
+  trajectory with its own adaptive steps; forward only (no gradients), explicit
+  Runge–Kutta solvers only. Experimental until it has run on a GPU.
 """
 
 import abc

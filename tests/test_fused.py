@@ -1,4 +1,4 @@
-"""The fused strategy (`sgjax.Fused`) and its lane interpreter (`sgjax._scalarize`).
+"""The fused strategy (`sgjax.experimental.Fused`) and its lane interpreter (`sgjax._internal.scalarize`).
 
 On CPU: the fused loop as jitted JAX (the default off a GPU) and, on small batches,
 the Pallas kernel itself in Pallas's interpreter; the Triton lowering of the kernel is
@@ -105,7 +105,7 @@ def test_fused_matches_diffrax_and_exact_reference(name, getkey):
     model, ts, bound = CASES[name]
     sim = sgjax.Simulator(model, ts)
     theta = model.default_prior().sample(getkey(), 64)
-    fused, ok_fused = jax.jit(lambda th: sgjax.Fused().solve(sim, th))(theta)
+    fused, ok_fused = jax.jit(lambda th: sgjax.experimental.Fused().solve(sim, th))(theta)
     assert fused.shape == (len(ts) + 1, len(model.state_names), 64)
     assert ok_fused.all()
     with jax.enable_x64(True):
@@ -126,7 +126,7 @@ def test_fused_matches_diffrax_and_exact_reference(name, getkey):
         assert err_fused <= 1.5 * err_per
         # Steps run past observation times, read from Tsit5's dense output: as accurate
         # as diffrax, which does the same.
-        dense, ok_dense = jax.jit(lambda th: sgjax.Fused(interpolate=True).solve(sim, th))(theta)
+        dense, ok_dense = jax.jit(lambda th: sgjax.experimental.Fused(interpolate=True).solve(sim, th))(theta)
         assert ok_dense.all()
         assert np.abs(np.asarray(dense, np.float64) - exact).max() <= 1.5 * err_per
 
@@ -134,7 +134,7 @@ def test_fused_matches_diffrax_and_exact_reference(name, getkey):
 def test_exponential_closed_form_from_an_earlier_start():
     # The logistic closed form on an irregular grid is in test_simulate.py (every strategy).
     sim = sgjax.Simulator(sgjax.models.Exponential(), jnp.arange(1.0, 21.0), t0=-0.5)
-    out = sgjax.simulate(sim, jax.random.key(0), theta={"r": jnp.array([-0.3, 0.05, 0.2])}, strategy=sgjax.Fused())
+    out = sgjax.simulate(sim, jax.random.key(0), theta={"r": jnp.array([-0.3, 0.05, 0.2])}, strategy=sgjax.experimental.Fused())
     n0 = sgjax.models.Exponential().N0
     exact = n0 * np.exp(np.array([-0.3, 0.05, 0.2])[:, None] * (np.arange(1.0, 21.0) + 0.5)[None])
     # atol 1e-3 dominates for the decaying one; rtol 1e-4 per step for the others.
@@ -151,7 +151,7 @@ def test_fixed_steps_are_diffrax_steps(solver):
             sgjax.models.Lorenz(), ts, solver=solver, stepsize_controller=dfx.ConstantStepSize(), dt0=0.0125
         )
         theta = {"sigma": jnp.array([10.0, 12.0]), "rho": jnp.array([28.0, 20.0]), "beta": jnp.array([8 / 3, 2.0])}
-        fused, ok = jax.jit(lambda th: sgjax.Fused().solve(sim, th))(theta)
+        fused, ok = jax.jit(lambda th: sgjax.experimental.Fused().solve(sim, th))(theta)
         ref, ok_ref = jax.jit(lambda th: sgjax.PerTrajectory().solve(sim, th))(theta)
         assert ok.all() and ok_ref.all()
         np.testing.assert_allclose(fused, ref, rtol=1e-9, atol=1e-9)
@@ -159,7 +159,7 @@ def test_fixed_steps_are_diffrax_steps(solver):
         short = sgjax.Simulator(
             sgjax.models.Lorenz(), ts, solver=solver, stepsize_controller=dfx.ConstantStepSize(), dt0=0.0125, max_steps=100
         )
-        _, ok = jax.jit(lambda th: sgjax.Fused().solve(short, th))(theta)
+        _, ok = jax.jit(lambda th: sgjax.experimental.Fused().solve(short, th))(theta)
         assert not ok.any()
 
 
@@ -171,7 +171,7 @@ def test_blow_ups_and_step_limits_are_flagged_not_fatal():
     sim = sgjax.Simulator(model, jnp.linspace(0.1, 2.0, 20), max_steps=256)
     theta = {"a": jnp.array([0.1, 0.2, 5.0, 0.3, 100.0])}  # 5 and 100 blow up before t=2
     with pytest.warns(UserWarning, match="2 of 5 simulations failed"):
-        out = sgjax.simulate(sim, jax.random.key(0), theta=theta, strategy=sgjax.Fused())
+        out = sgjax.simulate(sim, jax.random.key(0), theta=theta, strategy=sgjax.experimental.Fused())
     np.testing.assert_array_equal(out.valid, [True, True, False, True, False])
     assert np.isfinite(out.states).all()
     a = np.array([0.1, 0.2, 0.3])
@@ -180,7 +180,7 @@ def test_blow_ups_and_step_limits_are_flagged_not_fatal():
     # A step budget too small for one trajectory fails that one only.
     lorenz = sgjax.Simulator(sgjax.models.Lorenz(), jnp.linspace(0.05, 1.0, 20), max_steps=60)
     theta = {"sigma": jnp.array([10.0, 10.0]), "rho": jnp.array([28.0, 1e4]), "beta": jnp.array([8 / 3, 8 / 3])}
-    ys, ok = jax.jit(lambda th: sgjax.Fused().solve(lorenz, th))(theta)
+    ys, ok = jax.jit(lambda th: sgjax.experimental.Fused().solve(lorenz, th))(theta)
     np.testing.assert_array_equal(ok, [True, False])
     assert np.isfinite(np.asarray(ys)[..., 0]).all()
 
@@ -189,7 +189,7 @@ def test_simulate_end_to_end_with_noise():
     # (Gaussian noise: the noise model is the strategy's business only through the
     # signal, and the exact Poisson sampler alone costs seconds of compile.)
     sim = sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 61.0), ObservationModel(Gaussian(2.0)))
-    out = sgjax.simulate(sim, jax.random.key(0), 100, strategy=sgjax.Fused(), chunk_size=64)
+    out = sgjax.simulate(sim, jax.random.key(0), 100, strategy=sgjax.experimental.Fused(), chunk_size=64)
     assert out.observations.shape == (100, 60, 1) and out.states.shape == (100, 60, 3)
     assert out.valid.all() and out.n_failed == 0
     np.testing.assert_allclose(out.states.sum(-1), 1000.0, rtol=1e-3)  # S + I + R = N
@@ -205,8 +205,8 @@ def test_pallas_kernel_matches_the_lax_loop():
     theta = {"beta": jnp.linspace(0.2, 0.9, 20), "gamma": jnp.linspace(0.05, 0.3, 20)}
     for kw in ({}, {"stepsize_controller": dfx.ConstantStepSize(), "dt0": 0.5}):
         sim = sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 11.0), **kw)
-        kernel, ok_kernel = jax.jit(lambda th: sgjax.Fused(block=8, pallas=True).solve(sim, th))(theta)
-        loop, ok_loop = jax.jit(lambda th: sgjax.Fused(pallas=False).solve(sim, th))(theta)
+        kernel, ok_kernel = jax.jit(lambda th: sgjax.experimental.Fused(block=8, pallas=True).solve(sim, th))(theta)
+        loop, ok_loop = jax.jit(lambda th: sgjax.experimental.Fused(pallas=False).solve(sim, th))(theta)
         assert ok_kernel.all() and ok_loop.all()
         np.testing.assert_allclose(kernel, loop, rtol=1e-6)
 
@@ -222,8 +222,8 @@ def test_traced_model_and_controller_values_reach_the_kernel():
     theta = {"beta": jnp.linspace(0.2, 0.9, 8), "gamma": jnp.linspace(0.05, 0.3, 8)}
     arrays, static = eqx.partition(sim, eqx.is_array)
     solve = jax.jit(lambda arrays, th, strategy: strategy.solve(eqx.combine(arrays, static), th), static_argnums=2)
-    kernel, ok = solve(arrays, theta, sgjax.Fused(block=8, pallas=True))
-    loop, _ = solve(arrays, theta, sgjax.Fused(pallas=False))
+    kernel, ok = solve(arrays, theta, sgjax.experimental.Fused(block=8, pallas=True))
+    loop, _ = solve(arrays, theta, sgjax.experimental.Fused(pallas=False))
     assert ok.all()
     np.testing.assert_allclose(kernel, loop, rtol=1e-6)
     np.testing.assert_allclose(kernel.sum(axis=1), 500.0, rtol=1e-4)  # S + I + R = N
@@ -239,7 +239,7 @@ def test_kernel_lowers_to_triton_for_cuda(model, theta, ts):
         variants += [(fixed, False), ({}, True), ({"solver": dfx.Dopri5()}, True)]
     for kw, interpolate in variants:
         sim = sgjax.Simulator(model, ts, **kw)
-        strategy = sgjax.Fused(pallas=True, interpret=False, interpolate=interpolate)
+        strategy = sgjax.experimental.Fused(pallas=True, interpret=False, interpolate=interpolate)
         args = {k: jax.ShapeDtypeStruct((1000,), jnp.float32) for k in theta}
         exported = jax.export.export(
             jax.jit(lambda th: strategy.solve(sim, th)),
@@ -253,12 +253,12 @@ def test_clear_errors():
     theta = {"beta": jnp.array([0.5]), "gamma": jnp.array([0.1])}
     implicit = sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 11.0), solver=dfx.Kvaerno5())
     with pytest.raises(TypeError, match="explicit Runge–Kutta.*Kvaerno5.*SharedStep"):
-        sgjax.Fused().solve(implicit, theta)
+        sgjax.experimental.Fused().solve(implicit, theta)
     clip = sgjax.Simulator(
         sgjax.models.SIR(), jnp.arange(1.0, 11.0),
         stepsize_controller=dfx.ClipStepSizeController(dfx.PIDController(rtol=1e-4, atol=1e-3), step_ts=[5.0]),
     )  # fmt: skip
     with pytest.raises(TypeError, match="ClipStepSizeController.*lands on every observation time"):
-        sgjax.Fused().solve(clip, theta)
+        sgjax.experimental.Fused().solve(clip, theta)
     with pytest.raises(ValueError, match="power of two"):
-        sgjax.Fused(block=100)
+        sgjax.experimental.Fused(block=100)

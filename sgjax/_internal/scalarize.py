@@ -2,7 +2,7 @@
 block of trajectories as elementwise operations on vectors.
 
 A user writes `vector_field(t, y, theta)` for one trajectory, on arrays of a few
-elements (`y` of shape `(state,)`). [`sgjax.Fused`][] integrates a block of `B`
+elements (`y` of shape `(state,)`). [`sgjax.experimental.Fused`][] integrates a block of `B`
 trajectories inside one kernel, where each trajectory is one lane of a `(B,)` vector.
 This module turns the first into the second without asking the user for anything:
 it traces the function once with `jax.make_jaxpr` and interprets the jaxpr with every
@@ -329,7 +329,7 @@ def _unsupported(eqn, what: str | None = None) -> UnsupportedPrimitive:
     shapes = ", ".join(str(tuple(v.aval.shape)) for v in eqn.invars if hasattr(v.aval, "shape"))
     detail = f" ({what})" if what else ""
     return UnsupportedPrimitive(
-        f"sgjax.Fused cannot run the primitive `{eqn.primitive.name}`{detail} on per-trajectory "
+        f"sgjax.experimental.Fused cannot run the primitive `{eqn.primitive.name}`{detail} on per-trajectory "
         f"arrays of shapes {shapes} inside its fused kernel: it integrates the model's "
         "vector field lane by lane and supports elementwise arithmetic, slicing, stacking, "
         "reshaping and small reductions. Rewrite that part of the model with those "

@@ -3,8 +3,8 @@
 Under XLA, `jax.vmap(diffrax.diffeqsolve)` (and the shared-step solve) is a while loop
 driven from the host, each step a sequence of small kernels; on a GPU that caps a
 large ensemble near 1% of the device's peak (DiffEqGPU.jl measured a fused kernel per
-block of trajectories 69× faster than `jit(vmap(diffrax))`). [`sgjax.Fused`][] writes
-that kernel with Pallas: each program of the grid integrates `block` trajectories, one
+block of trajectories 69× faster than `jit(vmap(diffrax))`).
+[`sgjax.experimental.Fused`][] writes that kernel with Pallas: each program of the grid integrates `block` trajectories, one
 per lane of a vector, from `t0` to the last observation time, inside one kernel
 launch, with the model's own `vector_field` turned into lane arithmetic by
 `sgjax._internal.scalarize`.
@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._internal.scalarize import Scalarized, lanes
-from ._strategy import AbstractStrategy
+from .._internal.scalarize import Scalarized, lanes
+from .._strategy import AbstractStrategy
 
 #: Relative slack when splitting an interval into fixed steps of `dt0`: an interval
 #: that is `n` steps long up to rounding gets exactly `n` steps.
@@ -115,7 +115,7 @@ class _Plan:
         tableau = getattr(solver, "tableau", None)
         if not isinstance(solver, dfx.AbstractERK) or tableau is None or tableau.implicit or tableau.a_diagonal is not None:
             raise TypeError(
-                f"sgjax.Fused integrates with explicit Runge–Kutta solvers given by a Butcher "
+                f"sgjax.experimental.Fused integrates with explicit Runge–Kutta solvers given by a Butcher "
                 f"tableau (diffrax.Tsit5, Dopri5, Dopri8, Bosh3, Heun, Ralston, Midpoint), got "
                 f"{type(solver).__name__}. Pass one of those as the Simulator's `solver=`, or "
                 "use sgjax.SharedStep() or sgjax.PerTrajectory() for implicit and other solvers."
@@ -169,7 +169,7 @@ class _Plan:
             p, i, d = (num(getattr(controller, k)) for k in ("pcoeff", "icoeff", "dcoeff"))
             if not all(isinstance(x, float) for x in (p, i, d, self.error_order)):
                 raise TypeError(
-                    "sgjax.Fused needs the PIDController's pcoeff, icoeff, dcoeff and error_order "
+                    "sgjax.experimental.Fused needs the PIDController's pcoeff, icoeff, dcoeff and error_order "
                     "as Python numbers (they decide which terms the kernel computes), but they are "
                     "traced here. Build the controller with plain floats, or use sgjax.SharedStep()."
                 )
@@ -190,7 +190,7 @@ class _Plan:
                 self.dense_consts = [self.aux.array(c) for c in self.dense.traced_consts]
         else:
             raise TypeError(
-                f"sgjax.Fused supports diffrax.PIDController and diffrax.ConstantStepSize, got "
+                f"sgjax.experimental.Fused supports diffrax.PIDController and diffrax.ConstantStepSize, got "
                 f"{type(controller).__name__}. Pass one of those as the Simulator's "
                 "`stepsize_controller=` (a ClipStepSizeController's `step_ts` are not needed: "
                 "Fused lands on every observation time), or use sgjax.SharedStep()."
@@ -491,6 +491,11 @@ class Fused(AbstractStrategy):
     trajectory (one lane) with its own adaptive steps — for fast forward simulation
     on a GPU. No gradients flow through it.
 
+    Experimental: the Pallas kernel has been checked against diffrax in Pallas's
+    interpreter on CPU but has not yet run on a GPU, where it is meant to pay off; its
+    interface may change, and it may be removed if on a GPU it does not beat
+    [`sgjax.SharedStep`][].
+
     From the model's own `vector_field` (traced once and run lane by lane; see
     `sgjax/_internal/scalarize.py` for what it may contain), the simulator's explicit
     Runge–Kutta solver (`diffrax.Tsit5`, `Dopri5`, `Dopri8`, `Bosh3`, `Heun`, `Ralston`,
@@ -521,7 +526,7 @@ class Fused(AbstractStrategy):
     **Example:**
 
     ```python
-    sims = sgjax.simulate(simulator, key, 2**20, strategy=sgjax.Fused(), chunk_size=2**20)
+    sims = sgjax.simulate(simulator, key, 2**20, strategy=sgjax.experimental.Fused(), chunk_size=2**20)
     ```
     """
 

@@ -13,25 +13,24 @@ def _arviz():
 
 
 def _draws(posterior) -> tuple[dict[str, np.ndarray], int]:
-    """name → `(n_series, chains × draws)` and the number of chains, from an sgjax
+    """name → `(n_series, chains × draws)` and the number of chains, from any sgjax
     posterior with samples."""
-    from ._estimator import Posterior
-    from .baselines._samples import AbstractSamples
+    from ._posterior import AbstractPosterior
+    from .baselines._samples import AbstractSamples  # until it subclasses AbstractPosterior
 
-    if isinstance(posterior, Posterior):
-        if posterior.samples is None:
-            raise ValueError(
-                "This posterior has no samples: its head gives a point estimate, quantiles or "
-                "model probabilities. Train with a density head (Gaussian, MixtureDensity, Flow) "
-                "and call sgjax.infer with n_samples."
-            )
-        return {name: posterior.samples[:, :, j] for j, name in enumerate(posterior.labels)}, 1
-    if isinstance(posterior, AbstractSamples):
-        return {k: np.asarray(v) for k, v in posterior.samples.items()}, int(getattr(posterior, "num_chains", 1))
-    raise TypeError(
-        "`posterior` must be an sgjax.Posterior (from sgjax.infer) or a baseline's samples "
-        f"(sgjax.baselines.nuts, rejection_abc), got {type(posterior).__name__}."
-    )
+    if not isinstance(posterior, (AbstractPosterior, AbstractSamples)):
+        raise TypeError(
+            "`posterior` must be an sgjax posterior (an sgjax.AbstractPosterior: sgjax.infer's, or a baseline's "
+            f"from sgjax.baselines.nuts or rejection_abc), got {type(posterior).__name__}."
+        )
+    if getattr(posterior, "probabilities", None) is not None:
+        posterior._need_samples("Exporting to ArviZ")  # a classifier's: it says it holds probabilities
+    if posterior.samples is None:
+        raise ValueError(
+            "This posterior has no samples: its head gives a point estimate or quantiles. Train with a "
+            "density head (Gaussian, MixtureDensity, Flow) and call sgjax.infer with a key and n_samples."
+        )
+    return {k: np.asarray(v) for k, v in posterior.samples.items()}, int(getattr(posterior, "num_chains", 1))
 
 
 def to_arviz(posterior, series: int | None = None, *, observed=None):
@@ -39,9 +38,10 @@ def to_arviz(posterior, series: int | None = None, *, observed=None):
 
     **Arguments:**
 
-    - `posterior`: an [`sgjax.Posterior`][] with samples (a density head), or the
-        samples of a baseline ([`sgjax.baselines.nuts`][], whose chains are kept
-        apart for R-hat, or [`sgjax.baselines.rejection_abc`][]).
+    - `posterior`: any [`sgjax.AbstractPosterior`][] with samples: an
+        [`sgjax.Posterior`][] of a density head, or a baseline's
+        ([`sgjax.baselines.nuts`][], whose chains are kept apart for R-hat, or
+        [`sgjax.baselines.rejection_abc`][]).
     - `series`: which observed series to export; `None` keeps them all along a
         `series` dimension.
     - `observed`: optionally the observed data, `(time, channels)`, stored in the

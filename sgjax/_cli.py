@@ -288,7 +288,7 @@ def _train_cmd(args) -> int:
         "training": {"steps": history["step"][-1], "batch_size": args.batch_size, "seconds_including_compile": round(seconds, 2),
                      "samples_per_s_last_window": rounded(history["samples_per_s"][-1]),
                      "final_validation_loss": history["val_loss"][-1]},
-        "recovery_on_held_out_simulations": {"n": len(truth), **rec},
+        "recovery_on_held_out_simulations": {"n": len(post), **rec},
         "history": history,
         "versions": versions(),
         "backend": jax.default_backend(),
@@ -330,7 +330,7 @@ def _infer_cmd(args) -> int:
     result = {"data": str(args.data), "posterior": post.summary(0)}
     atomic_write(out / "posterior.json", json.dumps(result, indent=2).encode())
     if post.samples is not None:
-        _plots.posterior_histograms({l: post.samples[0, :, j] for j, l in enumerate(post.labels)}, out / "posterior.png", f"Posterior given {Path(args.data).name}")
+        _plots.posterior_histograms({l: v[0] for l, v in post.samples.items()}, out / "posterior.png", f"Posterior given {Path(args.data).name}")
     print(json.dumps(result["posterior"], indent=2))
     print(f"wrote {out}/posterior.json" + (", posterior.png" if post.samples is not None else ""))
     return 0

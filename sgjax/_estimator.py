@@ -4,15 +4,17 @@ summaries, and saving and loading it."""
 import json
 import pathlib
 import warnings
+from collections.abc import Mapping
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from ._custom_types import check_key, Key
 from ._io import FileFormatError, read_csv, read_header, read_payload, write_pair
+from ._posterior import _levels, AbstractPosterior
 from ._target import Space
 from .datasets import Dataset
 from .heads import AbstractHead, head_from_config
@@ -86,68 +88,142 @@ class Estimator(eqx.Module):
         return jnp.stack([s.inverse(y[..., i]) for i, s in enumerate(self.spaces)], axis=-1)
 
 
-class Posterior(eqx.Module):
-    """Posterior summaries for a batch of observed series, in natural units (NumPy
-    arrays, observation first).
+class Posterior(AbstractPosterior):
+    """A trained network's posterior for a batch of `n` observed series, in natural
+    units (NumPy arrays, series first) — an [`sgjax.AbstractPosterior`][], so every
+    diagnostic and plot that takes NUTS's or ABC's samples takes it too.
 
     **Fields:**
 
-    - `labels`: the target components (or models).
-    - `point`: `(n, k)` — the point head's posterior mean (in the learning space,
-        mapped back); for a density head the posterior mean of its samples; for a
-        quantile head the median.
-    - `quantiles`: level → `(n, k)`.
-    - `samples`: `(n, n_samples, k)` for density heads, else `None`.
-    - `probabilities`: `(n, models)` for model selection, else `None`.
+    - `labels`: the target components (or, for model selection, the models).
+    - `point`: name → `(n,)`, the point estimate: the head's posterior mean for a
+        `Point` head, the mean of the samples for a density head, the median for a
+        `Quantile` head; `None` for model selection.
+    - `quantiles`: level → (name → `(n,)`): a `Quantile` head's trained levels, or
+        [`SAMPLE_LEVELS`][] from the samples of a density head.
+    - `samples`: name → `(n, draws)` for density heads (`Gaussian`, `MixtureDensity`,
+        `Flow`), else `None`. [`stacked`][sgjax.AbstractPosterior.stacked]`()` (or
+        [`sgjax.stack`][]`(posterior.samples)`) gives the `(n, draws, k)` array.
+    - `probabilities`: `(n, models)` for model selection (the models in `labels`),
+        else `None`. Such a posterior has no samples, quantiles or intervals: asking
+        for them is an error that points here.
+    - `parameters`: the labels that are the simulator's parameters (where the task
+        recorded them), which [`theta`][sgjax.AbstractPosterior.theta] keeps; `None`
+        keeps every label.
+
+    The summaries [`mean`][sgjax.AbstractPosterior.mean], [`quantile`][sgjax.AbstractPosterior.quantile]
+    and [`interval`][sgjax.AbstractPosterior.interval] come from the samples of a
+    density head; a `Quantile` head answers at its trained levels only, a `Point` head
+    gives its mean only.
     """
 
     labels: tuple[str, ...]
-    point: np.ndarray | None
-    quantiles: dict
-    samples: np.ndarray | None
+    point: dict[str, np.ndarray] | None
+    quantiles: dict[float, dict[str, np.ndarray]]
+    samples: dict[str, np.ndarray] | None
     probabilities: np.ndarray | None
+    parameters: tuple[str, ...] | None = None
 
-    def interval(self, mass: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-        """The central credible interval holding `mass`: `(lower, upper)`, each
-        `(n, k)`."""
-        lo, hi = round((1 - mass) / 2, 6), round((1 + mass) / 2, 6)
-        have = sorted(self.quantiles)
-        if lo not in self.quantiles or hi not in self.quantiles:
-            raise ValueError(f"A {mass:.0%} interval needs the {lo} and {hi} quantiles; available: {have}.")
-        return self.quantiles[lo], self.quantiles[hi]
+    def __check_init__(self):
+        for field in ("samples", "point"):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, dict):
+                raise TypeError(
+                    f"`Posterior.{field}` must be a dict mapping each label to an array with the series first "
+                    f"(sgjax's one convention for θ), got {type(value).__name__}; for a stacked array "
+                    f"use sgjax.unstack(array, labels)."
+                )
+        if not all(isinstance(v, dict) for v in self.quantiles.values()):
+            raise TypeError("`Posterior.quantiles` must map each level to a dict label → (n,).")
+        if self.parameters is not None and not set(self.parameters) <= set(self.labels):
+            raise ValueError(f"`parameters` {self.parameters} must be among the labels {self.labels}.")
 
-    def box(self, i: int = 0, mass: float = 0.996, widen: float = 0.2) -> dict[str, tuple[float, float]]:
-        """A box holding this posterior (observation `i`), to restrict a prior to for
-        a further, truncated round of training ([`sgjax.Prior.restrict`][]): per
-        target, the central interval of its samples holding `mass`, widened on each
-        side by `widen` times its width — on the log scale when every sample is
-        positive. A flow trained on the whole prior tends to be too wide, so the box
-        errs on the wide side; a box that cut into the posterior would bias it."""
+    def _need_samples(self, what: str) -> dict[str, np.ndarray]:
+        if self.probabilities is not None:
+            raise ValueError(
+                f"{what} is not defined here: this posterior is a model-selection classifier's, and holds "
+                f"model probabilities, not samples, quantiles or intervals. Read `posterior.probabilities` "
+                f"((n, models), the models in posterior.labels: {', '.join(self.labels)})."
+            )
         if self.samples is None:
-            raise ValueError("A box needs posterior samples: use a density head (Flow, Gaussian, MixtureDensity).")
-        if not 0 < mass < 1 or widen < 0:
-            raise ValueError(f"`mass` must be in (0, 1) and `widen` ≥ 0, got mass={mass}, widen={widen}.")
-        out = {}
-        for j, label in enumerate(self.labels):
-            s = np.asarray(self.samples[i, :, j], dtype=float)
-            s = s[np.isfinite(s)]
-            log = bool(np.all(s > 0))
-            v = np.log(s) if log else s
-            lo, hi = np.quantile(v, [(1 - mass) / 2, (1 + mass) / 2])
-            lo, hi = lo - widen * (hi - lo), hi + widen * (hi - lo)
-            out[label] = (float(np.exp(lo)), float(np.exp(hi))) if log else (float(lo), float(hi))
-        return out
+            held = f"quantiles at the levels {sorted(self.quantiles)}" if self.quantiles else "a point estimate"
+            raise ValueError(
+                f"{what} needs posterior samples, but this posterior holds {held} only: use a density head "
+                "(Flow, Gaussian, MixtureDensity) for samples."
+            )
+        return self.samples
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The target components (or models), in order: `labels`."""
+        return self.labels
+
+    def __len__(self) -> int:
+        for held in (self.probabilities, self.samples, self.point, next(iter(self.quantiles.values()), None)):
+            if held is not None:
+                return len(held) if not isinstance(held, dict) else next(iter(held.values())).shape[0]
+        return 0
+
+    def mean(self) -> dict[str, np.ndarray]:
+        """The posterior mean: name → `(n,)` (the head's mean for a `Point` head)."""
+        if self.samples is None and self.probabilities is None and self.point is not None and not self.quantiles:
+            return dict(self.point)
+        return super().mean()
+
+    def quantile(self, q) -> dict[str, np.ndarray]:
+        """Posterior quantiles at level(s) `q`: name → `(n,)` for one level, `(n, len(q))`
+        for several. From the samples of a density head; a `Quantile` head answers at
+        its trained levels only."""
+        if self.samples is not None or self.probabilities is not None or not self.quantiles:
+            return super().quantile(q)
+        q_np = _levels(q)
+        have = np.array(sorted(self.quantiles))
+        picked = []
+        for level in np.atleast_1d(q_np):
+            hit = np.flatnonzero(np.isclose(have, level, rtol=0, atol=1e-9))
+            if not len(hit):
+                raise ValueError(
+                    f"This posterior holds the quantiles of a Quantile head at its trained levels {have.tolist()} "
+                    f"only, not {float(level):g}: ask for one of those, or train with those levels "
+                    "(heads.Quantile(levels=...)) or a density head."
+                )
+            picked.append(self.quantiles[float(have[hit[0]])])
+        if q_np.ndim == 0:
+            return dict(picked[0])
+        return {k: np.stack([p[k] for p in picked], axis=-1) for k in self.labels}
+
+    def interval(self, mass: float = 0.9) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The central credible interval holding `mass`: `(lower, upper)`, each name →
+        `(n,)`. A `Quantile` head gives it where it was trained at both ends' levels."""
+        if self.samples is None and self.probabilities is None and self.quantiles and 0 < mass < 1:
+            lo, hi = round((1 - mass) / 2, 6), round((1 + mass) / 2, 6)
+            if lo not in self.quantiles or hi not in self.quantiles:
+                have = sorted(self.quantiles)
+                raise ValueError(
+                    f"A {mass:.0%} interval needs the {lo} and {hi} quantiles; available: {have}. Train a "
+                    "Quantile head with those levels, or a density head (Flow, Gaussian, MixtureDensity)."
+                )
+        return super().interval(mass)
+
+    def theta(self, i: int = 0) -> dict[str, np.ndarray]:
+        """The posterior draws for series `i`: name → `(draws,)`, for the simulator's
+        parameters only where the task recorded them (derived quantities such as R0
+        are left out), so that [`sgjax.simulate`][]`(simulator, theta=posterior.theta(i),
+        key=...)` is a posterior predictive draw."""
+        draws = super().theta(i)
+        return draws if self.parameters is None else {k: draws[k] for k in self.parameters}
 
     def summary(self, i: int = 0) -> dict:
-        """A JSON-friendly dict of the summaries for observation `i`."""
-        out = {}
+        """A JSON-friendly dict of the summaries for series `i`: per label its point
+        estimate and quantiles; for model selection the model probabilities."""
         if self.probabilities is not None:
             return {"probabilities": dict(zip(self.labels, map(float, self.probabilities[i])))}
-        for j, label in enumerate(self.labels):
+        out = {}
+        for label in self.labels:
             entry = {}
             if self.point is not None:
-                entry["point"] = float(self.point[i, j])
-            entry["quantiles"] = {str(q): float(v[i, j]) for q, v in sorted(self.quantiles.items())}
+                entry["point"] = float(self.point[label][i])
+            entry["quantiles"] = {str(q): float(v[label][i]) for q, v in sorted(self.quantiles.items())}
             out[label] = entry
         return out
 
@@ -316,40 +392,51 @@ def infer(
         training times (`estimator.times`).
     - `mask`: `True` where observed (same shape as `x`); missing entries may hold
         anything, even NaN. Without it, NaN in `x` is an error.
-    - `key`: a PRNG key for posterior samples (density heads); default key 0.
+    - `key`: a PRNG key (keyword-only), required for a density head (`Gaussian`,
+        `MixtureDensity`, `Flow`), whose posterior samples it draws; other heads
+        ignore it. One key gives the same samples every call.
     - `n_samples`: posterior samples per series (density heads), at least 1.
 
-    **Returns:** a [`sgjax.Posterior`][] with point estimates, quantiles and credible
-    intervals, samples (density heads) and model probabilities (model selection).
+    **Returns:** a [`sgjax.Posterior`][]: samples (density heads) name → `(n,
+    n_samples)`, point estimates and quantiles name → `(n,)`, credible intervals
+    (`posterior.interval(0.9)`), or model probabilities (model selection).
 
-    **Raises:** `ValueError` for data the estimator cannot read: other times than the
-    training grid, non-finite observed entries, negative or fractional counts for an
-    estimator trained on count noise, negative values where it standardises `log1p(x)`.
+    **Raises:** `TypeError` without `key` for a density head. `ValueError` for data the
+    estimator cannot read: other times than the training grid, non-finite observed
+    entries, negative or fractional counts for an estimator trained on count noise,
+    negative values where it standardises `log1p(x)`.
     """
     if not isinstance(estimator, Estimator):
         raise TypeError(f"`estimator` must be an sgjax.Estimator (from sgjax.fit or sgjax.load), got {type(estimator).__name__}.")
     n_samples = check_size(n_samples, "n_samples")
+    density = estimator.head.is_density
     if key is not None:
         check_key(key)
     x, mask = _observed(estimator, x, mask)
-    if key is None and estimator.head.is_density:
-        key = jax.random.key(0)
-    s = jax.tree.map(np.asarray, _summaries(estimator, x, mask, key if estimator.head.is_density else None, n_samples))
+    if key is None and density:
+        raise TypeError(
+            f"This estimator's {type(estimator.head).__name__} head draws posterior samples, so `infer` needs a "
+            "PRNG key: pass key=jax.random.key(seed) (keyword-only). The same key gives the same samples."
+        )
+    s = jax.tree.map(np.asarray, _summaries(estimator, x, mask, key if density else None, n_samples))
+    labels = estimator.labels
     if estimator.n_classes:
-        return Posterior(estimator.labels, None, {}, None, s["probabilities"])
+        return Posterior(labels, None, {}, None, s["probabilities"])
+    named = lambda a: {label: a[..., j] for j, label in enumerate(labels)}  # noqa: E731
     quantiles, samples, point = {}, None, None
     if "samples" in s:
-        samples = s["samples"]
-        point = samples.mean(axis=1)
-        qs = np.quantile(samples, SAMPLE_LEVELS, axis=1)
-        quantiles = {lvl: q for lvl, q in zip(SAMPLE_LEVELS, qs)}
+        samples = named(s["samples"])
+        point = {k: v.mean(axis=1) for k, v in samples.items()}
+        qs = np.quantile(s["samples"], SAMPLE_LEVELS, axis=1)
+        quantiles = {lvl: named(q) for lvl, q in zip(SAMPLE_LEVELS, qs)}
     elif "quantiles" in s:
-        levels = estimator.head.levels
-        quantiles = {lvl: s["quantiles"][:, i] for i, lvl in enumerate(levels)}
+        quantiles = {lvl: named(s["quantiles"][:, i]) for i, lvl in enumerate(estimator.head.levels)}
         point = quantiles.get(0.5)
     if "mean" in s and samples is None:
-        point = s["mean"]
-    return Posterior(estimator.labels, point, quantiles, samples, None)
+        point = named(s["mean"])
+    recorded = json.loads(estimator.info).get("parameters")
+    parameters = None if recorded is None else tuple(p for p in labels if p in recorded)
+    return Posterior(labels, point, quantiles, samples, None, parameters)
 
 
 @eqx.filter_jit
@@ -366,19 +453,30 @@ def _log_prob(estimator: Estimator, x, mask, theta):
     return jax.vmap(one)(x, mask, theta)
 
 
-def log_prob(estimator: Estimator, theta, x, mask=None) -> np.ndarray:
+def log_prob(estimator: Estimator, theta: Mapping[str, ArrayLike], x, mask=None) -> np.ndarray:
     """The approximate posterior log density `log q(θ | x)` in natural units, for
     estimators whose head is a density (`Gaussian`, `MixtureDensity`, `Flow`).
+
+    The argument order is that of [`sgjax.baselines.log_likelihood`][]`(simulator,
+    theta, x, mask)`.
 
     **Arguments:**
 
     - `estimator`: a trained [`sgjax.Estimator`][] with a density head.
-    - `theta`: target values in natural units: `(k,)` or `(m, k)` for one series,
-        `(n, m, k)` for `n` series (`m` values each).
+    - `theta`: θ in natural units, a dict with one entry per target (`estimator.labels`,
+        no more, no fewer). For one series each entry is a scalar or `(m,)` values.
+        For a batch of `n` series the first axis is the series: each entry is a
+        scalar (the same value for every series), `(n,)` (one value per series, as a
+        true θ), or `(n, m)` / `(1, m)` (`m` values per series, e.g.
+        `posterior.samples`). Entries broadcast against each other.
     - `x`, `mask`: the observed series, as for [`sgjax.infer`][].
 
-    **Returns:** log densities of shape `(m,)` for one series, `(n, m)` for many;
-    `-inf` outside the target's support.
+    **Returns:** log densities of θ's shape: `()` or `(m,)` for one series, `(n,)` or
+    `(n, m)` for a batch; `-inf` outside the target's support.
+
+    **Raises:** `TypeError` for θ that is not a dict (a stacked array: use
+    [`sgjax.unstack`][]`(array, estimator.labels)`); `ValueError` for missing or extra
+    entries or shapes that do not fit the series.
     """
     if not isinstance(estimator, Estimator):
         raise TypeError(f"`estimator` must be an sgjax.Estimator, got {type(estimator).__name__}.")
@@ -387,22 +485,53 @@ def log_prob(estimator: Estimator, theta, x, mask=None) -> np.ndarray:
             f"The {type(estimator.head).__name__} head gives no density; train with a density head "
             "(sgjax.heads.Gaussian(), MixtureDensity() or Flow()) to evaluate log densities."
         )
-    one_series = isinstance(x, (str, pathlib.Path)) or np.ndim(x) <= 2
-    x, mask = _observed(estimator, x, mask)
-    k = estimator.y_mean.shape[0]
-    theta = jnp.asarray(theta, estimator.y_mean.dtype)
-    if one_series:
-        theta = theta.reshape(1, -1, k) if theta.ndim <= 2 else theta
-    if theta.ndim != 3 or theta.shape[0] != x.shape[0] or theta.shape[2] != k:
-        raise ValueError(
-            f"`theta` must have shape (m, {k}) for one series or (n, m, {k}) for n = {x.shape[0]} "
-            f"series ({', '.join(estimator.labels)}), got {tuple(np.shape(theta))}."
+    labels = estimator.labels
+    if not isinstance(theta, Mapping):
+        raise TypeError(
+            f"`theta` must be a dict mapping each target ({', '.join(labels)}) to its values, got "
+            f"{type(theta).__name__}; for a stacked array (..., {len(labels)}) pass "
+            "sgjax.unstack(array, estimator.labels)."
         )
+    missing, extra = [n for n in labels if n not in theta], [n for n in theta if n not in labels]
+    if missing or extra:
+        raise ValueError(
+            f"`theta` must have exactly one entry per target of the estimator ({', '.join(labels)}); "
+            + "; ".join(
+                m for m in (f"missing {missing}" if missing else "", f"not targets: {extra}" if extra else "") if m
+            )
+            + "."
+        )
+    one_series = isinstance(x, (str, pathlib.Path, Dataset)) or np.ndim(x) <= 2
+    x, mask = _observed(estimator, x, mask)
+    n = x.shape[0]
+    values = [np.asarray(theta[name], dtype=float) for name in labels]
+    rank = max(v.ndim for v in values)
+    try:
+        if one_series:
+            if rank > 1:
+                raise ValueError
+            shape = np.broadcast_shapes(*(v.shape for v in values))
+            full = [np.broadcast_to(v, shape).reshape(1, -1) for v in values]
+        else:
+            if rank > 2:
+                raise ValueError
+            # The series axis first: a scalar or (n,) is one value per series.
+            padded = [v.reshape(v.shape + (1,) * (2 - v.ndim)) if v.ndim else v.reshape(1, 1) for v in values]
+            target = np.broadcast_shapes((n, 1), *(v.shape for v in padded))
+            if target[0] != n:
+                raise ValueError
+            shape = target if rank == 2 else (n,)
+            full = [np.broadcast_to(v, target) for v in padded]
+    except ValueError:
+        got = ", ".join(f"{name}: {v.shape}" for name, v in zip(labels, values))
+        want = "scalars or (m,)" if one_series else f"scalars, (n,), (n, m) or (1, m) with n = {n} series first"
+        raise ValueError(f"The entries of `theta` must be {want}, and broadcast together; got {got}.") from None
+    stacked = jnp.asarray(np.stack(full, axis=-1), estimator.y_mean.dtype)
     # Outside a component's support the learning-space map is clipped flat, so the
     # change of variables has a zero Jacobian there and the log density is -inf.
-    lp = np.asarray(_log_prob(estimator, x, mask, theta))
+    lp = np.asarray(_log_prob(estimator, x, mask, stacked))
     lp = np.where(np.isfinite(lp), lp, -np.inf)
-    return lp[0] if one_series else lp
+    return lp.reshape(shape)
 
 
 def save(path, estimator: Estimator, *, overwrite: bool = False) -> pathlib.Path:

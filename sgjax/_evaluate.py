@@ -1,12 +1,14 @@
 """Checking a trained estimator on held-out simulations."""
 
 import json
+from collections.abc import Mapping
 
 import jax
 import numpy as np
 
 from ._custom_types import check_key, Key
-from ._estimator import Estimator, Posterior, infer
+from ._estimator import Estimator, infer
+from ._posterior import AbstractPosterior
 from ._task import AbstractTask
 from ._train import simulate_batch
 from .nn.base import check_size
@@ -36,12 +38,12 @@ def evaluate(estimator: Estimator, task: AbstractTask, key: Key, n: int = 2000, 
             "log_loss": float(-np.mean(np.log(np.maximum(p_true, 1e-12)))),
             "mean_probability_of_truth": float(np.mean(p_true)),
         }
-    return {"n": len(truth), **recovery(post, truth)}
+    return {"n": len(post), **recovery(post, truth)}
 
 
 def held_out(estimator: Estimator, task: AbstractTask, key: Key, n: int, *, chunk: int = 512, n_samples: int = 1000):
     """The posterior for `n` fresh simulations and their true targets in natural units
-    (`(n, k)`; the model index `(n,)` for model selection), failed simulations
+    (name → `(n,)`; the model index `(n,)` for model selection), failed simulations
     dropped."""
     if not isinstance(estimator, Estimator):
         raise TypeError(f"`estimator` must be an sgjax.Estimator, got {type(estimator).__name__}.")
@@ -55,7 +57,7 @@ def held_out(estimator: Estimator, task: AbstractTask, key: Key, n: int, *, chun
     post = infer(estimator, x, mask, key=jax.random.fold_in(key, 1), n_samples=n_samples)
     if estimator.n_classes:
         return post, y[:, 0]
-    return post, np.stack([np.asarray(s.inverse(y[:, i])) for i, s in enumerate(estimator.spaces)], axis=1)
+    return post, {label: np.asarray(s.inverse(y[:, i])) for i, (label, s) in enumerate(zip(estimator.labels, estimator.spaces))}
 
 
 def check_task(estimator: Estimator, task: AbstractTask) -> None:
@@ -87,21 +89,28 @@ def _what(description: dict, source) -> str:
     return f"{', '.join(source.labels)} of {model} from {source.in_time} times x {source.in_channels} channel(s){at}"
 
 
-def recovery(post: Posterior, truth: np.ndarray) -> dict:
-    """R², RMSE and interval coverage of a posterior against true values `(n, k)`."""
+def recovery(post: AbstractPosterior, truth: Mapping[str, np.ndarray]) -> dict:
+    """R², RMSE and interval coverage of a posterior against true values (name →
+    `(n,)`), for each label of `truth`. The point estimate is `post.point` where it has
+    one (an SGNN's), else the posterior mean; a coverage is left out where the
+    posterior has no such interval."""
+    point = getattr(post, "point", None)
+    if point is None:
+        point = post.mean()
+    intervals = {}
+    for mass in (0.5, 0.9):
+        try:
+            intervals[mass] = post.interval(mass)
+        except ValueError:
+            continue
     out = {}
-    for j, label in enumerate(post.labels):
-        t = truth[:, j]
+    for label, t in truth.items():
+        t = np.asarray(t)
         entry = {}
-        if post.point is not None:
-            err = post.point[:, j] - t
-            entry["r2"] = float(1 - np.mean(err**2) / np.var(t)) if np.var(t) > 0 else float("nan")
-            entry["rmse"] = float(np.sqrt(np.mean(err**2)))
-        for mass in (0.5, 0.9):
-            try:
-                lo, hi = post.interval(mass)
-            except ValueError:
-                continue
-            entry[f"coverage_{round(mass * 100)}"] = float(np.mean((t >= lo[:, j]) & (t <= hi[:, j])))
+        err = point[label] - t
+        entry["r2"] = float(1 - np.mean(err**2) / np.var(t)) if np.var(t) > 0 else float("nan")
+        entry["rmse"] = float(np.sqrt(np.mean(err**2)))
+        for mass, (lo, hi) in intervals.items():
+            entry[f"coverage_{round(mass * 100)}"] = float(np.mean((t >= lo[label]) & (t <= hi[label])))
         out[label] = entry
     return out

@@ -50,19 +50,21 @@ def boarding_school_problem():
     return data, simulator, prior, Task(simulator, PARAMETERS, prior)
 
 
-def _derived(samples: np.ndarray, population: float) -> dict:
-    """Push posterior samples of (β, γ, …) forward to R0 and the final size."""
-    r0 = samples[..., 0] / samples[..., 1]
+def _derived(theta: dict, population: float) -> dict:
+    """Push θ (name → array) forward to R0 and the final size (in people)."""
+    r0 = theta["beta"] / theta["gamma"]
     z = np.asarray(models.final_size(jnp.asarray(r0), 1.0 - 1.0 / population))
     return {"R0": r0, "final_size": population * z}
 
 
-def _with_derived(post: Posterior, population: float) -> tuple[Posterior, np.ndarray]:
-    extra = _derived(post.samples, population)
-    samples = np.concatenate([post.samples, np.stack(list(extra.values()), axis=-1)], axis=-1)
+def _with_derived(post: Posterior, population: float) -> Posterior:
+    """The posterior with R0 and the final size pushed forward from its samples."""
+    samples = {**post.samples, **_derived(post.samples, population)}
     levels = sorted(post.quantiles)
-    q = np.quantile(samples, levels, axis=1)
-    return Posterior(post.labels + tuple(extra), samples.mean(1), dict(zip(levels, q)), samples, None), samples
+    q = {k: np.quantile(v, levels, axis=1) for k, v in samples.items()}  # (levels, n) each
+    quantiles = {lvl: {k: v[i] for k, v in q.items()} for i, lvl in enumerate(levels)}
+    point = {k: v.mean(1) for k, v in samples.items()}
+    return Posterior(tuple(samples), point, quantiles, samples, None, PARAMETERS)
 
 
 def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
@@ -107,18 +109,17 @@ def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, pro
 
     # Recovery on held-out simulations, derived quantities pushed forward from samples.
     post, theta = held_out(estimator, task, k_test, n_test, n_samples=n_post)
-    post, _ = _with_derived(post, data.population)
-    truth = np.concatenate([theta, np.stack(list(_derived(theta, data.population).values()), axis=-1)], axis=1)
+    post = _with_derived(post, data.population)
+    truth = {**theta, **_derived(theta, data.population)}
     rec = recovery(post, truth)
     _plots.recovery(truth, post, out / "recovery.png")
     _plots.training_curve(history, out / "training.png")
 
     # The real data.
-    flu, samples = _with_derived(infer(estimator, data.values, data.mask, key=k_post, n_samples=n_post), data.population)
-    samples = samples[0]
-    theta_post = {name: jnp.asarray(samples[:, i]) for i, name in enumerate(PARAMETERS)}
-    pred = simulate(simulator, k_pred, theta=theta_post, resample_failed=False)
-    rho = samples[:, PARAMETERS.index("reporting")]
+    flu = _with_derived(infer(estimator, data.values, data.mask, key=k_post, n_samples=n_post), data.population)
+    theta_post = {name: jnp.asarray(v) for name, v in flu.theta(0).items()}  # the model's parameters
+    pred = simulate(simulator, key=k_pred, theta=theta_post, resample_failed=False)
+    rho = flu.samples["reporting"][0]
     _plots.predictive_bands(
         data.times,
         data.values[:, 0],
@@ -129,11 +130,11 @@ def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, pro
         clean=(pred.signal[:, :, 0] * rho[:, None])[pred.valid],
     )
     _plots.posterior_histograms(
-        {label: samples[:, j] for j, label in enumerate(flu.labels)}, out / "posterior.png", "Posterior for the 1978 outbreak"
+        {label: v[0] for label, v in flu.samples.items()}, out / "posterior.png", "Posterior for the 1978 outbreak"
     )
     summary = {}
-    for j, label in enumerate(flu.labels):
-        v = samples[:, j]
+    for label, v in flu.samples.items():
+        v = v[0]
         summary[label] = {
             "mean": float(v.mean()),
             "median": float(np.median(v)),
@@ -153,7 +154,7 @@ def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, pro
             "samples_per_s_last_window": rounded(history["samples_per_s"][-1]),
             "final_validation_loss": history["val_loss"][-1],
         },
-        "recovery_on_held_out_simulations": {"n": len(truth), **rec},
+        "recovery_on_held_out_simulations": {"n": len(post), **rec},
         "posterior_boarding_school": summary,
         "posterior_predictive_90_covers_days": float(covered),
         "versions": versions(),

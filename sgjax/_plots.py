@@ -37,25 +37,29 @@ def training_curve(history: dict, path) -> None:
     save_figure(fig, path)
 
 
-def recovery(truth: np.ndarray, post, path, max_points: int = 400) -> None:
-    """True value against posterior median and 90% interval for each target."""
+def recovery(truth: dict, post, path, max_points: int = 400) -> None:
+    """True value (name → `(n,)`) against the posterior median and 90% interval, for
+    each label of `truth`."""
     plt = _pyplot()
-    k = truth.shape[1]
+    k = len(truth)
     cols = min(k, 3)
     rows = -(-k // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
     lo, hi = post.interval(0.9)
-    idx = np.arange(min(len(truth), max_points))
+    median = post.quantile(0.5)
+    idx = np.arange(min(len(next(iter(truth.values()))), max_points))
+    labels = list(truth)
     for j, ax in enumerate(axes.flat):
         if j >= k:
             ax.axis("off")
             continue
-        t, mid = truth[idx, j], post.quantiles[0.5][idx, j]
-        yerr = np.maximum(0, [mid - lo[idx, j], hi[idx, j] - mid])
+        label = labels[j]
+        t, mid, low, high = (np.asarray(a[label])[idx] for a in (truth, median, lo, hi))
+        yerr = np.maximum(0, [mid - low, high - mid])
         ax.errorbar(t, mid, yerr=yerr, fmt=".", ms=2, lw=0.4, alpha=0.5)
-        span = [min(t.min(), lo[idx, j].min()), max(t.max(), hi[idx, j].max())]
+        span = [min(t.min(), low.min()), max(t.max(), high.max())]
         ax.plot(span, span, "k--", lw=0.8)
-        ax.set_title(post.labels[j])
+        ax.set_title(label)
         ax.set_xlabel("true")
         ax.set_ylabel("median (90% interval)")
     fig.suptitle("Recovery on held-out simulations")

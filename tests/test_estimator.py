@@ -35,10 +35,10 @@ def test_round_trip_in_a_fresh_process(trained):
     code = (
         "import sys, jax, numpy as np, sgjax; e = sgjax.load(sys.argv[1]); "
         "p = sgjax.infer(e, np.linspace(-1, 1, 10), key=jax.random.key(1), n_samples=50); "
-        "np.save(sys.argv[2], p.samples)"
+        "np.save(sys.argv[2], p.stacked())"
     )
     subprocess.run([sys.executable, "-c", code, str(path), str(path / "s.npy")], check=True)
-    np.testing.assert_array_equal(np.load(path / "s.npy"), here.samples)
+    np.testing.assert_array_equal(np.load(path / "s.npy"), here.stacked())
     loaded = sgjax.load(path)
     assert loaded.labels == est.labels and loaded.spaces == est.spaces
     config = json.loads((path / "estimator.json").read_text())
@@ -103,9 +103,9 @@ def test_bad_observations_say_how_to_fix(trained):
     a = sgjax.infer(est, x, mask=~np.isnan(x), key=jax.random.key(0), n_samples=20)
     x[3] = 1e6
     b = sgjax.infer(est, x, mask=~np.isnan(np.where(np.arange(10) == 3, np.nan, x)), key=jax.random.key(0), n_samples=20)
-    np.testing.assert_array_equal(a.samples, b.samples)
+    np.testing.assert_array_equal(a.samples["theta"], b.samples["theta"])
     # Batched: many series in one call.
-    assert sgjax.infer(est, np.zeros((5, 10, 1))).samples.shape == (5, 2000, 1)
+    assert sgjax.infer(est, np.zeros((5, 10, 1)), key=jax.random.key(0)).samples["theta"].shape == (5, 2000)
 
 
 def test_csv_inference_and_csv_errors(trained, tmp_path):
@@ -115,7 +115,7 @@ def test_csv_inference_and_csv_errors(trained, tmp_path):
     times, values, mask = sgjax.read_csv(good)
     assert mask.sum() == 9 and values[3, 0] == 0
     post = sgjax.infer(est, good, key=jax.random.key(0), n_samples=10)
-    assert post.samples.shape == (1, 10, 1)
+    assert post.samples["theta"].shape == (1, 10)
     bad = tmp_path / "bad.csv"
     bad.write_text("day,y\n1,2\n")
     with pytest.raises(ValueError, match="no time column 'time'.*\\['day', 'y'\\]"):
@@ -240,7 +240,7 @@ def test_csv_and_dataset_times_are_checked_against_the_training_grid(trained, tm
     # A Dataset is checked too, and carries its own mask.
     values = np.linspace(0, 0.9, 10)[:, None]
     data = sgjax.datasets.Dataset(np.asarray(DAYS), values, np.ones((10, 1), bool), ("y",), None, None, "", tmp_path / "d.csv")
-    np.testing.assert_array_equal(sgjax.infer(est, data, key=jax.random.key(0), n_samples=10).samples, right.samples)
+    np.testing.assert_array_equal(sgjax.infer(est, data, key=jax.random.key(0), n_samples=10).stacked(), right.stacked())
     with pytest.raises(ValueError, match="The dataset from d.csv has 9 rows"):
         sgjax.infer(est, dataclasses.replace(data, times=data.times[:9], values=values[:9], mask=data.mask[:9]))
     with pytest.raises(ValueError, match="carries its own missing entries"):
@@ -319,3 +319,153 @@ def test_a_forged_task_description_is_refused(trained, tmp_path):
         (d / "estimator.json").write_text(json.dumps(_rehashed({**header, "task": task})))
         with pytest.raises(sgjax.FileFormatError, match="its `task` entry does not describe a task"):
             sgjax.load(d)
+
+
+# --- One data convention (issue 25 §1): θ and posteriors as name → array ----------
+
+
+def _untrained(head, labels=("a", "b"), n_classes=0):
+    """An estimator with a random network (no training: these tests check bookkeeping,
+    not accuracy) over 6 times, 1 channel; targets `a` (identity) and `b` (log)."""
+    k = 1 if n_classes else len(labels)
+    net = sgjax.nn.MLP(6, 1, head.n_outputs(len(labels), n_classes), width=16, depth=1, key=jax.random.key(5))
+    return sgjax.Estimator(
+        sgjax.nn.Standardise(jnp.zeros((6, 1)), jnp.ones((6, 1)), False), net, head,
+        jnp.asarray([0.1, -0.2][:k]), jnp.asarray([1.5, 0.7][:k]), tuple(labels),
+        (sgjax.Space("identity"), sgjax.Space("log"))[:k] if not n_classes else (sgjax.Space("identity"),), n_classes,
+    )
+
+
+X6 = np.linspace(0.0, 1.0, 18).reshape(3, 6, 1)
+
+
+def test_density_posterior_is_a_mapping_of_name_to_draws():
+    post = sgjax.infer(_untrained(sgjax.heads.MixtureDensity(2)), X6, key=jax.random.key(0), n_samples=300)
+    assert isinstance(post, sgjax.AbstractPosterior) and post.names == ("a", "b") and len(post) == 3
+    assert {k: v.shape for k, v in post.samples.items()} == {"a": (3, 300), "b": (3, 300)}
+    stacked = post.stacked()
+    assert stacked.shape == (3, 300, 2)
+    np.testing.assert_array_equal(stacked, sgjax.stack(post.samples))
+    np.testing.assert_array_equal(stacked[..., 1], post.samples["b"])
+    lower, upper = post.interval(0.9)
+    for name in ("a", "b"):
+        np.testing.assert_array_equal(lower[name], np.quantile(post.samples[name], [0.05], axis=1)[0])
+        np.testing.assert_array_equal(upper[name], np.quantile(post.samples[name], [0.95], axis=1)[0])
+        np.testing.assert_array_equal(post.mean()[name], post.samples[name].mean(1))
+        np.testing.assert_array_equal(post.point[name], post.samples[name].mean(1))
+        np.testing.assert_array_equal(post.std()[name], post.samples[name].std(1, ddof=1))
+        np.testing.assert_array_equal(post.quantiles[0.5][name], post.quantile(0.5)[name])
+        assert post.quantile([0.1, 0.9])[name].shape == (3, 2)
+    assert np.all(post.samples["b"] > 0)  # the log space maps back to positive values
+    theta = post.theta(2)
+    assert set(theta) == {"a", "b"} and theta["a"].shape == (300,)
+    np.testing.assert_array_equal(theta["b"], post.samples["b"][2])
+    summary = post.summary(1)
+    assert json.loads(json.dumps(summary)) == summary and summary["a"]["point"] == float(post.point["a"][1])
+    with pytest.raises(IndexError, match="3 dataset"):
+        post.theta(3)
+
+
+def test_infer_needs_a_key_for_samples_and_each_key_gives_its_own():
+    est = _untrained(sgjax.heads.Gaussian())
+    with pytest.raises(TypeError, match=r"Gaussian head draws posterior samples.*key=jax.random.key\(seed\)"):
+        sgjax.infer(est, X6)
+    a = sgjax.infer(est, X6, key=jax.random.key(1), n_samples=50)
+    b = sgjax.infer(est, X6, key=jax.random.key(2), n_samples=50)
+    again = sgjax.infer(est, X6, key=jax.random.key(1), n_samples=50)
+    assert not np.any(a.samples["a"] == b.samples["a"])
+    np.testing.assert_array_equal(a.samples["a"], again.samples["a"])
+    # Heads that draw nothing need no key.
+    point = sgjax.infer(_untrained(sgjax.heads.Point()), X6)
+    assert point.samples is None and point.point["b"].shape == (3,)
+    np.testing.assert_array_equal(point.mean()["a"], point.point["a"])
+    with pytest.raises(ValueError, match="holds a point estimate only: use a density head"):
+        point.interval(0.9)
+
+
+def test_quantile_posterior_answers_at_its_trained_levels():
+    head = sgjax.heads.Quantile(levels=(0.05, 0.25, 0.5, 0.75, 0.95))
+    post = sgjax.infer(_untrained(head), X6)
+    assert post.samples is None and sorted(post.quantiles) == [0.05, 0.25, 0.5, 0.75, 0.95]
+    lower, upper = post.interval(0.9)
+    np.testing.assert_array_equal(lower["b"], post.quantiles[0.05]["b"])
+    np.testing.assert_array_equal(upper["a"], post.quantiles[0.95]["a"])
+    np.testing.assert_array_equal(post.quantile(0.5)["a"], post.point["a"])
+    np.testing.assert_array_equal(post.quantile([0.25, 0.75])["b"][:, 1], post.quantiles[0.75]["b"])
+    with pytest.raises(ValueError, match=r"trained levels \[0.05, 0.25, 0.5, 0.75, 0.95\] only, not 0.3"):
+        post.quantile(0.3)
+    with pytest.raises(ValueError, match=r"A 80% interval needs the 0.1 and 0.9 quantiles; available"):
+        post.interval(0.8)
+    with pytest.raises(ValueError, match="needs posterior samples.*quantiles at the levels"):
+        post.mean()
+
+
+def test_a_model_selection_posterior_says_it_holds_probabilities():
+    post = sgjax.infer(_untrained(sgjax.heads.Classifier(), labels=("SIR", "SEIR"), n_classes=2), X6)
+    assert post.probabilities.shape == (3, 2) and len(post) == 3
+    np.testing.assert_allclose(post.probabilities.sum(1), 1, rtol=1e-6)
+    assert set(post.summary(0)["probabilities"]) == {"SIR", "SEIR"}
+    for ask in (lambda: post.interval(0.9), lambda: post.quantile(0.5), lambda: post.mean(), lambda: post.std(),
+                lambda: post.box(), lambda: post.theta(0), lambda: post.stacked()):
+        with pytest.raises(ValueError, match=r"model probabilities, not samples, quantiles or intervals.*posterior\.probabilities"):
+            ask()
+
+
+def test_log_prob_takes_theta_by_name_and_matches_the_stacked_computation():
+    from sgjax._estimator import _log_prob
+
+    est = _untrained(sgjax.heads.MixtureDensity(2))
+    post = sgjax.infer(est, X6, key=jax.random.key(0), n_samples=7)
+    x, mask = jnp.asarray(X6), jnp.ones(X6.shape, bool)
+    # The stacked computation (the old `log_prob(est, (n, m, k), x)`), exactly.
+    want = np.asarray(_log_prob(est, x, mask, jnp.asarray(post.stacked())))
+    np.testing.assert_array_equal(sgjax.log_prob(est, post.samples, X6), want)
+    # One value per series (a true θ): (n,).
+    truth = {"a": np.array([0.0, 0.5, -1.0]), "b": np.array([1.0, 2.0, 0.5])}
+    one_each = np.asarray(_log_prob(est, x, mask, jnp.asarray(sgjax.stack(truth))[:, None, :]))[:, 0]
+    np.testing.assert_array_equal(sgjax.log_prob(est, truth, X6), one_each)
+    # Scalars broadcast over series, (1, m) over series, mixed with (n, m).
+    same = sgjax.log_prob(est, {"a": 0.5, "b": 2.0}, X6)
+    np.testing.assert_array_equal(same[1], one_each[1])
+    assert same.shape == (3,)
+    mixed = sgjax.log_prob(est, {"a": post.samples["a"][:1], "b": post.samples["b"]}, X6)
+    assert mixed.shape == (3, 7)
+    np.testing.assert_array_equal(mixed[0], want[0])
+    # One series: θ scalars or (m,).
+    one = sgjax.log_prob(est, sgjax.unstack(post.stacked()[2], ("a", "b")), X6[2])
+    np.testing.assert_array_equal(one, want[2])
+    assert sgjax.log_prob(est, {"a": 0.5, "b": 2.0}, X6[1]).shape == ()
+    assert sgjax.log_prob(est, {"a": 0.5, "b": -1.0}, X6[1]) == -np.inf  # b is positive
+    # Anything else is refused with the fix.
+    with pytest.raises(TypeError, match=r"stacked array.*sgjax.unstack\(array, estimator.labels\)"):
+        sgjax.log_prob(est, post.stacked(), X6)
+    with pytest.raises(ValueError, match=r"exactly one entry per target of the estimator \(a, b\); missing \['b'\]"):
+        sgjax.log_prob(est, {"a": 0.5}, X6)
+    with pytest.raises(ValueError, match=r"not targets: \['R0'\]"):
+        sgjax.log_prob(est, {"a": 0.5, "b": 1.0, "R0": 2.0}, X6)
+    with pytest.raises(ValueError, match=r"\(n, m\) or \(1, m\) with n = 3 series first.*a: \(7,\)"):
+        sgjax.log_prob(est, {"a": np.zeros(7), "b": np.ones(7)}, X6)
+    with pytest.raises(ValueError, match=r"scalars or \(m,\)"):
+        sgjax.log_prob(est, {"a": np.zeros((2, 7)), "b": np.ones(7)}, X6[0])
+
+
+def test_posterior_draws_feed_simulate_for_a_posterior_predictive():
+    sim = sgjax.Simulator(sgjax.models.SIR(), jnp.asarray(DAYS), ObservationModel(Poisson()))
+    rng = np.random.default_rng(0)
+    beta, gamma = rng.uniform(0.5, 1.0, (2, 30)).astype(np.float32), rng.uniform(0.1, 0.3, (2, 30)).astype(np.float32)
+    samples = {"beta": beta, "gamma": gamma, "R0": beta / gamma}
+    post = sgjax.Posterior(("beta", "gamma", "R0"), None, {}, samples, None, parameters=("beta", "gamma"))
+    assert set(post.theta(1)) == {"beta", "gamma"}  # R0 is derived, not the simulator's
+    predictive = sgjax.simulate(sim, key=jax.random.key(0), theta=post.theta(1))
+    np.testing.assert_array_equal(np.asarray(predictive.theta["gamma"]), gamma[1])
+    assert predictive.observations.shape == (30, 10, 1)
+    # `infer` keeps the parameters the task recorded, where it recorded them.
+    est = _untrained(sgjax.heads.Gaussian())
+    recorded = sgjax.infer(_with_info(est, parameters=["b", "c"]), X6, key=jax.random.key(0), n_samples=5)
+    assert recorded.parameters == ("b",) and set(recorded.theta(0)) == {"b"}
+    assert sgjax.infer(est, X6, key=jax.random.key(0), n_samples=5).parameters is None
+
+
+def test_posterior_fields_keep_the_convention():
+    with pytest.raises(TypeError, match=r"dict mapping each label.*sgjax.unstack\(array, labels\)"):
+        sgjax.Posterior(("a",), None, {}, np.zeros((2, 5, 1)), None)

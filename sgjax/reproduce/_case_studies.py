@@ -17,6 +17,7 @@ from .._observables import State
 from .._prior import Prior
 from .._simulator import Simulator
 from .._task import Task
+from .._theta import stack
 from .._train import fit
 from ..baselines import nuts
 from ..diagnostics import c2st, posterior_predictive
@@ -84,10 +85,6 @@ def hudson_bay_problem() -> dict:
     return {"Lotka–Volterra": (sim, prior, data.values[1:], data.mask[1:])}
 
 
-def _stack(samples: dict, names) -> np.ndarray:
-    return np.stack([np.asarray(samples[n]) for n in names], axis=-1)
-
-
 def study(sim, prior, x, mask, *, key, steps, rounds, learning_rate, batch, nuts_kwargs, n_draws, report, name, progress) -> dict:
     """NUTS on the observation, then a Flow SGNN: first amortized over the whole prior,
     then — until it agrees with NUTS (C2ST ≤ 0.6) or `rounds` are spent — trained on
@@ -101,7 +98,7 @@ def study(sim, prior, x, mask, *, key, steps, rounds, learning_rate, batch, nuts
         t = time.perf_counter()
         ref = nuts(sim, x, mask, prior=prior, key=k_nuts, **nuts_kwargs)
         nuts_seconds = time.perf_counter() - t
-    ref_draws = _stack(ref.samples, names)[0]
+    ref_draws = stack(ref.samples, names)[0]
     ref_draws = ref_draws[np.random.default_rng(0).permutation(len(ref_draws))[:n_draws]]
     runs, amortized, elapsed, task, est = [], None, 0.0, Task(sim, names, prior), None
     for r_i in range(rounds):
@@ -119,7 +116,7 @@ def study(sim, prior, x, mask, *, key, steps, rounds, learning_rate, batch, nuts
         t = time.perf_counter()
         infer(est, x, mask, key=jax.random.fold_in(k_train, 200 + r_i), n_samples=n_draws)
         infer_ms = 1e3 * (time.perf_counter() - t)
-        draws = post.samples[0]
+        draws = post.stacked()[0]  # (draws, k), in the order of `names`
         # Positive parameters compared on the log scale, where the posteriors are
         # closer to Gaussian and the classifier's z-scoring suits them.
         acc = c2st(np.log(draws), np.log(ref_draws), key=jax.random.fold_in(k_c2st, r_i))

@@ -108,7 +108,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             steps = 300 if quick else int(np.clip(10 * n // batch, 1500, 10_000))
             with report.phase(f"{problem.name}: training"):
                 est, _ = train(problem.task, Point(), key=jax.random.fold_in(k_train, b_i), steps=steps, batch_size=batch, budget=n, progress=progress)
-            f = predict(est, x, mask).point[:, 0]
+            f = predict(est, x, mask).point[est.labels[0]]
             rows.append(
                 {
                     "n_train": n,

@@ -71,7 +71,6 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
     steps, batch, n_test, n_starts = (100, 256, 40, 2) if quick else (3000, 512, 200, 4)
     kinds = {"overdispersion": (PERTURBATIONS["overdispersion"][0], (0.0, 0.3))} if quick else PERTURBATIONS
     sim, task = sir_reported()
-    r0 = task.labels.index("R0")
     k_train, k_score, k_sim, k_mle, k_ref = jax.random.split(key, 5)
     with report.phase("SGNN training"):
         est, _ = train(task, Quantile(), key=k_train, steps=steps, batch_size=batch, progress=progress)
@@ -93,7 +92,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             # R0 is learnt in its natural units, so far outside the training data the
             # network can predict a value outside the prior's R0 range, even <= 0: such
             # predictions are clipped to that range (and counted) before the log.
-            point = predict(est, x, mask).point[:, r0]
+            point = predict(est, x, mask).point["R0"]
             sgnn = np.log(np.clip(point, *R0_RANGE))
             with report.phase("MLE fits"):
                 fits = fit_mle(sim, x, mask, prior=Prior(PRIOR), key=jax.random.fold_in(k_mle, p_i * 10 + s_i), n_starts=n_starts)

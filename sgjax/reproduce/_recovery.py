@@ -76,7 +76,7 @@ def compare(sim, prior, params, *, key, steps, batch, n_test, n_mle, n_nuts, nut
     post = predict(est, x, mask)
     methods = {"SGNN": {}, "MLE (Wald)": {}, "NUTS": {}}
     for j, name in enumerate(names):
-        methods["SGNN"][name] = _scores(post.quantiles[0.5][:, j], {lv: tuple(a[:, j] for a in post.interval(lv)) for lv in LEVELS}, truth[:, j])
+        methods["SGNN"][name] = _scores(post.quantiles[0.5][name], {lv: tuple(a[name] for a in post.interval(lv)) for lv in LEVELS}, truth[:, j])
     with phase("MLE and Laplace"):
         fit = fit_mle(sim, x[:n_mle], mask[:n_mle], prior=prior, key=k_mle, n_starts=nuts_kwargs.pop("n_starts"))
         approx = laplace(sim, x[:n_mle], mask[:n_mle], prior=prior, fit=fit)
@@ -97,12 +97,12 @@ def compare(sim, prior, params, *, key, steps, batch, n_test, n_mle, n_nuts, nut
         methods["NUTS"][name] = _scores(np.median(d, axis=1), ints, truth[:n_nuts, j])
     agreement = {}
     for j, name in enumerate(names):
-        s, r = post.quantiles[0.5][:n_nuts, j], np.median(draws[name], axis=1)
+        s, r = post.quantiles[0.5][name][:n_nuts], np.median(draws[name], axis=1)
         lo, hi = post.interval(0.9)
         nl, nh = np.quantile(draws[name], [0.05, 0.95], axis=1)
         agreement[name] = {
             "median_corr": float(np.corrcoef(s, r)[0, 1]),
-            "width_ratio": float(np.median((hi[:n_nuts, j] - lo[:n_nuts, j]) / (nh - nl))),
+            "width_ratio": float(np.median((hi[name][:n_nuts] - lo[name][:n_nuts]) / (nh - nl))),
         }
     return {
         "methods": methods,

@@ -20,6 +20,7 @@ from .._prior import Prior
 from .._simulator import Simulator
 from .._target import Derived, Hidden, Parameter
 from .._task import Task
+from .._theta import unstack
 from ..heads import Quantile
 from ..observation import NegativeBinomial, ObservationModel, Reporting
 from ._common import held_out, predict, train
@@ -145,12 +146,12 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             x, mask, y = held_out(setting.task, k_test, n_test)
         truth = np.stack([np.asarray(sp.inverse(y[:, j])) for j, sp in enumerate(est.spaces)], axis=1)
         post = predict(est, x, mask)
-        rec = recovery(post, truth)
+        rec = recovery(post, unstack(truth, est.labels))
         lo, hi = post.interval(0.9)
         res = {}
         for j, label in enumerate(est.labels):
             prior_width = float(np.quantile(truth[:, j], 0.95) - np.quantile(truth[:, j], 0.05))
-            width = float(np.mean(hi[:, j] - lo[:, j]))
+            width = float(np.mean(hi[label] - lo[label]))
             proxies = {name: _r2(np.asarray(f(x)), truth[:, j]) for name, f in setting.proxies[j].items()}
             res[label] = {**rec[label], "width_90": width, "prior_width_90": prior_width, "proxies_r2": proxies}
             proxy_text = "; ".join(f"{n}: R² {v:.2f}" for n, v in proxies.items()) or "none: never observed"
@@ -158,7 +159,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         results[setting.name] = {"description": setting.description, "targets": res}
         for j, label in enumerate(est.labels):
             if label != "R0":
-                shown[f"{setting.name}: {label}"] = (label, truth[:300, j], post.point[:300, j], lo[:300, j], hi[:300, j])
+                shown[f"{setting.name}: {label}"] = (label, truth[:300, j], post.point[label][:300], lo[label][:300], hi[label][:300])
     report.text(
         "One network per setting (MLP 2×256, quantile head) is trained on fresh "
         "simulations, then tested on held-out ones. *Width* is the mean 90% credible "

@@ -205,17 +205,36 @@ class Prior(eqx.Module):
 
 class Truncated(dist.Distribution):
     """A scalar distribution conditioned on `[low, high]`: sampled by inverse CDF,
-    density renormalised by the mass the interval holds. See [`sgjax.Prior.restrict`][]."""
+    density renormalised by the mass the interval holds. See [`sgjax.Prior.restrict`][].
+
+    Bounds that hold all of the base's mass (`low`, `high` at or beyond its support)
+    leave it unchanged: draws are the base's own draws, bit for bit, and the density
+    is the base's. [`sgjax.Task`][] holds its prior in this form from the start, so
+    that restricting it changes array values only, never the pytree's structure, and
+    a compiled training step is reused."""
 
     arg_constraints = {}
     pytree_data_fields = ("base", "low", "high")
 
     def __init__(self, base: dist.Distribution, low, high):
-        self.base, self.low, self.high = base, jnp.asarray(low), jnp.asarray(high)
+        dtype = jnp.result_type(float)
+        self.base, self.low, self.high = base, jnp.asarray(low, dtype), jnp.asarray(high, dtype)
         super().__init__(batch_shape=(), event_shape=())
+
+    def _whole(self) -> bool | None:
+        """Whether the bounds cover the base's support, if known on the host."""
+        if isinstance(self.low, jax.core.Tracer) or isinstance(self.high, jax.core.Tracer):
+            return None
+        b = bounds(self.base.support) or (-math.inf, math.inf)
+        return bool(float(self.low) <= b[0] and float(self.high) >= b[1])
 
     @constraints.dependent_property(is_discrete=False, event_dim=0)
     def support(self):
+        # The base's own support when nothing is cut off, so that a support-driven
+        # map (numpyro's `biject_to`, a learning space) is the base's: an interval
+        # with an infinite end has no such map.
+        if self._whole():
+            return self.base.support
         return constraints.interval(self.low, self.high)
 
     def _mass(self):
@@ -224,23 +243,63 @@ class Truncated(dist.Distribution):
     def sample(self, key, sample_shape=()):
         lo, hi = self._mass()
         u = jax.random.uniform(key, sample_shape, minval=lo, maxval=hi)
-        return jnp.clip(self.base.icdf(u), self.low, self.high)
+        cut = jnp.clip(self.base.icdf(u), self.low, self.high)
+        # Both are computed (the bounds are array values, so one traced program
+        # serves every box); where nothing is cut off, the base's own draws.
+        return jnp.where((lo <= 0) & (hi >= 1), self.base.sample(key, sample_shape), cut)
 
     def log_prob(self, value):
         lo, hi = self._mass()
         inside = (value >= self.low) & (value <= self.high)
         return jnp.where(inside, self.base.log_prob(value) - jnp.log(hi - lo), -jnp.inf)
 
+    def cdf(self, value):
+        lo, hi = self._mass()
+        return jnp.clip((self.base.cdf(jnp.clip(value, self.low, self.high)) - lo) / (hi - lo), 0.0, 1.0)
+
+    def icdf(self, q):
+        lo, hi = self._mass()
+        return jnp.clip(self.base.icdf(lo + q * (hi - lo)), self.low, self.high)
+
     @property
     def mean(self):  # only used as a safe in-support point
-        return (self.low + self.high) / 2
+        return jnp.clip(self.base.mean, self.low, self.high)
+
+
+def restrictable(prior: Prior) -> Prior:
+    """`prior` with each distribution that [`sgjax.Prior.restrict`][] would truncate
+    already held as a [`Truncated`][sgjax._prior.Truncated] with bounds at its
+    support (the same distribution: the same draws and density), so that restricting
+    it to any box changes array values only — the pytree's structure, and so a
+    compiled function of it, stays. `Uniform`, `LogUniform` and fixed values restrict
+    within their family already; a family with no inverse CDF (`Gamma`) stays as it
+    is (it cannot be restricted)."""
+    out = {}
+    for name, d in prior.distributions.items():
+        if not isinstance(d, (dist.Uniform, dist.LogUniform, dist.Delta, Truncated)) and _has_icdf(d):
+            support = bounds(d.support) or (-math.inf, math.inf)
+            d = Truncated(d, *support)
+        out[name] = d
+    return Prior(out)
+
+
+def _has_icdf(d) -> bool:
+    try:
+        d.cdf(jnp.asarray(d.mean))
+        d.icdf(jnp.asarray(0.5))
+    except (NotImplementedError, ImportError, AttributeError):
+        return False
+    return True
 
 
 def _truncate(name, d, low, high):
     if isinstance(d, (dist.Uniform, dist.LogUniform)):
-        return type(d)(low, high)
+        # `full_like` keeps each bound's dtype and weak type: the same pytree of
+        # arrays, so compiled code is reused.
+        return type(d)(jnp.full_like(d.low, low), jnp.full_like(d.high, high))
     if isinstance(d, Truncated):
-        return Truncated(d.base, max(low, float(d.low)), min(high, float(d.high)))
+        low, high = max(low, float(d.low)), min(high, float(d.high))
+        d = d.base
     try:
         mass = float(d.cdf(jnp.asarray(high)) - d.cdf(jnp.asarray(low)))
         d.icdf(jnp.asarray(0.5))

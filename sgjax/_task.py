@@ -15,7 +15,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ._custom_types import Key
-from ._prior import Prior
+from ._prior import Prior, restrictable
 from ._simulate import _chunk
 from ._simulator import Simulator
 from ._strategy import AbstractStrategy, SharedStep
@@ -167,7 +167,8 @@ class Task(AbstractTask):
         prior.check_model(simulator.model, simulator.param_names)
         self.simulator = simulator
         self.targets = _as_targets(targets, simulator)
-        self.prior = prior
+        # Held in a form whose restriction changes array values only (see `restrict`).
+        self.prior = restrictable(prior)
         self.strategy = SharedStep() if strategy is None else strategy
         self._spaces = tuple(
             s for t in self.targets for s in (t.resolve_space(simulator, prior),) * len(t.labels(simulator))
@@ -179,7 +180,9 @@ class Task(AbstractTask):
 
         The learning spaces stay this task's, chosen from the whole prior's support. They
         are compiled into [`sgjax.fit`][]'s training step and the prior's bounds are
-        not, so every round after the first reuses the compiled step; a fresh
+        not: the task holds its prior so that a restriction changes array values only
+        (a log-normal is held as a truncation with bounds at its support from the
+        start), so every round after the first reuses the compiled step; a fresh
         `Task(simulator, targets, prior.restrict(box))` would choose logit spaces on the
         box and compile again (~30 s a round for the boarding-school SIR flow, 2 CPU
         cores).

@@ -7,6 +7,7 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 import scipy.stats as st
+from numpyro.distributions import constraints
 
 import sgjax
 
@@ -91,7 +92,7 @@ def test_restrict_errors():
 
 def test_posterior_box_holds_the_samples_with_a_margin():
     rng = np.random.default_rng(0)
-    samples = np.stack([rng.lognormal(0.0, 0.5, 4000), rng.normal(0.0, 1.0, 4000)], -1)[None]
+    samples = {"rate": rng.lognormal(0.0, 0.5, 4000)[None], "shift": rng.normal(0.0, 1.0, 4000)[None]}
     post = sgjax.Posterior(labels=("rate", "shift"), point=None, quantiles={}, samples=samples, probabilities=None)
     box = post.box(mass=0.99, widen=0.5)
     # rate: positive, so boxed on the log scale: log-quantiles ±2.576·0.5, widened by half their width.
@@ -112,3 +113,29 @@ def test_draws_are_the_same_inside_and_outside_jit():
     assert list(eager) == ["gamma", "beta"]
     for name in eager:
         np.testing.assert_array_equal(np.asarray(eager[name]), np.asarray(traced[name]))
+
+
+def test_restricted_lognormal_density_is_the_exact_truncation():
+    """A log-normal held for restriction (`restrictable`) is the log-normal itself;
+    restricted to [a, b] its density is `pdf(x) / (Φ((log b − μ)/σ) − Φ((log a − μ)/σ))`."""
+    from sgjax._prior import Truncated, restrictable
+
+    mu, sigma, a, b = -1.0, 0.5, 0.2, 0.6
+    prior = sgjax.Prior(c=dist.LogNormal(mu, sigma), u=dist.Uniform(0.0, 1.0))
+    held = restrictable(prior)
+    assert isinstance(held.distributions["c"], Truncated)
+    assert held.distributions["c"].support is constraints.positive  # the base's: biject_to works
+    grid = np.linspace(0.05, 2.0, 9)
+    np.testing.assert_allclose(held.log_prob({"c": grid, "u": 0.5 + 0 * grid}), prior.log_prob({"c": grid, "u": 0.5 + 0 * grid}), rtol=1e-6)
+    np.testing.assert_array_equal(held.sample(jax.random.key(1), 100)["c"], prior.sample(jax.random.key(1), 100)["c"])
+    restricted = held.restrict({"c": (a, b)})
+    assert jax.tree.structure(restricted) == jax.tree.structure(held)
+    mass = st.norm.cdf((np.log(b) - mu) / sigma) - st.norm.cdf((np.log(a) - mu) / sigma)
+    grid = np.linspace(a, b, 7)
+    exact = st.lognorm(sigma, scale=np.exp(mu)).logpdf(grid) - np.log(mass)
+    np.testing.assert_allclose(restricted.distributions["c"].log_prob(jnp.asarray(grid)), exact, rtol=1e-5)
+    assert restricted.distributions["c"].log_prob(b + 0.1) == -np.inf
+    c = np.asarray(restricted.sample(jax.random.key(2), 100_000)["c"])
+    assert c.min() >= a and c.max() <= b
+    truncated = st.truncnorm((np.log(a) - mu) / sigma, (np.log(b) - mu) / sigma, loc=mu, scale=sigma)
+    assert st.kstest(np.log(c), truncated.cdf).pvalue > 1e-3

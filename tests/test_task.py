@@ -1,5 +1,6 @@
 """Tasks and targets on ODE simulators: what the network sees and learns."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 import sgjax
 from sgjax import models, observation as obs
+from sgjax.observation import ObservationModel, Poisson
 
 DAYS = jnp.arange(1.0, 31.0)
 
@@ -116,3 +118,28 @@ def test_a_partial_chunk_keeps_every_model_share():
     assert labels.shape == (128,)
     # Hypergeometric(256, 128, 128) has sd ~4: 64 ± 24 is a 6 sd band.
     assert 40 < np.sum(labels == 1) < 88
+
+
+def test_restricted_task_reuses_the_compiled_sample():
+    """`task.restrict(box)` changes array values only: a filter_jit'd function of the
+    task traces once for the task and its restriction, log-normal prior included."""
+    sim = sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 21.0), ObservationModel(Poisson()))
+    prior = sgjax.Prior(beta=dist.LogNormal(jnp.log(0.4), 0.5), gamma=dist.Uniform(0.05, 0.5))
+    task = sgjax.Task(sim, ["beta", "gamma"], prior)
+
+    def draw(task, key):
+        return task.prior.sample(key, 256), task.sample(key, 64)
+
+    counted = eqx.debug.assert_max_traces(draw, max_traces=1)
+    sample = eqx.filter_jit(counted)
+
+    box = {"beta": (0.3, 0.5), "gamma": (0.1, 0.2)}
+    theta_all, _ = sample(task, jax.random.key(0))
+    theta, batch = sample(task.restrict(box), jax.random.key(0))
+    assert eqx.debug.get_num_traces(counted) == 1
+    for name, (lo, hi) in box.items():
+        v = np.asarray(theta[name])
+        assert v.min() >= lo and v.max() <= hi
+    assert np.all(np.asarray(batch.weight) == 1)
+    # The unrestricted task draws exactly the prior's own draws.
+    np.testing.assert_allclose(theta_all["beta"], prior.sample(jax.random.key(0), 256)["beta"], rtol=1e-6)

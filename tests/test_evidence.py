@@ -8,6 +8,7 @@ b t²/2`, observed with Gaussian noise of known scale under Gaussian priors. The
 exactly, so the only error is Monte Carlo.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,14 +81,14 @@ def data():
 @pytest.fixture(scope="module")
 def evidences(data):
     sim = _simulator()
-    traces = _evidence._TRACES["smc"]
+    traces = eqx.debug.get_num_traces(_evidence._smc_chunk)
     out = {
         "quadratic": evidence(sim, data, prior=_prior(True), key=jax.random.key(1), n_particles=_PARTICLES),
         "linear": evidence(sim, data, prior=_prior(False), key=jax.random.key(2), n_particles=_PARTICLES),
     }
     # Two priors of different free parameters: two programs, one per model, whatever
     # the number of chunks (24 series, 3 chunks each).
-    assert _evidence._TRACES["smc"] - traces == 2
+    assert eqx.debug.get_num_traces(_evidence._smc_chunk) - traces == 2
     return out
 
 
@@ -113,9 +114,9 @@ def test_masked_entries_are_left_out(data, evidences):
     rng = np.random.default_rng(1)
     mask = rng.uniform(size=(8, len(_TS), 1)) > 0.3
     garbage = np.where(mask, data[:8], 1e3).astype(np.float32)  # masked values must not matter
-    traces = _evidence._TRACES["smc"]
+    traces = eqx.debug.get_num_traces(_evidence._smc_chunk)
     got = evidence(_simulator(), garbage, mask, prior=_prior(True), key=jax.random.key(3), n_particles=_PARTICLES)
-    assert _evidence._TRACES["smc"] == traces
+    assert eqx.debug.get_num_traces(_evidence._smc_chunk) == traces
     columns = np.stack([_TS, _TS**2 / 2, np.ones_like(_TS)], axis=1)
     mean = columns @ np.array([_MEAN[n] for n in ("a", "b", "c")])
     prior_cov = np.diag([_SD[n] ** 2 for n in ("a", "b", "c")])

@@ -56,9 +56,9 @@ def test_reporting_fraction_exact_mask_and_compile_once():
         # (forward, the default, is used by the other fits).
         adjoint = dfx.RecursiveCheckpointAdjoint()
         kwargs = dict(prior=prior, n_starts=3, optimiser_rtol=1e-10, optimiser_atol=1e-10, chunk_size=1, adjoint=adjoint)
-        traces = _mle._TRACES["fit"]
+        traces = eqx.debug.get_num_traces(_mle._fit_chunk)
         fit = fit_mle(sim, x, mask, key=key, **kwargs)
-        assert _mle._TRACES["fit"] == traces + 1
+        assert eqx.debug.get_num_traces(_mle._fit_chunk) == traces + 1
         # Tolerance: BFGS stops when the logit of ρ moves by less than ~1e-10, and the
         # solved signal is within ~1e-9 of the closed form.
         np.testing.assert_allclose(fit.theta["rho"], want, rtol=1e-7)
@@ -81,7 +81,7 @@ def test_reporting_fraction_exact_mask_and_compile_once():
         # One series (time, channels) is a batch of one, of the same compiled shape.
         one = fit_mle(sim, x[2], key=jax.random.key(1), **kwargs)
         np.testing.assert_allclose(one.theta["rho"], want[2:], rtol=1e-7)
-        assert _mle._TRACES["fit"] == traces + 1
+        assert eqx.debug.get_num_traces(_mle._fit_chunk) == traces + 1
         # The optimiser's tolerances under their deprecated names: the same fit (and
         # the same compiled function), with a warning that names the new ones.
         old = {k: v for k, v in kwargs.items() if not k.startswith("optimiser_")}
@@ -91,7 +91,7 @@ def test_reporting_fraction_exact_mask_and_compile_once():
         ):
             fit3 = fit_mle(sim, x, mask, key=key, rtol=1e-10, atol=1e-10, **old)
         np.testing.assert_array_equal(fit3.theta["rho"], fit.theta["rho"])
-        assert _mle._TRACES["fit"] == traces + 1
+        assert eqx.debug.get_num_traces(_mle._fit_chunk) == traces + 1
 
 
 @pytest.mark.parametrize("adjoint", [dfx.RecursiveCheckpointAdjoint(), dfx.ForwardMode()])

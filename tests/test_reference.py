@@ -10,6 +10,7 @@ masked; Σx is a sufficient statistic.
 import warnings
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,10 +71,10 @@ def _masked(x):
 def test_nuts_matches_exact_posterior(problem, getkey):
     sim, prior, s, x = problem
     garbage, mask = _masked(x)
-    before = _nuts._TRACES["nuts"]
+    before = eqx.debug.get_num_traces(_nuts._nuts_chunk)
     post = nuts(sim, garbage, mask, prior=prior, key=getkey(), **NUTS_KW)
     # 3 datasets in chunks of 2: the last chunk is padded, so one compilation.
-    assert _nuts._TRACES["nuts"] - before <= 1
+    assert eqx.debug.get_num_traces(_nuts._nuts_chunk) - before <= 1
     assert isinstance(post, ReferencePosterior) and len(post) == 3
     assert post.names == ("rho",)  # fixed β, γ are left out
     assert post.samples["rho"].shape == (3, 2000)
@@ -96,14 +97,31 @@ def test_nuts_matches_exact_posterior(problem, getkey):
     assert q.shape == (3, 3) and np.all(np.diff(q, axis=1) > 0)
     np.testing.assert_allclose(post.quantile(0.5)["rho"], q[:, 1])
 
+    # The posterior is one with the others: every diagnostic takes it, or a dict built
+    # from it, alike (truth as θ comes from simulate: fixed β, γ included and ignored).
+    assert isinstance(post, sgjax.AbstractPosterior)
+    truth = {"beta": np.full(3, BETA), "gamma": np.full(3, GAMMA), "rho": np.full(3, RHO)}
+    draws = {name: np.asarray(v) for name, v in post.samples.items()}
+    key = getkey()
+    a, b = sgjax.diagnostics.sbc(post, truth, key=key), sgjax.diagnostics.sbc(draws, truth, key=key)
+    assert a.labels == b.labels == ("rho",)
+    np.testing.assert_array_equal(a.ranks, b.ranks)
+    assert a.summary() == b.summary()
+    np.testing.assert_array_equal(
+        sgjax.diagnostics.expected_coverage(post, truth).coverage, sgjax.diagnostics.expected_coverage(draws, truth).coverage
+    )
+    one = {"rho": draws["rho"][0, ::4]}
+    c2st_kw = dict(key=key, epochs=3)
+    assert sgjax.diagnostics.c2st(post.theta(0), one, **c2st_kw) == sgjax.diagnostics.c2st({"rho": draws["rho"][0]}, one, **c2st_kw)
+
 
 def test_nuts_compiles_once_across_datasets(problem, getkey):
     sim, prior, s, x = problem
     nuts(sim, x[:2], prior=prior, key=getkey(), **NUTS_KW)  # compiles, unless cached
-    before = _nuts._TRACES["nuts"]
+    before = eqx.debug.get_num_traces(_nuts._nuts_chunk)
     post = nuts(sim, x[::-1] + 1.0, prior=prior, key=getkey(), **NUTS_KW)  # 2 chunks, padded
     post2 = nuts(sim, x[1:], prior=prior, key=getkey(), **NUTS_KW)
-    assert _nuts._TRACES["nuts"] == before
+    assert eqx.debug.get_num_traces(_nuts._nuts_chunk) == before
     assert post.samples["rho"].shape == (3, 2000) and post2.samples["rho"].shape == (2, 2000)
     # The padded copy never leaks into the results: the reversed data's last dataset
     # is x[0] + 1, sampled on its own.
@@ -203,11 +221,11 @@ def test_abc_default_summary_ignores_masked_entries(problem, getkey):
     sim, prior, s, x = problem
     garbage, mask = _masked(x)
     key = getkey()
-    before = _abc._TRACES["abc"]
+    before = eqx.debug.get_num_traces(_abc._step_series)
     kw = dict(prior=prior, key=key, n_simulations=3072, quantile=0.01, chunk_size=1024)
     a = rejection_abc(sim, garbage, mask, **kw)
     b = rejection_abc(sim, np.where(mask, x, 0), mask, **kw)
-    assert _abc._TRACES["abc"] - before <= 1  # 3 chunks, 2 calls: one compilation
+    assert eqx.debug.get_num_traces(_abc._step_series) - before <= 1  # 3 chunks, 2 calls: one compilation
     assert a.samples["rho"].shape == (3, 31)
     np.testing.assert_array_equal(a.distance, b.distance)
     np.testing.assert_array_equal(a.samples["rho"], b.samples["rho"])

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from .._custom_types import Key
+from .._custom_types import check_key, Key
 from .._prior import Prior
 from .._simulate import simulate
 from .._simulator import Simulator
@@ -23,9 +23,6 @@ from ._samples import AbstractSamples
 #: distances at a time.
 DEFAULT_CHUNK_SIZE = 8192
 
-# Incremented whenever a chunk's distance-and-merge step is traced, so tests can
-# assert that the stream compiles once.
-_TRACES = {"abc": 0}
 
 
 class ABCPosterior(AbstractSamples):
@@ -43,8 +40,8 @@ class ABCPosterior(AbstractSamples):
     - `n_failed`: simulations dropped because the solve failed or gave non-finite
         values.
 
-    **Methods:** `mean()`, `std()`, `quantile(q)`, each name → `(n,)` (or
-    `(n, len(q))`).
+    **Methods:** those of every [`sgjax.AbstractPosterior`][]: `mean()`, `std()`,
+    `quantile(q)`, `interval(mass)`, `box(i)`, `theta(i)`, `stacked()`.
     """
 
     samples: dict[str, np.ndarray]
@@ -105,10 +102,10 @@ def _merge(best_d, best_theta, d, theta):
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # counts compilations for the tests
 def _step_series(transform, best_d, best_theta, s_obs, m_obs, scale, x, m, theta, valid):
     """Default summary: the transformed series, each entry standardised; entries
     missing in either series are left out of the distance."""
-    _TRACES["abc"] += 1
     z = transform(x) / scale  # (chunk, time, channels)
     z_obs = s_obs / scale  # (n, time, channels)
 
@@ -121,11 +118,11 @@ def _step_series(transform, best_d, best_theta, s_obs, m_obs, scale, x, m, theta
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # counts compilations for the tests
 def _step_summary(summary, shared, best_d, best_theta, s_obs, m_obs, scale, x, theta, valid):
     """User summary of each simulated series after zeroing the entries the observed
     series misses; computed once per simulation when every dataset has the same
     mask (`shared`), else once per dataset × simulation."""
-    _TRACES["abc"] += 1
 
     def dist_to(s_obs, s):
         return jnp.sqrt(jnp.sum(((s - s_obs) / scale) ** 2, axis=-1))
@@ -237,6 +234,7 @@ def rejection_abc(
         raise TypeError(f"`prior` must be an sgjax.Prior, got {type(prior).__name__}.")
     extra = () if simulator.observation is None else simulator.observation.param_names
     prior.check_model(simulator.model, extra)
+    check_key(key)
     n_simulations = _check_int(n_simulations, "n_simulations")
     chunk_size = _check_int(chunk_size, "chunk_size")
     if n_accept is not None and quantile is not None:

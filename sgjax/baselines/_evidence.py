@@ -22,20 +22,17 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
-from .._custom_types import Key
+from .._custom_types import check_key, Key
 from .._prior import Prior
 from .._simulator import Simulator
 from .._strategy import AbstractStrategy, SharedStep
-from ._likelihood import check_data, check_key, check_problem, floor_signal, padded_chunks, Unconstrained
+from ._likelihood import check_data, check_problem, floor_signal, padded_chunks, Unconstrained
 from ._mle import _check_positive_int
 
 #: Datasets per compiled call. All particles of a chunk's datasets are integrated as
 #: one batch (`chunk_size × n_particles` trajectories), with one shared step size.
 DEFAULT_CHUNK_SIZE = 8
 
-# Incremented whenever the sampler is traced, so tests can assert that repeated calls
-# with data of the same shape compile once.
-_TRACES = {"smc": 0}
 
 
 class Evidence(eqx.Module):
@@ -115,8 +112,8 @@ def _systematic(key, log_w):
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # counts compilations for the tests
 def _smc_chunk(simulator, strategy, space, x, mask, keys, n_particles: int, n_moves: int, target_ess: float, max_temperatures: int):
-    _TRACES["smc"] += 1
     m, P, k = x.shape[0], n_particles, space.size
     loglik = lambda u: _log_likelihoods(simulator, strategy, space, u, x, mask)  # noqa: E731
     log_prior = jax.vmap(jax.vmap(space.log_prior))

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float
-from numpyro.distributions.transforms import biject_to
 
+from .. import _support
 from .._custom_types import Params
 from .._prior import Prior
 from .._simulator import Simulator
@@ -111,9 +111,11 @@ def negative_log_likelihood(simulator: Simulator, space: "Unconstrained", x, mas
 class Unconstrained(eqx.Module):
     """The free parameters of a prior as one unconstrained vector `u`.
 
-    Each non-degenerate prior is mapped through numpyro's `biject_to(support)` (log
-    for a positive parameter, a scaled logit for an interval); parameters fixed by a
-    `Delta` prior keep their value and are not part of `u`.
+    Each non-degenerate prior is mapped through the one map between a support and
+    the real line that sgjax's learning targets use too (numpyro's
+    `biject_to(support)`: log for a positive parameter, a scaled logit for an
+    interval; a value on a bound is moved just inside, so `u` is finite); parameters
+    fixed by a `Delta` prior keep their value and are not part of `u`.
 
     **Arguments:** `prior`, an [`sgjax.Prior`][].
     """
@@ -137,23 +139,20 @@ class Unconstrained(eqx.Module):
         """`θ` (a dict of scalars, fixed parameters included) for one `u`."""
         out = {n: jnp.asarray(d.v) for n, d in self.prior.distributions.items() if isinstance(d, dist.Delta)}
         for i, name in enumerate(self.free):
-            out[name] = biject_to(self.prior.distributions[name].support)(u[i])
+            out[name] = _support.from_unconstrained(self.prior.distributions[name].support, u[i])
         return out
 
     def u(self, theta: Params) -> Float[Array, " k"]:
         """The unconstrained vector for one `θ` (a dict of scalars)."""
-        return jnp.stack(
-            [biject_to(self.prior.distributions[n].support).inv(jnp.asarray(theta[n])) for n in self.free]
-        )
+        return jnp.stack([_support.to_unconstrained(self.prior.distributions[n].support, theta[n]) for n in self.free])
 
     def log_prior(self, u: Float[Array, " k"]) -> Float[Array, ""]:
         """The prior's log density of `u`: `log p(θ(u)) + log |dθ/du|`."""
         total = 0.0
         for i, name in enumerate(self.free):
             d = self.prior.distributions[name]
-            t = biject_to(d.support)
-            value = t(u[i])
-            total = total + d.log_prob(value) + t.log_abs_det_jacobian(u[i], value)
+            value = _support.from_unconstrained(d.support, u[i])
+            total = total + d.log_prob(value) + _support.log_abs_det_jacobian(d.support, u[i])
         return total
 
 
@@ -196,14 +195,6 @@ def padded_chunks(size: int, *arrays):
         if short:
             parts = [jnp.concatenate([a, jnp.repeat(a[-1:], short, axis=0)]) for a in parts]
         yield tuple(parts)
-
-
-def check_key(key) -> None:
-    """Refuse anything but a JAX PRNG key (typed, or a raw `uint32[2]`)."""
-    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    raw = isinstance(key, jax.Array) and key.shape == (2,) and key.dtype == jnp.uint32
-    if not (typed or raw):
-        raise TypeError(f"`key` must be a JAX PRNG key such as jax.random.key(0), got {key!r}.")
 
 
 def check_data(simulator: Simulator, x, mask) -> tuple[Array, Array]:

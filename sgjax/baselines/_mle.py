@@ -12,10 +12,10 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Bool, Float, Int
 
-from .._custom_types import Key, Params
+from .._custom_types import check_key, Key, Params
 from .._prior import Prior
 from .._simulator import Simulator
-from ._likelihood import _failed, check_data, check_key, check_problem, negative_log_likelihood, padded_chunks, Unconstrained
+from ._likelihood import _failed, check_data, check_problem, negative_log_likelihood, padded_chunks, Unconstrained
 
 #: Datasets per compiled call. Each dataset runs `n_starts` optimisations, all of them
 #: vmapped together, so a chunk holds `chunk_size × n_starts` optimisations in flight.
@@ -26,9 +26,6 @@ from ._likelihood import _failed, check_data, check_key, check_problem, negative
 #: On an accelerator, where more lanes cost little, pass a larger `chunk_size`.
 DEFAULT_CHUNK_SIZE = 4
 
-# Incremented whenever a chunk function is traced, so tests can assert that repeated
-# calls with data of the same shape compile once.
-_TRACES = {"fit": 0}
 
 _CRITERIA = ("aic", "aicc", "bic")
 
@@ -140,8 +137,8 @@ def _best_start(u, ll, ok):
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # counts compilations for the tests
 def _fit_chunk(simulator, space, solver, adjoint, x, mask, keys, n_starts: int, max_steps: int):
-    _TRACES["fit"] += 1
     starts = jax.vmap(lambda k: space.prior.sample(k, n_starts))(keys)  # name -> (m, n_starts)
     u0 = jax.vmap(jax.vmap(space.u))(starts)  # (m, n_starts, k)
 

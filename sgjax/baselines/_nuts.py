@@ -13,7 +13,7 @@ from jaxtyping import Array, Bool, Float
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer.hmc import hmc
 
-from .._custom_types import Key
+from .._custom_types import check_key, Key
 from .._prior import Prior
 from .._simulator import Simulator
 from ._likelihood import check_data, check_problem, negative_log_likelihood, padded_chunks, Unconstrained
@@ -29,9 +29,6 @@ DEFAULT_CHUNK_SIZE = 16
 #: Above this split R-hat, `nuts` warns that the chains have not mixed.
 RHAT_WARN = 1.05
 
-# Incremented whenever the sampler is traced, so tests can assert that data of one
-# shape compile once.
-_TRACES = {"nuts": 0}
 
 
 class ReferencePosterior(AbstractSamples):
@@ -51,8 +48,8 @@ class ReferencePosterior(AbstractSamples):
         each an ODE solve and its adjoint) per draw after warmup: the cost per draw.
     - `num_chains`: chains per dataset.
 
-    **Methods:** `mean()`, `std()`, `quantile(q)`, each name → `(n,)` (or
-    `(n, len(q))`).
+    **Methods:** those of every [`sgjax.AbstractPosterior`][]: `mean()`, `std()`,
+    `quantile(q)`, `interval(mass)`, `box(i)`, `theta(i)`, `stacked()`.
     """
 
     samples: dict[str, np.ndarray]
@@ -81,6 +78,7 @@ def _potential(simulator, space, adjoint, u, x, mask):
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # counts compilations for the tests
 def _nuts_chunk(
     simulator,
     space,
@@ -96,7 +94,6 @@ def _nuts_chunk(
     max_tree_depth: int,
     dense_mass: bool,
 ):
-    _TRACES["nuts"] += 1
 
     def one_chain(x, mask, key):
         kinit, krun = jax.random.split(key)
@@ -214,6 +211,7 @@ def nuts(
     ```
     """
     check_problem(simulator, prior, "sample from", " NUTS samples its non-fixed parameters.")
+    check_key(key)
     num_warmup = _check_int(num_warmup, "num_warmup", low=0)
     num_samples = _check_int(num_samples, "num_samples", low=4)  # split R-hat halves each chain
     num_chains = _check_int(num_chains, "num_chains")

@@ -27,11 +27,6 @@ DEFAULT_CHUNK_SIZE = 1024
 #: (where dispatch is asynchronous; on CPU a chunk runs while its call waits).
 _IN_FLIGHT = 2
 
-# Incremented whenever a chunk function is traced, so tests can assert that repeated
-# calls compile once.
-_TRACES = {"chunk": 0}
-
-
 class Simulation(eqx.Module):
     """A batch of simulations: NumPy arrays on the host, indexed by sample first.
 
@@ -76,24 +71,90 @@ def _finite(a: Array) -> Bool[Array, " batch"]:
     return jnp.sum(a * 0, axis=tuple(range(a.ndim - 1))) == 0
 
 
-def _solve_observe(simulator: Simulator, strategy: AbstractStrategy, theta: Params, key: Key, rescue: bool = False):
-    """Solve and observe one chunk, batch last (the shared-step solver's own layout,
-    in which per-sample checks reduce over leading axes and vectorise over contiguous
-    memory). Returns the states at `t0` and every observation time, the signal, the
-    observations, the mask and `valid`; failed samples are not yet zeroed. With
-    `rescue`, a chunk that fails whole is re-solved in the program (`solve_or_rescue`)."""
+class Observed(eqx.Module):
+    """A batch of simulated observations inside a traced program, sample first: what
+    [`observe_batch`][sgjax._simulate.observe_batch] returns.
+
+    **Fields:** `theta` (name → `(n,)`), `states` `(n, time, state)` at the observation
+    times (`None` unless kept), `signal` and `observations` `(n, time, channels)`,
+    `mask` `(n, time, channels)` (`True` where observed), `valid` `(n,)`. Failed
+    samples hold zeros in `states`, `signal` and `observations`.
+    """
+
+    theta: Params
+    states: Float[Array, "n time state"] | None
+    signal: Float[Array, "n time channels"]
+    observations: Float[Array, "n time channels"]
+    mask: Bool[Array, "n time channels"]
+    valid: Bool[Array, " n"]
+
+
+def solve_signal(simulator: Simulator, theta: Params, *, strategy: AbstractStrategy, rescue: bool = False):
+    """Solve a batch and take its clean signal, batch last (the shared-step solver's
+    own layout, in which per-sample checks reduce over leading axes and vectorise
+    over contiguous memory): the first half of sgjax's one definition of a simulated
+    observation, shared by simulation (`observe_batch`, `simulate`) and the
+    likelihood baselines.
+
+    **Arguments:**
+
+    - `simulator`: the [`sgjax.Simulator`][].
+    - `theta`: name → `(batch,)`.
+    - `strategy`: how the batch is solved.
+    - `rescue`: re-solve in the program, per trajectory, a batch whose shared solve
+        fails whole (`solve_or_rescue`); for code inside a larger jitted function.
+
+    **Returns:** `(ys, signal, valid)`: the states at `t0` and every observation time
+    `(time + 1, state, batch)`, the signal `(time, channels, batch)`, and `(batch,)`
+    whether the solve succeeded with every state and signal value finite. Failed
+    samples are not zeroed.
+    """
+    ys, signal, ok, finite = _solve_signal(simulator, strategy, theta, rescue)
+    return ys, signal, ok & finite
+
+
+def _solve_signal(simulator, strategy, theta, rescue):
     solve = functools.partial(solve_or_rescue, strategy) if rescue else strategy.solve
     ys, ok = solve(simulator, theta)  # (time + 1, state, batch)
     signal = jax.vmap(simulator.signal, in_axes=-1, out_axes=-1)(ys)  # (time, channels, batch)
-    finite = _finite(ys) & _finite(signal)
+    return ys, signal, ok, _finite(ys) & _finite(signal)
+
+
+def _solve_observe(simulator: Simulator, strategy: AbstractStrategy, theta: Params, key: Key, rescue: bool = False):
+    """Solve → signal → noise → validity for one chunk, batch last: the one
+    definition of a simulated observation. Returns the states at `t0` and every
+    observation time, the signal, the observations, the mask and `valid`; failed
+    samples are not yet zeroed (a non-finite signal is 0 before noise)."""
+    ys, signal, ok, finite = _solve_signal(simulator, strategy, theta, rescue)
     x, mask = simulator.observe(key, jnp.where(finite, signal, 0.0), theta)
     return ys, signal, x, mask, ok & finite & _finite(x)
 
 
-def _chunk(simulator: Simulator, strategy: AbstractStrategy, theta: Params, key: Key, keep_states: bool):
-    """One chunk, batch first, failed samples zeroed, inside a larger jitted function
-    (a task's training batch); a chunk whose shared solve fails whole is re-solved per
-    trajectory in the program, as `simulate` does from the host."""
+def observe_batch(
+    simulator: Simulator,
+    theta: Params,
+    *,
+    key: Key,
+    strategy: AbstractStrategy | None = None,
+    keep_states: bool = True,
+) -> Observed:
+    """Simulated observations of a batch of `θ` inside a traced program (a task's
+    training batch, a posterior predictive draw): solve, signal, noise and validity,
+    sample first, failed samples zeroed. A batch whose shared solve fails whole is
+    re-solved per trajectory in the program, as [`sgjax.simulate`][] does from the
+    host. Jittable; `simulate` is the host-side entry point for large batches.
+
+    **Arguments:**
+
+    - `simulator`: the [`sgjax.Simulator`][].
+    - `theta`: name → `(n,)`, every parameter the simulator reads.
+    - `key`: the noise's (and missingness's) PRNG key.
+    - `strategy`: default [`sgjax.SharedStep`][].
+    - `keep_states`: return the states at the observation times (else `None`).
+
+    **Returns:** an [`Observed`][sgjax._simulate.Observed].
+    """
+    strategy = SharedStep() if strategy is None else strategy
     ys, signal, x, mask, valid = _solve_observe(simulator, strategy, theta, key, rescue=True)
 
     # Failed samples hold zeros so that reductions over a batch never see NaN;
@@ -102,7 +163,7 @@ def _chunk(simulator: Simulator, strategy: AbstractStrategy, theta: Params, key:
         return jnp.moveaxis(jnp.where(valid, a, 0), -1, 0)
 
     states = batch_first(ys[1:]) if keep_states else None
-    return theta, states, batch_first(signal), batch_first(x), jnp.moveaxis(mask, -1, 0), valid
+    return Observed(theta, states, batch_first(signal), batch_first(x), jnp.moveaxis(mask, -1, 0), valid)
 
 
 def _batch_first(a: Array) -> Array:
@@ -116,7 +177,6 @@ def _chunk_outputs(simulator, strategy, theta: Params, key: Key, keep_states: bo
     """`simulate`'s chunk, batch first. Failed samples are zeroed on the host, not
     here, so that nothing fuses into the transposes; the states keep `t0`, sliced off
     on the host, for the same reason."""
-    _TRACES["chunk"] += 1
     ys, signal, x, mask, valid = _solve_observe(simulator, strategy, theta, key)
     states = _batch_first(ys) if keep_states else None
     return theta, states, _batch_first(signal), _batch_first(x), _batch_first(mask), valid
@@ -125,10 +185,12 @@ def _chunk_outputs(simulator, strategy, theta: Params, key: Key, keep_states: bo
 _chunk_given = eqx.filter_jit(_chunk_outputs)
 
 
-@eqx.filter_jit
-def _chunk_from_prior(simulator, strategy, prior: Prior, key: Key, size: int, keep_states: bool):
+def _from_prior(simulator, strategy, prior: Prior, key: Key, size: int, keep_states: bool):
     ktheta, knoise = jax.random.split(key)
     return _chunk_outputs(simulator, strategy, prior.sample(ktheta, size), knoise, keep_states)
+
+
+_chunk_from_prior = eqx.filter_jit(_from_prior)
 
 
 def _noise_key(key, from_prior: bool):

@@ -16,7 +16,7 @@ from jaxtyping import Array, Bool, Float
 
 from ._custom_types import Key
 from ._prior import Prior, restrictable
-from ._simulate import _chunk
+from ._simulate import observe_batch
 from ._simulator import Simulator
 from ._strategy import AbstractStrategy, SharedStep
 from ._target import AbstractTarget, Derived, Draw, Parameter, Space
@@ -215,13 +215,11 @@ class Task(AbstractTask):
 
     def sample(self, key: Key, n: int) -> Batch:
         ktheta, knoise = jax.random.split(key)
-        theta, states, signal, x, mask, valid = _chunk(
-            self.simulator, self.strategy, self.prior.sample(ktheta, n), knoise, keep_states=True
-        )
-        y = jax.vmap(self._target)(theta, states, signal, x)
-        ok = valid & jnp.all(jnp.isfinite(y), axis=1)
+        o = observe_batch(self.simulator, self.prior.sample(ktheta, n), key=knoise, strategy=self.strategy)
+        y = jax.vmap(self._target)(o.theta, o.states, o.signal, o.observations)
+        ok = o.valid & jnp.all(jnp.isfinite(y), axis=1)
         t = self.in_time
-        return Batch(x[:, :t], mask[:, :t], jnp.where(ok[:, None], y, 0.0), ok.astype(y.dtype))
+        return Batch(o.observations[:, :t], o.mask[:, :t], jnp.where(ok[:, None], y, 0.0), ok.astype(y.dtype))
 
     def _target(self, theta, states, signal, x):
         draw = Draw(theta, self.simulator.ts, states, signal, x)
@@ -334,9 +332,9 @@ class ModelSelection(AbstractTask):
         parts = []
         for i, (sim, prior, m) in enumerate(zip(self.simulators, self.priors, self.counts(n))):
             ktheta, knoise = jax.random.split(jax.random.fold_in(key, i))
-            _, _, _, x, mask, valid = _chunk(sim, self.strategy, prior.sample(ktheta, m), knoise, keep_states=False)
-            w = self.probabilities[i] * n / m
-            parts.append(Batch(x, mask, jnp.full((m, 1), i, x.dtype), jnp.where(valid, w, 0.0).astype(x.dtype)))
+            o = observe_batch(sim, prior.sample(ktheta, m), key=knoise, strategy=self.strategy, keep_states=False)
+            x, w = o.observations, self.probabilities[i] * n / m
+            parts.append(Batch(x, o.mask, jnp.full((m, 1), i, x.dtype), jnp.where(o.valid, w, 0.0).astype(x.dtype)))
         return jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
 
     def describe(self):

@@ -46,6 +46,7 @@ from ._target import (
 )
 from ._task import AbstractTask as AbstractTask, Batch as Batch, ModelSelection as ModelSelection, Task as Task
 from ._train import (
+    ArrayTask as ArrayTask,
     default_optimiser as default_optimiser,
     fit as fit,
     simulate_batch as simulate_batch,

@@ -12,7 +12,10 @@ import scipy.stats
 from exact_tasks import LinearGaussian, PoissonGamma, TwoGaussians, binomial_tolerance, coverage
 
 import sgjax
-from sgjax import _io, _train
+import equinox as eqx
+
+from sgjax import _io
+from sgjax._training import _checkpoint, _init, _parallel, _step
 from sgjax.observation import MissingAtRandom, ObservationModel, Poisson
 
 SMALL_MLP = functools.partial(sgjax.nn.MLP, width=64)
@@ -31,7 +34,7 @@ def test_point_head_learns_the_exact_posterior_mean_linear_gaussian():
     errors = []
     for steps in (100, 600):
         est, _ = _fit(task, key=jax.random.key(0), steps=steps)
-        point = sgjax.infer(est, test.x).point[:, 0]
+        point = sgjax.infer(est, test.x).point["theta"]
         errors.append(np.mean((point - mean) ** 2) / sd**2)
     # The mean squared distance to the exact posterior mean, in units of the posterior
     # variance: measured ~0.07 after 100 steps and ~0.01 after 600.
@@ -45,7 +48,7 @@ def test_point_head_learns_the_exact_posterior_mean_poisson_gamma():
     mean, var = task.posterior_log_moments(test.x)
     est, _ = _fit(task, key=jax.random.key(1), steps=1000)
     # Estimated in log space, the target's learning space: E[log λ | x] exactly.
-    point = np.log(sgjax.infer(est, test.x).point[:, 0])
+    point = np.log(sgjax.infer(est, test.x).point["lam"])
     assert np.mean((point - mean) ** 2 / var) < 0.05
     # The Bayes risk bound: the trained network's risk is no better than the posterior
     # variance (the irreducible error), up to sampling error.
@@ -64,12 +67,12 @@ def test_quantile_head_covers_at_nominal_rates():
     for mass in (0.5, 0.8, 0.95):
         lo, hi = post.interval(mass)
         # Sampling error of a coverage over n draws (4 sd), plus 0.02 for training.
-        assert abs(coverage(lo[:, 0], hi[:, 0], truth) - mass) < binomial_tolerance(mass, n) + 0.02
+        assert abs(coverage(lo["theta"], hi["theta"], truth) - mass) < binomial_tolerance(mass, n) + 0.02
     # And the quantiles themselves are the exact posterior quantiles.
     mean, sd = task.posterior(test.x)
     for level in (0.1, 0.5, 0.9):
         exact = mean + sd * scipy.stats.norm.ppf(level)
-        assert np.sqrt(np.mean((post.quantiles[level][:, 0] - exact) ** 2)) < 0.15 * sd
+        assert np.sqrt(np.mean((post.quantiles[level]["theta"] - exact) ** 2)) < 0.15 * sd
 
 
 @pytest.mark.parametrize("head", [sgjax.heads.Gaussian(), sgjax.heads.MixtureDensity(3)])
@@ -79,9 +82,9 @@ def test_density_heads_match_the_exact_posterior(head):
     est, _ = _fit(task, head, key=jax.random.key(3), steps=600)
     post = sgjax.infer(est, test.x, key=jax.random.key(0), n_samples=4000)
     mean, sd = task.posterior(test.x)
-    assert post.samples.shape == (500, 4000, 1)
-    assert np.sqrt(np.mean((post.point[:, 0] - mean) ** 2)) < 0.15 * sd
-    assert abs(np.mean(post.samples[..., 0].std(1)) / sd - 1) < 0.1
+    assert post.samples["theta"].shape == (500, 4000)
+    assert np.sqrt(np.mean((post.point["theta"] - mean) ** 2)) < 0.15 * sd
+    assert abs(np.mean(post.samples["theta"].std(1)) / sd - 1) < 0.1
 
 
 def test_classifier_learns_the_exact_posterior_model_probabilities():
@@ -95,10 +98,15 @@ def test_classifier_learns_the_exact_posterior_model_probabilities():
     assert np.mean(np.abs(post.probabilities[:, 1] - exact)) < 0.03
 
 
+def _traces() -> int:
+    """How many times the training call has been traced (compiled) so far."""
+    return eqx.debug.get_num_traces(_step.steps_body)
+
+
 def test_the_fused_step_compiles_once():
-    before = _train._TRACES["train"]
+    before = _traces()
     _fit(LinearGaussian(), key=jax.random.key(5), steps=200)  # four dispatches
-    assert _train._TRACES["train"] == before + 1
+    assert _traces() == before + 1
 
 
 def test_fixed_budget_trains_on_the_budget_only():
@@ -106,7 +114,7 @@ def test_fixed_budget_trains_on_the_budget_only():
     test = task.sample(jax.random.key(94), 2000)
     mean, sd = task.posterior(test.x)
     est, hist = _fit(task, key=jax.random.key(6), steps=400, budget=1024)
-    point = sgjax.infer(est, test.x).point[:, 0]
+    point = sgjax.infer(est, test.x).point["theta"]
     assert np.mean((point - mean) ** 2) / sd**2 < 0.2
     # Four epochs of 1024 at batch 256 = 16 steps each; the training loss falls below
     # the validation loss once the network starts to fit its fixed sample.
@@ -175,7 +183,7 @@ def test_a_crash_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, mon
     # ...and a checkpoint whose payload was truncated later.
     eqx_file = sorted(tmp_path.glob("ckpt-*.eqx"))[-2]
     eqx_file.write_bytes(eqx_file.read_bytes()[:100])
-    header, state = _train._latest_checkpoint(tmp_path, sgjax.default_optimiser(1e-3, 100))
+    header, state = _checkpoint.latest_checkpoint(tmp_path, sgjax.default_optimiser(1e-3, 100))
     assert header["step"] == 50
     # atomic_write: a failure mid-write leaves the old file and no temporary behind.
     target = tmp_path / "file.bin"
@@ -192,7 +200,7 @@ def test_a_crash_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, mon
 
 
 def test_networks_read_the_mask_only_where_data_can_be_missing():
-    from sgjax._train import _make_network
+    _make_network = _init.make_network
 
     days = jnp.arange(1.0, 21.0)
     full = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), days, ObservationModel(Poisson())), ["beta"])
@@ -241,9 +249,9 @@ def test_a_restricted_task_keeps_its_learning_spaces_and_its_compiled_step():
     fresh = sgjax.Task(sim, ["r", "K"], prior.restrict(box)).spaces[0]
     assert (fresh.lo, fresh.hi) == pytest.approx((0.3, 0.5))
     _fit(task, key=jax.random.key(1), steps=50)
-    before = _train._TRACES["train"]
+    before = _traces()
     est, _ = _fit(restricted, key=jax.random.key(2), steps=50)
-    assert _train._TRACES["train"] == before  # the compiled step is reused
+    assert _traces() == before  # the compiled step is reused
     # Its pilot's mean of logit((r - 0.1) / 0.9) lies on the box: it trained on the box.
     assert 0.3 <= float(task.spaces[0].inverse(est.y_mean[0])) <= 0.5
     with pytest.raises(ValueError, match="does not have"):
@@ -258,22 +266,22 @@ def test_the_training_call_simulates_the_pilot_and_validation_sets():
 
     days = jnp.arange(1.0, 14.0)  # a size no other test compiles
     task = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), days, ObservationModel(Poisson())), ["beta", "gamma"])
-    assert _train._log1p_known(task, None) is True and _train._log1p_known(task, False) is False
+    assert _init.log1p_guess(task, None) is True and _init.log1p_guess(task, False) is False
     real = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), days, ObservationModel(Gaussian(1.0))), ["beta"])
-    assert _train._log1p_known(real, None) is None  # values may be negative: the pilot decides
+    assert _init.log1p_guess(real, None) is None  # values may be negative: the pilot decides
     compiles = []
 
     def listen(event, duration, **kw):
         if event.endswith("backend_compile_duration"):
             compiles.append(kw.get("fun_name"))
 
-    before = _train._TRACES["train"]
+    before = _traces()
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
         est, history = _fit(task, key=jax.random.key(3), steps=100)
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
-    assert _train._TRACES["train"] == before + 1 and compiles.count("jit(_train_call)") == 1
+    assert _traces() == before + 1 and compiles.count("jit(_steps)") == 1
     assert "jit(_sample)" not in compiles and "jit(_eval_loss)" not in compiles
     assert np.all(np.isfinite(history["val_loss"])) and history["val_loss"][-1] < history["val_loss"][0]
 
@@ -283,27 +291,28 @@ def test_measuring_with_the_training_call_matches_the_batches_it_draws():
     # without updates, give Standardise.fit's standardisation, the targets' mean and
     # std, and `_eval_loss`'s loss, and leave the parameters as they were.
     task = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 15.0), ObservationModel(Poisson())), ["beta", "gamma"])
-    modules = _train._modules(task, sgjax.heads.Point(), SMALL_MLP, 2, jax.random.key(0))
-    params, frozen = _train._placeholder(task, modules, True, 2)
-    optimiser = _train.default_optimiser(1e-3, 100)
+    modules = _init.modules(task, sgjax.heads.Point(), SMALL_MLP, jax.random.key(0))
+    params, frozen = _init.placeholder(task, modules, True)
+    optimiser = _step.default_optimiser(1e-3, 100)
     consts = (task, frozen, optimiser, 64, 1, None)
     key, n_batches, per_call = jax.random.key(5), 5, 2  # three calls, the last one part-filled
+    keys = jax.random.split(key, n_batches)
     before = [np.asarray(a) for a in jax.tree.leaves(params)]
-    after, _, stats = _train._measure(consts, _train._copy(params), optimiser.init(params), key, n_batches, per_call)
+    after, _, stats = _step.measure(consts, _parallel.copy(params), optimiser.init(params), lambda a, b: keys[a:b], n_batches, per_call)
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, jax.tree.leaves(after)))
     sample = jax.jit(lambda k: task.sample(k, 64))  # once: eagerly, each call would trace the solver anew
     batches = [sample(k) for k in jax.random.split(key, n_batches)]
     batch = jax.tree.map(lambda *a: jnp.concatenate(a), *batches)
     assert stats["n"].shape[0] == n_batches
-    standardise, y_mean, y_std = _train._pilot_scaling(stats, True, task)
+    standardise, y_mean, y_std = _init.pilot_scaling(stats, True, task)
     expected = sgjax.nn.Standardise.fit(batch.x, batch.mask & (batch.weight > 0)[:, None, None], log1p=True)
     np.testing.assert_allclose(standardise.mean, expected.mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(standardise.std, expected.std, rtol=1e-5, atol=1e-6)
     y = np.asarray(batch.y)[np.asarray(batch.weight) > 0]
     np.testing.assert_allclose(y_mean, y.mean(0), rtol=1e-5)
     np.testing.assert_allclose(y_std, y.std(0), rtol=1e-5)
-    expected_loss = float(_train._eval_loss(frozen, params, batch, 64))
-    np.testing.assert_allclose(_train._validation_loss(stats), expected_loss, rtol=1e-5)
+    expected_loss = float(_step.eval_loss(frozen, params, batch, 64))
+    np.testing.assert_allclose(_step.validation_loss(stats), expected_loss, rtol=1e-5)
 
 
 def test_a_network_and_head_passed_in_built_keep_their_arrays():
@@ -340,28 +349,28 @@ def test_non_finite_parameters_stop_training_at_their_step(tmp_path, k):
     # parameters' flag returned with them tells.
     optimiser = _nan_from_update(k)
     kwargs = dict(key=jax.random.key(10), steps=200, optimiser=optimiser, checkpoint_every=50)
-    with pytest.raises(_train.TrainingDivergedError, match=f"diverged at step {k}: its update made the parameters non-finite") as info:
+    with pytest.raises(sgjax.TrainingDivergedError, match=f"diverged at step {k}: its update made the parameters non-finite") as info:
         _fit(LinearGaussian(), checkpoint_dir=tmp_path, **kwargs)
     assert isinstance(info.value, FloatingPointError) and info.value.step == k
     assert f"The last good checkpoint, {tmp_path / 'ckpt-00000100'} (step 100), is kept." in str(info.value)
     assert info.value.checkpoint == tmp_path / "ckpt-00000100"
     # Nothing after step 100 was written; the kept checkpoint loads, and its
     # parameters and its best estimator so far are finite.
-    assert [p.name for p in _train._checkpoints(tmp_path)] == ["ckpt-00000050.json", "ckpt-00000100.json"]
-    header, state = _train._latest_checkpoint(tmp_path, optimiser)
+    assert [p.name for p in _checkpoint.checkpoints(tmp_path)] == ["ckpt-00000050.json", "ckpt-00000100.json"]
+    header, state = _checkpoint.latest_checkpoint(tmp_path, optimiser)
     assert header["step"] == 100
     assert all(np.isfinite(a).all() for a in _leaves(state["estimator"]) + _leaves(state["best"]))
 
 
 def test_the_divergence_message_tells_a_loss_from_the_parameters(tmp_path):
     losses = np.array([0.5, 0.4, np.nan, np.nan], np.float32)
-    with pytest.raises(_train.TrainingDivergedError, match="diverged at step 13: its loss is nan") as info:
-        _train._check_finite(losses, np.array([True, True, False, False]), 10, None, optimiser_given=False)
+    with pytest.raises(sgjax.TrainingDivergedError, match="diverged at step 13: its loss is nan") as info:
+        _checkpoint.check_finite(losses, np.array([True, True, False, False]), 10, None, optimiser_given=False)
     assert "Lower `learning_rate`" in str(info.value) and "pass `checkpoint_dir`" in str(info.value)
     assert info.value.checkpoint is None
-    with pytest.raises(_train.TrainingDivergedError, match=f"No checkpoint had been written to {tmp_path}"):
-        _train._check_finite(losses[:2], np.array([True, False]), 0, tmp_path, optimiser_given=True)
-    _train._check_finite(losses[:2], np.array([True, True]), 0, tmp_path, optimiser_given=True)  # all finite
+    with pytest.raises(sgjax.TrainingDivergedError, match=f"No checkpoint had been written to {tmp_path}"):
+        _checkpoint.check_finite(losses[:2], np.array([True, False]), 0, tmp_path, optimiser_given=True)
+    _checkpoint.check_finite(losses[:2], np.array([True, True]), 0, tmp_path, optimiser_given=True)  # all finite
 
 
 @pytest.mark.parametrize(
@@ -375,7 +384,9 @@ def test_the_divergence_message_tells_a_loss_from_the_parameters(tmp_path):
         (dict(patience=0), r"`patience` must be a positive integer or None, got 0"),
         (dict(patience=2.5), r"`patience` must be a positive integer or None, got 2.5"),
         (dict(checkpoint_every=0), r"`checkpoint_every` must be a positive integer or None, got 0"),
-        (dict(steps=True), r"`steps` must be a positive integer, got True"),
+        (dict(steps=True), r"`steps` must be a positive integer or None, got True"),
+        (dict(time_limit=0), r"`time_limit` must be a finite positive number of seconds"),
+        (dict(time_limit="10"), r"`time_limit` must be a finite positive number of seconds"),
         (dict(log1p="yes"), r"`log1p` must be True or False or None"),
         (dict(resume=1, checkpoint_dir="x"), r"`resume` must be True or False, got 1"),
         (dict(callback=3), r"`callback` must be a function"),
@@ -413,7 +424,7 @@ def test_every_simulation_failing_names_the_fixes():
         assert fix in str(info.value)
     # Already per trajectory: the other fixes only.
     per = sgjax.Task(sim, ["r"], task.prior, strategy=sgjax.PerTrajectory())
-    assert "PerTrajectory()" not in str(_train._all_failed(per)) and "tighten the prior" in str(_train._all_failed(per))
+    assert "PerTrajectory()" not in str(_init.all_failed(per)) and "tighten the prior" in str(_init.all_failed(per))
 
     class Failing(LinearGaussian):  # a task of one's own: weight 0 everywhere
         def sample(self, key, n):
@@ -470,7 +481,7 @@ _RARE_RUNS = []
 def test_sub_batches_keep_a_rare_branch_lazy():
     # With several key streams per batch (`shards`), each sub-batch is drawn on its
     # own: under `vmap` a `lax.cond` would run both branches on every step.
-    from sgjax._train import _draw
+    _draw = _step.draw
 
     task = _RareBranch()
     _RARE_RUNS.clear()

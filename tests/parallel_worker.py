@@ -49,11 +49,11 @@ for name, extra in MODES.items():
     out[name] = {"loss": hist["loss"], "val_loss": hist["val_loss"], "params": fingerprint(est), "specs": sorted(shardings)}
 if mode == "distributed":
     # Checkpoints: one writer (process 0) into the directory both share; both resume.
-    from sgjax import _train
+    from sgjax._training import _loop
 
     writes = []
-    save = _train._save_checkpoint
-    _train._save_checkpoint = lambda *a, **k: (writes.append(a[1]), save(*a, **k))
+    save = _loop.save_checkpoint
+    _loop.save_checkpoint = lambda *a, **k: (writes.append(a[1]), save(*a, **k))
     ckpt = sys.argv[4]
     sgjax.fit(PoissonGamma(), devices="all", checkpoint_dir=ckpt, checkpoint_every=25, **KW)
     jax.experimental.multihost_utils.sync_global_devices("checkpoints written")

@@ -13,8 +13,6 @@ from sgjax.heads import Flow
 
 from exact_tasks import CorrelatedGaussian, PoissonGamma
 
-pytest.importorskip("flowjax")
-
 
 @pytest.fixture(scope="module")
 def trained():
@@ -213,10 +211,14 @@ def test_host_built_flow_is_flowjaxs_initial_flow(dim, transformer, monkeypatch)
 
 def test_host_built_affine_template_is_flowjaxs():
     # flowjax's default transformer (an Affine at the identity, scale softplus(s) +
-    # min_scale) made with its numbers on the host: the same structure, dtypes and
-    # weak types, values within one float32 rounding (the correctly rounded
-    # inv_softplus(0.99)), the identity map, and no XLA program compiled.
+    # min_scale), rebuilt from flowjax's public parts with its numbers made on the
+    # host: no XLA program compiled, the identity map, the correctly rounded
+    # inv_softplus(0.99), and the same transformer as the one flowjax picks when given
+    # none: a flow built with it has flowjax's default flow's arrays and density.
+    import equinox as eqx
+    import paramax
     from flowjax import flows
+    from flowjax.distributions import Normal
 
     from sgjax.heads import _flow
 
@@ -228,17 +230,40 @@ def test_host_built_affine_template_is_flowjaxs():
 
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
-        ours = _flow._affine_template(flows)
+        ours = _flow._affine_template()
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     assert compiles == []
-    theirs = flows._affine_with_min_scale()
-    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
-    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
-        if isinstance(b, jax.Array):
-            assert a.dtype == b.dtype and a.shape == b.shape and a.weak_type == b.weak_type
-            np.testing.assert_allclose(a, b, rtol=2 * np.finfo(np.float32).eps)
+    assert ours is not None
     np.testing.assert_allclose(np.asarray(ours.scale.args[0], np.float64), np.log(np.expm1(0.99)), rtol=np.finfo(np.float32).eps)
     x = jnp.array(1.7)
     np.testing.assert_allclose(ours.transform_and_log_det(x)[0], x, rtol=1e-6)
     np.testing.assert_allclose(ours.transform_and_log_det(x)[1], 0.0, atol=1e-6)
+    # Built op by op it is the same bijection as the template (values, weak types).
+    concrete = _flow._affine_min_scale()
+    assert jax.tree.structure(ours) == jax.tree.structure(concrete)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(concrete)):
+        if isinstance(b, jax.Array):
+            assert a.dtype == b.dtype and a.shape == b.shape and a.weak_type == b.weak_type
+            np.testing.assert_allclose(a, b, rtol=2 * np.finfo(np.float32).eps)
+
+    def build(transformer):
+        flow = flows.masked_autoregressive_flow(
+            jax.random.key(0), base_dist=Normal(jnp.zeros(3)), transformer=transformer, cond_dim=2, flow_layers=2, nn_width=8
+        )
+        return paramax.unwrap(flow)
+
+    default, with_ours = build(None), build(ours)
+    for a, b in zip(jax.tree.leaves(eqx.filter(with_ours, eqx.is_array)), jax.tree.leaves(eqx.filter(default, eqx.is_array)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Random conditioner outputs exercise the scale's parameterisation (min_scale
+    # included) through each layer's transformer constructor, which flowjax made.
+    layer = jax.tree.map(lambda a: a[0], eqx.filter(default.bijection.bijection.bijection, eqx.is_array))
+    made = eqx.combine(layer, eqx.filter(default.bijection.bijection.bijection, eqx.is_array, inverse=True)).bijections[0]
+    ours_made = eqx.combine(layer, eqx.filter(with_ours.bijection.bijection.bijection, eqx.is_array, inverse=True)).bijections[0]
+    params = 3.0 * jax.random.normal(jax.random.key(1), (5, 2))
+    for p in params:
+        a, b = paramax.unwrap(made.transformer_constructor(p)), paramax.unwrap(ours_made.transformer_constructor(p))
+        np.testing.assert_allclose(a.transform_and_log_det(jnp.array(0.3)), b.transform_and_log_det(jnp.array(0.3)), rtol=1e-6)
+    y, cond = jax.random.normal(jax.random.key(2), (16, 3)), jax.random.normal(jax.random.key(3), (16, 2))
+    np.testing.assert_allclose(with_ours.log_prob(y, cond), default.log_prob(y, cond), rtol=1e-6)

@@ -4,19 +4,11 @@ import jax.numpy as jnp
 
 from .base import AbstractHead
 
+# flowjax (and paramax, which it builds on) is a core dependency; it is imported where
+# it is used, so that `import sgjax` does not pay for it (~0.1 s) before a flow is built.
+# Only flowjax's public names are used here.
+
 _TRANSFORMERS = ("affine", "spline")
-
-
-def _flowjax():
-    try:
-        import flowjax  # noqa: F401
-        import paramax
-    except ImportError:
-        raise ImportError(
-            "The Flow head needs flowjax, an optional dependency: pip install 'sgjax[flows]' "
-            "(or pip install flowjax)."
-        ) from None
-    return paramax
 
 
 class Flow(AbstractHead):
@@ -88,7 +80,6 @@ class Flow(AbstractHead):
         self.flow = None if dim is None else self._make(dim, jax.random.key(0) if key is None else key)
 
     def _make(self, dim: int, key):
-        _flowjax()
         from flowjax import flows
         from flowjax.bijections import RationalQuadraticSpline
         from flowjax.distributions import Normal
@@ -96,8 +87,8 @@ class Flow(AbstractHead):
         config = (self.transformer, self.knots, self.spline_interval)
         if self.transformer == "spline":
             transformer = RationalQuadraticSpline(knots=self.knots, interval=self.spline_interval)
-        else:  # flowjax's default; None (flowjax picks it) where the helper is gone
-            transformer = _affine_template(flows)
+        else:  # flowjax's default; None (flowjax picks it) where it cannot be made here
+            transformer = _affine_template()
 
         def build(key):
             return flows.masked_autoregressive_flow(
@@ -128,7 +119,9 @@ class Flow(AbstractHead):
     def _ready(self):
         if self.flow is None:
             raise RuntimeError("This Flow head has not been built for a target yet: sgjax.fit builds it (Flow.build(k, key)).")
-        return _flowjax().unwrap(self.flow)
+        import paramax
+
+        return paramax.unwrap(self.flow)
 
     def log_prob(self, out, y):
         """The flow's log density of `y` (standardised space) given the network output."""
@@ -187,33 +180,46 @@ def _shared_constructors(flow, config):
                        flow, [shared] * len(layers))  # fmt: skip
 
 
-def _affine_template(flows):
-    """flowjax's default transformer, `flows._affine_with_min_scale()` — an `Affine`
-    whose scale is `softplus(s) + min_scale`, at the identity — with its two numbers
-    made on the host: built by flowjax, op by op, it compiles a handful of small XLA
-    programs (0.42 s cold on 2 CPU cores). flowjax builds it abstractly and the loc
-    (0) and the scale's argument (`inv_softplus(1 - min_scale)`) are filled in; any
-    other structure is left to flowjax. `None` where the helper is gone."""
-    import inspect
+#: The smallest scale of flowjax's default transformer for its masked autoregressive
+#: flow (`min_scale` of the affine it builds when given no transformer).
+_MIN_SCALE = 1e-2
 
+
+def _softplus_min_scale(x):
+    return jax.nn.softplus(x) + _MIN_SCALE
+
+
+def _affine_min_scale():
+    """flowjax's default transformer, built from its public parts: an `Affine` at the
+    identity whose scale is `softplus(s) + min_scale` (a test checks it against the
+    transformer flowjax picks when given none)."""
+    from flowjax.bijections import Affine
+    from paramax import Parameterize
+    from paramax.utils import inv_softplus
+
+    return eqx.tree_at(lambda a: a.scale, Affine(), Parameterize(_softplus_min_scale, inv_softplus(1 - _MIN_SCALE)))
+
+
+def _affine_template():
+    """[`_affine_min_scale`][] with its two numbers made on the host: built op by op, it
+    compiles a handful of small XLA programs (0.42 s cold on 2 CPU cores). It is built
+    abstractly and the loc (0) and the scale's argument (`inv_softplus(1 - min_scale)`)
+    are filled in; `None` (flowjax then picks its own) where `Affine` has another
+    structure."""
     import numpy as np
 
-    make = getattr(flows, "_affine_with_min_scale", None)
-    if make is None:
-        return None
-    min_scale = inspect.signature(make).parameters.get("min_scale")
-    abstract = eqx.filter_eval_shape(make)
-    arrays = [leaf for leaf in jax.tree.leaves(abstract) if isinstance(leaf, jax.ShapeDtypeStruct)]
     try:
+        abstract = eqx.filter_eval_shape(_affine_min_scale)
         loc, (arg,) = abstract.loc, abstract.scale.args
     except (AttributeError, TypeError, ValueError):
-        return make()
-    if min_scale is None or not isinstance(min_scale.default, float) or len(arrays) != 2 or loc.shape != () or arg.shape != ():
-        return make()
+        return None
+    arrays = [leaf for leaf in jax.tree.leaves(abstract) if isinstance(leaf, jax.ShapeDtypeStruct)]
+    if len(arrays) != 2 or loc.shape != () or arg.shape != ():
+        return None
     # flowjax's formula in float64, rounded once to the argument's dtype: within one
-    # rounding of flowjax's float32 result. From a Python float, as flowjax makes it
-    # (jax's weak type kept).
-    x = 1 - min_scale.default
+    # rounding of the float32 result built op by op. From a Python float, as flowjax
+    # makes it (jax's weak type kept).
+    x = 1 - _MIN_SCALE
     value = np.asarray(np.log(-np.expm1(-x)) + x, arg.dtype)
     # `jax.device_put`, not `jnp.asarray`: that compiles a small program per dtype.
     filled = (jax.device_put(np.zeros((), loc.dtype)), jax.device_put(value.item() if arg.weak_type else value))
@@ -233,12 +239,12 @@ def _host_flow(build, key, transformer, config):
     standard normal base). The same distribution over initial flows as flowjax's
     (tested leaf by leaf against a flow flowjax built)."""
     import numpy as np
+    import paramax
     from flowjax.bijections import Chain, Flip, MaskedAutoregressive, Permute
     from flowjax.utils import get_ravelled_pytree_constructor
 
     from ..nn.base import host_rng
 
-    paramax = _flowjax()
     rng = host_rng(key)
     if rng is None:
         return None
@@ -320,19 +326,28 @@ def _scanned_layers(flow):
     parts = layers.bijections if isinstance(layers, Chain) else (layers,)
     if not isinstance(parts[0], MaskedAutoregressive) or any(isinstance(b, MaskedAutoregressive) for b in parts[1:]):
         return None
-    if not hasattr(parts[0], "_flat_params_to_transformer"):  # flowjax's helper, used as flowjax does
+    if not callable(getattr(parts[0], "transformer_constructor", None)):
         return None
     return layers
 
 
 def _made_transform(made, x, condition):
-    """`MaskedAutoregressive.transform_and_log_det`, its network applied as `h @ W.T`."""
+    """`MaskedAutoregressive.transform_and_log_det`, its network applied as `h @ W.T`.
+
+    The network's outputs are grouped by dimension (`dim` consecutive blocks of the
+    transformer's parameters: the rank of output `j` is `j // n_params` in the layer's
+    masks), and the transformer of each dimension is built from its block by the
+    layer's public `transformer_constructor`, vectorised as flowjax does."""
+    from flowjax.bijections import Vmap
+
     mlp = made.masked_autoregressive_mlp
     h = jnp.concatenate([x, condition])
     for i, linear in enumerate(mlp.layers):
         h = h @ linear.weight.T + linear.bias
         h = mlp.activation(h) if i < len(mlp.layers) - 1 else mlp.final_activation(h)
-    return made._flat_params_to_transformer(h).transform_and_log_det(x)
+    params = jnp.reshape(h, (made.shape[-1], -1))
+    transformer = Vmap(eqx.filter_vmap(made.transformer_constructor)(params), in_axes=eqx.if_array(0))
+    return transformer.transform_and_log_det(x)
 
 
 def _log_prob_unrolled(flow, layers, y, condition):
@@ -349,5 +364,5 @@ def _log_prob_unrolled(flow, layers, y, condition):
         for b in rest:  # the permutation (or flip) after the layer
             x, ld = b.transform_and_log_det(x, condition)
             log_det = log_det + ld.sum()
-    log_p = flow.base_dist._log_prob(x, None) + log_det
+    log_p = flow.base_dist.log_prob(x) + log_det
     return jnp.where(jnp.isnan(log_p), -jnp.inf, log_p)

@@ -15,6 +15,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 from numpyro.distributions import constraints
 
@@ -131,6 +132,13 @@ class AbstractTarget(eqx.Module):
     def check(self, simulator) -> None:
         """Raise a clear error if the target does not fit the simulator."""
 
+    def bind(self, simulator) -> "AbstractTarget":
+        """This target checked against `simulator`, with anything it reads from the
+        simulator's concrete values (observation times → indices) fixed; what
+        [`sgjax.Task`][] holds. The default checks and returns `self`."""
+        self.check(simulator)
+        return self
+
     def observed_times(self, n_times: int) -> int:
         """How many of the simulator's times the network sees (all but a forecast
         horizon)."""
@@ -224,43 +232,82 @@ class Derived(AbstractTarget):
             )
 
 
+def _match_times(times, ts, who: str) -> tuple[int, ...]:
+    """The indices of the observation times `ts` that `times` name, refusing any that
+    is not one of them (with the old index-based usage in mind)."""
+    ts = np.asarray(ts, dtype=float)
+    out = []
+    for t in times:
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{who}: times must be numbers (observation times), got {t!r}.")
+        hit = np.flatnonzero(np.isclose(ts, float(t), rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(ts).max()))))
+        if hit.size == 0:
+            old = (
+                " Times are observation times, not indices into them (as before sgjax 0.x): for the "
+                f"last time write {who.split('(')[0]}(...) without times, or pass values of "
+                "`simulator.ts`, e.g. times=simulator.ts[-3:]."
+                if isinstance(t, (int, np.integer))
+                else ""
+            )
+            raise ValueError(
+                f"{who}: {t!r} is not one of the simulator's observation times "
+                f"({ts[0]:g} … {ts[-1]:g}, {ts.size} times).{old}"
+            )
+        out.append(int(hit[0]))
+    return tuple(out)
+
+
 class Hidden(AbstractTarget):
     """An unobserved compartment: the clean state `state` at the given observation
-    time indices (default: the last), e.g. `Hidden("R")` for everyone ever
-    recovered, or `Hidden("E", times=range(10))` for a latent trajectory.
+    times (default: the last), e.g. `Hidden("R")` for everyone ever recovered, or
+    `Hidden("E", times=simulator.ts[:10])` for a latent trajectory.
 
     **Arguments:**
 
     - `state`: the state's name.
-    - `times`: indices into the observation times (negative counts from the end).
+    - `times`: observation times (values of `simulator.ts`, not indices into it);
+        default: the last observation time.
     - `space`: the learning space; default identity.
+
+    Labels read `"E(t=10)"`.
     """
 
     state: str = eqx.field(static=True)
-    times: tuple[int, ...] = eqx.field(static=True)
+    times: tuple[float, ...] | None = eqx.field(static=True)
     space: Space | None = None
+    _indices: tuple[int, ...] | None = eqx.field(static=True)
 
-    def __init__(self, state: str, times=(-1,), space: "str | Space | None" = None):
+    def __init__(self, state: str, times=None, space: "str | Space | None" = None, *, _indices=None):
         self.state = state
-        self.times = tuple(int(t) for t in (times if hasattr(times, "__iter__") else (times,)))
+        if times is not None:
+            times = tuple(np.atleast_1d(np.asarray(times)).tolist())
+            if not times:
+                raise ValueError(f"Hidden({state!r}): `times` is empty; leave it out for the last time.")
+        self.times = times
         self.space = None if space is None else as_space(space, None)
+        self._indices = _indices
+
+    def bind(self, simulator) -> "Hidden":
+        self.check(simulator)
+        n = len(simulator.ts)
+        idx = (n - 1,) if self.times is None else _match_times(self.times, simulator.ts, f"Hidden({self.state!r})")
+        return Hidden(self.state, self.times, self.space, _indices=idx)
 
     def labels(self, simulator):
-        n = len(simulator.ts)
-        return tuple(f"{self.state}[{t % n}]" for t in self.times)
+        bound = self if self._indices is not None else self.bind(simulator)
+        ts = np.asarray(simulator.ts, dtype=float)
+        return tuple(f"{self.state}(t={ts[i]:g})" for i in bound._indices)
 
     def __call__(self, draw, simulator):
+        if self._indices is None:
+            raise RuntimeError("Hidden targets are bound to a simulator's times by sgjax.Task; use one there.")
         i = simulator.model.state_names.index(self.state)
-        return draw.states[jnp.asarray(self.times), i]
+        return jnp.stack([draw.states[t, i] for t in self._indices])
 
     def check(self, simulator):
         names = simulator.model.state_names
         if self.state not in names:
             raise ValueError(f"Hidden({self.state!r}): the model's states are {names}.")
-        n = len(simulator.ts)
-        bad = [t for t in self.times if not -n <= t < n]
-        if bad or not self.times:
-            raise ValueError(f"Hidden times {self.times} must be indices into the {n} observation times.")
 
 
 class Signal(AbstractTarget):
@@ -290,38 +337,69 @@ class Signal(AbstractTarget):
 
 
 class Forecast(AbstractTarget):
-    """Future noisy observations: the network sees all but the last `horizon`
-    observation times and predicts those. Under squared loss this is the posterior
-    predictive mean; with quantiles, predictive intervals.
+    """Future noisy observations: the network sees the observations up to time `after`
+    and predicts those at every later observation time. Under squared loss this is
+    the posterior predictive mean; with quantiles, predictive intervals.
 
     **Arguments:**
 
-    - `horizon`: how many of the simulator's last observation times to forecast.
+    - `after`: the last observed time (keyword-only): a value of `simulator.ts`
+        before its last; the times after it are forecast.
     - `space`: the learning space; `"log1p"` suits counts. Default identity.
+
+    Labels read `"x(t=30)"`.
     """
 
-    horizon: int = eqx.field(static=True)
+    after: float = eqx.field(static=True)
     space: Space | None = None
+    _horizon: int | None = eqx.field(static=True)
 
-    def __init__(self, horizon: int, space: "str | Space | None" = None):
-        if not isinstance(horizon, int) or horizon < 1:
-            raise ValueError(f"`horizon` must be a positive integer, got {horizon!r}.")
-        self.horizon = horizon
+    def __init__(self, *args, after: float | None = None, space: "str | Space | None" = None, _horizon=None):
+        if args or after is None:
+            raise TypeError(
+                "Forecast takes the last observed time as a keyword, Forecast(after=t): the "
+                "observations after time t are forecast. (Before, Forecast(h) counted the last h "
+                "times; for those write Forecast(after=simulator.ts[-h - 1]).)"
+            )
+        if isinstance(after, bool) or not isinstance(after, (int, float, np.integer, np.floating)) and not (
+            hasattr(after, "shape") and np.shape(after) == ()
+        ):
+            raise TypeError(f"Forecast(after=...) must be one observation time, got {after!r}.")
+        self.after = float(after)
         self.space = None if space is None else as_space(space, None)
+        self._horizon = _horizon
+
+    def bind(self, simulator) -> "Forecast":
+        self.check(simulator)
+        (i,) = _match_times((self.after,), simulator.ts, "Forecast(after=...)")
+        return Forecast(after=self.after, space=self.space, _horizon=len(simulator.ts) - 1 - i)
+
+    @property
+    def horizon(self) -> int:
+        """How many of the simulator's last observation times are forecast."""
+        if self._horizon is None:
+            raise RuntimeError("Forecast targets are bound to a simulator's times by sgjax.Task; use one there.")
+        return self._horizon
 
     def labels(self, simulator):
-        n = len(simulator.ts)
-        return tuple(f"x[{i}]" for i in range(n - self.horizon, n))
+        bound = self if self._horizon is not None else self.bind(simulator)
+        ts = np.asarray(simulator.ts, dtype=float)
+        return tuple(f"x(t={t:g})" for t in ts[len(ts) - bound.horizon :])
 
     def __call__(self, draw, simulator):
         return draw.observations[-self.horizon :].reshape(-1)
 
     def check(self, simulator):
-        n = len(simulator.ts)
-        if self.horizon >= n:
+        ts = np.asarray(simulator.ts, dtype=float)
+        if not self.after < ts[-1]:
             raise ValueError(
-                f"Forecast(horizon={self.horizon}) leaves no observed times: the simulator has "
-                f"{n}. Extend the simulator's `ts` to cover the observed window plus the horizon."
+                f"Forecast(after={self.after:g}) leaves nothing to forecast: the simulator's last "
+                f"observation time is {ts[-1]:g}. Extend the simulator's `ts` to cover the observed "
+                "window plus the horizon."
+            )
+        if self.after < ts[0]:
+            raise ValueError(
+                f"Forecast(after={self.after:g}) leaves no observed times: the first is {ts[0]:g}."
             )
         if simulator.observation is not None and simulator.observation.missing is not None:
             raise ValueError("Forecast targets need complete future observations: drop `missing=`.")

@@ -120,10 +120,9 @@ def _as_targets(targets, simulator) -> tuple[AbstractTarget, ...]:
             t = Parameter(t) if t in simulator.param_names else Derived(t)
         if not isinstance(t, AbstractTarget):
             raise TypeError(f"Targets must be sgjax targets or names, got {t!r}.")
-        t.check(simulator)
-        out.append(t)
+        out.append(t.bind(simulator))
     if sum(t.observed_times(len(simulator.ts)) < len(simulator.ts) for t in out) > 1:
-        raise ValueError("At most one Forecast target per task: give one Forecast with the longest horizon.")
+        raise ValueError("At most one Forecast target per task: give one Forecast, after the earliest time you need.")
     return tuple(out)
 
 

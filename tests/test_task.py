@@ -25,7 +25,7 @@ def _sir(observation=None, **kwargs):
 def test_task_batch_matches_simulate_and_targets_are_exact():
     sim = _sir()
     task = sgjax.Task(sim, ["beta", sgjax.Derived("R0"), sgjax.Derived("final_size"), sgjax.Hidden("R"), sgjax.Signal()])
-    assert task.labels[:4] == ("beta", "R0", "final_size", "R[29]")
+    assert task.labels[:4] == ("beta", "R0", "final_size", "R(t=30)")
     assert len(task.labels) == 4 + 30
     b = _sample(task, jax.random.key(0), 64)
     assert b.x.shape == (64, 30, 1) and b.mask.all() and b.y.shape == (64, 34)
@@ -58,14 +58,35 @@ def test_space_round_trip_and_auto_choice():
 
 def test_forecast_splits_the_window():
     sim = _sir(obs.ObservationModel(obs.Poisson()))
-    task = sgjax.Task(sim, [sgjax.Forecast(7), "beta"])
+    task = sgjax.Task(sim, [sgjax.Forecast(after=23.0), "beta"])  # DAYS = 1 … 30
     b = _sample(task, jax.random.key(2), 16)
     assert task.in_time == 23 and b.x.shape == (16, 23, 1)
-    assert task.labels[:7] == tuple(f"x[{i}]" for i in range(23, 30))
+    assert task.labels[:7] == tuple(f"x(t={t})" for t in range(24, 31))
     # The labels are the last 7 noisy observations: integers.
     np.testing.assert_array_equal(b.y[:, :7], np.round(b.y[:, :7]))
     with pytest.raises(ValueError, match="leaves no observed times"):
-        sgjax.Task(sim, sgjax.Forecast(30))
+        sgjax.Task(sim, sgjax.Forecast(after=0.0))
+    with pytest.raises(ValueError, match="nothing to forecast"):
+        sgjax.Task(sim, sgjax.Forecast(after=30.0))
+    with pytest.raises(ValueError, match="not one of the simulator's observation times"):
+        sgjax.Task(sim, sgjax.Forecast(after=23.5))
+    with pytest.raises(TypeError, match="Forecast\\(after=simulator.ts\\[-h - 1\\]\\)"):
+        sgjax.Forecast(7)  # the old count of times
+
+
+def test_hidden_takes_observation_times():
+    sim = _sir()  # DAYS = 1 … 30
+    task = sgjax.Task(sim, [sgjax.Hidden("I", times=[5.0, 30.0]), sgjax.Hidden("R")])
+    assert task.labels == ("I(t=5)", "I(t=30)", "R(t=30)")
+    b = eqx.filter_jit(task.sample)(jax.random.key(0), 8)
+    theta = task.prior.sample(jax.random.split(jax.random.key(0))[0], 8)  # as Task.sample draws it
+    again = sgjax.simulate(sim, jax.random.key(1), theta=theta)
+    np.testing.assert_allclose(b.y[:, 0], again.states[:, 4, 1], rtol=1e-4, atol=1e-4)  # day 5 is index 4
+    np.testing.assert_allclose(b.y[:, 1:], again.states[:, -1, 1:], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="not indices"):
+        sgjax.Task(sim, [sgjax.Hidden("I", times=-1)])  # the old index of the last time
+    with pytest.raises(ValueError, match="not one of"):
+        sgjax.Task(sim, [sgjax.Hidden("I", times=0.5)])
 
 
 def test_bad_targets_say_what_exists():

@@ -282,3 +282,10 @@ def test_count_noise_returns_for_huge_means():
     np.testing.assert_array_equal(binomial[[0, 1, 3]], [f32(5e25), f32(1.5e38), f32(5e25)])
     assert np.all(np.isfinite(negbin[[0, 3]])) and np.all((negbin[[0, 3]] > 1e24) & (negbin[[0, 3]] < 1e27))
     assert np.isnan(poisson[2]) and np.isnan(negbin[2]) and np.isnan(binomial[2])
+
+
+def test_the_observed_data_has_one_name():
+    data = sgjax.datasets.boarding_school()
+    np.testing.assert_array_equal(data.observations[:3, 0], [3, 8, 26])
+    assert data.values is data.observations  # the old name still works
+    assert "observations" in sgjax.Simulation.__dataclass_fields__

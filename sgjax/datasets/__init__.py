@@ -14,20 +14,26 @@ _HERE = pathlib.Path(__file__).parent
 class Dataset(eqx.Module):
     """An observed series.
 
-    **Fields:** `times` `(time,)` and `values` `(time, channels)` as NumPy arrays,
-    `mask` (`True` where observed), `columns` (channel names), `population` (`None`
-    where it does not apply), `start` (the calendar date of the first time),
-    `source` (the citation), `path` (the CSV).
+    **Fields:** `times` `(time,)` and `observations` `(time, channels)` as NumPy
+    arrays (the same word as [`sgjax.Simulation`][]'s), `mask` (`True` where
+    observed), `columns` (channel names), `population` (`None` where it does not
+    apply), `start` (the calendar date of the first time), `source` (the citation),
+    `path` (the CSV).
     """
 
     times: np.ndarray
-    values: np.ndarray
+    observations: np.ndarray
     mask: np.ndarray
     columns: tuple[str, ...]
     population: int | None
     start: datetime.date
     source: str
     path: pathlib.Path
+
+    @property
+    def values(self) -> np.ndarray:
+        """The old name of `observations`, kept working."""
+        return self.observations
 
 
 def boarding_school(columns=("confined",)) -> Dataset:
@@ -46,7 +52,7 @@ def boarding_school(columns=("confined",)) -> Dataset:
     times, values, mask = read_csv(path, columns=list(columns), time_column="day")
     return Dataset(
         times=times,
-        values=values,
+        observations=values,
         mask=mask,
         columns=columns,
         population=763,
@@ -71,7 +77,7 @@ def hudson_bay(columns=("hare", "lynx")) -> Dataset:
     times, values, mask = read_csv(path, columns=list(columns), time_column="year")
     return Dataset(
         times=times,
-        values=values,
+        observations=values,
         mask=mask,
         columns=columns,
         population=None,

@@ -3,8 +3,19 @@
 Every model here counts people (`N` in all, a constructor field), measures time in
 days, and observes daily incidence (new infections per interval: `Decrease("S")`, or
 for SIRS, whose `S` also gains people, `Increase("C")` of its cumulative infections)
-by default. Each defines the derived quantities `R0`, `peak_time`, `peak_prevalence` and
-`attack_rate`; SIR and SEIR also define the exact asymptotic `final_size`.
+by default. Each defines the derived quantities below; SIR and SEIR also define the
+exact asymptotic `final_size`.
+
+| derived quantity  | unit                                                          |
+|-------------------|---------------------------------------------------------------|
+| `R0`              | none (secondary infections per infection)                     |
+| `peak_time`       | the model's time unit (days), on the observation grid         |
+| `peak_prevalence` | a fraction of `N`, in [0, 1] (not people)                     |
+| `attack_rate`     | a fraction of `N`, in [0, 1] (not people)                     |
+| `final_size`      | a fraction of `N`, in [0, 1] (not people)                     |
+
+The fractions are learnt as fractions; for people, scale them:
+`sgjax.Derived("final_size", scale=model.N)`.
 """
 
 import math
@@ -70,6 +81,8 @@ def final_size(
 
 
 def _epidemic_summary(model, theta, ts, ys) -> dict[str, Scalar]:
+    """`R0` (no unit), `peak_time` (time units), and `peak_prevalence` and
+    `attack_rate` as fractions of `N` (not people)."""
     names = model.state_names
     s, i = ys[:, names.index("S")], ys[:, names.index("I")]
     peak = jnp.argmax(i)
@@ -115,11 +128,12 @@ class SIR(AbstractODEModel):
         infections per interval (daily incidence on a daily grid).
 
     **Derived quantities** ([`sgjax.AbstractODEModel.derived`][]): `R0 = β/γ`;
-    `peak_time` and `peak_prevalence` (`max I / N`) on the given grid; `attack_rate =
-    (N − S(t_end))/N`, the fraction infected by the end of the grid (initially
-    infected included); `final_size`, the exact limit of the attack rate as `t → ∞`,
-    from [`sgjax.models.final_size`][] with the initial condition's correction
-    `s0 = 1 − I0/N`.
+    `peak_time` (days) and `peak_prevalence` (`max I / N`, a fraction) on the given
+    grid; `attack_rate = (N − S(t_end))/N`, the fraction (not people) infected by the
+    end of the grid (initially infected included); `final_size`, the exact limit of
+    the attack rate as `t → ∞`, a fraction, from [`sgjax.models.final_size`][] with
+    the initial condition's correction `s0 = 1 − I0/N`. For people, scale a fraction
+    by `N`: `sgjax.Derived("final_size", scale=N)`.
     """
 
     param_names: ClassVar[tuple[str, ...]] = ("beta", "gamma")
@@ -186,8 +200,8 @@ class SEIR(AbstractODEModel):
     - `observable`: default `Decrease("S")`, new infections per interval.
 
     **Derived quantities:** as [`sgjax.models.SIR`][]: `R0 = β/γ` (every exposed person
-    becomes infectious), `peak_time` and `peak_prevalence` of `I`, `attack_rate`, and
-    the exact `final_size` with `s0 = 1 − (E0 + I0)/N` (the SIR final-size relation holds
+    becomes infectious), `peak_time` (days) and `peak_prevalence` of `I` (a fraction),
+    `attack_rate` (a fraction), and the exact `final_size` (a fraction) with `s0 = 1 − (E0 + I0)/N` (the SIR final-size relation holds
     unchanged for SEIR).
     """
 
@@ -264,8 +278,9 @@ class SIRS(AbstractODEModel):
     - `observable`: default `Increase("C")`, the number of new infections per
         interval (daily incidence on a daily grid), as for the other epidemic models.
 
-    **Derived quantities:** `R0 = β/γ`, `peak_time`, `peak_prevalence` (`max I / N`),
-    and `attack_rate = (N − S(t_end))/N`, which with waning is the fraction *not
+    **Derived quantities:** `R0 = β/γ`, `peak_time` (days), `peak_prevalence`
+    (`max I / N`, a fraction), and `attack_rate = (N − S(t_end))/N`, a fraction, which
+    with waning is the fraction *not
     susceptible* at the end of the grid rather than the fraction ever infected (`C`
     counts infections, reinfections included). No `final_size`: the epidemic does not
     burn out.
@@ -354,8 +369,9 @@ class SIRIntervention(AbstractODEModel):
         with a fixed step larger than `w`, the derivative in `t_change` is lost again).
     - `observable`: default `Decrease("S")`, new infections per interval.
 
-    **Derived quantities:** `R0 = β/γ` (before the intervention), `peak_time`,
-    `peak_prevalence` (`max I / N`) and `attack_rate = (N − S(t_end))/N` on the grid.
+    **Derived quantities:** `R0 = β/γ` (before the intervention), `peak_time` (days),
+    `peak_prevalence` (`max I / N`, a fraction) and `attack_rate = (N − S(t_end))/N`
+    (a fraction) on the grid.
     No closed-form final size: it depends on when and how hard the intervention hits.
     """
 

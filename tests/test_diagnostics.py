@@ -360,6 +360,58 @@ def test_posterior_predictive_takes_a_posterior_of_one_dataset(growth, getkey):
         dg.posterior_predictive(logistic, post, key=key)
 
 
+# -- all at once --------------------------------------------------------------------
+
+
+def test_diagnosis_of_exact_and_overconfident_posteriors(posteriors, getkey, tmp_path):
+    samples, truth = posteriors
+    names = ("exact", "narrow")
+    draws = {name: samples[..., j] for j, name in enumerate(names)}
+    true = {name: truth[:, j] for j, name in enumerate(names)}
+    key = getkey()
+    d = dg.Diagnosis.from_samples(draws, true, key=key)
+    assert d.labels == names and len(d) == 1000 and d.n_samples == 255
+    # The exact posterior's mean is E[θ | x], with R² = 1 − E Var(θ | x) / Var θ =
+    # 1 − 1/6 and RMSE √(1/6) (m = 5; sampling sd over 1000 datasets ≈ 0.01 and 0.01).
+    assert abs(d.r2["exact"] - 5 / 6) < 0.03 and abs(d.rmse["exact"] - 6**-0.5) < 0.02
+    # The narrow one has the same mean: the same recovery, but bad coverage and SBC.
+    assert abs(d.r2["narrow"] - 5 / 6) < 0.03
+    np.testing.assert_allclose(d.estimate["exact"], samples[..., 0].mean(1), rtol=1e-5)
+    np.testing.assert_allclose(d.lower["exact"], np.quantile(samples[..., 0].astype(float), 0.05, axis=1), rtol=1e-5)
+    # The same numbers as the single diagnostics.
+    np.testing.assert_array_equal(d.coverage.coverage, dg.expected_coverage(draws, true).coverage)
+    np.testing.assert_array_equal(d.sbc.ranks, dg.sbc(draws, true, key=key).ranks)
+    summary = d.summary()
+    assert summary["n"] == 1000
+    exact, narrow = summary["exact"], summary["narrow"]
+    assert abs(exact["coverage_90"] - 0.9) < 0.03 and exact["sbc_inside_band"]
+    assert narrow["coverage_90"] < 0.7 and not narrow["sbc_inside_band"] and narrow["max_coverage_shortfall"] > 0.2
+    fig = d.plot(tmp_path / "diagnostics.png")
+    assert fig is not None and _is_png(tmp_path / "diagnostics.png")
+
+
+def test_diagnose_a_trained_estimator(getkey, tmp_path):
+    """A Gaussian head on the linear-Gaussian task (exact posterior N(Σx/(1 + T),
+    1/(1 + T)), T = 10), trained briefly: R² near the exact 10/11, calibrated."""
+    from exact_tasks import LinearGaussian
+
+    task = LinearGaussian()
+    est, _ = sgjax.fit(
+        task, sgjax.heads.Gaussian(), key=getkey(), steps=150, batch_size=256, validation_size=256, pilot_size=256,
+        progress=False,
+    )  # fmt: skip
+    d = dg.diagnose(est, task, key=getkey(), n=300, n_samples=63)
+    assert d.labels == ("theta",) and len(d) == 300 and d.n_samples == 63
+    assert d.truth["theta"].shape == (300,)
+    # Sampling sd of R² over 300 datasets ≈ 0.01; so short a training adds a little.
+    assert abs(d.r2["theta"] - 10 / 11) < 0.05 and abs(d.rmse["theta"] - 11**-0.5) < 0.05
+    assert abs(d.summary()["theta"]["coverage_90"] - 0.9) < 0.07
+    d.plot(tmp_path / "d.png")
+    assert _is_png(tmp_path / "d.png")
+    with pytest.raises(TypeError, match="sgjax.Estimator"):
+        dg.diagnose(object(), task, key=getkey())
+
+
 # -- plots -------------------------------------------------------------------------
 
 

@@ -1,5 +1,10 @@
-"""Diagnostics for any posterior — an SGNN head, a flow, NUTS, ABC — on plain arrays.
+"""Diagnostics for any posterior — an SGNN head, a flow, NUTS, ABC, SMC — in one data
+convention: a posterior object (anything with `.samples`, a mapping name →
+`(n, draws)`) or such a dict, and the truth as a dict name → `(n,)`. Stacked arrays
+`(n, draws, k)` with `labels=` work too (`sgjax.stack(posterior.samples)`).
 
+- All at once: [`diagnose`][] a trained estimator on held-out simulations
+  (recovery, coverage, SBC, one figure).
 - Calibration over simulations from the prior: [`sbc`][] (simulation-based
   calibration: rank histograms, χ² and the simultaneous ECDF-difference test),
   [`sbc_ranks`][], [`expected_coverage`][] of central credible intervals.
@@ -15,6 +20,7 @@ it as a PNG when given a path.
 
 from .._mismatch import MismatchScore as MismatchScore
 from ._c2st import c2st as c2st
+from ._diagnose import diagnose as diagnose, Diagnosis as Diagnosis
 from ._coverage import Coverage as Coverage, expected_coverage as expected_coverage, plot_coverage as plot_coverage
 from ._misspecification import plot_mismatch as plot_mismatch
 from ._ppc import (

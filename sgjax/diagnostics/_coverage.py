@@ -129,15 +129,20 @@ def plot_coverage(result: Coverage, path=None):
     """
     fig, axes = _common.panels(len(result.labels), width=3.4, height=3.4)
     for j, ax in enumerate(axes):
-        ax.fill_between(result.levels, *result.band, color="0.85", label=f"{result.band_mass:.0%} band (n={result.n})")
-        ax.plot([0, 1], [0, 1], color="0.4", lw=0.8, ls="--")
-        ax.plot(result.levels, result.coverage[:, j], "o-", ms=3, color="C0", label="empirical")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_aspect("equal")
-        ax.set_title(result.labels[j])
-        ax.set_xlabel("credible level")
-        ax.set_ylabel("coverage")
+        draw_coverage(ax, result, j)
     axes[0].legend(fontsize=7, loc="upper left")
     fig.suptitle("Expected coverage of central intervals")
     return _common.finish(fig, path)
+
+
+def draw_coverage(ax, result: Coverage, j: int) -> None:
+    """Parameter `j`'s coverage curve on one axis."""
+    ax.fill_between(result.levels, *result.band, color="0.85", label=f"{result.band_mass:.0%} band (n={result.n})")
+    ax.plot([0, 1], [0, 1], color="0.4", lw=0.8, ls="--")
+    ax.plot(result.levels, result.coverage[:, j], "o-", ms=3, color="C0", label="empirical")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_title(result.labels[j])
+    ax.set_xlabel("credible level")
+    ax.set_ylabel("coverage")

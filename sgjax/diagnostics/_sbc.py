@@ -355,15 +355,20 @@ def plot_sbc_ecdf(result: SBCResult, path=None):
     **Returns:** the matplotlib figure.
     """
     fig, axes = _common.panels(len(result.labels))
-    z = np.concatenate([[0.0], result.grid, [1.0]])
-    lo, hi = (np.concatenate([[0.0], b, [0.0]]) for b in result.band)
     for j, ax in enumerate(axes):
-        ax.fill_between(z, lo, hi, step="post", color="0.85")
-        colour = "C0" if result.inside_band[j] else "C3"
-        ax.step(z, np.concatenate([[0.0], result.ecdf_diff[j], [0.0]]), where="post", color=colour, lw=1.2)
-        ax.axhline(0.0, color="0.4", lw=0.6)
-        ax.set_title(f"{result.labels[j]}  (p = {result.ecdf_p_value[j]:.2g})")
-        ax.set_xlabel("fractional rank")
-        ax.set_ylabel("ECDF difference")
+        draw_sbc_ecdf(ax, result, j)
     fig.suptitle(f"SBC: ECDF of the ranks minus uniform (grey: simultaneous {1 - result.alpha:.0%} band)")
     return _common.finish(fig, path)
+
+
+def draw_sbc_ecdf(ax, result: SBCResult, j: int) -> None:
+    """Parameter `j`'s ECDF difference and the simultaneous band on one axis."""
+    z = np.concatenate([[0.0], result.grid, [1.0]])
+    lo, hi = (np.concatenate([[0.0], b, [0.0]]) for b in result.band)
+    ax.fill_between(z, lo, hi, step="post", color="0.85")
+    colour = "C0" if result.inside_band[j] else "C3"
+    ax.step(z, np.concatenate([[0.0], result.ecdf_diff[j], [0.0]]), where="post", color=colour, lw=1.2)
+    ax.axhline(0.0, color="0.4", lw=0.6)
+    ax.set_title(f"{result.labels[j]}  (p = {result.ecdf_p_value[j]:.2g})")
+    ax.set_xlabel("fractional rank")
+    ax.set_ylabel("ECDF difference")

@@ -165,8 +165,9 @@ class Posterior(AbstractPosterior):
         return 0
 
     def mean(self) -> dict[str, np.ndarray]:
-        """The posterior mean: name → `(n,)` (the head's mean for a `Point` head)."""
-        if self.samples is None and self.probabilities is None and self.point is not None and not self.quantiles:
+        """The posterior mean: name → `(n,)` — `point`, for a `Point` head or a density
+        head (the mean of its samples)."""
+        if self.probabilities is None and self.point is not None and (self.samples is not None or not self.quantiles):
             return dict(self.point)
         return super().mean()
 
@@ -426,7 +427,7 @@ def infer(
     quantiles, samples, point = {}, None, None
     if "samples" in s:
         samples = named(s["samples"])
-        point = {k: v.mean(axis=1) for k, v in samples.items()}
+        point = named(s["samples"].mean(axis=1))
         qs = np.quantile(s["samples"], SAMPLE_LEVELS, axis=1)
         quantiles = {lvl: named(q) for lvl, q in zip(SAMPLE_LEVELS, qs)}
     elif "quantiles" in s:

@@ -24,6 +24,7 @@ from ._prior import Prior
 from ._simulate import simulate
 from ._simulator import Simulator
 from ._task import Task
+from ._theta import stack, unstack
 from ._train import fit
 
 #: The learned parameters; R0 and the final size follow from (β, γ) exactly.
@@ -63,7 +64,7 @@ def _with_derived(post: Posterior, population: float) -> Posterior:
     levels = sorted(post.quantiles)
     q = {k: np.quantile(v, levels, axis=1) for k, v in samples.items()}  # (levels, n) each
     quantiles = {lvl: {k: v[i] for k, v in q.items()} for i, lvl in enumerate(levels)}
-    point = {k: v.mean(1) for k, v in samples.items()}
+    point = unstack(stack(samples).mean(1), tuple(samples))  # as one array: the same rounding as before
     return Posterior(tuple(samples), point, quantiles, samples, None, PARAMETERS)
 
 

@@ -3,6 +3,7 @@ standardisation and target scaling. One path fits the latter: the moments of pil
 batches (`_step.batch_stats`, measured by the training call itself), pooled
 (`pilot_scaling`). A warm start (`warm_start`) takes all of it from an estimator."""
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -184,7 +185,7 @@ def warm_start(init: Estimator, task: AbstractTask, built, log1p) -> Estimator:
                 "`init`'s network and head differ in shape from the `network` and `head` given: a warm start "
                 "continues the same architecture. Leave `head` and `network` unset to take init's."
             )
-    return eqx.tree_at(lambda e: e.info, init, json.dumps(task.describe()))
+    return dataclasses.replace(init, info=json.dumps(task.describe()))  # `info` is static
 
 
 def _simulators(task: AbstractTask) -> tuple:

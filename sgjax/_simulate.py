@@ -320,7 +320,8 @@ def simulate(
         neither `prior` nor `theta` is given, `simulator.default_prior()` is used.
     - `theta`: a dict of parameter name → array of shape `(n,)` to simulate instead;
         every value must be finite and inside its parameter's support (as a prior's
-        support must be).
+        support must be). Entries named after the model's derived quantities (`R0`
+        in a posterior's samples) are ignored; any other unknown name is refused.
     - `strategy`: [`sgjax.SharedStep`][] (default), [`sgjax.PerTrajectory`][], or
         [`sgjax.Fused`][] (one kernel per block of trajectories: fastest on a GPU).
     - `chunk_size`: samples per compiled call; bounds memory for very large `n`. On a
@@ -356,6 +357,7 @@ def simulate(
             raise ValueError("Pass either `prior` or `theta`, not both.")
         if not isinstance(theta, Mapping):
             raise TypeError(f"`theta` must be a dict of parameter name -> array, got {type(theta).__name__}.")
+        theta = simulator.parameters_of(theta)  # a posterior's samples may hold R0 too
         theta = {k: jnp.atleast_1d(jnp.asarray(v, dtype=jnp.result_type(float))) for k, v in theta.items()}
         m = simulator.check_theta(theta)
         if n is not None and n != m:

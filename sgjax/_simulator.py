@@ -154,6 +154,22 @@ class Simulator(eqx.Module):
         return _derived(self, dict(theta), jnp.asarray(states))
 
     @property
+    def derived_names(self) -> tuple[str, ...]:
+        """The names of the model's derived quantities (`model.derived`)."""
+        theta = {k: jax.ShapeDtypeStruct((), self.ts.dtype) for k in self.param_names}
+        ys = jax.ShapeDtypeStruct((len(self.ts), len(self.model.state_names)), self.ts.dtype)
+        return tuple(jax.eval_shape(self.model.derived, theta, self.ts, ys))
+
+    def parameters_of(self, theta: Params) -> dict:
+        """`θ` with the model's derived quantities (e.g. `R0` from a posterior's samples)
+        left out: they follow from the parameters, so a posterior's samples of every
+        label can be passed to [`sgjax.simulate`][] as they are. Other unknown names
+        are left in, for [`check_theta`][sgjax.Simulator.check_theta] to refuse."""
+        derived = [n for n in theta if n not in self.param_names]
+        derived = set(derived) & set(self.derived_names) if derived else set()
+        return {k: v for k, v in theta.items() if k not in derived}
+
+    @property
     def param_names(self) -> tuple[str, ...]:
         """Every parameter the simulator reads: the model's, then the observation
         model's."""
@@ -194,7 +210,9 @@ class Simulator(eqx.Module):
         if unknown:
             hints = "".join(suggest(u, self.param_names) for u in unknown)
             raise ValueError(
-                f"θ has unknown parameters {unknown}; the simulator uses {self.param_names}.{hints}"
+                f"θ has unknown parameters {unknown}; the simulator uses {self.param_names}.{hints} "
+                "Pass only those (a task's describe()['parameters'] lists the labels that are "
+                "parameters); the model's derived quantities are left out by themselves."
             )
         shapes = {n: jnp.shape(theta[n]) for n in self.param_names}
         if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1:

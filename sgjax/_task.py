@@ -232,6 +232,9 @@ class Task(AbstractTask):
             "model": type(self.simulator.model).__name__,
             "targets": [type(t).__name__ for t in self.targets],
             "labels": list(self.labels),
+            # The labels that are θ parameters: a posterior's samples of these can be
+            # passed to `simulate(theta=...)`.
+            "parameters": [t.name for t in self.targets if isinstance(t, Parameter)],
             "ts": np.asarray(self.simulator.ts).tolist(),
             "counts": _counts(self.simulator),
         }

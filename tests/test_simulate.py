@@ -392,3 +392,18 @@ def test_observing_at_the_start_time():
     assert at_start.valid.all()
     np.testing.assert_array_equal(at_start.signal[:, 0, 0], [1.0, 1.0])  # I0 = 1, exactly
     np.testing.assert_allclose(at_start.signal[:, 1:], after.signal, rtol=1e-5)
+
+
+def test_theta_from_a_posterior_drops_derived_quantities():
+    """A posterior's samples of every label (parameters and R0) simulate as they are;
+    a name that is neither is refused with the simulator's parameters."""
+    sim = sgjax.Simulator(sgjax.models.SIR(), TS)
+    theta = {"beta": jnp.array([0.5, 0.4]), "gamma": jnp.array([0.1, 0.2])}
+    plain = sgjax.simulate(sim, jax.random.key(0), theta=theta)
+    extra = sgjax.simulate(sim, jax.random.key(0), theta={**theta, "R0": jnp.array([5.0, 2.0])})
+    np.testing.assert_array_equal(plain.signal, extra.signal)
+    assert set(extra.theta) == {"beta", "gamma"}
+    with pytest.raises(ValueError, match="unknown parameters \\['R\\(t=60\\)'\\].*describe"):
+        sgjax.simulate(sim, jax.random.key(0), theta={**theta, "R(t=60)": jnp.ones(2)})
+    task = sgjax.Task(sim, ["beta", "R0", sgjax.Hidden("R"), "gamma"])
+    assert task.describe()["parameters"] == ["beta", "gamma"]

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, Shaped
 
+
 #: A parameter draw: a mapping from parameter name to an array. A single draw holds
 #: scalars; a batch holds arrays of shape `(n,)`.
 Params: TypeAlias = Mapping[str, Array]

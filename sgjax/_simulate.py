@@ -14,10 +14,11 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from . import _hostmem
-from ._custom_types import Key, Params, check_key
+from ._custom_types import check_key, Key, Params
 from ._prior import Prior
 from ._simulator import Simulator
 from ._strategy import AbstractStrategy, SharedStep, solve_or_rescue
+
 
 #: Trajectories per solve. Measured on a 2-core CPU (SIR, 100 times): ~1k keeps a
 #: shared-step solve's working set in cache; one 64k solve is ~2.5x slower per sample.

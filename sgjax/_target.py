@@ -21,6 +21,7 @@ from numpyro.distributions import constraints
 
 from ._custom_types import Params
 
+
 #: Learning spaces: name → (forward, inverse). `logit` maps an interval `(lo, hi)`.
 SPACES = ("identity", "log", "log1p", "logit")
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import scipy.integrate
 import scipy.optimize
+from helpers import all_models, robust_families
 from numpyro.distributions import constraints
 
 import sgjax
-from helpers import all_models, robust_families
 from sgjax import models
 from sgjax.baselines import log_likelihood
 from sgjax.observation import ObservationModel, Poisson

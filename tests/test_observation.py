@@ -28,6 +28,7 @@ from sgjax.observation import (
 )
 from sgjax.observation.base import get
 
+
 TS = jnp.arange(1.0, 15.0)
 
 

@@ -118,7 +118,7 @@ def test_draws_are_the_same_inside_and_outside_jit():
 def test_restricted_lognormal_density_is_the_exact_truncation():
     """A log-normal held for restriction (`restrictable`) is the log-normal itself;
     restricted to [a, b] its density is `pdf(x) / (Φ((log b − μ)/σ) − Φ((log a − μ)/σ))`."""
-    from sgjax._prior import Truncated, restrictable
+    from sgjax._prior import restrictable, Truncated
 
     mu, sigma, a, b = -1.0, 0.5, 0.2, 0.6
     prior = sgjax.Prior(c=dist.LogNormal(mu, sigma), u=dist.Uniform(0.0, 1.0))

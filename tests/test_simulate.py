@@ -12,6 +12,7 @@ import sgjax
 from sgjax import _simulate
 from sgjax.observation import ObservationModel, Poisson
 
+
 N = 1000.0
 
 

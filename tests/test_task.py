@@ -11,6 +11,7 @@ import sgjax
 from sgjax import models, observation as obs
 from sgjax.observation import ObservationModel, Poisson
 
+
 DAYS = jnp.arange(1.0, 31.0)
 
 

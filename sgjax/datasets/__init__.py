@@ -8,6 +8,7 @@ import numpy as np
 
 from .._io import read_csv
 
+
 _HERE = pathlib.Path(__file__).parent
 
 

@@ -17,11 +17,11 @@ from .dynamics import (
 )
 from .ecology import Competition as Competition, LotkaVolterra as LotkaVolterra
 from .epidemics import (
+    final_size as final_size,
     SEIR as SEIR,
     SIR as SIR,
-    SIRS as SIRS,
     SIRIntervention as SIRIntervention,
-    final_size as final_size,
+    SIRS as SIRS,
 )
 from .growth import (
     Exponential as Exponential,

@@ -31,6 +31,7 @@ from .._model import AbstractODEModel
 from .._observables import AbstractObservable, Decrease, Increase
 from .._prior import Prior
 
+
 #: Newton iterations for the final-size equation. From the start `z = 1` the iterates
 #: decrease monotonically onto the root and converge quadratically; even next to the
 #: threshold `R0 = 1`, where convergence is at worst linear with ratio 1/2 until close,

@@ -3,7 +3,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Float
 
 from .._custom_types import Key, Params
 from .base import AbstractMissing, AbstractNoise, AbstractTransform

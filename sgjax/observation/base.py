@@ -11,6 +11,7 @@ from jaxtyping import Array, Float
 
 from .._custom_types import Key, Params
 
+
 #: A fixed number, or the name of a parameter in `θ` (so it can have a prior).
 ParamLike = float | str
 

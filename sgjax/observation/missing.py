@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool
 
-from .base import AbstractMissing, ParamLike, check_param, get
+from .base import AbstractMissing, check_param, get, ParamLike
 
 
 class MissingAtRandom(AbstractMissing):

@@ -9,13 +9,12 @@ whole batch.
 from typing import ClassVar, Literal
 
 import equinox as eqx
-
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
 from .._random import binomial, negative_binomial, poisson
-from .base import AbstractNoise, ParamLike, check_param, get
+from .base import AbstractNoise, check_param, get, ParamLike
 
 
 def _nonneg(mean):

@@ -7,7 +7,7 @@ import numpy as np
 import numpyro.distributions as dist
 from jaxtyping import Array, ArrayLike, Float
 
-from .base import AbstractTransform, ParamLike, check_param, get
+from .base import AbstractTransform, check_param, get, ParamLike
 
 
 class Reporting(AbstractTransform):

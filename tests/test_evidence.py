@@ -107,6 +107,28 @@ def test_log_evidence_matches_the_closed_form(data, evidences):
         assert np.all((np.asarray(evidences[name].acceptance) > 0.05) & (np.asarray(evidences[name].acceptance) < 0.9))
 
 
+def test_particles_are_draws_from_the_exact_posterior(data, evidences):
+    """The particles SMC ends with are a posterior sample: against the exact Gaussian
+    posterior of the linear model in (a, b, c), mean and sd per dataset and
+    parameter. Tolerances: the particles are correlated by resampling (effective
+    sample a few hundred of 1024), so the mean within 0.3 posterior sd (≥ 4 standard
+    errors at an effective size of 200) and the sd within 20%."""
+    for name, free in (("quadratic", ("a", "b", "c")), ("linear", ("a", "c"))):
+        ev = evidences[name]
+        assert isinstance(ev, sgjax.AbstractPosterior) and ev.names == free
+        assert ev.samples["a"].shape == (24, _PARTICLES)
+        columns = {"a": _TS, "b": _TS**2 / 2, "c": np.ones_like(_TS)}
+        phi = np.stack([columns[n] for n in free], axis=1)
+        prior_precision = np.diag([_SD[n] ** -2 for n in free])
+        cov = np.linalg.inv(phi.T @ phi / _SIGMA**2 + prior_precision)
+        mean = (data[:, :, 0] @ phi / _SIGMA**2 + prior_precision @ np.array([_MEAN[n] for n in free])) @ cov
+        sd = np.sqrt(np.diag(cov))
+        got_mean, got_sd = ev.mean(), ev.std()
+        for j, n in enumerate(free):
+            assert np.max(np.abs(got_mean[n] - mean[:, j])) < 0.3 * sd[j], (name, n)
+            np.testing.assert_allclose(got_sd[n], sd[j], rtol=0.2, err_msg=f"{name} {n}")
+
+
 def test_masked_entries_are_left_out(data, evidences):
     """With entries masked the evidence is that of the observed entries alone: the
     exact marginal of the Gaussian on them. Eight series, one chunk of the compiled
@@ -176,7 +198,7 @@ def test_bad_input_is_refused(data, evidences):
         evidence(sim, np.full_like(data, np.nan), prior=_prior(True), key=jax.random.key(0))
     with pytest.raises(ValueError, match="same datasets"):
         short = Evidence(evidences["linear"].log_evidence[:3], evidences["linear"].temperatures[:3],
-                         evidences["linear"].acceptance[:3], _PARTICLES)  # fmt: skip
+                         evidences["linear"].acceptance[:3], _PARTICLES, None)  # fmt: skip
         model_posterior({"quadratic": evidences["quadratic"], "linear": short})
     with pytest.raises(TypeError, match="Evidence"):
         model_posterior({"quadratic": evidences["quadratic"], "linear": np.zeros(24)})

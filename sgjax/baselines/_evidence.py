@@ -28,6 +28,7 @@ from .._simulator import Simulator
 from .._strategy import AbstractStrategy, SharedStep
 from ._likelihood import check_data, check_problem, floor_signal, padded_chunks, Unconstrained
 from ._mle import _check_positive_int
+from ._samples import AbstractSamples
 
 #: Datasets per compiled call. All particles of a chunk's datasets are integrated as
 #: one batch (`chunk_size × n_particles` trajectories), with one shared step size.
@@ -35,9 +36,10 @@ DEFAULT_CHUNK_SIZE = 8
 
 
 
-class Evidence(eqx.Module):
+class Evidence(AbstractSamples):
     """Sequential Monte Carlo estimates of the log marginal likelihood
-    `log p(x | M) = log ∫ p(x | θ) p(θ) dθ` of one model for `n` datasets.
+    `log p(x | M) = log ∫ p(x | θ) p(θ) dθ` of one model for `n` datasets, and the
+    posterior samples the sampler ends with.
 
     **Fields:**
 
@@ -48,12 +50,22 @@ class Evidence(eqx.Module):
         that are more informative about the parameters).
     - `acceptance`: `(n,)`, the mean acceptance rate of the Metropolis moves.
     - `n_particles`: particles per dataset.
+    - `samples`: free parameter name → `(n, n_particles)`, the particles at `β = 1`
+        (resampled and moved there, so equally weighted): draws from each dataset's
+        posterior, correlated by the resampling (fewer effective draws than
+        particles). NaN where `log_evidence` is not finite. Fixed parameters of the
+        prior are left out.
+
+    **Methods:** those of every [`sgjax.AbstractPosterior`][] (`mean()`, `std()`,
+    `quantile(q)`, `interval(mass)`, `theta(i)`, ...), so an SMC posterior goes into
+    every diagnostic as NUTS's does.
     """
 
     log_evidence: Float[Array, " n"]
     temperatures: Int[Array, " n"]
     acceptance: Float[Array, " n"]
     n_particles: int = eqx.field(static=True)
+    samples: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return self.log_evidence.shape[0]
@@ -188,7 +200,10 @@ def _smc_chunk(simulator, strategy, space, x, mask, keys, n_particles: int, n_mo
     out = lax.while_loop(cond, body, init)
     no_likelihood = ~jnp.any(jnp.isfinite(ll), axis=1)
     log_z = jnp.where(no_likelihood, -jnp.inf, jnp.where(out["beta"] >= 1, out["log_z"], jnp.nan))
-    return log_z, out["steps"], out["accepted"] / jnp.maximum(out["moves"], 1)
+    theta = jax.vmap(jax.vmap(space.theta))(out["u"])
+    particles = jnp.stack([theta[name] for name in space.free], axis=-1)  # (m, P, k)
+    particles = jnp.where(jnp.isfinite(log_z)[:, None, None], particles, jnp.nan)
+    return log_z, out["steps"], out["accepted"] / jnp.maximum(out["moves"], 1), particles
 
 
 def evidence(
@@ -234,7 +249,8 @@ def evidence(
     - `chunk_size`: datasets per compiled call; the last chunk is padded to it. The
         chunk runs until its slowest dataset reaches `β = 1`.
 
-    **Returns:** an [`sgjax.baselines.Evidence`][].
+    **Returns:** an [`sgjax.baselines.Evidence`][]: the log evidence per dataset, and
+    the posterior samples the sampler ends with.
 
     **Example:**
 
@@ -270,8 +286,9 @@ def evidence(
             # each particle on its own instead (compiled only if ever needed).
             out = [np.asarray(a) for a in _smc_chunk(simulator, strategy.rescue(), *args)]
         outs.append(out)
-    log_z, steps, acceptance = (np.concatenate(a)[:n] for a in zip(*outs))
-    return Evidence(jnp.asarray(log_z), jnp.asarray(steps), jnp.asarray(acceptance), n_particles)
+    log_z, steps, acceptance, particles = (np.concatenate(a)[:n] for a in zip(*outs))
+    samples = {name: particles[..., j] for j, name in enumerate(space.free)}
+    return Evidence(jnp.asarray(log_z), jnp.asarray(steps), jnp.asarray(acceptance), n_particles, samples)
 
 
 def model_posterior(

@@ -283,6 +283,16 @@ def restrictable(prior: Prior) -> Prior:
     return Prior(out)
 
 
+def unwrapped(prior: Prior) -> Prior:
+    """`prior` with each [`Truncated`][sgjax._prior.Truncated] that cuts nothing off
+    (known on the host) replaced by its base: the inverse of [`restrictable`][] where
+    nothing is restricted, so that a user sees the distributions given."""
+    out = {n: d.base if isinstance(d, Truncated) and d._whole() else d for n, d in prior.distributions.items()}
+    if all(out[n] is d for n, d in prior.distributions.items()):
+        return prior
+    return Prior(out)
+
+
 def _has_icdf(d) -> bool:
     try:
         d.cdf(jnp.asarray(d.mean))

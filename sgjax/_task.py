@@ -15,7 +15,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ._custom_types import Key
-from ._prior import Prior, restrictable
+from ._prior import Prior, restrictable, unwrapped
 from ._simulate import observe_batch
 from ._simulator import Simulator
 from ._strategy import AbstractStrategy, SharedStep
@@ -153,7 +153,7 @@ class Task(AbstractTask):
 
     simulator: Simulator
     targets: tuple[AbstractTarget, ...]
-    prior: Prior
+    _prior: Prior
     strategy: AbstractStrategy
     _spaces: tuple[Space, ...] = eqx.field(static=True)
 
@@ -167,7 +167,7 @@ class Task(AbstractTask):
         self.simulator = simulator
         self.targets = _as_targets(targets, simulator)
         # Held in a form whose restriction changes array values only (see `restrict`).
-        self.prior = restrictable(prior)
+        self._prior = restrictable(prior)
         self.strategy = SharedStep() if strategy is None else strategy
         self._spaces = tuple(
             s for t in self.targets for s in (t.resolve_space(simulator, prior),) * len(t.labels(simulator))
@@ -186,7 +186,15 @@ class Task(AbstractTask):
         box and compile again (~30 s a round for the boarding-school SIR flow, 2 CPU
         cores).
         """
-        return eqx.tree_at(lambda t: t.prior, self, self.prior.restrict(box))
+        return eqx.tree_at(lambda t: t._prior, self, self._prior.restrict(box))
+
+    @property
+    def prior(self) -> Prior:
+        """The task's prior over `θ`: the one given, or its restriction (see
+        `restrict`). Held internally so that a restriction changes array values only;
+        on the host this gives each distribution as given where nothing is cut off
+        (inside a traced function, the held form: the same draws and density)."""
+        return unwrapped(self._prior)
 
     @property
     def labels(self):
@@ -214,7 +222,7 @@ class Task(AbstractTask):
 
     def sample(self, key: Key, n: int) -> Batch:
         ktheta, knoise = jax.random.split(key)
-        o = observe_batch(self.simulator, self.prior.sample(ktheta, n), key=knoise, strategy=self.strategy)
+        o = observe_batch(self.simulator, self._prior.sample(ktheta, n), key=knoise, strategy=self.strategy)
         y = jax.vmap(self._target)(o.theta, o.states, o.signal, o.observations)
         ok = o.valid & jnp.all(jnp.isfinite(y), axis=1)
         t = self.in_time

@@ -163,5 +163,8 @@ def test_restricted_task_reuses_the_compiled_sample():
         v = np.asarray(theta[name])
         assert v.min() >= lo and v.max() <= hi
     assert np.all(np.asarray(batch.weight) == 1)
+    # On the host the task shows the prior as given, and its restriction as truncated.
+    assert isinstance(task.prior.distributions["beta"], dist.LogNormal)
+    assert task.restrict(box).prior.distributions["beta"].support.upper_bound == pytest.approx(0.5)
     # The unrestricted task draws exactly the prior's own draws.
     np.testing.assert_allclose(theta_all["beta"], prior.sample(jax.random.key(0), 256)["beta"], rtol=1e-6)

@@ -71,6 +71,15 @@ class Context:
     def times(self) -> np.ndarray:
         return np.linspace(5.0, 100.0, 20)
 
+    @functools.cached_property
+    def density(self) -> sgjax.Estimator:
+        """An untrained estimator with a Gaussian head over (beta, gamma), 20 times: the
+        bookkeeping of samples and densities needs no training."""
+        head = sgjax.heads.Gaussian()
+        net = sgjax.nn.MLP(20, 1, head.n_outputs(2, 0), width=8, depth=1, key=jax.random.key(0))
+        std = sgjax.nn.Standardise(jnp.zeros((20, 1)), jnp.ones((20, 1)), True)
+        return sgjax.Estimator(std, net, head, jnp.zeros(2), jnp.ones(2), ("beta", "gamma"), (sgjax.Space("log"),) * 2)
+
     def good_csv(self, values=None) -> pathlib.Path:
         values = [1, 2, 4, 8] + [10] * 16 if values is None else values
         return self.csv("time,cases\n" + "".join(f"{t:g},{v}\n" for t, v in zip(self.times, values)))
@@ -254,6 +263,12 @@ API = [
     Mistake("CSV with too few rows", lambda c: sgjax.infer(c.estimator, c.csv("time,cases\n5,1\n10,2\n")), ValueError, "has 2 rows, not 20"),
     Mistake("CSV and a mask", lambda c: sgjax.infer(c.estimator, c.good_csv(), np.ones(20, bool)), ValueError, "do not pass `mask`"),
     Mistake("infer with a task, not an estimator", lambda c: sgjax.infer(sgjax.Task(_sir(), ["beta"]), np.ones(20)), TypeError, "must be an sgjax.Estimator"),
+    Mistake("infer with a density head and no key", lambda c: sgjax.infer(c.density, np.ones(20)), TypeError, r"key=jax.random.key\(seed\)"),
+    Mistake("log_prob with a stacked array for θ", lambda c: sgjax.log_prob(c.density, np.ones((5, 2)), np.ones(20)), TypeError, "sgjax.unstack"),
+    Mistake("log_prob with θ missing a target", lambda c: sgjax.log_prob(c.density, {"beta": 0.5}, np.ones(20)), ValueError, r"missing \['gamma'\]"),
+    Mistake("log_prob with x and θ swapped", lambda c: sgjax.log_prob(c.density, np.ones(20), {"beta": 0.5, "gamma": 0.1}), TypeError, "must be a dict"),
+    Mistake("an interval from a model-selection posterior", lambda c: sgjax.Posterior(("SIR", "SEIR"), None, {}, None, np.full((1, 2), 0.5)).interval(0.9), ValueError, r"model probabilities.*posterior\.probabilities"),
+    Mistake("a Posterior built from a stacked array", lambda c: sgjax.Posterior(("beta",), None, {}, np.ones((1, 5, 1)), None), TypeError, "sgjax.unstack"),
     Mistake("evaluate on another model's task", lambda c: sgjax.evaluate(c.estimator, sgjax.Task(sgjax.Simulator(models.SEIR(), c.times, ObservationModel(Poisson())), ["beta", "gamma"]), jax.random.key(0), 64), ValueError, "task"),
     Mistake("evaluate on other targets", lambda c: sgjax.evaluate(c.estimator, sgjax.Task(_sir(ts=c.times), ["beta", "R0"]), jax.random.key(0), 64), ValueError, "R0"),
     Mistake("evaluate with an integer key", lambda c: sgjax.evaluate(c.estimator, sgjax.Task(_sir(ts=c.times), ["beta", "gamma"]), 0, 64), TypeError, "PRNG key"),

@@ -275,7 +275,7 @@ def _train_cmd(args) -> int:
     )
     seconds = time.perf_counter() - start
     save(out, estimator, overwrite=True)
-    post, truth = held_out(estimator, task, k_test, args.test_size)
+    post, truth = held_out(estimator, task, args.test_size, key=k_test)
     rec = recovery(post, truth)
     _plots.training_curve(history, out / "training.png")
     if post.quantiles:

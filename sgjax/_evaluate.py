@@ -14,9 +14,25 @@ from ._train import simulate_batch
 from .nn.base import check_size
 
 
-def evaluate(estimator: Estimator, task: AbstractTask, key: Key, n: int = 2000, *, chunk: int = 512) -> dict:
+def not_a_key(value, name: str, call: str) -> None:
+    """Refuse a PRNG key given positionally where `name` goes: `key` is keyword-only."""
+    if isinstance(value, jax.Array) and (
+        jax.numpy.issubdtype(value.dtype, jax.dtypes.prng_key) or (value.dtype == jax.numpy.uint32 and value.shape == (2,))
+    ):
+        raise TypeError(f"`{call}` got a PRNG key where `{name}` goes: `key` is keyword-only, e.g. {call}(..., key=key).")
+
+
+def evaluate(estimator: Estimator, task: AbstractTask, n: int = 2000, *, key: Key, chunk: int = 512) -> dict:
     """Recovery on `n` fresh simulations from `task` (held out: use a key never used
     for training).
+
+    **Arguments:**
+
+    - `estimator`: a trained [`sgjax.Estimator`][].
+    - `task`: the task it was trained on (its prior may differ).
+    - `n`: how many simulations.
+    - `key`: a PRNG key (keyword-only) for the simulations and posterior samples.
+    - `chunk`: simulations per compiled call.
 
     **Returns:** for regression, a dict per target component with `r2` (of the point
     estimate, in natural units), `rmse`, and `coverage_50` / `coverage_90`, the
@@ -28,7 +44,8 @@ def evaluate(estimator: Estimator, task: AbstractTask, key: Key, n: int = 2000, 
     **Raises:** `ValueError` when `task` is not the one `estimator` was trained on
     (other targets, model or observation times; the prior may differ).
     """
-    post, truth = held_out(estimator, task, key, n, chunk=chunk)
+    not_a_key(n, "n", "evaluate")
+    post, truth = held_out(estimator, task, n, key=key, chunk=chunk)
     if estimator.n_classes:
         label = truth.astype(int)
         p_true = post.probabilities[np.arange(len(label)), label]
@@ -41,7 +58,7 @@ def evaluate(estimator: Estimator, task: AbstractTask, key: Key, n: int = 2000, 
     return {"n": len(post), **recovery(post, truth)}
 
 
-def held_out(estimator: Estimator, task: AbstractTask, key: Key, n: int, *, chunk: int = 512, n_samples: int = 1000):
+def held_out(estimator: Estimator, task: AbstractTask, n: int, *, key: Key, chunk: int = 512, n_samples: int = 1000):
     """The posterior for `n` fresh simulations and their true targets in natural units
     (name → `(n,)`; the model index `(n,)` for model selection), failed simulations
     dropped."""

@@ -109,7 +109,7 @@ def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, pro
     save(out / "estimator", estimator, overwrite=overwrite)
 
     # Recovery on held-out simulations, derived quantities pushed forward from samples.
-    post, theta = held_out(estimator, task, k_test, n_test, n_samples=n_post)
+    post, theta = held_out(estimator, task, n_test, key=k_test, n_samples=n_post)
     post = _with_derived(post, data.population)
     truth = {**theta, **_derived(theta, data.population)}
     rec = recovery(post, truth)

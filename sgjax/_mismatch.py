@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._custom_types import Key
+from ._custom_types import check_key, Key
 from ._estimator import Estimator, _prepare
+from ._evaluate import not_a_key
 from ._task import AbstractTask
 from ._train import simulate_batch
 
@@ -73,8 +74,11 @@ class SimulationBank(eqx.Module):
     labels: tuple[str, ...] = eqx.field(static=True)
 
     @classmethod
-    def simulate(cls, estimator: Estimator, task: AbstractTask, key: Key, n: int = 4096) -> "SimulationBank":
-        """Simulate `n` series from `task` (failed ones dropped) and summarise them."""
+    def simulate(cls, estimator: Estimator, task: AbstractTask, n: int = 4096, *, key: Key) -> "SimulationBank":
+        """Simulate `n` series from `task` (failed ones dropped) and summarise them;
+        `key` (keyword-only) draws them."""
+        not_a_key(n, "n", "SimulationBank.simulate")
+        check_key(key)
         batch = simulate_batch(task, key, n)
         ok = np.asarray(batch.weight) > 0
         x, mask, y = (np.asarray(a)[ok] for a in (batch.x, batch.mask, batch.y))
@@ -121,13 +125,14 @@ class MismatchScore(eqx.Module):
     k: int = eqx.field(static=True)
 
     @classmethod
-    def fit(cls, estimator: Estimator, task: AbstractTask, key: Key, n_reference: int = 4096, n_calibration: int = 1024, k: int = 10):
+    def fit(cls, estimator: Estimator, task: AbstractTask, *, key: Key, n_reference: int = 4096, n_calibration: int = 1024, k: int = 10):
         """Simulate `n_reference` series to compare against and `n_calibration` more
-        to calibrate the scores."""
+        to calibrate the scores; `key` (keyword-only) draws them."""
+        check_key(key)
         if not 1 <= k < n_reference:
             raise ValueError(f"`k` must be between 1 and n_reference - 1, got k={k}, n_reference={n_reference}.")
         k_ref, k_cal = jax.random.split(key)
-        self = cls(SimulationBank.simulate(estimator, task, k_ref, n_reference), np.zeros(0), k)
+        self = cls(SimulationBank.simulate(estimator, task, n_reference, key=k_ref), np.zeros(0), k)
         cal = simulate_batch(task, k_cal, n_calibration)
         ok = np.asarray(cal.weight) > 0
         scores = self._raw(np.asarray(cal.x)[ok], np.asarray(cal.mask)[ok])

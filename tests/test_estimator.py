@@ -286,27 +286,27 @@ def test_bad_sample_counts_and_integer_keys_are_refused(trained):
     with pytest.raises(TypeError, match=r"`key` must be one JAX PRNG key, e.g. key=jax.random.key\(0\), got 0"):
         sgjax.infer(est, x, key=0)
     with pytest.raises(TypeError, match="`key` must be one JAX PRNG key"):
-        sgjax.evaluate(est, LinearGaussian(), 0, n=10)
+        sgjax.evaluate(est, LinearGaussian(), 10, key=0)
     with pytest.raises(ValueError, match="`n` must be an integer >= 1, got 0"):
-        sgjax.evaluate(est, LinearGaussian(), jax.random.key(0), n=0)
+        sgjax.evaluate(est, LinearGaussian(), 0, key=jax.random.key(0))
 
 
 def test_evaluate_refuses_another_task(trained):
     est, _ = trained
-    metrics = sgjax.evaluate(est, LinearGaussian(), jax.random.key(3), n=64)
+    metrics = sgjax.evaluate(est, LinearGaussian(), 64, key=jax.random.key(3))
     assert metrics["n"] == 64 and set(metrics) == {"n", "theta"}
     with pytest.raises(ValueError, match=r"not the task the estimator was trained on: the estimator learned theta of "
                        r"LinearGaussian from 10 times x 1 channel\(s\); the task gives lam of PoissonGamma"):
-        sgjax.evaluate(est, PoissonGamma(), jax.random.key(3), n=64)
+        sgjax.evaluate(est, PoissonGamma(), 64, key=jax.random.key(3))
     with pytest.raises(ValueError, match="from 10 times .*; the task gives theta of LinearGaussian from 12 times"):
-        sgjax.evaluate(est, LinearGaussian(T=12), jax.random.key(3), n=64)
+        sgjax.evaluate(est, LinearGaussian(T=12), 64, key=jax.random.key(3))
     # Same labels and sizes, another model or other times: the descriptions differ.
     sir = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), jnp.asarray(DAYS), ObservationModel(Poisson())), ["beta"])
     est_sir = dataclasses.replace(est, labels=("beta",), info=json.dumps(sir.describe()))
     other = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), jnp.asarray(DAYS) * 7, ObservationModel(Poisson())), ["beta"])
     with pytest.raises(ValueError, match=r"beta of SIR from 10 times x 1 channel\(s\) at 10 times 1..10; "
                        r"the task gives beta of SIR from 10 times x 1 channel\(s\) at 10 times 7..70"):
-        sgjax.evaluate(est_sir, other, jax.random.key(3), n=64)
+        sgjax.evaluate(est_sir, other, 64, key=jax.random.key(3))
 
 
 def test_a_forged_task_description_is_refused(trained, tmp_path):

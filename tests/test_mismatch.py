@@ -21,7 +21,7 @@ def test_mmd_is_zero_in_expectation_for_one_distribution_and_grows_with_a_shift(
 def test_mismatch_score_is_calibrated_on_simulations_and_flags_shifted_data():
     task = LinearGaussian()
     est, _ = sgjax.fit(task, key=jax.random.key(0), steps=200, batch_size=256, validation_size=512, pilot_size=512, progress=False)
-    detector = sgjax.MismatchScore.fit(est, task, jax.random.key(1), n_reference=2048, n_calibration=1024)
+    detector = sgjax.MismatchScore.fit(est, task, key=jax.random.key(1), n_reference=2048, n_calibration=1024)
     fresh = task.sample(jax.random.key(2), 2000)
     s = detector.score(fresh.x, fresh.mask)
     # Under the simulator the p-values are uniform: 5% flagged within sampling error
@@ -41,7 +41,7 @@ def test_mismatch_score_is_calibrated_on_simulations_and_flags_shifted_data():
 def test_nearest_simulations_are_exact_neighbours_in_summary_space():
     task = LinearGaussian()
     est, _ = sgjax.fit(task, key=jax.random.key(0), steps=50, batch_size=256, validation_size=512, pilot_size=512, progress=False)
-    bank = sgjax.SimulationBank.simulate(est, task, jax.random.key(5), 1000)
+    bank = sgjax.SimulationBank.simulate(est, task, 1000, key=jax.random.key(5))
     assert len(bank) == 1000 and bank.y.shape == (1000, 1)
     # A simulation in the bank is its own nearest neighbour, at distance 0 (or one
     # with the same summary up to float32 rounding of the squared-distance expansion).

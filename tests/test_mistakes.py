@@ -269,9 +269,10 @@ API = [
     Mistake("log_prob with x and θ swapped", lambda c: sgjax.log_prob(c.density, np.ones(20), {"beta": 0.5, "gamma": 0.1}), TypeError, "must be a dict"),
     Mistake("an interval from a model-selection posterior", lambda c: sgjax.Posterior(("SIR", "SEIR"), None, {}, None, np.full((1, 2), 0.5)).interval(0.9), ValueError, r"model probabilities.*posterior\.probabilities"),
     Mistake("a Posterior built from a stacked array", lambda c: sgjax.Posterior(("beta",), None, {}, np.ones((1, 5, 1)), None), TypeError, "sgjax.unstack"),
-    Mistake("evaluate on another model's task", lambda c: sgjax.evaluate(c.estimator, sgjax.Task(sgjax.Simulator(models.SEIR(), c.times, ObservationModel(Poisson())), ["beta", "gamma"]), jax.random.key(0), 64), ValueError, "task"),
-    Mistake("evaluate on other targets", lambda c: sgjax.evaluate(c.estimator, sgjax.Task(_sir(ts=c.times), ["beta", "R0"]), jax.random.key(0), 64), ValueError, "R0"),
-    Mistake("evaluate with an integer key", lambda c: sgjax.evaluate(c.estimator, sgjax.Task(_sir(ts=c.times), ["beta", "gamma"]), 0, 64), TypeError, "PRNG key"),
+    Mistake("evaluate on another model's task", lambda c: sgjax.evaluate(c.estimator, sgjax.Task(sgjax.Simulator(models.SEIR(), c.times, ObservationModel(Poisson())), ["beta", "gamma"]), 64, key=jax.random.key(0)), ValueError, "task"),
+    Mistake("evaluate on other targets", lambda c: sgjax.evaluate(c.estimator, sgjax.Task(_sir(ts=c.times), ["beta", "R0"]), 64, key=jax.random.key(0)), ValueError, "R0"),
+    Mistake("evaluate with an integer key", lambda c: sgjax.evaluate(c.estimator, sgjax.Task(_sir(ts=c.times), ["beta", "gamma"]), 64, key=0), TypeError, "PRNG key"),
+    Mistake("evaluate with the key in the place of n", lambda c: sgjax.evaluate(c.estimator, sgjax.Task(_sir(ts=c.times), ["beta", "gamma"]), jax.random.key(0)), TypeError, "keyword-only"),
     # save and load
     Mistake("save onto a file", lambda c: sgjax.save(c.csv("x"), c.estimator), (FileExistsError, ValueError), "file"),
     Mistake("save over a saved estimator", lambda c: sgjax.save(c.model_dir, c.estimator), FileExistsError, "overwrite=True"),

@@ -74,7 +74,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             task, Quantile(), key=ks["train"], steps=steps, batch_size=batch, progress=progress, learning_rate=1e-3
         )
     with report.phase("bank"):
-        bank = SimulationBank.simulate(est, task, ks["bank"], sizes[-1])
+        bank = SimulationBank.simulate(est, task, sizes[-1], key=ks["bank"])
 
     # Posterior consistency against NUTS as the bank grows.
     x_obs, m_obs, _ = held_out(task, ks["obs"], n_ref)
@@ -125,7 +125,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
     ms = ModelSelection(cands)
     with report.phase("classifier training and bank"):
         clf, _ = train(ms, Classifier(), key=ks["ms_train"], steps=steps, batch_size=batch, progress=progress)
-        ms_bank = SimulationBank.simulate(clf, ms, ks["ms_bank"], n_bank_ms)
+        ms_bank = SimulationBank.simulate(clf, ms, n_bank_ms, key=ks["ms_bank"])
     x_ms, m_ms, y_ms = held_out(ms, ks["ms_test"], 300 if quick else 1500)
     probs = predict(clf, x_ms, m_ms).probabilities
     k_ms = int(np.sqrt(n_bank_ms))

@@ -129,8 +129,8 @@ def study(sim, prior, x, mask, *, key, steps, rounds, learning_rate, batch, nuts
     best = runs[-1]
     with report.phase(f"{name}: checks"):
         theta = {n: best["draws"][:, j] for j, n in enumerate(names)}
-        ppc = posterior_predictive(sim, theta, k_ppc, x, mask)
-        score = MismatchScore.fit(est, task, k_score, n_reference=2048, n_calibration=1024).score(x[None], mask[None])
+        ppc = posterior_predictive(sim, theta, x, mask, key=k_ppc)
+        score = MismatchScore.fit(est, task, key=k_score, n_reference=2048, n_calibration=1024).score(x[None], mask[None])
     return {
         "names": names,
         "nuts_seconds": nuts_seconds,

@@ -75,7 +75,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
     with report.phase("SGNN training"):
         est, _ = train(task, Quantile(), key=k_train, steps=steps, batch_size=batch, progress=progress)
     with report.phase("mismatch score"):
-        detector = MismatchScore.fit(est, task, k_score, n_reference=1024 if quick else 4096, n_calibration=512 if quick else 2048)
+        detector = MismatchScore.fit(est, task, key=k_score, n_reference=1024 if quick else 4096, n_calibration=512 if quick else 2048)
     ref_x, ref_mask, _ = held_out(task, k_ref, n_test)
     ref_z = embed(est, ref_x, ref_mask)
     synthetic = None

@@ -195,7 +195,7 @@ def _simulate_cmd(args) -> int:
     out = args.out_dir = _prepare_out(args.out, "simulate", args.overwrite)
     strategy = PerTrajectory() if args.strategy == "per-trajectory" else SharedStep()
     start = time.perf_counter()
-    sim = simulate(simulator, jax.random.key(args.seed), args.n, strategy=strategy)
+    sim = simulate(simulator, key=jax.random.key(args.seed), n=args.n, strategy=strategy)
     seconds = time.perf_counter() - start
     arrays = {f"theta_{k}": v for k, v in sim.theta.items()}
     arrays.update(ts=np.asarray(sim.ts), signal=sim.signal, observations=sim.observations, mask=sim.mask, valid=sim.valid)

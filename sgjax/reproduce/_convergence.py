@@ -47,7 +47,7 @@ def sir_reporting() -> Problem:
         ObservationModel(Poisson(), (Reporting("rho"),)),
     )
     prior = Prior(beta=0.5, gamma=0.25, rho=dist.Gamma(a, b))
-    clean = simulate(sim, jax.random.key(0), theta={"beta": jnp.array([0.5]), "gamma": jnp.array([0.25]), "rho": jnp.array([1.0])})
+    clean = simulate(sim, key=jax.random.key(0), theta={"beta": jnp.array([0.5]), "gamma": jnp.array([0.25]), "rho": jnp.array([1.0])})
     s_total = float(np.asarray(clean.signal, np.float64).sum())
 
     def posterior(x):

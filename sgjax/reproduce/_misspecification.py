@@ -85,7 +85,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         for s_i, size in enumerate(sizes):
             test_sim, test_prior = perturbed(kind, size)
             k = jax.random.fold_in(jax.random.fold_in(k_sim, p_i), s_i)
-            data = simulate(test_sim, k, n_test, prior=test_prior)
+            data = simulate(test_sim, key=k, n=n_test, prior=test_prior)
             ok = np.asarray(data.valid)
             x, mask = np.asarray(data.observations)[ok], np.asarray(data.mask)[ok]
             log_r0 = np.log(np.asarray(data.theta["beta"]) / np.asarray(data.theta["gamma"]))[ok]

@@ -324,7 +324,7 @@ def simulate(
         support must be). Entries named after the model's derived quantities (`R0`
         in a posterior's samples) are ignored; any other unknown name is refused.
     - `strategy`: [`sgjax.SharedStep`][] (default), [`sgjax.PerTrajectory`][], or
-        [`sgjax.Fused`][] (one kernel per block of trajectories: fastest on a GPU).
+        [`sgjax.experimental.Fused`][] (one kernel per block of trajectories, for a GPU).
     - `chunk_size`: samples per compiled call; bounds memory for very large `n`. On a
         CPU the chunks run on two host threads per core; the result is the same as
         from one thread.
@@ -349,7 +349,7 @@ def simulate(
     strategy = SharedStep() if strategy is None else strategy
     if not isinstance(strategy, AbstractStrategy):
         raise TypeError(
-            f"`strategy` must be sgjax.SharedStep(), sgjax.PerTrajectory() or sgjax.Fused(), got {strategy!r}."
+            f"`strategy` must be sgjax.SharedStep(), sgjax.PerTrajectory() or sgjax.experimental.Fused(), got {strategy!r}."
         )
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")

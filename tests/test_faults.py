@@ -43,7 +43,7 @@ def _sample(task, key, n):
 
 
 @pytest.mark.parametrize(
-    "strategy", [sgjax.SharedStep(), sgjax.PerTrajectory(), sgjax.Fused()], ids=lambda s: type(s).__name__
+    "strategy", [sgjax.SharedStep(), sgjax.PerTrajectory(), sgjax.experimental.Fused()], ids=lambda s: type(s).__name__
 )
 def test_non_finite_samples_are_flagged_and_counted(strategy):
     # NaN trajectories passed as valid under SharedStep on CPU: the check took a max,

@@ -266,7 +266,7 @@ def test_irregular_grid_matches_closed_form():
     sim = sgjax.Simulator(model, ts, stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-6))
     r = jnp.array([0.2, 0.5, 1.0])
     exact = 100.0 / (1 + (100.0 / 5.0 - 1) * np.exp(-np.asarray(r)[:, None] * np.asarray(ts)[None]))
-    for strategy in (sgjax.SharedStep(), sgjax.PerTrajectory(), sgjax.Fused()):
+    for strategy in (sgjax.SharedStep(), sgjax.PerTrajectory(), sgjax.experimental.Fused()):
         out = sgjax.simulate(sim, jax.random.key(0), theta={"r": r}, strategy=strategy)
         np.testing.assert_allclose(out.states[..., 0], exact, rtol=1e-4)  # rtol 1e-6 per step, float32
 

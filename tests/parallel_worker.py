@@ -12,11 +12,13 @@ import json
 import os
 import sys
 
+
 mode = sys.argv[1]
 n_local = int(sys.argv[2]) if mode == "devices" else 2
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_local}"
 
 import jax  # noqa: E402
+
 
 if mode == "distributed":
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -26,9 +28,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 import equinox as eqx  # noqa: E402
 import jax.experimental.multihost_utils  # noqa: E402
 import numpy as np  # noqa: E402
+from exact_tasks import PoissonGamma  # noqa: E402
 
 import sgjax  # noqa: E402
-from exact_tasks import PoissonGamma  # noqa: E402
+
 
 KW = dict(key=jax.random.key(0), steps=50, batch_size=64, eval_every=25, steps_per_call=25, progress=False)
 

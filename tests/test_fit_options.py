@@ -17,6 +17,7 @@ import sgjax
 from sgjax._training import _step
 from sgjax.observation import AbstractNoise, ObservationModel
 
+
 SMALL_MLP = functools.partial(sgjax.nn.MLP, width=64)
 FAST = dict(batch_size=256, validation_size=512, pilot_size=512, steps_per_call=50, eval_every=50, progress=False)
 
@@ -229,6 +230,13 @@ def test_warm_start_continues_from_the_previous_estimator():
     _fit(task, init=first, key=jax.random.key(11), steps=50)
     assert _traces() - before == 1  # the zero optimiser's step only
     with pytest.raises(ValueError, match="differ in shape"):
-        _fit(task, sgjax.heads.Gaussian(), network=functools.partial(sgjax.nn.MLP, width=32), init=first, key=jax.random.key(0), steps=50)
+        _fit(
+            task,
+            sgjax.heads.Gaussian(),
+            network=functools.partial(sgjax.nn.MLP, width=32),
+            init=first,
+            key=jax.random.key(0),
+            steps=50,
+        )
     with pytest.raises(ValueError, match="cannot warm-start this task: its labels"):
         _fit(PoissonGamma(), init=first, key=jax.random.key(0), steps=50)

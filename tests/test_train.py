@@ -4,19 +4,19 @@ checkpoints and resume."""
 import functools
 import os
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
-from exact_tasks import LinearGaussian, PoissonGamma, TwoGaussians, binomial_tolerance, coverage
+from exact_tasks import binomial_tolerance, coverage, LinearGaussian, PoissonGamma, TwoGaussians
 
 import sgjax
-import equinox as eqx
-
 from sgjax import _io
 from sgjax._training import _checkpoint, _init, _parallel, _step
 from sgjax.observation import MissingAtRandom, ObservationModel, Poisson
+
 
 SMALL_MLP = functools.partial(sgjax.nn.MLP, width=64)
 # Small settings shared by the tests: a 64-wide MLP, batches of 256.
@@ -413,6 +413,7 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused(tmp_path):
 
 def test_every_simulation_failing_names_the_fixes():
     import numpyro.distributions as dist
+
     from sgjax.observation import Gaussian
 
     # exp(100 t) overflows float32 by t = 1: every draw of this prior fails.

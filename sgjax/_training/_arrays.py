@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._custom_types import Key, check_key
+from .._custom_types import check_key, Key
 from .._prior import Prior
 from .._target import Space
 from .._task import AbstractTask, Batch
@@ -39,7 +39,9 @@ def _spaces(spaces, names) -> tuple[Space, ...]:
     if isinstance(spaces, Mapping):
         unknown = sorted(set(spaces) - set(names))
         if unknown or not all(isinstance(s, Space) for s in spaces.values()):
-            raise ValueError(f"`spaces` must map names of `theta` {list(names)} to sgjax.Space objects, got {spaces!r}.")
+            raise ValueError(
+                f"`spaces` must map names of `theta` {list(names)} to sgjax.Space objects, got {spaces!r}."
+            )
         return tuple(spaces.get(n, Space("identity")) for n in names)
     raise TypeError("`spaces` must be None, a mapping name -> sgjax.Space, or an sgjax.Prior (its supports).")
 
@@ -85,7 +87,9 @@ class ArrayTask(AbstractTask):
 
     def __init__(self, theta: Mapping, x, mask=None, spaces=None):
         if not isinstance(theta, Mapping) or not theta:
-            raise TypeError("`theta` must be a non-empty mapping from parameter name to an array of its values, one per row of `x`.")
+            raise TypeError(
+                "`theta` must be a non-empty mapping from parameter name to an array of its values, one per row of `x`."
+            )
         x = _open(x, "x")
         if x.ndim == 2:
             x = x[..., None]
@@ -94,7 +98,9 @@ class ArrayTask(AbstractTask):
         theta = {str(k): _open(v, f"theta[{k!r}]") for k, v in theta.items()}
         for k, v in theta.items():
             if v.shape != (x.shape[0],):
-                raise ValueError(f"`theta[{k!r}]` must have shape ({x.shape[0]},), one value per row of `x`, got {v.shape}.")
+                raise ValueError(
+                    f"`theta[{k!r}]` must have shape ({x.shape[0]},), one value per row of `x`, got {v.shape}."
+                )
         if mask is not None:
             mask = _open(mask, "mask")
             mask = mask[..., None] if mask.ndim == 2 else mask
@@ -154,7 +160,12 @@ class ArrayTask(AbstractTask):
         seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
         batch = self.read(np.random.default_rng(seed).integers(0, self.n_rows, n))
         y = jnp.stack([s.forward(batch.y[:, i]) for i, s in enumerate(self._spaces)], axis=1)
-        return Batch(jnp.asarray(batch.x), jnp.asarray(batch.mask), jnp.where(batch.weight[:, None] > 0, y, 0.0), jnp.asarray(batch.weight))
+        return Batch(
+            jnp.asarray(batch.x),
+            jnp.asarray(batch.mask),
+            jnp.where(batch.weight[:, None] > 0, y, 0.0),
+            jnp.asarray(batch.weight),
+        )
 
     def describe(self):
         return {
@@ -174,7 +185,18 @@ def array_rows(task: ArrayTask, key: Key, batch_size: int, steps_per_call: int, 
 
     n = task.n_rows
     if validation_size >= n:
-        raise ValueError(f"`validation_size`={validation_size} leaves no training rows of the ArrayTask's {n}; lower it.")
+        raise ValueError(
+            f"`validation_size`={validation_size} leaves no training rows of the ArrayTask's {n}; lower it."
+        )
     seed = np.asarray(jax.random.key_data(key)).ravel()
     order = np.random.default_rng([*seed.tolist(), 2**31]).permutation(n)
-    return Rows(task.read, np.sort(order[validation_size:]), np.sort(order[:validation_size]), task.spaces, seed, batch_size, steps_per_call, pilot_size)
+    return Rows(
+        task.read,
+        np.sort(order[validation_size:]),
+        np.sort(order[:validation_size]),
+        task.spaces,
+        seed,
+        batch_size,
+        steps_per_call,
+        pilot_size,
+    )

@@ -13,6 +13,7 @@ from .._estimator import _config as estimator_config, skeleton
 from .._io import FileFormatError, read_header, read_payload, write_pair
 from ._step import split
 
+
 #: Checkpoints kept in a checkpoint directory (older ones are deleted).
 KEEP_CHECKPOINTS = 2
 

@@ -8,14 +8,14 @@ import jax
 import numpy as np
 import optax
 
-from .._custom_types import Key, check_key
+from .._custom_types import check_key, Key
 from .._estimator import Estimator
 from .._task import AbstractTask
 from ..heads import AbstractHead, Classifier, Point
 from . import _init, _settings, _sources, _step
-from ._arrays import ArrayTask, array_rows
+from ._arrays import array_rows, ArrayTask
 from ._checkpoint import open_directory
-from ._loop import State, TimeLimit, run
+from ._loop import run, State, TimeLimit
 from ._parallel import copy, data_parallel, local, replicate
 
 
@@ -30,7 +30,9 @@ def _task_and_head(task, head, init) -> AbstractHead:
     """The head to train (the default for the task, or `init`'s), after checking that
     it goes with the task."""
     if not isinstance(task, AbstractTask):
-        raise TypeError(f"`task` must be an sgjax task (sgjax.Task, sgjax.ModelSelection, sgjax.ArrayTask), got {type(task).__name__}.")
+        raise TypeError(
+            f"`task` must be an sgjax task (sgjax.Task, sgjax.ModelSelection, sgjax.ArrayTask), got {type(task).__name__}."
+        )
     if head is None:
         head = init.head if isinstance(init, Estimator) else Classifier() if task.n_classes else Point()
     if not isinstance(head, AbstractHead):
@@ -48,13 +50,17 @@ def _source(task, keys, budget, batch_size: int, plan, pilot_size: int):
     ArrayTask's rows."""
     sizes = (batch_size, plan.steps_per_call, pilot_size, plan.validation_size)
     if isinstance(task, ArrayTask):
+        if budget is not None:
+            raise ValueError("`budget` does not apply to an ArrayTask: its rows are the budget (subset them to use fewer).")
         return array_rows(task, keys["validation"], *sizes)
     if budget is not None:
         return _sources.budget(task, keys, int(budget), *sizes)
     return _sources.Stream(task, keys, *sizes)
 
 
-def _config(task, head, estimator, key, batch_size, learning_rate, plan, patience, budget, pilot_size, shards, time_limit, init):
+def _config(
+    task, head, estimator, key, batch_size, learning_rate, plan, patience, budget, pilot_size, shards, time_limit, init
+):
     """What a checkpoint records of the run's settings, to refuse resuming another."""
     return {
         "task": task.describe(), "head": head.config(), "network": estimator.network.config(),
@@ -243,7 +249,21 @@ def fit(
     frozen = _step.split(estimator)[1]
 
     # Resume from the newest checkpoint, or start afresh.
-    config = _config(task, head, estimator, key, batch_size, learning_rate, plan, patience, budget, pilot_size, shards, time_limit, init)
+    config = _config(
+        task,
+        head,
+        estimator,
+        key,
+        batch_size,
+        learning_rate,
+        plan,
+        patience,
+        budget,
+        pilot_size,
+        shards,
+        time_limit,
+        init,
+    )
     directory, found = open_directory(checkpoint_dir, resume, optimiser, config)
     state = State(params, opt_state, best=copy(params))
     if found is not None:

@@ -16,7 +16,7 @@ import numpy as np
 from .._estimator import Estimator
 from .._task import AbstractTask, Batch
 from ..heads import AbstractHead
-from ..nn import MLP, AbstractNetwork, Standardise
+from ..nn import AbstractNetwork, MLP, Standardise
 from ..nn._standardise import pool_moments
 from . import _step
 from ._parallel import copy, replicate
@@ -176,7 +176,9 @@ def warm_start(init: Estimator, task: AbstractTask, built, log1p) -> Estimator:
         if a != b:
             raise ValueError(f"`init` cannot warm-start this task: its {name} are {a}, the task's {b}.")
     if log1p is not None and bool(log1p) != init.standardise.log1p:
-        raise ValueError(f"`log1p={log1p}` but `init` standardises with log1p={init.standardise.log1p}; leave `log1p` unset.")
+        raise ValueError(
+            f"`log1p={log1p}` but `init` standardises with log1p={init.standardise.log1p}; leave `log1p` unset."
+        )
     if built is not None:
         shapes = lambda m: jax.tree.map(lambda a: (a.shape, a.dtype), eqx.filter(m, eqx.is_array))  # noqa: E731
         mine, theirs = shapes((init.network, init.head)), shapes(tuple(built))
@@ -217,5 +219,6 @@ def all_failed(task: AbstractTask) -> RuntimeError:
     return RuntimeError(
         f"Every simulation in the pilot batch failed ({type(task).__name__} of {models}, strategy "
         f"{type(strategy).__name__}), so there is nothing to train on. Try: "
-        + "; ".join(f"({i}) {f}" for i, f in enumerate(fixes, 1)) + "."
+        + "; ".join(f"({i}) {f}" for i, f in enumerate(fixes, 1))
+        + "."
     )

@@ -100,7 +100,9 @@ def run(state: State, consts, source, plan, *, batch_size, patience, callback, l
         while state.step < steps and not state.stopped:
             call = state.step // per_call
             xs, upcoming = upcoming.result(), pool.submit(source.train, call + 1)
-            state.params, state.opt_state, losses, stats = _step.train_call(consts, state.params, state.opt_state, xs, _step.mode(per_call))
+            state.params, state.opt_state, losses, stats = _step.train_call(
+                consts, state.params, state.opt_state, xs, _step.mode(per_call)
+            )
             check_finite(*jax.device_get(local((losses, stats["finite"]))), state.step, directory, optimiser_given)
             state.step += per_call
             window_samples += per_call * batch_size
@@ -114,7 +116,9 @@ def run(state: State, consts, source, plan, *, batch_size, patience, callback, l
                     state.opt_state = _step.with_total(state.opt_state, min(steps, 2**31 - 1))
             out_of_time = limit.due()
             bar.update(per_call)
-            bar.set_postfix(loss=f"{state.history['loss'][-1]:.4g}", val=f"{state.best_val:.4g}", samples_s=f"{rate:,.0f}")
+            bar.set_postfix(
+                loss=f"{state.history['loss'][-1]:.4g}", val=f"{state.best_val:.4g}", samples_s=f"{rate:,.0f}"
+            )
             if state.step % plan.eval_every == 0 or state.step >= steps or out_of_time:
                 v = _validation(consts, state, source, per_call)
                 if window_samples:
@@ -122,7 +126,9 @@ def run(state: State, consts, source, plan, *, batch_size, patience, callback, l
                 _evaluate(state, v, rate, patience, callback)
                 window_start, window_samples = time.perf_counter(), 0
             state.stopped = state.stopped or out_of_time
-            due = directory is not None and (state.step % plan.checkpoint_every == 0 or state.step >= steps or state.stopped)
+            due = directory is not None and (
+                state.step % plan.checkpoint_every == 0 or state.step >= steps or state.stopped
+            )
             if due and jax.process_index() == 0:  # one writer when several processes train together
                 save_checkpoint(
                     directory, state.step, _step.assemble(consts[1], local(state.params)), local(state.opt_state),

@@ -16,7 +16,9 @@ def data_parallel(devices, shards, batch_size: int):
     if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or shards < 1 or shards % n:
         raise ValueError(f"`shards` must be a positive multiple of the number of devices ({n}), got {shards!r}.")
     if batch_size % shards:
-        raise ValueError(f"`batch_size`={batch_size} must be a multiple of `shards`={shards} (one sub-batch per shard).")
+        raise ValueError(
+            f"`batch_size`={batch_size} must be a multiple of `shards`={shards} (one sub-batch per shard)."
+        )
     if n == 1:
         return int(shards), None
     mesh = jax.sharding.Mesh(np.array(devices), ("data",))

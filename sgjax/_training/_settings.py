@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+
 # Arguments of `fit` that may be `None` (their default) instead of a positive integer.
 _OPTIONAL_COUNTS = ("steps", "patience", "checkpoint_every")
 
@@ -40,19 +41,29 @@ def check(*, learning_rate, optimiser, log1p, checkpoint_dir, callback, time_lim
     if not _positive(learning_rate):
         raise ValueError(f"`learning_rate` must be a finite positive number such as 3e-3, got {learning_rate!r}.")
     if time_limit is not None and not _positive(time_limit):
-        raise ValueError(f"`time_limit` must be a finite positive number of seconds such as 600, or None, got {time_limit!r}.")
-    if optimiser is not None and not (callable(getattr(optimiser, "init", None)) and callable(getattr(optimiser, "update", None))):
-        raise TypeError(f"`optimiser` must be an optax.GradientTransformation such as optax.adam(1e-3), got {optimiser!r}.")
+        raise ValueError(
+            f"`time_limit` must be a finite positive number of seconds such as 600, or None, got {time_limit!r}."
+        )
+    if optimiser is not None and not (
+        callable(getattr(optimiser, "init", None)) and callable(getattr(optimiser, "update", None))
+    ):
+        raise TypeError(
+            f"`optimiser` must be an optax.GradientTransformation such as optax.adam(1e-3), got {optimiser!r}."
+        )
     for name, v in {**flags, "log1p": log1p}.items():
         if not isinstance(v, (bool, np.bool_)) and not (name == "log1p" and v is None):
-            raise TypeError(f"`{name}` must be True or False{' or None (decide from the pilot)' if name == 'log1p' else ''}, got {v!r}.")
+            raise TypeError(
+                f"`{name}` must be True or False{' or None (decide from the pilot)' if name == 'log1p' else ''}, got {v!r}."
+            )
     if callback is not None and not callable(callback):
         raise TypeError(f"`callback` must be a function callback(step, info) or None, got {callback!r}.")
     if checkpoint_dir is not None:
         if not isinstance(checkpoint_dir, (str, os.PathLike)):
             raise TypeError(f"`checkpoint_dir` must be a directory path (str or pathlib.Path), got {checkpoint_dir!r}.")
         if pathlib.Path(checkpoint_dir).exists() and not pathlib.Path(checkpoint_dir).is_dir():
-            raise ValueError(f"`checkpoint_dir` {str(checkpoint_dir)!r} is a file; name a directory (it is created if missing).")
+            raise ValueError(
+                f"`checkpoint_dir` {str(checkpoint_dir)!r} is a file; name a directory (it is created if missing)."
+            )
 
 
 def _positive(v) -> bool:
@@ -60,7 +71,19 @@ def _positive(v) -> bool:
     return ok and math.isfinite(v) and v > 0
 
 
-def plan(*, steps, time_limit, batch_size, steps_per_call, eval_every, checkpoint_every, validation_size, budget, resume, checkpoint_dir) -> Plan:
+def plan(
+    *,
+    steps,
+    time_limit,
+    batch_size,
+    steps_per_call,
+    eval_every,
+    checkpoint_every,
+    validation_size,
+    budget,
+    resume,
+    checkpoint_dir,
+) -> Plan:
     """The run's counts, after the checks `check` cannot make alone. Without `steps`, a
     time-limited run has no step limit (its schedule's length comes from the
     throughput) and any other run takes `DEFAULT_STEPS`."""

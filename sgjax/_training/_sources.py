@@ -43,7 +43,15 @@ class Stream:
     pilot batches and the validation set are simulated from fixed keys by the training
     call itself, the validation set anew at each evaluation (the same set each time)."""
 
-    def __init__(self, task: AbstractTask, keys: dict, batch_size: int, steps_per_call: int, pilot_size: int, validation_size: int):
+    def __init__(
+        self,
+        task: AbstractTask,
+        keys: dict,
+        batch_size: int,
+        steps_per_call: int,
+        pilot_size: int,
+        validation_size: int,
+    ):
         self.program = task
         self.steps_per_call = steps_per_call
         self.train_key = keys["train"]
@@ -90,9 +98,13 @@ class Rows:
     the epoch only) into minibatches; only the rows of the current dispatch are ever
     read. The pilot batches are the first epoch's first rows."""
 
-    def __init__(self, read, train_rows, validation_rows, spaces, seed, batch_size: int, steps_per_call: int, pilot_size: int):
+    def __init__(
+        self, read, train_rows, validation_rows, spaces, seed, batch_size: int, steps_per_call: int, pilot_size: int
+    ):
         if len(train_rows) < batch_size:
-            raise ValueError(f"{len(train_rows)} training rows are fewer than one batch ({batch_size}); lower `batch_size`.")
+            raise ValueError(
+                f"{len(train_rows)} training rows are fewer than one batch ({batch_size}); lower `batch_size`."
+            )
         self.program = Given(None if spaces is None else tuple(spaces))
         self.read, self.train_rows, self.seed = read, np.asarray(train_rows), np.asarray(seed).ravel()
         self.batch_size, self.steps_per_call = batch_size, steps_per_call
@@ -139,7 +151,15 @@ def _host(batch: Batch) -> Batch:
     return jax.tree.map(np.asarray, jax.device_get(batch))
 
 
-def budget(task: AbstractTask, keys: dict, budget: int, batch_size: int, steps_per_call: int, pilot_size: int, validation_size: int) -> Rows:
+def budget(
+    task: AbstractTask,
+    keys: dict,
+    budget: int,
+    batch_size: int,
+    steps_per_call: int,
+    pilot_size: int,
+    validation_size: int,
+) -> Rows:
     """A fixed budget of `budget` simulations (and a validation set of
     `validation_size`), simulated once and kept on the host."""
     train = _host(simulate_batch(task, keys["budget"], budget))
@@ -147,4 +167,6 @@ def budget(task: AbstractTask, keys: dict, budget: int, batch_size: int, steps_p
     data = jax.tree.map(lambda a, b: np.concatenate([a, b]), train, val)
     read = lambda rows: jax.tree.map(lambda a: a[rows], data)  # noqa: E731
     seed = jax.random.key_data(keys["budget"])
-    return Rows(read, np.arange(budget), budget + np.arange(validation_size), None, seed, batch_size, steps_per_call, pilot_size)
+    return Rows(
+        read, np.arange(budget), budget + np.arange(validation_size), None, seed, batch_size, steps_per_call, pilot_size
+    )

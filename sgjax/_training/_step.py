@@ -168,7 +168,7 @@ def measure(consts, params, opt_state, xs, n_batches: int, steps_per_call: int):
         n = min(steps_per_call, n_batches - start)
         part = pad(xs(start, start + n), steps_per_call)
         params, opt_state, _, stats = train_call(consts, params, opt_state, part, mode(n, update=False))
-        rows.append(jax.tree.map(lambda a: np.asarray(a)[:n], jax.device_get(local(stats))))
+        rows.append(jax.tree.map(lambda a, n=n: np.asarray(a)[:n], jax.device_get(local(stats))))
     return params, opt_state, jax.tree.map(lambda *a: np.concatenate(a), *rows)
 
 

@@ -26,7 +26,7 @@ def test_flow_learns_the_exact_correlated_posterior(trained):
     b = task.sample(jax.random.key(3), 200)
     mean, cov = task.posterior(b.x)
     post = sgjax.infer(est, b.x, b.mask, key=jax.random.key(1), n_samples=2000)
-    s = post.samples
+    s = post.stacked()  # (datasets, draws, 2)
     assert s.shape == (200, 2000, 2)
     sd = np.sqrt(np.diag(cov))
     # Means within a tenth of a posterior sd; sds within 5%; the correlation (−0.73)
@@ -43,13 +43,13 @@ def test_log_density_matches_the_exact_posterior(trained):
     b = task.sample(jax.random.key(4), 20)
     mean, cov = task.posterior(b.x)
     theta = mean[:, None, :] + np.random.default_rng(0).normal(size=(20, 50, 2)) @ np.linalg.cholesky(cov).T
-    lp = sgjax.log_prob(est, theta, b.x, b.mask)
+    lp = sgjax.log_prob(est, sgjax.unstack(theta, est.labels), b.x, b.mask)
     assert lp.shape == (20, 50)
     exact = np.stack([scipy.stats.multivariate_normal(m, cov).logpdf(t) for m, t in zip(mean, theta)])
     # The flow's density tracks the exact one over the bulk of the posterior.
     assert np.corrcoef(lp.ravel(), exact.ravel())[0, 1] > 0.95
     assert np.median(np.abs(lp - exact)) < 0.15
-    one = sgjax.log_prob(est, theta[0], b.x[0], b.mask[0])
+    one = sgjax.log_prob(est, sgjax.unstack(theta[0], est.labels), b.x[0], b.mask[0])
     np.testing.assert_allclose(one, lp[0], rtol=1e-5, atol=1e-5)
 
 
@@ -60,9 +60,9 @@ def test_log_density_is_in_natural_units():
     est, _ = sgjax.fit(task, sgjax.heads.Gaussian(), key=jax.random.key(0), steps=100, batch_size=256, eval_every=50, progress=False)
     x = task.sample(jax.random.key(1), 1).x[0]
     grid = np.linspace(1e-3, 30.0, 20_000)[:, None]
-    lp = sgjax.log_prob(est, grid, x)
+    lp = sgjax.log_prob(est, sgjax.unstack(grid, est.labels), x)
     assert abs(np.trapezoid(np.exp(lp), grid[:, 0]) - 1.0) < 0.01
-    assert np.all(sgjax.log_prob(est, np.array([[-1.0], [0.0]]), x) == -np.inf)
+    assert np.all(sgjax.log_prob(est, sgjax.unstack(np.array([[-1.0], [0.0]]), est.labels), x) == -np.inf)
 
 
 def test_log_density_of_a_csv_series(trained, tmp_path):
@@ -71,7 +71,7 @@ def test_log_density_of_a_csv_series(trained, tmp_path):
     x = np.asarray(task.sample(jax.random.key(9), 1).x[0])
     path = tmp_path / "obs.csv"
     path.write_text("time,x\n" + "".join(f"{t + 1},{v!r}\n" for t, v in enumerate(x[:, 0].tolist())))
-    theta = np.zeros((4, 2))
+    theta = sgjax.unstack(np.zeros((4, 2)), est.labels)
     np.testing.assert_allclose(sgjax.log_prob(est, theta, str(path)), sgjax.log_prob(est, theta, x), rtol=1e-5)
 
 
@@ -81,8 +81,8 @@ def test_saved_flow_loads_with_its_parameters(trained, tmp_path):
     task, est, _ = trained
     sgjax.save(tmp_path / "flow", est)
     x = np.asarray(task.sample(jax.random.key(5), 3).x)
-    want = sgjax.infer(est, x, key=jax.random.key(2), n_samples=100).samples
-    got = sgjax.infer(sgjax.load(tmp_path / "flow"), x, key=jax.random.key(2), n_samples=100).samples
+    want = sgjax.infer(est, x, key=jax.random.key(2), n_samples=100).stacked()
+    got = sgjax.infer(sgjax.load(tmp_path / "flow"), x, key=jax.random.key(2), n_samples=100).stacked()
     np.testing.assert_array_equal(got, want)
 
 
@@ -99,8 +99,8 @@ def test_flow_head_arguments_and_errors(trained):
     point, _ = sgjax.fit(CorrelatedGaussian(), key=jax.random.key(0), steps=25, batch_size=64, progress=False)
     with pytest.raises(ValueError, match="gives no density"):
         sgjax.log_prob(point, np.zeros((1, 2)), np.zeros((8, 1)))
-    with pytest.raises(ValueError, match=r"shape \(m, 2\)"):
-        sgjax.log_prob(est, np.zeros((3, 5, 2)), np.zeros((2, 8, 1)))
+    with pytest.raises(ValueError, match=r"\(n, m\) or \(1, m\) with n = 2 series first"):
+        sgjax.log_prob(est, sgjax.unstack(np.zeros((3, 5, 2)), est.labels), np.zeros((2, 8, 1)))
 
 
 @pytest.mark.slow
@@ -109,7 +109,7 @@ def test_spline_flow_trains(getkey):
     task = CorrelatedGaussian()
     est, hist = sgjax.fit(task, Flow(transformer="spline", flow_layers=2, nn_width=16, summary_size=8), key=getkey(), steps=150, batch_size=256, eval_every=50, progress=False)
     assert hist["val_loss"][-1] < hist["val_loss"][0]
-    s = sgjax.infer(est, task.sample(getkey(), 4).x, key=getkey(), n_samples=50).samples
+    s = sgjax.infer(est, task.sample(getkey(), 4).x, key=getkey(), n_samples=50).stacked()
     assert np.all(np.isfinite(s))
 
 
@@ -120,12 +120,12 @@ def test_flow_passes_c2st_and_sbc_against_the_exact_posterior(trained):
     task, est, _ = trained
     b = task.sample(jax.random.key(6), 500)
     mean, cov = task.posterior(b.x)
-    post = sgjax.infer(est, b.x, b.mask, key=jax.random.key(7), n_samples=1000)
+    post = sgjax.infer(est, b.x, b.mask, key=jax.random.key(7), n_samples=1000).stacked()
     rng = np.random.default_rng(0)
     for i in range(3):
         exact = rng.multivariate_normal(mean[i], cov, size=1000)
-        assert c2st(post.samples[i], exact, key=jax.random.key(i)) <= 0.6
-    result = sbc(post.samples[:, :200], np.asarray(b.y), key=jax.random.key(8))
+        assert c2st(post[i], exact, key=jax.random.key(i)) <= 0.6
+    result = sbc(post[:, :200], np.asarray(b.y), key=jax.random.key(8))
     assert np.all(result.inside_band) and np.all(result.chi2_p_value > 1e-3)
 
 

@@ -28,6 +28,7 @@ import weakref
 
 import numpy as np
 
+
 #: Smaller arrays come from `np.empty`: malloc's heap reuses them already.
 _MIN_BYTES = 1 << 20
 

@@ -60,9 +60,8 @@ from typing import Literal, NamedTuple
 import jax
 import jax.lax as lax
 import jax.numpy as jnp
-import jax.tree_util as jtu
 import numpy as np
-from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 
 __all__ = ["binomial", "gamma", "negative_binomial", "poisson"]
@@ -213,8 +212,7 @@ def _contiguous(arrays: tuple[Array, ...]) -> tuple[Array, ...]:
     half = -(-n // 2)
     pad = 2 * half - n
     halves = tuple(
-        (jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,))]) if pad else a).reshape(2, half)
-        for a in arrays
+        (jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,))]) if pad else a).reshape(2, half) for a in arrays
     )
     copies = lax.map(lambda hs: tuple(h * 1 for h in hs), halves)
     return tuple(c.reshape(2 * half) for c in copies)
@@ -253,9 +251,7 @@ def _cumsum(x: Int[Array, " n"]) -> Int[Array, " n"]:
     return within.reshape(-1)[:n]
 
 
-def _first_true_indices(
-    mask: Bool[Array, " n"], size: int
-) -> tuple[Int[Array, " size"], Int[Array, ""]]:
+def _first_true_indices(mask: Bool[Array, " n"], size: int) -> tuple[Int[Array, " size"], Int[Array, ""]]:
     """Indices of the first `size` True entries of a 1-D mask, in increasing order,
     padded with `n` (the same as `jnp.nonzero(mask, size=size, fill_value=n)[0]`),
     and the number of True entries.
@@ -321,9 +317,7 @@ def _compact_small(mask: Bool[Array, " n"], size: int) -> tuple[Int[Array, " siz
     n = mask.shape[0]
     inclusive = _cumsum(mask.astype(jnp.int32))
     target = jnp.where(mask, inclusive - 1, size)
-    idx = jnp.full((size,), n, jnp.int32).at[target].set(
-        lax.iota(jnp.int32, n), mode="drop"
-    )
+    idx = jnp.full((size,), n, jnp.int32).at[target].set(lax.iota(jnp.int32, n), mode="drop")
     return idx, inclusive[-1]
 
 
@@ -368,9 +362,7 @@ def _finish(
             new = val
             if search is not None:
                 start = (t * _RETRY_SEARCH_STEPS).astype(dtype)
-                count, r, pj, ended = _search_block(
-                    r, pj, start, lambda j: search.ratio(j, p), _RETRY_SEARCH_STEPS
-                )
+                count, r, pj, ended = _search_block(r, pj, start, lambda j: search.ratio(j, p), _RETRY_SEARCH_STEPS)
                 ended = ended | (start + _RETRY_SEARCH_STEPS >= _SEARCH_CAP)
                 found = search.value(start + count, p)
                 new = jnp.where((val == _SEARCH_CODE) & ended, found, new)
@@ -384,9 +376,7 @@ def _finish(
         else:
             r = pj = jnp.zeros_like(val)
         state = (jnp.uint32(0), val, r, pj)
-        val = lax.while_loop(
-            lambda s: _any_pending(s[1]) & (s[0] < _MAX_ATTEMPTS), body, state
-        )[1]
+        val = lax.while_loop(lambda s: _any_pending(s[1]) & (s[0] < _MAX_ATTEMPTS), body, state)[1]
         val = jnp.where(val < 0, jnp.nan, val)  # failed: `_MAX_ATTEMPTS` reached
         value = value.at[pos].set(val, mode="drop")
         return value, total - jnp.minimum(total, capacity)
@@ -462,8 +452,7 @@ def _stirling_err(m: Array) -> Array:
 
 
 _STIRLING_ERR_TABLE = (0.0,) + tuple(
-    math.lgamma(k + 1) - (k * math.log(k) - k + 0.5 * math.log(2 * math.pi * k))
-    for k in range(1, 10)
+    math.lgamma(k + 1) - (k * math.log(k) - k + 0.5 * math.log(2 * math.pi * k)) for k in range(1, 10)
 )
 
 
@@ -557,7 +546,7 @@ def _search_block(r: Array, p: Array, start, next_ratio: Callable, steps: int):
     return count, r, p, (r <= 0) | ~moved
 
 
-def _ptrs(u: Array, v: Array, lam: Array) -> tuple[Array, Bool[Array, "..."]]:
+def _ptrs(u: Array, v: Array, lam: Array) -> tuple[Array, Bool[Array, "..."]]:  # noqa: UP037 (a jaxtyping shape)
     """One attempt of Hörmann's PTRS (transformed rejection with squeeze), lam >= 10.
 
     W. Hörmann (1993), "The transformed rejection method for generating Poisson
@@ -667,9 +656,7 @@ _POISSON_SEARCH = _Search(
 )
 
 
-def _poisson_flat(
-    key, lam: Array, normal_threshold: float | None, buffer_size: int | None
-) -> Array:
+def _poisson_flat(key, lam: Array, normal_threshold: float | None, buffer_size: int | None) -> Array:
     """Poisson samples for a 1-D float array of rates (NaN where invalid)."""
     n = lam.shape[0]
     k0, k1 = _key_words(key)
@@ -890,7 +877,10 @@ def _flat_pair(a, b):
     dtype = _compute_dtype(in_dtype)
     out_dtype = in_dtype if jnp.issubdtype(in_dtype, jnp.floating) else dtype
     shape = jnp.broadcast_shapes(a.shape, b.shape)
-    flat = lambda x: jnp.broadcast_to(x.astype(dtype), shape).reshape(-1)
+
+    def flat(x):
+        return jnp.broadcast_to(x.astype(dtype), shape).reshape(-1)
+
     return flat(a), flat(b), shape, out_dtype
 
 
@@ -1063,9 +1053,7 @@ def _binomial_first(k0, k1, index, n_raw: Array, p_raw: Array):
     n_s = jnp.where(small, n, 0)
     q_s = jnp.where(small, q, 0)
     odds = q_s / (1 - q_s)
-    x, done = _search(
-        u, jnp.exp(n_s * jnp.log1p(-q_s)), lambda j: (n_s - j) * odds * (1 / (j + 1))
-    )
+    x, done = _search(u, jnp.exp(n_s * jnp.log1p(-q_s)), lambda j: (n_s - j) * odds * (1 / (j + 1)))
     k, accept = _btrs(u, v, jnp.where(small, 20, n), jnp.where(small, 0.5, q))
     # Variances beyond `_normal_limit` are left to the retries (`_binomial_attempt`);
     # masking `accept`, not BTRS's parameters, keeps the retries ~1.4x faster.
@@ -1094,9 +1082,7 @@ def _binomial_search_value(x, params):
     return _binomial_value(x, n, flip)
 
 
-_BINOMIAL_SEARCH = _Search(
-    _binomial_search_first, _binomial_search_ratio, _binomial_search_value
-)
+_BINOMIAL_SEARCH = _Search(_binomial_search_first, _binomial_search_ratio, _binomial_search_value)
 
 
 def _binomial_attempt(k0, k1, counter, index, params):

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+
 #: Primitives applied entry by entry: each output entry depends only on the entries
 #: at the same index of the inputs (scalar inputs broadcast).
 _ELEMENTWISE = frozenset(
@@ -198,7 +199,12 @@ def _dot_general(eqn, ins, name):
         for i in np.ndindex(lshape):
             for j in np.ndindex(rshape):
                 terms = [
-                    _apply(lax.mul_p, [_cast(lt[b + i + c], ldt, dtype), _cast(rt[b + j + c], rdt, dtype)], [dtype, dtype], {})
+                    _apply(
+                        lax.mul_p,
+                        [_cast(lt[b + i + c], ldt, dtype), _cast(rt[b + j + c], rdt, dtype)],
+                        [dtype, dtype],
+                        {},
+                    )
                     for c in np.ndindex(cshape)
                 ]
                 out[b + i + j] = _fold(lax.add_p, terms, dtype) if terms else np.zeros((), dtype)[()]
@@ -304,7 +310,9 @@ _STRUCTURAL: dict[str, Callable] = {
     "broadcast_in_dim": _broadcast_in_dim,
     "concatenate": lambda e, ins, n: [np.concatenate(ins, axis=e.params["dimension"])],
     "stack": lambda e, ins, n: [np.stack(ins, axis=e.params["axis"])],
-    "unstack": lambda e, ins, n: [np.take(ins[0], i, axis=e.params["axis"]) for i in range(ins[0].shape[e.params["axis"]])],
+    "unstack": lambda e, ins, n: [
+        np.take(ins[0], i, axis=e.params["axis"]) for i in range(ins[0].shape[e.params["axis"]])
+    ],
     "split": _split,
     "transpose": lambda e, ins, n: [np.transpose(ins[0], e.params["permutation"])],
     "rev": lambda e, ins, n: [np.flip(ins[0], axis=tuple(e.params["dimensions"]))],

@@ -20,7 +20,7 @@ def weighted_sum(coeffs, fs):
     for c, f in zip(coeffs, fs):
         c = float(c)
         if c != 0.0:
-            term = f if c == 1.0 else jtu.tree_map(lambda v: c * v, f)
+            term = f if c == 1.0 else jtu.tree_map(lambda v, c=c: c * v, f)
             acc = term if acc is None else jtu.tree_map(jnp.add, acc, term)
     return acc
 
@@ -65,10 +65,13 @@ class UnrolledERK(dfx.AbstractAdaptiveSolver, dfx.AbstractWrappedSolver):
 
     def init(self, terms, t0, t1, y0, args):
         # FSAL tableaus carry the last stage's derivative into the next step.
-        return terms.vf(t0, y0, args) if self.solver.tableau.fsal else None
+        tab = self.solver.tableau
+        assert isinstance(tab, dfx.ButcherTableau)  # `unrolled` wraps nothing else
+        return terms.vf(t0, y0, args) if tab.fsal else None
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         tab = self.solver.tableau
+        assert isinstance(tab, dfx.ButcherTableau)  # `unrolled` wraps nothing else
         h = t1 - t0
 
         def f(t, y):

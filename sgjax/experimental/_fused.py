@@ -39,8 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._internal.scalarize import Scalarized, lanes
+from .._internal.scalarize import lanes, Scalarized
 from .._strategy import AbstractStrategy
+
 
 #: Relative slack when splitting an interval into fixed steps of `dt0`: an interval
 #: that is `n` steps long up to rounding gets exactly `n` steps.
@@ -113,7 +114,12 @@ class _Plan:
     def __init__(self, simulator, theta_names, dtype, interpolate):
         solver, controller = simulator.solver, simulator.stepsize_controller
         tableau = getattr(solver, "tableau", None)
-        if not isinstance(solver, dfx.AbstractERK) or tableau is None or tableau.implicit or tableau.a_diagonal is not None:
+        if (
+            not isinstance(solver, dfx.AbstractERK)
+            or tableau is None
+            or tableau.implicit
+            or tableau.a_diagonal is not None
+        ):
             raise TypeError(
                 f"sgjax.experimental.Fused integrates with explicit Runge–Kutta solvers given by a Butcher "
                 f"tableau (diffrax.Tsit5, Dopri5, Dopri8, Bosh3, Heun, Ralston, Midpoint), got "

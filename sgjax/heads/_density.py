@@ -7,6 +7,7 @@ import jax.scipy.linalg as jsl
 
 from .base import AbstractHead
 
+
 #: Smallest standard deviation a component may have in the standardised space.
 _MIN_SCALE = 1e-4
 

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 
 from .base import AbstractHead
 
+
 # flowjax (and paramax, which it builds on) is a core dependency; it is imported where
 # it is used, so that `import sgjax` does not pay for it (~0.1 s) before a flow is built.
 # Only flowjax's public names are used here.
@@ -62,7 +63,13 @@ class Flow(AbstractHead):
         *,
         key=None,
     ):
-        for name, v in (("summary_size", summary_size), ("flow_layers", flow_layers), ("nn_width", nn_width), ("nn_depth", nn_depth), ("knots", knots)):
+        for name, v in (
+            ("summary_size", summary_size),
+            ("flow_layers", flow_layers),
+            ("nn_width", nn_width),
+            ("nn_depth", nn_depth),
+            ("knots", knots),
+        ):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {v!r}.")
         if transformer not in _TRANSFORMERS:
@@ -118,7 +125,9 @@ class Flow(AbstractHead):
 
     def _ready(self):
         if self.flow is None:
-            raise RuntimeError("This Flow head has not been built for a target yet: sgjax.fit builds it (Flow.build(k, key)).")
+            raise RuntimeError(
+                "This Flow head has not been built for a target yet: sgjax.fit builds it (Flow.build(k, key))."
+            )
         import paramax
 
         return paramax.unwrap(self.flow)
@@ -253,7 +262,11 @@ def _host_flow(build, key, transformer, config):
     if layers is None:
         return None
     made, *rest = layers.bijections if isinstance(layers, Chain) else (layers,)
-    if not (isinstance(made, MaskedAutoregressive) and made.cond_shape is not None and all(isinstance(b, (Permute, Flip)) for b in rest)):
+    if not (
+        isinstance(made, MaskedAutoregressive)
+        and made.cond_shape is not None
+        and all(isinstance(b, (Permute, Flip)) for b in rest)
+    ):
         return None
     # The abstract build holds a constructor closed over traced values: use one built
     # from the concrete transformer (what flowjax builds for every layer).
@@ -281,7 +294,9 @@ def _host_flow(build, key, transformer, config):
         lim = 1 / np.sqrt(w.args[1].shape[-1])
         weight = rng.uniform(-lim, lim, w.args[1].shape).astype(w.args[1].dtype)
         bias = rng.uniform(-lim, lim, linear.bias.shape).astype(linear.bias.dtype)
-        new_layers.append(eqx.tree_at(lambda l: (l.weight.args[0], l.weight.args[1], l.bias), linear, (mask, weight, bias)))
+        new_layers.append(
+            eqx.tree_at(lambda l: (l.weight.args[0], l.weight.args[1], l.bias), linear, (mask, weight, bias))
+        )
     made = eqx.tree_at(lambda m: m.masked_autoregressive_mlp.layers, made, tuple(new_layers))
     parts = [made]
     for b in rest:
@@ -320,7 +335,11 @@ def _scanned_layers(flow):
     from flowjax.bijections import Chain, Invert, MaskedAutoregressive, Scan
     from flowjax.distributions import Transformed
 
-    if not (isinstance(flow, Transformed) and isinstance(flow.bijection, Invert) and isinstance(flow.bijection.bijection, Scan)):
+    if not (
+        isinstance(flow, Transformed)
+        and isinstance(flow.bijection, Invert)
+        and isinstance(flow.bijection.bijection, Scan)
+    ):
         return None
     layers = flow.bijection.bijection.bijection
     parts = layers.bijections if isinstance(layers, Chain) else (layers,)
@@ -357,7 +376,7 @@ def _log_prob_unrolled(flow, layers, y, condition):
     n_layers = jax.tree.leaves(arrays)[0].shape[0]
     x, log_det = y, jnp.zeros((), y.dtype)
     for i in range(n_layers):  # Scan.transform_and_log_det, in the same order
-        layer = eqx.combine(jax.tree.map(lambda a: a[i], arrays), static)
+        layer = eqx.combine(jax.tree.map(lambda a, i=i: a[i], arrays), static)
         made, *rest = layer.bijections if isinstance(layer, Chain) else (layer,)
         x, ld = _made_transform(made, x, condition)
         log_det = log_det + ld.sum()

@@ -5,6 +5,7 @@ import numpy as np
 
 from .base import AbstractHead
 
+
 DEFAULT_LEVELS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975)
 
 

@@ -14,7 +14,7 @@ from ._mlp import MLP as MLP
 from ._standardise import Standardise as Standardise
 from ._transformer import Transformer as Transformer
 from .base import (
-    ACTIVATIONS as ACTIVATIONS,
     AbstractNetwork as AbstractNetwork,
+    ACTIVATIONS as ACTIVATIONS,
     network_from_config as network_from_config,
 )

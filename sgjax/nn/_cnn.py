@@ -1,13 +1,12 @@
 """A 1-D convolutional network over time."""
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from .base import (
-    ACTIVATIONS,
     AbstractNetwork,
+    ACTIVATIONS,
     check_activation,
     check_size,
     linear,

@@ -1,13 +1,12 @@
 """A multilayer perceptron on the flattened series."""
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from .base import (
-    ACTIVATIONS,
     AbstractNetwork,
+    ACTIVATIONS,
     check_activation,
     check_size,
     fold_constant_inputs,
@@ -76,9 +75,7 @@ class MLP(AbstractNetwork):
         if not self.mask_input:  # the same initial function as with an all-ones mask
             first = fold_constant_inputs(first, linear(n_values, self.width, key=k1))
         self.first = first
-        self.hidden = stack_layers(
-            lambda k: linear(self.width, self.width, key=k), self.depth - 1, k2
-        )
+        self.hidden = stack_layers(lambda k: linear(self.width, self.width, key=k), self.depth - 1, k2)
         self.last = scale_output(linear(self.width, self.out_size, key=k3))
 
     def __call__(

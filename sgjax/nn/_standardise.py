@@ -10,6 +10,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float
 
 from .base import check_size
 
+
 #: The std of a (time, channel) column is floored at this fraction of the std of its
 #: whole channel (all times pooled), so a column that is constant in the pilot batch
 #: (zero counts before an epidemic starts) does not blow up later inputs.

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
+
 #: Activations by name. Names rather than functions so that a network's config is
 #: plain JSON.
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -283,10 +284,7 @@ def network_from_config(config: dict[str, Any], *, key: PRNGKeyArray) -> Abstrac
     try:
         signature.bind(None, **kwargs, key=key)
     except TypeError as e:
-        raise ValueError(
-            f"Bad arguments for {kind} in the config {config!r}: {e}. {kind} takes "
-            f"{accepted}."
-        ) from None
+        raise ValueError(f"Bad arguments for {kind} in the config {config!r}: {e}. {kind} takes {accepted}.") from None
     try:
         return cls(**kwargs, key=key)
     except TypeError as e:  # a value of the wrong type, e.g. a width given as a string

@@ -121,7 +121,7 @@ def settings(quick: bool = False) -> list[Setting]:
             "infections; targets: the hidden exposed count E on day 30, R0",
             Task(
                 Simulator(models.SEIR(N=N, I0=10.0), days30, _observation()),
-                [Hidden("E", times=(-1,), space="log1p"), Derived("R0")],
+                [Hidden("E", space="log1p"), Derived("R0")],
                 _prior({"sigma": dist.LogUniform(0.1, 1.0)}),
             ),
             ({}, {}),

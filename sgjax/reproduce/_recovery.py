@@ -96,7 +96,7 @@ def compare(sim, prior, params, *, key, steps, batch, n_test, n_mle, n_nuts, nut
         ints = {lv: tuple(np.quantile(d, [(1 - lv) / 2, (1 + lv) / 2], axis=1)) for lv in LEVELS}
         methods["NUTS"][name] = _scores(np.median(d, axis=1), ints, truth[:n_nuts, j])
     agreement = {}
-    for j, name in enumerate(names):
+    for name in names:
         s, r = post.quantiles[0.5][name][:n_nuts], np.median(draws[name], axis=1)
         lo, hi = post.interval(0.9)
         nl, nh = np.quantile(draws[name], [0.05, 0.95], axis=1)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from . import _hostmem
+from ._internal import hostmem as _hostmem
 from ._custom_types import check_key, Key, Params
 from ._prior import Prior
 from ._simulator import Simulator
@@ -335,10 +335,11 @@ def simulate(
     - `keep_states`: keep the full clean trajectories (`states`); turn off to save
         memory for very large `n`.
 
-    Large output arrays reuse the memory of earlier outputs that nothing references
-    any more, which saves the page faults of fresh memory (`sgjax/_hostmem.py`); the
-    environment variable `SGJAX_HOST_POOL_BYTES` caps what is kept idle (default
-    1 GiB, `0` turns it off).
+    With the environment variable `SGJAX_HOST_POOL=1`, large output arrays reuse the
+    memory of earlier outputs that nothing references any more, which saves the page
+    faults of fresh memory (`sgjax/_internal/hostmem.py`; off by default, see
+    `sgjax/_internal/README.md`); `SGJAX_HOST_POOL_BYTES` caps what is kept idle
+    (default 1 GiB).
 
     **Returns:** a [`sgjax.Simulation`][]. Failures never raise: they are counted in
     `n_failed`, flagged in `valid`, and hold zeros.

@@ -31,10 +31,7 @@ from jax import lax
 from jaxtyping import Array, Bool, Float
 
 from ._custom_types import Params
-from ._internal.unrolled import (
-    unrolled as _unrolled,
-    UnrolledERK as _UnrolledERK,  # noqa: F401 (tests import it from here until the regroup)
-)
+from ._internal.unrolled import unrolled as _unrolled
 
 
 class AbstractStrategy(eqx.Module):

@@ -20,6 +20,7 @@ from jaxtyping import Array, Float
 from numpyro.distributions import constraints
 
 from ._custom_types import Params
+from ._support import from_unconstrained, to_unconstrained
 
 
 #: Learning spaces: name → (forward, inverse). `logit` maps an interval `(lo, hi)`.
@@ -46,27 +47,26 @@ class Space(eqx.Module):
         if self.kind == "logit" and not self.lo < self.hi:
             raise ValueError(f"A logit space needs lo < hi, got ({self.lo}, {self.hi}).")
 
+    @property
+    def support(self) -> constraints.Constraint | None:
+        """The support this space maps to ℝ (through `sgjax/_support.py`, the one map
+        the baselines use too); `None` for `"log1p"`, a variance-stabilising map of
+        counts rather than a support's bijection."""
+        if self.kind == "logit":
+            return constraints.interval(self.lo, self.hi)
+        return {"identity": constraints.real, "log": constraints.positive}.get(self.kind)
+
     def forward(self, v):
-        # Clipped so that a draw on the boundary of its support (a uniform can return
-        # its lower bound in float32) gives a finite label, not ±inf.
-        tiny = jnp.finfo(jnp.result_type(v, float)).tiny
-        if self.kind == "log":
-            return jnp.log(jnp.maximum(v, tiny))
+        # A draw on the boundary of its support (a uniform can return its lower bound
+        # in float32) is moved just inside, so its label is finite, not ±inf.
         if self.kind == "log1p":
             return jnp.log1p(jnp.maximum(v, 0.0))
-        if self.kind == "logit":
-            u = jnp.clip((v - self.lo) / (self.hi - self.lo), 1e-6, 1 - 1e-6)
-            return jnp.log(u) - jnp.log1p(-u)
-        return v
+        return to_unconstrained(self.support, v)
 
     def inverse(self, z):
-        if self.kind == "log":
-            return jnp.exp(z)
         if self.kind == "log1p":
             return jnp.expm1(z)
-        if self.kind == "logit":
-            return self.lo + (self.hi - self.lo) * jax.nn.sigmoid(z)
-        return z
+        return from_unconstrained(self.support, z)
 
     def config(self) -> dict:
         return {"kind": self.kind, "lo": self.lo, "hi": self.hi}

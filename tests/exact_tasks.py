@@ -8,7 +8,7 @@ import numpy as np
 import scipy.special
 
 import sgjax
-from sgjax._random import gamma, poisson
+from sgjax._internal.random import gamma, poisson
 
 
 class _OneSeries(sgjax.AbstractTask):

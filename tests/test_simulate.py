@@ -328,7 +328,7 @@ def test_unrolled_stages_match_diffrax(solver, adaptive):
     # SharedStep runs diffrax's explicit Runge–Kutta tableaus with their stages
     # unrolled; the same steps and values as diffrax's own stage loop, up to
     # rounding, and the dense output at the save times too.
-    from sgjax._strategy import _unrolled, _UnrolledERK
+    from sgjax._internal.unrolled import unrolled as _unrolled, UnrolledERK as _UnrolledERK
 
     unrolled = _unrolled(solver)
     assert isinstance(unrolled, _UnrolledERK)
@@ -360,10 +360,12 @@ def test_unrolled_leaves_other_solvers_alone():
         assert _unrolled(solver) is solver
 
 
-def test_reused_output_memory_never_touches_a_live_result():
-    # Outputs above 1 MiB reuse the memory of dead ones (sgjax/_hostmem.py).
+def test_reused_output_memory_never_touches_a_live_result(monkeypatch):
+    # With the pool opted in, outputs above 1 MiB reuse the memory of dead ones
+    # (sgjax/_internal/hostmem.py).
     import gc
 
+    monkeypatch.setenv("SGJAX_HOST_POOL", "1")
     sim = sir_sim()
     first = sgjax.simulate(sim, jax.random.key(0), 2048, prior=PRIOR)
     assert first.states.nbytes > 1 << 20

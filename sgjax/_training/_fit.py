@@ -20,10 +20,8 @@ from ._parallel import copy, data_parallel, local, replicate
 
 
 def _classifies(head: AbstractHead) -> bool:
-    """Whether `head` is for model selection, as the head declares it
-    (`AbstractHead.classifies`, where heads have it) or by being the Classifier."""
-    declared = getattr(head, "classifies", None)
-    return isinstance(head, Classifier) if declared is None else bool(declared)
+    """Whether `head` is for model selection, as the head declares it."""
+    return head.classifies
 
 
 def _task_and_head(task, head, init) -> AbstractHead:

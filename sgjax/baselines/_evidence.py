@@ -24,6 +24,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .._custom_types import check_key, Key
 from .._prior import Prior
+from .._simulate import solve_signal
 from .._simulator import Simulator
 from .._strategy import AbstractStrategy, SharedStep
 from ._likelihood import check_data, check_problem, floor_signal, padded_chunks, Unconstrained
@@ -76,8 +77,8 @@ def _log_likelihoods(simulator: Simulator, strategy: AbstractStrategy, space: Un
     `m × P` trajectories integrated as one batch; `-inf` where a solve fails."""
     m, P, k = u.shape
     theta = jax.vmap(space.theta)(u.reshape(m * P, k))
-    ys, ok = strategy.solve(simulator, theta)  # (time + 1, state, m P)
-    signal = jax.vmap(simulator.signal, in_axes=-1)(ys)  # (m P, time, channels)
+    _, signal, ok = solve_signal(simulator, theta, strategy=strategy)  # signal (time, channels, m P)
+    signal = jnp.moveaxis(signal, -1, 0)
     signal = floor_signal(simulator, signal).reshape(m, P, *signal.shape[1:])
     theta = jax.tree.map(lambda a: a.reshape(m, P), theta)
 

@@ -1,3 +1,5 @@
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 
@@ -7,6 +9,8 @@ from .base import AbstractHead
 class Classifier(AbstractHead):
     """Model selection under cross-entropy: the network learns the posterior model
     probabilities `P(model | x)` under the prior over models."""
+
+    classifies: ClassVar[bool] = True
 
     def n_outputs(self, k, n_classes):
         if n_classes < 2:

@@ -1,6 +1,7 @@
 """The head interface: network outputs → loss and posterior summaries."""
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -14,6 +15,10 @@ class AbstractHead(eqx.Module):
     statistics of a pilot batch); [`sgjax.Estimator`][] maps their summaries back to
     natural units.
     """
+
+    #: Whether the head classifies (model selection: `sgjax.ModelSelection`) rather
+    #: than regresses; `fit` reads this instead of inspecting the head's class.
+    classifies: ClassVar[bool] = False
 
     @abc.abstractmethod
     def n_outputs(self, k: int, n_classes: int) -> int:

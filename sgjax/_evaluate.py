@@ -16,10 +16,12 @@ from .nn.base import check_size
 
 def not_a_key(value, name: str, call: str) -> None:
     """Refuse a PRNG key given positionally where `name` goes: `key` is keyword-only."""
-    if isinstance(value, jax.Array) and (
-        jax.numpy.issubdtype(value.dtype, jax.dtypes.prng_key) or (value.dtype == jax.numpy.uint32 and value.shape == (2,))
-    ):
-        raise TypeError(f"`{call}` got a PRNG key where `{name}` goes: `key` is keyword-only, e.g. {call}(..., key=key).")
+    typed = isinstance(value, jax.Array) and jax.numpy.issubdtype(value.dtype, jax.dtypes.prng_key)
+    raw = isinstance(value, jax.Array) and value.dtype == jax.numpy.uint32 and value.shape == (2,)
+    if typed or raw:
+        raise TypeError(
+            f"`{call}` got a PRNG key where `{name}` goes: `key` is keyword-only, e.g. {call}(..., key=key)."
+        )
 
 
 def evaluate(estimator: Estimator, task: AbstractTask, n: int = 2000, *, key: Key, chunk: int = 512) -> dict:
@@ -74,7 +76,8 @@ def held_out(estimator: Estimator, task: AbstractTask, n: int, *, key: Key, chun
     post = infer(estimator, x, mask, key=jax.random.fold_in(key, 1), n_samples=n_samples)
     if estimator.n_classes:
         return post, y[:, 0]
-    return post, {label: np.asarray(s.inverse(y[:, i])) for i, (label, s) in enumerate(zip(estimator.labels, estimator.spaces))}
+    labels, spaces = estimator.labels, estimator.spaces
+    return post, {label: np.asarray(spaces[i].inverse(y[:, i])) for i, label in enumerate(labels)}
 
 
 def check_task(estimator: Estimator, task: AbstractTask) -> None:

@@ -125,7 +125,9 @@ class MismatchScore(eqx.Module):
     k: int = eqx.field(static=True)
 
     @classmethod
-    def fit(cls, estimator: Estimator, task: AbstractTask, *, key: Key, n_reference: int = 4096, n_calibration: int = 1024, k: int = 10):
+    def fit(
+        cls, estimator: Estimator, task: AbstractTask, *, key: Key, n_reference: int = 4096, n_calibration: int = 1024, k: int = 10
+    ):
         """Simulate `n_reference` series to compare against and `n_calibration` more
         to calibrate the scores; `key` (keyword-only) draws them."""
         check_key(key)

@@ -16,9 +16,8 @@ def _draws(posterior) -> tuple[dict[str, np.ndarray], int]:
     """name → `(n_series, chains × draws)` and the number of chains, from any sgjax
     posterior with samples."""
     from ._posterior import AbstractPosterior
-    from .baselines._samples import AbstractSamples  # until it subclasses AbstractPosterior
 
-    if not isinstance(posterior, (AbstractPosterior, AbstractSamples)):
+    if not isinstance(posterior, AbstractPosterior):
         raise TypeError(
             "`posterior` must be an sgjax posterior (an sgjax.AbstractPosterior: sgjax.infer's, or a baseline's "
             f"from sgjax.baselines.nuts or rejection_abc), got {type(posterior).__name__}."

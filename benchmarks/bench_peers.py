@@ -187,7 +187,7 @@ def score_sgjax(task, out, estimator, curve, val, threshold=None):
     Σ log y_std − mean Σ log |du/dθ|, the same at every evaluation. The shift is
     checked against `sgjax.log_prob` of the returned (best) estimator."""
     shift = float(np.sum(np.log(np.asarray(estimator.y_std, np.float64)))) - float(np.mean(log_jacobian(task.spaces, val["theta"])))
-    lp = sgjax.log_prob(estimator, val["theta"][:, None, :], val["x"])[:, 0]
+    lp = sgjax.log_prob(estimator, sgjax.unstack(val["theta"], estimator.labels), val["x"])
     direct = float(-np.mean(lp))
     best_fit = min(v for _, _, v, _ in curve)
     if not abs(direct - (best_fit + shift)) <= 1e-3 * max(1.0, abs(direct)):

@@ -47,7 +47,7 @@ def main(schedules: list[list[int]], seed: int | None = None, batch: int = 512, 
                          learning_rate=LEARNING_RATE, progress=False)  # fmt: skip
             post = infer(est, x, mask, key=jax.random.fold_in(k_train, 100 + r_i), n_samples=n_draws)
             elapsed += time.perf_counter() - t
-            acc = float(c2st(np.log(post.samples[0]), np.log(ref_draws), key=jax.random.fold_in(k_c2st, r_i)))
+            acc = float(c2st(np.log(post.stacked()[0]), np.log(ref_draws), key=jax.random.fold_in(k_c2st, r_i)))
             rows.append(f"{elapsed:.1f} s: {acc:.3f}")
             task = task.restrict(post.box())
         print(f"{','.join(map(str, schedule))}: " + " → ".join(rows), flush=True)

@@ -452,7 +452,7 @@ def test_plot_mismatch_marks_observed_series(tmp_path):
     est, _ = sgjax.fit(
         task, key=jax.random.key(0), steps=50, batch_size=256, validation_size=512, pilot_size=512, progress=False
     )
-    detector = sgjax.MismatchScore.fit(est, task, jax.random.key(1), n_reference=512, n_calibration=256)
+    detector = sgjax.MismatchScore.fit(est, task, key=jax.random.key(1), n_reference=512, n_calibration=256)
     fresh = task.sample(jax.random.key(2), 3)
     dg.plot_mismatch(detector, np.asarray(fresh.x) + np.array([0.0, 0.0, 5.0])[:, None, None], path=tmp_path / "m.png")
     assert _is_png(tmp_path / "m.png")

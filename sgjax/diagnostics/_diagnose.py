@@ -198,7 +198,7 @@ def diagnose(
     if estimator.n_classes:
         raise ValueError(
             "`diagnose` checks posterior draws, and this estimator chooses between models. Use "
-            "sgjax.evaluate(estimator, task, key) for its accuracy and calibration."
+            "sgjax.evaluate(estimator, task, key=key) for its accuracy and calibration."
         )
     check_key(key)
     k_data, k_check = jax.random.split(key)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 
+
 HERE = Path(__file__).parent
 RESULTS = HERE / "RESULTS.md"
 

@@ -32,12 +32,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
+from _common import write_section
 
 import sgjax
-from _common import write_section
 from sgjax import models
 from sgjax.baselines import _mle, fit_mle
 from sgjax.observation import ObservationModel, Poisson
+
 
 HERE = Path(__file__).parent
 STARTS = 8
@@ -60,7 +61,9 @@ def loop(sim, prior, data, n, **kwargs):
 
     def run(key):
         outs = [
-            fit_mle(sim, x[i], mask[i], prior=prior, key=jax.random.fold_in(key, i), n_starts=STARTS, **kwargs).log_likelihood
+            fit_mle(
+                sim, x[i], mask[i], prior=prior, key=jax.random.fold_in(key, i), n_starts=STARTS, **kwargs
+            ).log_likelihood
             for i in range(n)
         ]
         return jnp.concatenate(outs)
@@ -77,7 +80,11 @@ def measure(configs, n, rounds):
         traces = eqx.debug.get_num_traces(_mle._fit_chunk)
         start = time.perf_counter()
         jax.block_until_ready(fn(jax.random.key(1)))
-        out[label] = {"first_s": time.perf_counter() - start, "compiled": eqx.debug.get_num_traces(_mle._fit_chunk) > traces, "times": []}
+        out[label] = {
+            "first_s": time.perf_counter() - start,
+            "compiled": eqx.debug.get_num_traces(_mle._fit_chunk) > traces,
+            "times": [],
+        }
     for r in range(rounds):
         for label, fn in configs.items():
             traces = eqx.debug.get_num_traces(_mle._fit_chunk)
@@ -175,7 +182,9 @@ def main():
     L = args.L
     d = _mle.DEFAULT_CHUNK_SIZE
     configs = {
-        f"vmapped, one call of {L} datasets ({L * STARTS} optimisations), forward": vmapped(sim, prior, data, L, chunk_size=L),
+        f"vmapped, one call of {L} datasets ({L * STARTS} optimisations), forward": vmapped(
+            sim, prior, data, L, chunk_size=L
+        ),
         "vmapped, chunks of 16, forward": vmapped(sim, prior, data, L, chunk_size=16),
         f"vmapped, chunks of {d}, forward (the defaults)": vmapped(sim, prior, data, L),
         "loop, forward": loop(sim, prior, data, L),
@@ -185,7 +194,9 @@ def main():
     out["batching"] = measure(configs, L, args.rounds)
 
     start = time.perf_counter()
-    fit = fit_mle(sim, data.observations[: args.n], data.mask[: args.n], prior=prior, key=jax.random.key(9), n_starts=STARTS)
+    fit = fit_mle(
+        sim, data.observations[: args.n], data.mask[: args.n], prior=prior, key=jax.random.key(9), n_starts=STARTS
+    )
     jax.block_until_ready(fit.log_likelihood)
     seconds = time.perf_counter() - start
     out["throughput"] = {

@@ -28,9 +28,10 @@ import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import best_of, HERE, machine, revision, write_section
 
 import sgjax
-from _common import HERE, best_of, machine, revision, write_section
+
 
 LORENZ_TS = (2.5, 5.0, 7.5, 10.0)
 LORENZ_DT = 0.01  # 1,000 steps on [0, 10]
@@ -113,7 +114,11 @@ def run_problem(sim, sizes, repeats, fixed_steps):
     ys = np.moveaxis(np.asarray(ys[1:]), -1, 0)  # (n, time, state) like diffrax's
     both = np.asarray(ok) & np.asarray(ok_ref)
     diff = float(np.abs(ys[both] - np.asarray(ref)[both]).max()) if both.any() else float("nan")
-    return rows, {"max_abs_diff_vs_diffrax": diff, "n_compared": int(both.sum()), "failed": int((~np.asarray(ok)).sum())}
+    return rows, {
+        "max_abs_diff_vs_diffrax": diff,
+        "n_compared": int(both.sum()),
+        "failed": int((~np.asarray(ok)).sum()),
+    }
 
 
 def _rate(rows, engine):

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 
+
 parser = argparse.ArgumentParser()
 parser.add_argument("n", type=int, nargs="?", default=1, help="devices")
 parser.add_argument("--steps", type=int, default=600)
@@ -26,6 +27,7 @@ import jax  # noqa: E402
 import sgjax  # noqa: E402
 from sgjax.reproduce._common import sir_reported  # noqa: E402
 
+
 _, task = sir_reported()
 rates = []
 for rep in range(2):
@@ -35,4 +37,8 @@ for rep in range(2):
 if args.json:
     print(json.dumps({"devices": args.n, "platform": jax.devices()[0].platform, "samples_per_s": max(rates)}))
 else:
-    print(f"{jax.devices()[0].platform}: devices={args.n} shards={max(2, args.n)} samples/s", [round(r) for r in rates], flush=True)
+    print(
+        f"{jax.devices()[0].platform}: devices={args.n} shards={max(2, args.n)} samples/s",
+        [round(r) for r in rates],
+        flush=True,
+    )

@@ -34,12 +34,12 @@ import functools
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -51,8 +51,10 @@ import numpyro.distributions as dist
 import sgjax
 from sgjax.observation import ObservationModel, Poisson, Reporting
 
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import HERE, load, machine, revision, write_section  # noqa: E402
+
 
 #: Sizes shared by all three methods (each framework's nearest equivalent).
 BATCH = 512
@@ -63,8 +65,26 @@ SETTINGS = {
     # n_val: held-out simulations; sbi_n: sbi's simulation budget; sgjax_steps:
     # fused steps (the learning-rate schedule's length); bf_epochs × bf_batches:
     # BayesFlow fit_online batches.
-    "full": dict(n_val=2048, sbi_n=20_000, sbi_max_epochs=300, sgjax_steps=6000, eval_every=50, bf_epochs=12, bf_batches=100, profile=True),
-    "quick": dict(n_val=1024, sbi_n=2_000, sbi_max_epochs=8, sgjax_steps=300, eval_every=50, bf_epochs=3, bf_batches=10, profile=False),
+    "full": dict(
+        n_val=2048,
+        sbi_n=20_000,
+        sbi_max_epochs=300,
+        sgjax_steps=6000,
+        eval_every=50,
+        bf_epochs=12,
+        bf_batches=100,
+        profile=True,
+    ),
+    "quick": dict(
+        n_val=1024,
+        sbi_n=2_000,
+        sbi_max_epochs=8,
+        sgjax_steps=300,
+        eval_every=50,
+        bf_epochs=3,
+        bf_batches=10,
+        profile=False,
+    ),
 }
 
 
@@ -149,7 +169,9 @@ def run_sgjax(task, key, cfg, learning_rate: float | None = None):
     `fit` was called and fit's own validation loss; returns `(figures, estimator, raw
     curve)`, scored in natural units by `score_sgjax` once the held-out set exists.
     `learning_rate`: fit's peak learning rate (default: fit's own)."""
-    head = sgjax.heads.Flow(summary_size=SUMMARY["out"], flow_layers=FLOW["layers"], nn_width=FLOW["width"], nn_depth=FLOW["depth"])
+    head = sgjax.heads.Flow(
+        summary_size=SUMMARY["out"], flow_layers=FLOW["layers"], nn_width=FLOW["width"], nn_depth=FLOW["depth"]
+    )
     network = functools.partial(sgjax.nn.MLP, width=SUMMARY["width"], depth=SUMMARY["depth"])
     curve = []
 
@@ -186,7 +208,9 @@ def score_sgjax(task, out, estimator, curve, val, threshold=None):
     learning-space target on the held-out set; in natural units it is shifted by
     Σ log y_std − mean Σ log |du/dθ|, the same at every evaluation. The shift is
     checked against `sgjax.log_prob` of the returned (best) estimator."""
-    shift = float(np.sum(np.log(np.asarray(estimator.y_std, np.float64)))) - float(np.mean(log_jacobian(task.spaces, val["theta"])))
+    shift = float(np.sum(np.log(np.asarray(estimator.y_std, np.float64)))) - float(
+        np.mean(log_jacobian(task.spaces, val["theta"]))
+    )
     lp = sgjax.log_prob(estimator, sgjax.unstack(val["theta"], estimator.labels), val["x"])
     direct = float(-np.mean(lp))
     best_fit = min(v for _, _, v, _ in curve)
@@ -268,9 +292,17 @@ def run_sbi(task, key, val, cfg):
     theta_t, x_t = torch.from_numpy(u), torch.from_numpy(x)
     simulate_s = time.perf_counter() - start
 
-    embedding = FCEmbedding(input_dim=x.shape[1], output_dim=SUMMARY["out"], num_layers=SUMMARY["depth"] + 1, num_hiddens=SUMMARY["width"])
+    embedding = FCEmbedding(
+        input_dim=x.shape[1], output_dim=SUMMARY["out"], num_layers=SUMMARY["depth"] + 1, num_hiddens=SUMMARY["width"]
+    )
     # nflows' MADE has `num_blocks + 1` hidden layers.
-    builder = posterior_nn("maf", hidden_features=FLOW["width"], num_transforms=FLOW["layers"], num_blocks=FLOW["depth"] - 1, embedding_net=embedding)
+    builder = posterior_nn(
+        "maf",
+        hidden_features=FLOW["width"],
+        num_transforms=FLOW["layers"],
+        num_blocks=FLOW["depth"] - 1,
+        embedding_net=embedding,
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -320,9 +352,8 @@ def run_bayesflow(task, key, val, cfg, threshold=None):
     """BayesFlow's `BasicWorkflow.fit_online`, pulling batches from a BayesFlow
     simulator that wraps the same sgjax simulation."""
     try:
-        import keras
-
         import bayesflow as bf
+        import keras
     except Exception as e:  # noqa: BLE001
         return {"status": f"skipped: bayesflow not importable ({type(e).__name__}: {e})"}
     if keras.backend.backend() != "jax":
@@ -361,7 +392,9 @@ def run_bayesflow(task, key, val, cfg, threshold=None):
 
     keras.utils.set_random_seed(0)
     flow = bf.networks.CouplingFlow(
-        depth=FLOW["layers"], transform="affine", subnet_kwargs={"widths": (FLOW["width"],) * FLOW["depth"], "dropout": None}
+        depth=FLOW["layers"],
+        transform="affine",
+        subnet_kwargs={"widths": (FLOW["width"],) * FLOW["depth"], "dropout": None},
     )
     workflow = bf.BasicWorkflow(
         simulator=SgjaxSimulator(), inference_network=flow, summary_network=MLPSummary(),
@@ -382,7 +415,11 @@ def run_bayesflow(task, key, val, cfg, threshold=None):
 
     start = time.perf_counter()
     workflow.fit_online(
-        epochs=cfg["bf_epochs"], num_batches_per_epoch=cfg["bf_batches"], batch_size=BATCH, verbose=0, callbacks=[Clock()]
+        epochs=cfg["bf_epochs"],
+        num_batches_per_epoch=cfg["bf_batches"],
+        batch_size=BATCH,
+        verbose=0,
+        callbacks=[Clock()],
     )
     wall = time.perf_counter() - paused[0] - start
     track[0] = False
@@ -414,7 +451,14 @@ def run_bayesflow(task, key, val, cfg, threshold=None):
         workflow.simulator = FixedBatch(SgjaxSimulator().sample(BATCH))
         ends.clear()
         start = time.perf_counter()
-        workflow.fit_online(epochs=3, num_batches_per_epoch=cfg["bf_batches"], batch_size=BATCH, verbose=0, callbacks=[Clock()], keep_optimizer=True)
+        workflow.fit_online(
+            epochs=3,
+            num_batches_per_epoch=cfg["bf_batches"],
+            batch_size=BATCH,
+            verbose=0,
+            callbacks=[Clock()],
+            keep_optimizer=True,
+        )
         out["ms_per_batch_network"] = 1e3 * float(np.median(np.diff(ends))) / cfg["bf_batches"]
     return out
 
@@ -480,7 +524,7 @@ def _met(ratio, goal) -> str:
 
 
 def report(out) -> str:
-    s, g, b, cfg = out["sbi"], out["sgjax"], out["bayesflow"], out["settings"]
+    s, g, b = out["sbi"], out["sgjax"], out["bayesflow"]
     lines = [
         f"Machine: {out['machine']} at the start, {out['load_after']} at the end (other agents share the 2 cores). "
         f"Revision {out['revision']}. Command: `python benchmarks/bench_peers.py{' --quick' if out['quick'] else ''}`.",
@@ -538,7 +582,7 @@ def report(out) -> str:
             )
     if b["status"] == "ok" and s["status"] == "ok":
         lines.append(
-            f"- BayesFlow `fit_online` (the same on-the-fly idea, Keras on JAX) reached sbi's loss "
+            "- BayesFlow `fit_online` (the same on-the-fly idea, Keras on JAX) reached sbi's loss "
             + (f"after {b['batches_to_threshold']} batches, {b['time_to_threshold_s']:.1f} s: {b['speedup_to_loss_vs_sbi']:.1f}× sooner than sbi "
                f"(sgjax: {_f(s.get('speedup_to_loss'), '{:.1f}×')})." if b.get("time_to_threshold_s") else "not within its run.")
         )  # fmt: skip
@@ -574,7 +618,9 @@ def report(out) -> str:
             f"{b['batches_to_threshold'] * BATCH:,} (it learns more per sample here: coupling flow with actnorm, "
             f"its own learning rate); sbi {s['simulations']:,} simulations over {s['epochs']} epochs."
         )
-    lines.append(f"- sgjax's validation loss, converted to natural units, matches `sgjax.log_prob` on the trained estimator ({g['log_prob_check']:.4f}).")
+    lines.append(
+        f"- sgjax's validation loss, converted to natural units, matches `sgjax.log_prob` on the trained estimator ({g['log_prob_check']:.4f})."
+    )
     return "\n".join(lines)
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgjax._internal import random as sgr
+from sgjax._internal import _random as sgr
 
 
 def sir_like_rates(rows: int, days: int, seed: int = 0) -> np.ndarray:
@@ -73,15 +73,17 @@ def sir_incidence(rows: int, days: int = 100, seed: int = 0) -> np.ndarray:
 
 
 def load_revision(rev: str):
-    """The samplers as of git revision `rev` (`sgjax/_internal/random.py`, or
+    """The samplers as of git revision `rev` (`sgjax/_internal/_random.py`, or
     `sgjax/_random.py` before the move), imported as a module."""
-    for file in ("sgjax/_internal/random.py", "sgjax/_random.py"):
-        run = subprocess.run(["git", "show", f"{rev}:{file}"], cwd=Path(__file__).parent, capture_output=True, text=True)
+    for file in ("sgjax/_internal/_random.py", "sgjax/_internal/random.py", "sgjax/_random.py"):
+        run = subprocess.run(
+            ["git", "show", f"{rev}:{file}"], cwd=Path(__file__).parent, capture_output=True, text=True
+        )
         if run.returncode == 0 and "def poisson" in run.stdout:  # not the shim left at the old path
             source = run.stdout
             break
     else:
-        raise ValueError(f"No samplers at git revision {rev!r} (sgjax/_internal/random.py or sgjax/_random.py).")
+        raise ValueError(f"No samplers at git revision {rev!r} (sgjax/_internal/_random.py or sgjax/_random.py).")
     path = Path(tempfile.mkdtemp()) / f"random_{rev}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(f"random_{rev}", path)
@@ -170,8 +172,7 @@ def main():
     parser.add_argument("--impl", default=None, help="PRNG for our samplers")
     parser.add_argument("--sir-calls", type=int, default=200)
     parser.add_argument("--sir-only", action="store_true")
-    parser.add_argument("--baseline-rev", default=None,
-                        help="also time the samplers of this git revision")
+    parser.add_argument("--baseline-rev", default=None, help="also time the samplers of this git revision")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 8,192 rows, fewer repeats")
     args = parser.parse_args()
     if args.quick:
@@ -231,15 +232,15 @@ def main():
         k = key if baseline else our_key
         repeat = args.baseline_repeat if baseline else args.repeat
         whole = best_time(jax.jit(sampler), (k, *params), repeat)
-        chunks = best_time(
-            jax.jit(chunked(sampler, args.chunk_rows)), (k, *params), repeat
-        )
+        chunks = best_time(jax.jit(chunked(sampler, args.chunk_rows)), (k, *params), repeat)
         results[name] = (whole, chunks)
         print(f"  {name}: whole {whole:.3f} s, chunks {chunks:.3f} s", flush=True)
 
     print()
-    print(f"| sampler ({n:,} values) | whole array [s] | lax.map over "
-          f"{args.chunk_rows}-row chunks [s] | speed-up whole | speed-up chunks |")
+    print(
+        f"| sampler ({n:,} values) | whole array [s] | lax.map over "
+        f"{args.chunk_rows}-row chunks [s] | speed-up whole | speed-up chunks |"
+    )
     print("|---|---:|---:|---:|---:|")
     for name, _, _, _, base in cases:
         whole, chunks = results[name]

@@ -18,7 +18,8 @@ import statistics
 import subprocess
 import sys
 
-CHILD = r'''
+
+CHILD = r"""
 import functools, json, sys, time
 import jax, jax.numpy as jnp
 import sgjax
@@ -44,7 +45,7 @@ else:
         return time.perf_counter() - t
     t1, t2 = run(500), run(1500)
     print(json.dumps({"per_s": 512 * 1000 / (t2 - t1)}))
-'''
+"""
 
 
 def measure(tree: str, what: str) -> float:

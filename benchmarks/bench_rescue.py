@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 
+
 CHILD = r"""
 import json, sys, time
 import jax, jax.numpy as jnp

@@ -29,16 +29,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-import sgjax  # noqa: E402
 from _common import best_of, load, machine, write_section  # noqa: E402
 from bench_simulate import configs  # noqa: E402
 from bench_train import setup, train_consts  # noqa: E402
+
+import sgjax  # noqa: E402
 from sgjax import _train, models  # noqa: E402
-from sgjax._simulate import _chunk_from_prior  # noqa: E402
+from sgjax._simulation._simulate import _chunk_from_prior  # noqa: E402
 from sgjax.observation import Gaussian, ObservationModel, Poisson  # noqa: E402
+
 
 MiB = 2**20
 
@@ -102,7 +105,12 @@ def training_rate(batch, width, in_days=100, k=10, calls=3, repeats=2):
     task, frozen, params, optimiser = setup(batch, width, in_days)
     consts, opt = train_consts(task, frozen, optimiser, batch), optimiser.init(params)
     keys = lambda i: jax.random.split(jax.random.key(i), k)  # noqa: E731
-    temp = _train._train_call.lower(consts, params, opt, keys(0), _train._mode(k)).compile().compiled.memory_analysis().temp_size_in_bytes
+    temp = (
+        _train._train_call.lower(consts, params, opt, keys(0), _train._mode(k))
+        .compile()
+        .compiled.memory_analysis()
+        .temp_size_in_bytes
+    )
     state = [params, opt]
 
     def run():
@@ -143,7 +151,10 @@ def series_length(quick):
         train = training_rate(512, 256, in_days=days, k=5, calls=2, repeats=1)
         rows.append({"days": days, "simulate_per_s": sim_rate, "train_per_s": train["samples_per_s"],
                      "train_temp_mib": train["temp_mib"]})  # fmt: skip
-        print(f"  series length {days:4d} days  simulate {sim_rate:>10,.0f}/s  train {train['samples_per_s']:>9,.0f}/s", flush=True)
+        print(
+            f"  series length {days:4d} days  simulate {sim_rate:>10,.0f}/s  train {train['samples_per_s']:>9,.0f}/s",
+            flush=True,
+        )
     return rows
 
 
@@ -214,7 +225,11 @@ def _training_table(tr):
              "| MLP | " + " | ".join(f"batch {b:,}" for b in batches) + " |", "|---|" + "---:|" * len(batches)]  # fmt: skip
     for w in widths:
         rs = {r["batch"]: r for r in tr if r["width"] == w}
-        lines.append(f"| 2×{w} | " + " | ".join(f"{rs[b]['samples_per_s']:,.0f} ({rs[b]['temp_mib']:.1f} MiB)" for b in batches) + " |")
+        lines.append(
+            f"| 2×{w} | "
+            + " | ".join(f"{rs[b]['samples_per_s']:,.0f} ({rs[b]['temp_mib']:.1f} MiB)" for b in batches)
+            + " |"
+        )
     return lines
 
 
@@ -222,7 +237,9 @@ def _length_table(rows):
     lines = ["**Cost against series length** (SIR, daily; simulation in 1,024-sample chunks; training batch 512, MLP 2×256).", "",
              "| days | simulate samples/s | train samples/s | train XLA temp MiB |", "|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['days']} | {r['simulate_per_s']:,.0f} | {r['train_per_s']:,.0f} | {r['train_temp_mib']:.1f} |")
+        lines.append(
+            f"| {r['days']} | {r['simulate_per_s']:,.0f} | {r['train_per_s']:,.0f} | {r['train_temp_mib']:.1f} |"
+        )
     return lines
 
 
@@ -240,7 +257,11 @@ def _devices_table(rows):
     lines = [f"**Data-parallel fused training against devices** ({jax.default_backend()} devices; on a CPU they are simulated and "
              "share the same cores, so this measures overhead, not speed-up).", "", "| devices | samples/s |", "|---:|---:|"]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['devices']} | " + (f"{r['samples_per_s']:,.0f}" if "samples_per_s" in r else f"failed: {r['error']}") + " |")
+        lines.append(
+            f"| {r['devices']} | "
+            + (f"{r['samples_per_s']:,.0f}" if "samples_per_s" in r else f"failed: {r['error']}")
+            + " |"
+        )
     return lines
 
 
@@ -267,7 +288,12 @@ def plot(out, path):
     sim = out["simulation"]
     for model, strat in dict.fromkeys((r["model"], r["strategy"]) for r in sim):
         rs = [r for r in sim if r["model"] == model and r["strategy"] == strat]
-        ax.loglog([r["n"] for r in rs], [r["samples_per_s"] for r in rs], "o-" if strat == "SharedStep" else "s--", label=f"{model} {strat}")
+        ax.loglog(
+            [r["n"] for r in rs],
+            [r["samples_per_s"] for r in rs],
+            "o-" if strat == "SharedStep" else "s--",
+            label=f"{model} {strat}",
+        )
     ax.set(xlabel="batch size n", ylabel="samples / s", title="simulation (noise included)")
     ax.legend(fontsize=6)
     ax = axes[1]
@@ -282,8 +308,14 @@ def plot(out, path):
     ax.loglog([r["days"] for r in sl], [r["simulate_per_s"] for r in sl], "o-", label="simulate (SIR)")
     ax.loglog([r["days"] for r in sl], [r["train_per_s"] for r in sl], "s-", label="train (SIR)")
     sd = out["state_dimension"]
-    ax.loglog([r["state_dim"] for r in sd], [r["simulate_per_s"] for r in sd], "^-", label="simulate (Lorenz-96, x = states)")
-    ax.set(xlabel="observation times (SIR) / states (Lorenz-96)", ylabel="samples / s", title="cost vs length and dimension")
+    ax.loglog(
+        [r["state_dim"] for r in sd], [r["simulate_per_s"] for r in sd], "^-", label="simulate (Lorenz-96, x = states)"
+    )
+    ax.set(
+        xlabel="observation times (SIR) / states (Lorenz-96)",
+        ylabel="samples / s",
+        title="cost vs length and dimension",
+    )
     ax.legend(fontsize=7)
     ax = axes[3]
     dv = [r for r in out["devices"] if "samples_per_s" in r]

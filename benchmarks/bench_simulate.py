@@ -24,20 +24,21 @@ import platform
 import subprocess
 import sys
 import time
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy
+from _common import best_of, write_section
 from scipy.integrate import solve_ivp
 
 import sgjax
-from _common import best_of, write_section
 from sgjax import models
 from sgjax.observation import Gaussian, LogNormal, ObservationModel, Poisson
+
 
 HERE = Path(__file__).parent
 RTOL, ATOL = 1e-4, 1e-3  # epidemics: counts out of N = 1000
@@ -173,7 +174,9 @@ def bench_model(name, cfg, n, n_scipy, n_vmap, repeats):
 
     for label, strategy in (("shared", sgjax.SharedStep()), ("per_traj", sgjax.PerTrajectory())):
         sgjax.simulate(sim, key, n, prior=prior, strategy=strategy)  # warm: same shapes as timed
-        t = best_of(lambda: sgjax.simulate(sim, jax.random.key(1), n, prior=prior, strategy=strategy).observations, repeats)
+        t = best_of(
+            lambda: sgjax.simulate(sim, jax.random.key(1), n, prior=prior, strategy=strategy).observations, repeats
+        )
         row[f"{label}_per_s"] = n / t
 
     theta = prior.sample(jax.random.key(2), max(n_vmap, n_scipy))
@@ -315,7 +318,11 @@ def report(rows, compiles, peaks, args):
             f"{r['shared_relerr_max']:.1e} / {r['per_traj_relerr_max']:.1e}{horizon} | {r['compile_s']} |"
         )
     lines += ["", "Compile time (s) of each built-in model, default prior, clean signal:", ""]
-    lines += ["| " + " | ".join(compiles) + " |", "|" + "---|" * len(compiles), "| " + " | ".join(str(v) for v in compiles.values()) + " |"]
+    lines += [
+        "| " + " | ".join(compiles) + " |",
+        "|" + "---|" * len(compiles),
+        "| " + " | ".join(str(v) for v in compiles.values()) + " |",
+    ]
     if peaks:
         lines += ["", "Peak resident memory, SIR with Poisson noise, n = 1,000,000 (one process):", ""]
         for keep, (peak, data) in peaks.items():
@@ -327,22 +334,28 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--noise-cost", action="store_true",
-                        help="only: what the noise adds per SIR chunk (prints, writes nothing)")
+    parser.add_argument(
+        "--noise-cost", action="store_true", help="only: what the noise adds per SIR chunk (prints, writes nothing)"
+    )
     parser.add_argument("--noise-calls", type=int, default=100)
-    parser.add_argument("--baseline-rev", default=None,
-                        help="--noise-cost: also the Poisson sampler of this git revision")
+    parser.add_argument(
+        "--baseline-rev", default=None, help="--noise-cost: also the Poisson sampler of this git revision"
+    )
     args = parser.parse_args()
     if args.noise_cost:
         print(noise_cost(args.noise_calls, args.baseline_rev))
         return
     n, n_scipy, n_vmap, repeats = (4096, 20, 1024, 1) if args.quick else (65536, 200, 8192, 3)
-    rows = [bench_model(name, cfg, n=n, n_scipy=n_scipy, n_vmap=n_vmap, repeats=repeats) for name, cfg in configs().items()]
+    rows = [
+        bench_model(name, cfg, n=n, n_scipy=n_scipy, n_vmap=n_vmap, repeats=repeats) for name, cfg in configs().items()
+    ]
     compiles = compile_times()
     peaks = {} if args.quick else {keep: peak_memory(1_000_000, keep) for keep in (True, False)}
     text = report(rows, compiles, peaks, args)
     print(text)
-    (HERE / "results_simulate.json").write_text(json.dumps({"rows": rows, "compile_s": compiles, "peak_mib": peaks}, indent=2))
+    (HERE / "results_simulate.json").write_text(
+        json.dumps({"rows": rows, "compile_s": compiles, "peak_mib": peaks}, indent=2)
+    )
     if not args.no_write and not args.quick:
         write_section("simulate", "Simulation engine", text)
 

@@ -33,11 +33,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import best_of, write_section
 
 import sgjax
-from _common import best_of, write_section
 from sgjax import _train, models
 from sgjax.observation import ObservationModel, Poisson
+
 
 HERE = Path(__file__).parent
 
@@ -98,7 +99,9 @@ def bench(batch, k, calls, repeats):
         for _ in range(calls):
             counter["call"] += 1
             keys = jax.random.split(jax.random.key(counter["call"]), k)
-            state["params"], state["opt"], losses, _ = _train._train_call(consts, state["params"], state["opt"], keys, _train._mode(k))
+            state["params"], state["opt"], losses, _ = _train._train_call(
+                consts, state["params"], state["opt"], keys, _train._mode(k)
+            )
         losses.block_until_ready()
 
     t_fused = warm_best_of(fused, repeats) / (calls * k)
@@ -116,7 +119,9 @@ def bench(batch, k, calls, repeats):
 
     def net_only():
         for _ in range(calls):
-            state["params"], state["opt"], losses = _network_only((frozen, optimiser, k), state["params"], state["opt"], fixed)
+            state["params"], state["opt"], losses = _network_only(
+                (frozen, optimiser, k), state["params"], state["opt"], fixed
+            )
         losses.block_until_ready()
 
     t_net = warm_best_of(net_only, repeats) / (calls * k)
@@ -125,9 +130,13 @@ def bench(batch, k, calls, repeats):
 
     def unfused():
         for i in range(max(calls * k // 4, 2)):
-            s = sgjax.simulate(sim, jax.random.key(i), batch, keep_states=False, resample_failed=False, chunk_size=batch)
+            s = sgjax.simulate(
+                sim, jax.random.key(i), batch, keep_states=False, resample_failed=False, chunk_size=batch
+            )
             y = np.log(np.stack([s.theta["beta"], s.theta["gamma"]], 1))
-            b = sgjax.Batch(jnp.asarray(s.observations), jnp.asarray(s.mask), jnp.asarray(y), jnp.asarray(s.valid, jnp.float32))
+            b = sgjax.Batch(
+                jnp.asarray(s.observations), jnp.asarray(s.mask), jnp.asarray(y), jnp.asarray(s.valid, jnp.float32)
+            )
             state["params"], state["opt"], loss = _one_step((frozen, optimiser), state["params"], state["opt"], b)
         loss.block_until_ready()
         return max(calls * k // 4, 2)

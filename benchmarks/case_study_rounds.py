@@ -25,12 +25,21 @@ from sgjax.heads import Flow
 from sgjax.reproduce._case_studies import _stack, boarding_school_problems, hudson_bay_problem, LEARNING_RATE
 
 
-def main(schedules: list[list[int]], seed: int | None = None, batch: int = 512, n_draws: int = 2000, warm: bool = False, problem: str = "SIR") -> None:
+def main(
+    schedules: list[list[int]],
+    seed: int | None = None,
+    batch: int = 512,
+    n_draws: int = 2000,
+    warm: bool = False,
+    problem: str = "SIR",
+) -> None:
     problems = hudson_bay_problem() if problem == "Lotka–Volterra" else boarding_school_problems(quick=problem == "SIR")
     sim, prior, x, mask = problems[problem]
     names = tuple(prior.distributions)
     # The keys `study` uses for this problem.
-    k_nuts, k_train, k_c2st, _, _ = jax.random.split(jax.random.fold_in(jax.random.key(0), list(problems).index(problem)), 5)
+    k_nuts, k_train, k_c2st, _, _ = jax.random.split(
+        jax.random.fold_in(jax.random.key(0), list(problems).index(problem)), 5
+    )
     k_train = k_train if seed is None else jax.random.fold_in(k_train, seed)
     t = time.perf_counter()
     ref = nuts(sim, x, mask, prior=prior, key=k_nuts, num_warmup=1000, num_samples=1000, num_chains=4, n_init=256)
@@ -56,7 +65,9 @@ def main(schedules: list[list[int]], seed: int | None = None, batch: int = 512, 
 def _schedule(text: str) -> list[int]:
     steps = text.split(",")
     if not all(s.isdigit() and int(s) > 0 for s in steps):
-        raise argparse.ArgumentTypeError(f"a schedule is comma-separated positive steps per round, e.g. 1000,1000,1000; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"a schedule is comma-separated positive steps per round, e.g. 1000,1000,1000; got {text!r}"
+        )
     return [int(s) for s in steps]
 
 
@@ -65,7 +76,14 @@ if __name__ == "__main__":
     parser.add_argument("schedules", nargs="+", type=_schedule, help="steps of each round, e.g. 1000,1000,1000")
     parser.add_argument("--seed", type=int, default=None, help="fold S into the case study's training keys")
     parser.add_argument("--batch", type=int, default=512, help="batch size (default 512)")
-    parser.add_argument("--warm", action="store_true", help="start each later round from the last round's network and flow")
-    parser.add_argument("--problem", choices=("SIR", "SEIR", "Lotka–Volterra"), default="SIR", help="the case study's model (default SIR)")
+    parser.add_argument(
+        "--warm", action="store_true", help="start each later round from the last round's network and flow"
+    )
+    parser.add_argument(
+        "--problem",
+        choices=("SIR", "SEIR", "Lotka–Volterra"),
+        default="SIR",
+        help="the case study's model (default SIR)",
+    )
     args = parser.parse_args()
     main(args.schedules, args.seed, batch=args.batch, warm=args.warm, problem=args.problem)

@@ -18,6 +18,7 @@ import jax
 
 import sgjax
 
+
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_peers as bp  # noqa: E402
 
@@ -53,10 +54,16 @@ def main():
         "flow": [("Flow", lambda r, s: flow(task, r, s, args.threshold))],
         "heads": [
             (name, functools.partial(point_like, task, head=h, network=sgjax.nn.MLP, steps=2000, batch=512))
-            for name, h in (("MLP + Point", sgjax.heads.Point()), ("MLP + MixtureDensity(3)", sgjax.heads.MixtureDensity(3)))
+            for name, h in (
+                ("MLP + Point", sgjax.heads.Point()),
+                ("MLP + MixtureDensity(3)", sgjax.heads.MixtureDensity(3)),
+            )
         ],
         "networks": [
-            (net.__name__ + " + Point", functools.partial(point_like, task, head=sgjax.heads.Point(), network=net, steps=600, batch=128))
+            (
+                net.__name__ + " + Point",
+                functools.partial(point_like, task, head=sgjax.heads.Point(), network=net, steps=600, batch=128),
+            )
             for net in (sgjax.nn.GRU, sgjax.nn.Transformer)
         ],
     }[args.what]

@@ -21,12 +21,13 @@ import time
 import jax
 import numpy as np
 
-from sgjax._task import ModelSelection
+from sgjax._learning._task import ModelSelection
 from sgjax.baselines import evidence, model_posterior
 from sgjax.heads import Classifier
 from sgjax.nn import MLP
 from sgjax.reproduce._common import held_out, predict, train
 from sgjax.reproduce._model_selection import _settings, epidemic, growth
+
 
 VARIANTS = {
     "default": {},
@@ -46,7 +47,10 @@ def main(n: int, variants: list[str], setting: int = 0) -> dict:
     label = y[:, 0].astype(int)
     start = time.perf_counter()
     k_ev = jax.random.fold_in(k_mle, 1_000_003)
-    evid = {m: evidence(sim, x, mask, prior=p, key=jax.random.fold_in(k_ev, i)) for i, (m, (sim, p)) in enumerate(cands.items())}
+    evid = {
+        m: evidence(sim, x, mask, prior=p, key=jax.random.fold_in(k_ev, i))
+        for i, (m, (sim, p)) in enumerate(cands.items())
+    }
     bayes_index, bayes_p = (np.asarray(a) for a in model_posterior(evid))
     out = {"setting": name, "n": int(len(label)), "bayes": {"error": float(np.mean(bayes_index != label)),
            "expected_error": float(np.mean(1 - bayes_p.max(1))), "seconds": time.perf_counter() - start}}  # fmt: skip

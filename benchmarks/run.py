@@ -28,11 +28,15 @@ import time
 
 from _common import HERE, load, machine, revision, write_section
 
+
 # name: (script, what it measures). Order: cheapest first, so a broken setup fails fast.
 BENCHMARKS = {
     "train": ("bench_train.py", "fused training against an unfused loop"),
     "random": ("bench_random.py", "exact noise samplers against jax.random"),
-    "simulate": ("bench_simulate.py", "simulation against scipy and jit(vmap(diffeqsolve)); compile times; peak memory"),
+    "simulate": (
+        "bench_simulate.py",
+        "simulation against scipy and jit(vmap(diffeqsolve)); compile times; peak memory",
+    ),
     "fused": ("bench_fused.py", "the fused (Pallas) integration kernel"),
     "scaling": ("bench_scaling.py", "throughput against batch, network, series length, state dimension, devices"),
     "baselines": ("bench_baselines.py", "maximum-likelihood baselines"),
@@ -87,21 +91,94 @@ def _row(results, name, model):
 def scoreboard(results):
     """(issue, goal, measured, met, benchmark) for every performance goal."""
     sir = _row(results, "simulate", "SIR")
-    train = next((r for r in (_get(results, "train") or []) if r.get("steps_per_call", 0) > 1 and r.get("batch") == 512), {})
+    train = next(
+        (r for r in (_get(results, "train") or []) if r.get("steps_per_call", 0) > 1 and r.get("batch") == 512), {}
+    )
     compiles = _get(results, "simulate", "compile_s") or {}
     goals = [
-        ("simulate", "2", "SIR noisy observations per second ≥ 500,000", sir.get("shared_per_s"), lambda v: v >= 5e5, "{:,.0f}/s"),
-        ("simulate", "2, 6", "simulation ≥ 1,000× a scipy loop (SIR)", sir.get("vs_scipy"), lambda v: v >= 1000, "{:,.0f}×"),
+        (
+            "simulate",
+            "2",
+            "SIR noisy observations per second ≥ 500,000",
+            sir.get("shared_per_s"),
+            lambda v: v >= 5e5,
+            "{:,.0f}/s",
+        ),
+        (
+            "simulate",
+            "2, 6",
+            "simulation ≥ 1,000× a scipy loop (SIR)",
+            sir.get("vs_scipy"),
+            lambda v: v >= 1000,
+            "{:,.0f}×",
+        ),
         ("simulate", "2", "≥ 10× jit(vmap(diffeqsolve)) (SIR)", sir.get("vs_vmap"), lambda v: v >= 10, "{:.1f}×"),
-        ("simulate", "2", "compile time of every built-in model ≤ 3 s", max(compiles.values()) if compiles else None, lambda v: v <= 3, "max {:.1f} s"),
-        ("train", "3", "fused training ≥ 100,000 samples/s (CPU, batch 512)", train.get("fused_samples_per_s"), lambda v: v >= 1e5, "{:,.0f}/s"),
-        ("train", "3", "fused ≥ 3× an unfused loop", (train.get("fused_samples_per_s") or 0) / train["unfused_samples_per_s"]
-         if train.get("unfused_samples_per_s") else None, lambda v: v >= 3, "{:.2f}×"),  # fmt: skip
-        ("peers", "6", "reaches sbi's validation loss ≥ 10× sooner", _get(results, "peers", "sbi", "speedup_to_loss"), lambda v: v >= 10, "{:.1f}×"),
-        ("peers", "6", "≥ 3× BayesFlow fit_online samples/s", _get(results, "peers", "bayesflow", "speedup_samples_per_s"), lambda v: v >= 3, "{:.1f}×"),
-        ("fused", "6", "fused kernel: SIR ≥ 10^8 trajectories/s (H100)", _get(results, "fused", "gpu", "sir_per_s"), lambda v: v >= 1e8, "{:,.0f}/s"),
-        ("fused", "6", "fused kernel: Lorenz 2^23 × 1,000 Tsit5 steps ≤ 145 ms (H100)", _get(results, "fused", "gpu", "lorenz_ms"), lambda v: v <= 145, "{:.0f} ms"),
-        ("fused", "6", "fused kernel ≥ 20× jit(vmap(diffeqsolve)) (GPU)", _get(results, "fused", "gpu", "vs_vmap"), lambda v: v >= 20, "{:.1f}×"),
+        (
+            "simulate",
+            "2",
+            "compile time of every built-in model ≤ 3 s",
+            max(compiles.values()) if compiles else None,
+            lambda v: v <= 3,
+            "max {:.1f} s",
+        ),
+        (
+            "train",
+            "3",
+            "fused training ≥ 100,000 samples/s (CPU, batch 512)",
+            train.get("fused_samples_per_s"),
+            lambda v: v >= 1e5,
+            "{:,.0f}/s",
+        ),
+        (
+            "train",
+            "3",
+            "fused ≥ 3× an unfused loop",
+            (train.get("fused_samples_per_s") or 0) / train["unfused_samples_per_s"]
+            if train.get("unfused_samples_per_s")
+            else None,
+            lambda v: v >= 3,
+            "{:.2f}×",
+        ),  # fmt: skip
+        (
+            "peers",
+            "6",
+            "reaches sbi's validation loss ≥ 10× sooner",
+            _get(results, "peers", "sbi", "speedup_to_loss"),
+            lambda v: v >= 10,
+            "{:.1f}×",
+        ),
+        (
+            "peers",
+            "6",
+            "≥ 3× BayesFlow fit_online samples/s",
+            _get(results, "peers", "bayesflow", "speedup_samples_per_s"),
+            lambda v: v >= 3,
+            "{:.1f}×",
+        ),
+        (
+            "fused",
+            "6",
+            "fused kernel: SIR ≥ 10^8 trajectories/s (H100)",
+            _get(results, "fused", "gpu", "sir_per_s"),
+            lambda v: v >= 1e8,
+            "{:,.0f}/s",
+        ),
+        (
+            "fused",
+            "6",
+            "fused kernel: Lorenz 2^23 × 1,000 Tsit5 steps ≤ 145 ms (H100)",
+            _get(results, "fused", "gpu", "lorenz_ms"),
+            lambda v: v <= 145,
+            "{:.0f} ms",
+        ),
+        (
+            "fused",
+            "6",
+            "fused kernel ≥ 20× jit(vmap(diffeqsolve)) (GPU)",
+            _get(results, "fused", "gpu", "vs_vmap"),
+            lambda v: v >= 20,
+            "{:.1f}×",
+        ),
     ]
     return [
         (issue, goal, None if v is None else fmt.format(v), None if v is None else bool(ok(v)), bench)
@@ -145,10 +222,16 @@ def main():
     fresh = {name: run_one(name, args.quick, args.timeout) for name in names}
     wall = time.perf_counter() - start
     # --only: the other benchmarks keep their last figures, with their own revision.
-    kept = {n: dict(r, revision=r.get("revision", previous["revision"])) for n, r in previous.get("benchmarks", {}).items()}
+    kept = {
+        n: dict(r, revision=r.get("revision", previous["revision"])) for n, r in previous.get("benchmarks", {}).items()
+    }
     results = {n: fresh.get(n, kept.get(n)) for n in BENCHMARKS if n in fresh or n in kept}
     run = {"machine": machine(), "revision": revision(), "quick": args.quick, "seconds": wall, "benchmarks": results}
-    command = "python benchmarks/run.py" + (" --quick" if args.quick else "") + (f" --only {' '.join(names)}" if args.only else "")
+    command = (
+        "python benchmarks/run.py"
+        + (" --quick" if args.quick else "")
+        + (f" --only {' '.join(names)}" if args.only else "")
+    )
     text = render(results, run, command)
     print("\n" + text)
     out.write_text(json.dumps(run, indent=1))

@@ -3,60 +3,95 @@
 Simulate mechanistic models in batches (`Simulator`, `simulate`), observe them through
 noise models (`sgjax.observation`), train networks on a stream of simulations
 (`Task`, `fit`), and use them as amortized Bayesian inference (`infer`).
+
+The code is grouped by concept; each private package's `__init__` names what the
+others use:
+
+- `_simulation/`: models, observables, priors, strategies, the simulator, `simulate`.
+- `_learning/`: learning targets and tasks.
+- `_training/`: `fit` and its data sources, initialisation, step, devices, checkpoints.
+- `_inference/`: the estimator, its posterior, θ as a name → array mapping.
+- `_internal/`: code that exists for speed alone (see its README).
+- `_cli/`: the `sgjax` command and the main job.
+- Public subpackages: `models`, `observation`, `heads`, `nn`, `baselines`,
+  `diagnostics`, `datasets`, `reproduce`, `experimental`.
 """
 
 import importlib.metadata
 
-from . import datasets as datasets, heads as heads, models as models, nn as nn, observation as observation
-from ._estimator import (
+from . import (
+    datasets as datasets,
+    diagnostics as diagnostics,  # noqa: I001 (after the packages it builds on)
+    experimental as experimental,
+    heads as heads,
+    models as models,
+    nn as nn,
+    observation as observation,
+)
+from ._inference import (
+    AbstractPosterior as AbstractPosterior,
     Estimator as Estimator,
     infer as infer,
     load as load,
     log_prob as log_prob,
     Posterior as Posterior,
     save as save,
+    stack as stack,
+    to_arviz as to_arviz,
+    unstack as unstack,
 )
-from ._arviz import to_arviz as to_arviz
-from ._evaluate import evaluate as evaluate
-from . import experimental as experimental
 from ._io import FileFormatError as FileFormatError, read_csv as read_csv
-from ._mismatch import embed as embed, MismatchScore as MismatchScore, mmd as mmd, SimulationBank as SimulationBank
-from ._model import AbstractODEModel as AbstractODEModel, ODEModel as ODEModel
-from ._observables import (
-    AbstractObservable as AbstractObservable,
-    Decrease as Decrease,
-    Increase as Increase,
-    Ratio as Ratio,
-    State as State,
-    Total as Total,
-)
-from ._prior import Prior as Prior
-from ._theta import stack as stack, unstack as unstack
-from ._posterior import AbstractPosterior as AbstractPosterior
-from ._simulate import Simulation as Simulation, simulate as simulate
-from ._simulator import Simulator as Simulator, solve as solve
-from ._target import (
+from ._learning import (
     AbstractTarget as AbstractTarget,
+    AbstractTask as AbstractTask,
+    Batch as Batch,
     Derived as Derived,
     Forecast as Forecast,
     Hidden as Hidden,
+    ModelSelection as ModelSelection,
     Parameter as Parameter,
     Signal as Signal,
     Space as Space,
+    Task as Task,
 )
-from ._task import AbstractTask as AbstractTask, Batch as Batch, ModelSelection as ModelSelection, Task as Task
-from ._train import (
+from ._simulation import (
+    AbstractObservable as AbstractObservable,
+    AbstractODEModel as AbstractODEModel,
+    AbstractStrategy as AbstractStrategy,
+    Decrease as Decrease,
+    Increase as Increase,
+    ODEModel as ODEModel,
+    PerTrajectory as PerTrajectory,
+    Prior as Prior,
+    Ratio as Ratio,
+    SharedStep as SharedStep,
+    simulate as simulate,
+    Simulation as Simulation,
+    Simulator as Simulator,
+    solve as solve,
+    State as State,
+    Total as Total,
+)
+from ._training import (
     ArrayTask as ArrayTask,
     default_optimiser as default_optimiser,
     fit as fit,
     simulate_batch as simulate_batch,
     TrainingDivergedError as TrainingDivergedError,
 )
-from ._strategy import (
-    AbstractStrategy as AbstractStrategy,
-    PerTrajectory as PerTrajectory,
-    SharedStep as SharedStep,
+from .diagnostics import (
+    embed as embed,
+    evaluate as evaluate,
+    MismatchScore as MismatchScore,
+    mmd as mmd,
+    SimulationBank as SimulationBank,
 )
-from . import diagnostics as diagnostics
+
 
 __version__ = importlib.metadata.version("sgjax")
+
+
+def __getattr__(name: str):
+    if name == "Fused":
+        raise AttributeError("sgjax.Fused moved to sgjax.experimental.Fused (experimental until it has run on a GPU).")
+    raise AttributeError(f"module 'sgjax' has no attribute {name!r}")

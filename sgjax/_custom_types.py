@@ -17,7 +17,6 @@ State: TypeAlias = Float[Array, " state"]
 Times: TypeAlias = Float[Array, " time"]
 
 
-
 def check_key(key, name: str = "key") -> None:
     """Raise a `TypeError` that names the fix unless `key` is one JAX PRNG key: a typed
     key (`jax.random.key(0)`) or a raw one (`jax.random.PRNGKey(0)`). An integer seed

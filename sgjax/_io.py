@@ -19,6 +19,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
+
 #: Bumped whenever the layout of saved files changes; files of another format are
 #: refused with a clear error rather than misread. 2: the header carries a hash of
 #: itself (`header_sha256`); a format-1 header cannot be verified, so it is refused.
@@ -173,7 +174,9 @@ def read_csv(path, columns=None, time_column: str = "time"):
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not a text CSV file (byte {e.start} is not UTF-8); save the data as CSV (UTF-8).") from None
+        raise ValueError(
+            f"{path} is not a text CSV file (byte {e.start} is not UTF-8); save the data as CSV (UTF-8)."
+        ) from None
     if not rows:
         raise ValueError(f"{path} is empty; expected a header row such as `{time_column},cases`.")
     header = [h.strip() for h in rows[0]]
@@ -215,7 +218,11 @@ def read_csv(path, columns=None, time_column: str = "time"):
     times = np.asarray(times)
     if np.any(np.diff(times) <= 0):
         raise ValueError(f"{path}: the times must be strictly increasing.")
-    return times, np.asarray(values, float).reshape(len(times), len(idx)), np.asarray(mask, bool).reshape(len(times), len(idx))
+    return (
+        times,
+        np.asarray(values, float).reshape(len(times), len(idx)),
+        np.asarray(mask, bool).reshape(len(times), len(idx)),
+    )
 
 
 def rounded(x):

@@ -2,10 +2,10 @@ import atexit
 import shutil
 import tempfile
 
+import helpers
 import jax
 import pytest
 
-import helpers
 
 # Many tests compile the same programs through different function objects (each
 # `sgjax.fit` builds its own optimiser, so its training step is traced anew); a

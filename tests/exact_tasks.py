@@ -8,7 +8,7 @@ import numpy as np
 import scipy.special
 
 import sgjax
-from sgjax._internal.random import gamma, poisson
+from sgjax._internal._random import gamma, poisson
 
 
 class _OneSeries(sgjax.AbstractTask):
@@ -99,7 +99,6 @@ def coverage(lo, hi, truth):
 
 def binomial_tolerance(p, n, sds=4):
     return sds * np.sqrt(p * (1 - p) / n)
-
 
 
 class CorrelatedGaussian(_OneSeries):

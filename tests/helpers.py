@@ -9,6 +9,7 @@ import numpy as np
 
 from sgjax import models
 
+
 _days = np.arange(1.0, 101.0)  # 100 daily observations
 
 #: `(model, typical θ as a dict of scalars, observation times)` for every built-in

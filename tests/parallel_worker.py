@@ -22,7 +22,9 @@ import jax  # noqa: E402
 
 if mode == "distributed":
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=f"localhost:{sys.argv[3]}", num_processes=2, process_id=int(sys.argv[2]))
+    jax.distributed.initialize(
+        coordinator_address=f"localhost:{sys.argv[3]}", num_processes=2, process_id=int(sys.argv[2])
+    )
 
 sys.path.insert(0, os.path.dirname(__file__))
 import equinox as eqx  # noqa: E402
@@ -48,8 +50,16 @@ out = {"devices": len(jax.devices()), "processes": jax.process_count()}
 for name, extra in MODES.items():
     est, hist = sgjax.fit(PoissonGamma(), devices="all", **KW, **extra)
     # One process: replicated over its devices. Several: each process's own full copy.
-    shardings = {str(getattr(leaf.sharding, "spec", "local")) for leaf in jax.tree.leaves(eqx.filter(est.network, eqx.is_inexact_array))}
-    out[name] = {"loss": hist["loss"], "val_loss": hist["val_loss"], "params": fingerprint(est), "specs": sorted(shardings)}
+    shardings = {
+        str(getattr(leaf.sharding, "spec", "local"))
+        for leaf in jax.tree.leaves(eqx.filter(est.network, eqx.is_inexact_array))
+    }
+    out[name] = {
+        "loss": hist["loss"],
+        "val_loss": hist["val_loss"],
+        "params": fingerprint(est),
+        "specs": sorted(shardings),
+    }
 if mode == "distributed":
     # Checkpoints: one writer (process 0) into the directory both share; both resume.
     from sgjax._training import _loop
@@ -62,6 +72,11 @@ if mode == "distributed":
     jax.experimental.multihost_utils.sync_global_devices("checkpoints written")
     est, hist = sgjax.fit(PoissonGamma(), devices="all", checkpoint_dir=ckpt, resume=True, **(KW | {"steps": 75}))
     saved = sgjax.save(os.path.join(ckpt, f"estimator-{jax.process_index()}"), est)  # a local copy saves
-    out["checkpoints"] = {"writes": writes, "files": sorted(os.listdir(ckpt)), "resumed_loss": hist["loss"],
-                          "resumed_params": fingerprint(est), "saved": os.path.exists(saved)}
+    out["checkpoints"] = {
+        "writes": writes,
+        "files": sorted(os.listdir(ckpt)),
+        "resumed_loss": hist["loss"],
+        "resumed_params": fingerprint(est),
+        "saved": os.path.exists(saved),
+    }
 print("RESULT " + json.dumps(out), flush=True)

@@ -8,6 +8,7 @@ import pytest
 import sgjax
 from sgjax.baselines import ReferencePosterior
 
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # ArviZ announces its refactor
     az = pytest.importorskip("arviz")
@@ -36,8 +37,12 @@ def test_nuts_chains_stay_apart():
     # Two chains of 5 draws, stored chain after chain: chain 1 is all ones.
     draws = np.concatenate([np.zeros((2, 5)), np.ones((2, 5))], axis=1)
     ref = ReferencePosterior(
-        samples={"rho": draws}, r_hat={"rho": np.ones(2)}, ess={"rho": np.ones(2)},
-        divergences=np.zeros(2), num_steps=np.ones(2), num_chains=2,
+        samples={"rho": draws},
+        r_hat={"rho": np.ones(2)},
+        ess={"rho": np.ones(2)},
+        divergences=np.zeros(2),
+        num_steps=np.ones(2),
+        num_chains=2,
     )
     rho = sgjax.to_arviz(ref, 0).posterior["rho"]
     assert rho.shape == (2, 5)

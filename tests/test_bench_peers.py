@@ -12,6 +12,7 @@ import scipy.stats
 
 import sgjax
 
+
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
 import bench_peers  # noqa: E402
 

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from sgjax import _cli
-from sgjax._cli import main
+from sgjax._cli import _main as _cli, main
+
 
 TRAIN = ["train", "sir", "--steps", "50", "--eval-every", "25", "--times", "20", "--validation-size", "256",
          "--test-size", "200", "--batch-size", "128", "--quiet"]  # fmt: skip
@@ -138,6 +138,7 @@ def test_out_that_cannot_be_a_folder(tmp_path, capsys, monkeypatch):
     locked.mkdir()
     locked.chmod(0o555)
     if os.geteuid() == 0:  # root writes through permission bits: make the folder refuse
+
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
 
@@ -225,7 +226,9 @@ def test_infer_mistakes_in_the_data(trained, tmp_path, capsys):
     header = tmp_path / "header.csv"
     header.write_text("time,cases\n")
     assert "has a header but no rows; add one row per observation time" in infer(header)
-    assert "the estimator was trained on observations at" in infer(cases_csv(tmp_path / "weekly.csv", times=7.0 * np.arange(1, 21)))
+    assert "the estimator was trained on observations at" in infer(
+        cases_csv(tmp_path / "weekly.csv", times=7.0 * np.arange(1, 21))
+    )
     assert not (tmp_path / "inference").exists()  # refused before anything is written
 
 
@@ -272,7 +275,9 @@ def test_ctrl_c_during_training_says_how_to_go_on(tmp_path):
     # (it is in some non-interactive shells' background jobs, as CI's may be): the
     # child sets the handler itself, as an interactive terminal would have it.
     child = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); runpy.run_module('sgjax._cli', run_name='__main__')"
-    proc = subprocess.Popen([sys.executable, "-c", child, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 300
         while not list(out.glob("checkpoints/ckpt-*.json")) and proc.poll() is None and time.monotonic() < deadline:

@@ -270,7 +270,9 @@ def test_posterior_predictive_covers_data_from_the_truth_and_rejects_a_wrong_fit
         dg.posterior_predictive(simulator, {"r": jnp.full(S, 0.2)}, observed[:10], key=getkey())
     with pytest.raises(ValueError, match="same number of draws"):
         dg.posterior_predictive(
-            sgjax.Simulator(sgjax.models.Logistic(), jnp.arange(1.0, 16.0)), {"r": jnp.ones(3), "K": jnp.ones(4)}, key=getkey()
+            sgjax.Simulator(sgjax.models.Logistic(), jnp.arange(1.0, 16.0)),
+            {"r": jnp.ones(3), "K": jnp.ones(4)},
+            key=getkey(),
         )
     with pytest.raises(TypeError, match="keyword-only"):
         dg.posterior_predictive(simulator, {"r": jnp.full(S, 0.2)}, getkey(), observed)
@@ -296,7 +298,9 @@ def _baseline_posteriors(samples, truth):
         num_steps=np.ones(n),
         num_chains=1,
     )
-    abc = ABCPosterior(samples=draws, distance=np.zeros(samples.shape[:2]), epsilon=np.zeros(n), n_simulations=1, n_failed=0)
+    abc = ABCPosterior(
+        samples=draws, distance=np.zeros(samples.shape[:2]), epsilon=np.zeros(n), n_simulations=1, n_failed=0
+    )
     truth_dict = {"fixed": np.ones(n), **{name: np.asarray(truth[:, j]) for j, name in enumerate(names)}}
     return nuts, abc, dict(draws), truth_dict, names
 
@@ -352,7 +356,9 @@ def test_posterior_predictive_takes_a_posterior_of_one_dataset(growth, getkey):
     b = dg.posterior_predictive(simulator, {"r": np.full(S, 0.2)}, observed, key=key)
     np.testing.assert_array_equal(a.observations, b.observations)
     assert a.p_values == b.p_values
-    two = ABCPosterior(samples={"r": np.full((2, S), 0.2)}, distance=np.zeros((2, S)), epsilon=np.zeros(2), n_simulations=S, n_failed=0)
+    two = ABCPosterior(
+        samples={"r": np.full((2, S), 0.2)}, distance=np.zeros((2, S)), epsilon=np.zeros(2), n_simulations=S, n_failed=0
+    )
     with pytest.raises(ValueError, match=r"posterior.theta\(i\)"):
         dg.posterior_predictive(simulator, two, observed, key=key)
     logistic = sgjax.Simulator(sgjax.models.Logistic(), jnp.arange(1.0, 16.0))

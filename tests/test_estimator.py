@@ -13,15 +13,24 @@ from exact_tasks import LinearGaussian, PoissonGamma
 
 import sgjax
 from sgjax import _io
-from sgjax._estimator import check_times
+from sgjax._inference._estimator import check_times
 from sgjax.observation import ObservationModel, Poisson
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     est, _ = sgjax.fit(
-        LinearGaussian(), sgjax.heads.Gaussian(), sgjax.nn.GRU, key=jax.random.key(0), steps=50,
-        batch_size=128, validation_size=128, pilot_size=256, steps_per_call=25, eval_every=25, progress=False,
+        LinearGaussian(),
+        sgjax.heads.Gaussian(),
+        sgjax.nn.GRU,
+        key=jax.random.key(0),
+        steps=50,
+        batch_size=128,
+        validation_size=128,
+        pilot_size=256,
+        steps_per_call=25,
+        eval_every=25,
+        progress=False,
     )
     path = tmp_path_factory.mktemp("est")
     sgjax.save(path, est)
@@ -81,7 +90,9 @@ def test_truncated_tampered_or_foreign_files_are_refused(trained, tmp_path):
     (d / "estimator.json").write_text(json.dumps({**header, "format_version": 99}))
     with pytest.raises(sgjax.FileFormatError, match="file format 99"):
         sgjax.load(d)
-    (d / "estimator.json").write_text(json.dumps(_rehashed({**header, "network": {"kind": "os.system", "cmd": "rm -rf /"}})))
+    (d / "estimator.json").write_text(
+        json.dumps(_rehashed({**header, "network": {"kind": "os.system", "cmd": "rm -rf /"}}))
+    )
     with pytest.raises(ValueError, match="kind"):
         sgjax.load(d)
     (d / "estimator.json").write_text("{not json")
@@ -102,7 +113,9 @@ def test_bad_observations_say_how_to_fix(trained):
     # With a mask the NaN is ignored, and its value cannot matter.
     a = sgjax.infer(est, x, mask=~np.isnan(x), key=jax.random.key(0), n_samples=20)
     x[3] = 1e6
-    b = sgjax.infer(est, x, mask=~np.isnan(np.where(np.arange(10) == 3, np.nan, x)), key=jax.random.key(0), n_samples=20)
+    b = sgjax.infer(
+        est, x, mask=~np.isnan(np.where(np.arange(10) == 3, np.nan, x)), key=jax.random.key(0), n_samples=20
+    )
     np.testing.assert_array_equal(a.samples["theta"], b.samples["theta"])
     # Batched: many series in one call.
     assert sgjax.infer(est, np.zeros((5, 10, 1)), key=jax.random.key(0)).samples["theta"].shape == (5, 2000)
@@ -158,7 +171,9 @@ def test_missing_entries_warn_when_the_network_ignores_the_mask(trained):
     import equinox as eqx
 
     est, _ = trained
-    blind = sgjax.nn.GRU(10, 1, est.network.out_size, hidden=est.network.hidden, mask_input=False, key=jax.random.key(2))
+    blind = sgjax.nn.GRU(
+        10, 1, est.network.out_size, hidden=est.network.hidden, mask_input=False, key=jax.random.key(2)
+    )
     est = eqx.tree_at(lambda e: e.network, est, blind)
     x = np.linspace(-1, 1, 10)
     with warnings.catch_warnings():
@@ -198,7 +213,9 @@ def test_declared_sizes_are_checked_before_anything_is_allocated(trained, tmp_pa
     _, path = trained
     d = _copy(path, tmp_path)
     header = json.loads((d / "estimator.json").read_text())
-    (d / "estimator.json").write_text(json.dumps(_rehashed({**header, "network": {**header["network"], "hidden": 20_000}})))
+    (d / "estimator.json").write_text(
+        json.dumps(_rehashed({**header, "network": {**header["network"], "hidden": 20_000}}))
+    )
     with pytest.raises(sgjax.FileFormatError, match=r"declares arrays of [\d,]+ bytes, but .* holds [\d,]+"):
         sgjax.load(d)
 
@@ -235,12 +252,18 @@ def test_csv_and_dataset_times_are_checked_against_the_training_grid(trained, tm
         "short.csv": (DAYS[:9], r"has 9 rows, not 10"),
     }
     for name, (times, message) in cases.items():
-        with pytest.raises(ValueError, match=message + r".*trained on observations at 10 times 1, 2, \.\.\., 10 \(every 1\)"):
+        with pytest.raises(
+            ValueError, match=message + r".*trained on observations at 10 times 1, 2, \.\.\., 10 \(every 1\)"
+        ):
             sgjax.infer(est, csv(times, name))
     # A Dataset is checked too, and carries its own mask.
     values = np.linspace(0, 0.9, 10)[:, None]
-    data = sgjax.datasets.Dataset(np.asarray(DAYS), values, np.ones((10, 1), bool), ("y",), None, None, "", tmp_path / "d.csv")
-    np.testing.assert_array_equal(sgjax.infer(est, data, key=jax.random.key(0), n_samples=10).stacked(), right.stacked())
+    data = sgjax.datasets.Dataset(
+        np.asarray(DAYS), values, np.ones((10, 1), bool), ("y",), None, None, "", tmp_path / "d.csv"
+    )
+    np.testing.assert_array_equal(
+        sgjax.infer(est, data, key=jax.random.key(0), n_samples=10).stacked(), right.stacked()
+    )
     with pytest.raises(ValueError, match="The dataset from d.csv has 9 rows"):
         sgjax.infer(est, dataclasses.replace(data, times=data.times[:9], values=values[:9], mask=data.mask[:9]))
     with pytest.raises(ValueError, match="carries its own missing entries"):
@@ -264,7 +287,9 @@ def test_impossible_counts_and_non_finite_entries_are_refused(trained):
     est = trained[0]
     logged = dataclasses.replace(est, standardise=dataclasses.replace(est.standardise, log1p=True))
     for value in (-1.0, -3.0):
-        with pytest.raises(ValueError, match=rf"x\[1, 0, 0\] \(series 1, channel 0\) is {value:g}, .*log1p.*at or below -1"):
+        with pytest.raises(
+            ValueError, match=rf"x\[1, 0, 0\] \(series 1, channel 0\) is {value:g}, .*log1p.*at or below -1"
+        ):
             sgjax.infer(logged, np.stack([x, np.where(x == 0, value, x)])[..., None])
     for value in (np.inf, -np.inf, np.nan):
         bad = np.where(np.arange(10) == 7, value, x)
@@ -295,17 +320,25 @@ def test_evaluate_refuses_another_task(trained):
     est, _ = trained
     metrics = sgjax.evaluate(est, LinearGaussian(), 64, key=jax.random.key(3))
     assert metrics["n"] == 64 and set(metrics) == {"n", "theta"}
-    with pytest.raises(ValueError, match=r"not the task the estimator was trained on: the estimator learned theta of "
-                       r"LinearGaussian from 10 times x 1 channel\(s\); the task gives lam of PoissonGamma"):
+    with pytest.raises(
+        ValueError,
+        match=r"not the task the estimator was trained on: the estimator learned theta of "
+        r"LinearGaussian from 10 times x 1 channel\(s\); the task gives lam of PoissonGamma",
+    ):
         sgjax.evaluate(est, PoissonGamma(), 64, key=jax.random.key(3))
     with pytest.raises(ValueError, match="from 10 times .*; the task gives theta of LinearGaussian from 12 times"):
         sgjax.evaluate(est, LinearGaussian(T=12), 64, key=jax.random.key(3))
     # Same labels and sizes, another model or other times: the descriptions differ.
     sir = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), jnp.asarray(DAYS), ObservationModel(Poisson())), ["beta"])
     est_sir = dataclasses.replace(est, labels=("beta",), info=json.dumps(sir.describe()))
-    other = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), jnp.asarray(DAYS) * 7, ObservationModel(Poisson())), ["beta"])
-    with pytest.raises(ValueError, match=r"beta of SIR from 10 times x 1 channel\(s\) at 10 times 1..10; "
-                       r"the task gives beta of SIR from 10 times x 1 channel\(s\) at 10 times 7..70"):
+    other = sgjax.Task(
+        sgjax.Simulator(sgjax.models.SIR(), jnp.asarray(DAYS) * 7, ObservationModel(Poisson())), ["beta"]
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"beta of SIR from 10 times x 1 channel\(s\) at 10 times 1..10; "
+        r"the task gives beta of SIR from 10 times x 1 channel\(s\) at 10 times 7..70",
+    ):
         sgjax.evaluate(est_sir, other, 64, key=jax.random.key(3))
 
 
@@ -330,9 +363,14 @@ def _untrained(head, labels=("a", "b"), n_classes=0):
     k = 1 if n_classes else len(labels)
     net = sgjax.nn.MLP(6, 1, head.n_outputs(len(labels), n_classes), width=16, depth=1, key=jax.random.key(5))
     return sgjax.Estimator(
-        sgjax.nn.Standardise(jnp.zeros((6, 1)), jnp.ones((6, 1)), False), net, head,
-        jnp.asarray([0.1, -0.2][:k]), jnp.asarray([1.5, 0.7][:k]), tuple(labels),
-        (sgjax.Space("identity"), sgjax.Space("log"))[:k] if not n_classes else (sgjax.Space("identity"),), n_classes,
+        sgjax.nn.Standardise(jnp.zeros((6, 1)), jnp.ones((6, 1)), False),
+        net,
+        head,
+        jnp.asarray([0.1, -0.2][:k]),
+        jnp.asarray([1.5, 0.7][:k]),
+        tuple(labels),
+        (sgjax.Space("identity"), sgjax.Space("log"))[:k] if not n_classes else (sgjax.Space("identity"),),
+        n_classes,
     )
 
 
@@ -405,14 +443,23 @@ def test_a_model_selection_posterior_says_it_holds_probabilities():
     assert post.probabilities.shape == (3, 2) and len(post) == 3
     np.testing.assert_allclose(post.probabilities.sum(1), 1, rtol=1e-6)
     assert set(post.summary(0)["probabilities"]) == {"SIR", "SEIR"}
-    for ask in (lambda: post.interval(0.9), lambda: post.quantile(0.5), lambda: post.mean(), lambda: post.std(),
-                lambda: post.box(), lambda: post.theta(0), lambda: post.stacked()):
-        with pytest.raises(ValueError, match=r"model probabilities, not samples, quantiles or intervals.*posterior\.probabilities"):
+    for ask in (
+        lambda: post.interval(0.9),
+        lambda: post.quantile(0.5),
+        lambda: post.mean(),
+        lambda: post.std(),
+        lambda: post.box(),
+        lambda: post.theta(0),
+        lambda: post.stacked(),
+    ):
+        with pytest.raises(
+            ValueError, match=r"model probabilities, not samples, quantiles or intervals.*posterior\.probabilities"
+        ):
             ask()
 
 
 def test_log_prob_takes_theta_by_name_and_matches_the_stacked_computation():
-    from sgjax._estimator import _log_prob
+    from sgjax._inference._estimator import _log_prob
 
     est = _untrained(sgjax.heads.MixtureDensity(2))
     post = sgjax.infer(est, X6, key=jax.random.key(0), n_samples=7)

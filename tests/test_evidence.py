@@ -17,8 +17,9 @@ import pytest
 import scipy.stats
 
 import sgjax
-from sgjax.baselines import _evidence, evidence, Evidence, log_likelihood, model_posterior
+from sgjax.baselines import _evidence, Evidence, evidence, log_likelihood, model_posterior
 from sgjax.observation import Gaussian, ObservationModel
+
 
 _TS = np.arange(1.0, 11.0)
 _SIGMA = 0.5

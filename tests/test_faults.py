@@ -14,6 +14,7 @@ import pytest
 import sgjax
 from sgjax import models, observation as obs
 
+
 GROWTH_TS = jnp.arange(1.0, 51.0)
 
 # A tiny fit: it shows that training goes on and stays finite, not that it learns.
@@ -122,7 +123,11 @@ def test_one_stiff_draw_does_not_fail_a_shared_step_batch():
     key = jax.random.key(7)
     batch = {
         name: _sample(sgjax.Task(sim, ["rho"], prior, strategy=s), key, 128)
-        for name, s in (("shared", sgjax.SharedStep()), ("bare", sgjax.SharedStep(fallback=False)), ("per", sgjax.PerTrajectory()))
+        for name, s in (
+            ("shared", sgjax.SharedStep()),
+            ("bare", sgjax.SharedStep(fallback=False)),
+            ("per", sgjax.PerTrajectory()),
+        )
     }
     assert np.all(np.asarray(batch["bare"].weight) == 0)  # the whole batch lost to its stiff members
     w = np.asarray(batch["shared"].weight)

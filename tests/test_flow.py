@@ -17,7 +17,14 @@ from sgjax.heads import Flow
 @pytest.fixture(scope="module")
 def trained():
     task = CorrelatedGaussian()
-    est, hist = sgjax.fit(task, Flow(summary_size=16, flow_layers=3, nn_width=32), key=jax.random.key(0), steps=1000, batch_size=512, progress=False)
+    est, hist = sgjax.fit(
+        task,
+        Flow(summary_size=16, flow_layers=3, nn_width=32),
+        key=jax.random.key(0),
+        steps=1000,
+        batch_size=512,
+        progress=False,
+    )
     return task, est, hist
 
 
@@ -57,7 +64,9 @@ def test_log_density_is_in_natural_units():
     # A log-space target: q(λ | x) = q_learn(log λ | x) / λ, so the density integrates
     # to one over λ and is −inf at λ ≤ 0.
     task = PoissonGamma()
-    est, _ = sgjax.fit(task, sgjax.heads.Gaussian(), key=jax.random.key(0), steps=100, batch_size=256, eval_every=50, progress=False)
+    est, _ = sgjax.fit(
+        task, sgjax.heads.Gaussian(), key=jax.random.key(0), steps=100, batch_size=256, eval_every=50, progress=False
+    )
     x = task.sample(jax.random.key(1), 1).x[0]
     grid = np.linspace(1e-3, 30.0, 20_000)[:, None]
     lp = sgjax.log_prob(est, sgjax.unstack(grid, est.labels), x)
@@ -107,7 +116,15 @@ def test_flow_head_arguments_and_errors(trained):
 def test_spline_flow_trains(getkey):
     # The neural-spline variant: the loss falls and samples stay finite.
     task = CorrelatedGaussian()
-    est, hist = sgjax.fit(task, Flow(transformer="spline", flow_layers=2, nn_width=16, summary_size=8), key=getkey(), steps=150, batch_size=256, eval_every=50, progress=False)
+    est, hist = sgjax.fit(
+        task,
+        Flow(transformer="spline", flow_layers=2, nn_width=16, summary_size=8),
+        key=getkey(),
+        steps=150,
+        batch_size=256,
+        eval_every=50,
+        progress=False,
+    )
     assert hist["val_loss"][-1] < hist["val_loss"][0]
     s = sgjax.infer(est, task.sample(getkey(), 4).x, key=getkey(), n_samples=50).stacked()
     assert np.all(np.isfinite(s))
@@ -136,9 +153,27 @@ def test_a_second_fit_with_a_new_flow_compiles_nothing(trained):
 
     task = trained[0]
     head = lambda: Flow(summary_size=16, flow_layers=3, nn_width=32)  # noqa: E731
-    sgjax.fit(task, head(), key=jax.random.key(1), steps=50, batch_size=128, eval_every=50, validation_size=256, progress=False)
+    sgjax.fit(
+        task,
+        head(),
+        key=jax.random.key(1),
+        steps=50,
+        batch_size=128,
+        eval_every=50,
+        validation_size=256,
+        progress=False,
+    )
     before = eqx.debug.get_num_traces(_step.steps_body)
-    sgjax.fit(task, head(), key=jax.random.key(2), steps=50, batch_size=128, eval_every=50, validation_size=256, progress=False)
+    sgjax.fit(
+        task,
+        head(),
+        key=jax.random.key(2),
+        steps=50,
+        batch_size=128,
+        eval_every=50,
+        validation_size=256,
+        progress=False,
+    )
     assert eqx.debug.get_num_traces(_step.steps_body) == before
 
 
@@ -152,9 +187,19 @@ def test_unrolled_log_density_is_flowjaxs(dim, transformer):
 
     from sgjax.heads import _flow
 
-    head = Flow(summary_size=5, flow_layers=3, nn_width=16, nn_depth=2, dim=dim, transformer=transformer, key=jax.random.key(dim))
+    head = Flow(
+        summary_size=5,
+        flow_layers=3,
+        nn_width=16,
+        nn_depth=2,
+        dim=dim,
+        transformer=transformer,
+        key=jax.random.key(dim),
+    )
     keys = iter(jax.random.split(jax.random.key(7), 1000))
-    head = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(next(keys), a.shape) if eqx.is_inexact_array(a) else a, head)
+    head = jax.tree.map(
+        lambda a: a + 0.3 * jax.random.normal(next(keys), a.shape) if eqx.is_inexact_array(a) else a, head
+    )
     assert _flow._scanned_layers(head._ready()) is not None  # the unrolled path is the one tested
     out = jax.random.normal(jax.random.key(1), (64, 5))
     y = 2.0 * jax.random.normal(jax.random.key(2), (64, dim))
@@ -185,7 +230,10 @@ def test_host_built_flow_is_flowjaxs_initial_flow(dim, transformer, monkeypatch)
         m.setattr(_flow, "_host_flow", lambda *a: None)  # flowjax builds it, op by op
         ref = Flow(**kw, key=jax.random.key(5))
     assert jax.tree.structure(host) == jax.tree.structure(ref)
-    arrays = lambda head: {jax.tree_util.keystr(p): np.asarray(a) for p, a in jax.tree_util.tree_leaves_with_path(eqx.filter(head, eqx.is_array))}  # noqa: E731
+    arrays = lambda head: {
+        jax.tree_util.keystr(p): np.asarray(a)
+        for p, a in jax.tree_util.tree_leaves_with_path(eqx.filter(head, eqx.is_array))
+    }  # noqa: E731
     ours, theirs, again, other = arrays(host), arrays(ref), arrays(again), arrays(other)
     assert ours.keys() == theirs.keys()
     random = [w for w, a in ours.items() if "masked_autoregressive_mlp" in w and a.dtype.kind == "f"]
@@ -235,7 +283,9 @@ def test_host_built_affine_template_is_flowjaxs():
         jax.monitoring.unregister_event_duration_listener(listen)
     assert compiles == []
     assert ours is not None
-    np.testing.assert_allclose(np.asarray(ours.scale.args[0], np.float64), np.log(np.expm1(0.99)), rtol=np.finfo(np.float32).eps)
+    np.testing.assert_allclose(
+        np.asarray(ours.scale.args[0], np.float64), np.log(np.expm1(0.99)), rtol=np.finfo(np.float32).eps
+    )
     x = jnp.array(1.7)
     np.testing.assert_allclose(ours.transform_and_log_det(x)[0], x, rtol=1e-6)
     np.testing.assert_allclose(ours.transform_and_log_det(x)[1], 0.0, atol=1e-6)
@@ -249,21 +299,36 @@ def test_host_built_affine_template_is_flowjaxs():
 
     def build(transformer):
         flow = flows.masked_autoregressive_flow(
-            jax.random.key(0), base_dist=Normal(jnp.zeros(3)), transformer=transformer, cond_dim=2, flow_layers=2, nn_width=8
+            jax.random.key(0),
+            base_dist=Normal(jnp.zeros(3)),
+            transformer=transformer,
+            cond_dim=2,
+            flow_layers=2,
+            nn_width=8,
         )
         return paramax.unwrap(flow)
 
     default, with_ours = build(None), build(ours)
-    for a, b in zip(jax.tree.leaves(eqx.filter(with_ours, eqx.is_array)), jax.tree.leaves(eqx.filter(default, eqx.is_array)), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(eqx.filter(with_ours, eqx.is_array)),
+        jax.tree.leaves(eqx.filter(default, eqx.is_array)),
+        strict=True,
+    ):
         np.testing.assert_array_equal(a, b)
     # Random conditioner outputs exercise the scale's parameterisation (min_scale
     # included) through each layer's transformer constructor, which flowjax made.
     layer = jax.tree.map(lambda a: a[0], eqx.filter(default.bijection.bijection.bijection, eqx.is_array))
-    made = eqx.combine(layer, eqx.filter(default.bijection.bijection.bijection, eqx.is_array, inverse=True)).bijections[0]
-    ours_made = eqx.combine(layer, eqx.filter(with_ours.bijection.bijection.bijection, eqx.is_array, inverse=True)).bijections[0]
+    made = eqx.combine(layer, eqx.filter(default.bijection.bijection.bijection, eqx.is_array, inverse=True)).bijections[
+        0
+    ]
+    ours_made = eqx.combine(
+        layer, eqx.filter(with_ours.bijection.bijection.bijection, eqx.is_array, inverse=True)
+    ).bijections[0]
     params = 3.0 * jax.random.normal(jax.random.key(1), (5, 2))
     for p in params:
         a, b = paramax.unwrap(made.transformer_constructor(p)), paramax.unwrap(ours_made.transformer_constructor(p))
-        np.testing.assert_allclose(a.transform_and_log_det(jnp.array(0.3)), b.transform_and_log_det(jnp.array(0.3)), rtol=1e-6)
+        np.testing.assert_allclose(
+            a.transform_and_log_det(jnp.array(0.3)), b.transform_and_log_det(jnp.array(0.3)), rtol=1e-6
+        )
     y, cond = jax.random.normal(jax.random.key(2), (16, 3)), jax.random.normal(jax.random.key(3), (16, 2))
     np.testing.assert_allclose(with_ours.log_prob(y, cond), default.log_prob(y, cond), rtol=1e-6)

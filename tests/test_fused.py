@@ -1,4 +1,4 @@
-"""The fused strategy (`sgjax.experimental.Fused`) and its lane interpreter (`sgjax._internal.scalarize`).
+"""The fused strategy (`sgjax.experimental.Fused`) and its lane interpreter (`sgjax._internal._scalarize`).
 
 On CPU: the fused loop as jitted JAX (the default off a GPU) and, on small batches,
 the Pallas kernel itself in Pallas's interpreter; the Triton lowering of the kernel is
@@ -13,11 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import all_models
 
 import sgjax
-from helpers import all_models
-from sgjax._internal.scalarize import Scalarized, UnsupportedPrimitive, lanes
+from sgjax._internal._scalarize import lanes, Scalarized, UnsupportedPrimitive
 from sgjax.observation import Gaussian, ObservationModel
+
 
 F32 = jax.ShapeDtypeStruct((), jnp.float32)
 
@@ -36,7 +37,9 @@ def _stack(values, n):
     return jnp.stack([jnp.broadcast_to(jnp.asarray(v), (n,)) for v in values], axis=-1)
 
 
-@pytest.mark.parametrize("model, theta, ts", all_models, ids=lambda x: type(x).__name__ if hasattr(x, "state_names") else "")
+@pytest.mark.parametrize(
+    "model, theta, ts", all_models, ids=lambda x: type(x).__name__ if hasattr(x, "state_names") else ""
+)
 def test_scalarizer_reproduces_every_model(model, theta, ts, getkey):
     n_state = len(model.state_names)
     state = jax.ShapeDtypeStruct((n_state,), jnp.float32)
@@ -96,7 +99,11 @@ CASES = {
     # (rtol 1e-4, atol 1e-3 per step; global error a few tens of local ones):
     "SIR": (sgjax.models.SIR(), np.arange(1.0, 101.0), 1.0),  # 1e-3 of N = 1000
     "Lorenz": (sgjax.models.Lorenz(), np.linspace(0.05, 2.0, 40), 0.2),  # errors grow like exp(0.9 t)
-    "LotkaVolterra": (sgjax.models.LotkaVolterra(), np.linspace(0.5, 30.0, 60), 5.0),  # phase drift over ~5 cycles of amplitude ~150
+    "LotkaVolterra": (
+        sgjax.models.LotkaVolterra(),
+        np.linspace(0.5, 30.0, 60),
+        5.0,
+    ),  # phase drift over ~5 cycles of amplitude ~150
 }
 
 
@@ -134,7 +141,9 @@ def test_fused_matches_diffrax_and_exact_reference(name, getkey):
 def test_exponential_closed_form_from_an_earlier_start():
     # The logistic closed form on an irregular grid is in test_simulate.py (every strategy).
     sim = sgjax.Simulator(sgjax.models.Exponential(), jnp.arange(1.0, 21.0), t0=-0.5)
-    out = sgjax.simulate(sim, jax.random.key(0), theta={"r": jnp.array([-0.3, 0.05, 0.2])}, strategy=sgjax.experimental.Fused())
+    out = sgjax.simulate(
+        sim, jax.random.key(0), theta={"r": jnp.array([-0.3, 0.05, 0.2])}, strategy=sgjax.experimental.Fused()
+    )
     n0 = sgjax.models.Exponential().N0
     exact = n0 * np.exp(np.array([-0.3, 0.05, 0.2])[:, None] * (np.arange(1.0, 21.0) + 0.5)[None])
     # atol 1e-3 dominates for the decaying one; rtol 1e-4 per step for the others.
@@ -157,7 +166,12 @@ def test_fixed_steps_are_diffrax_steps(solver):
         np.testing.assert_allclose(fused, ref, rtol=1e-9, atol=1e-9)
         # Too many steps for max_steps: every trajectory fails, as in diffrax.
         short = sgjax.Simulator(
-            sgjax.models.Lorenz(), ts, solver=solver, stepsize_controller=dfx.ConstantStepSize(), dt0=0.0125, max_steps=100
+            sgjax.models.Lorenz(),
+            ts,
+            solver=solver,
+            stepsize_controller=dfx.ConstantStepSize(),
+            dt0=0.0125,
+            max_steps=100,
         )
         _, ok = jax.jit(lambda th: sgjax.experimental.Fused().solve(short, th))(theta)
         assert not ok.any()
@@ -175,7 +189,9 @@ def test_blow_ups_and_step_limits_are_flagged_not_fatal():
     np.testing.assert_array_equal(out.valid, [True, True, False, True, False])
     assert np.isfinite(out.states).all()
     a = np.array([0.1, 0.2, 0.3])
-    np.testing.assert_allclose(out.states[out.valid][..., 0], 1 / (1 - a[:, None] * np.asarray(sim.ts)[None]), rtol=1e-3)
+    np.testing.assert_allclose(
+        out.states[out.valid][..., 0], 1 / (1 - a[:, None] * np.asarray(sim.ts)[None]), rtol=1e-3
+    )
 
     # A step budget too small for one trajectory fails that one only.
     lorenz = sgjax.Simulator(sgjax.models.Lorenz(), jnp.linspace(0.05, 1.0, 20), max_steps=60)
@@ -229,7 +245,9 @@ def test_traced_model_and_controller_values_reach_the_kernel():
     np.testing.assert_allclose(kernel.sum(axis=1), 500.0, rtol=1e-4)  # S + I + R = N
 
 
-@pytest.mark.parametrize("model, theta, ts", all_models, ids=lambda x: type(x).__name__ if hasattr(x, "state_names") else "")
+@pytest.mark.parametrize(
+    "model, theta, ts", all_models, ids=lambda x: type(x).__name__ if hasattr(x, "state_names") else ""
+)
 def test_kernel_lowers_to_triton_for_cuda(model, theta, ts):
     # Cross-platform export runs the Pallas → Triton lowering without a GPU: every
     # primitive of the kernel must have a Triton rule (no reduce_or, no 2-D stacking).

@@ -6,7 +6,8 @@ import gc
 import numpy as np
 import pytest
 
-from sgjax._internal import hostmem as _hostmem
+from sgjax._internal import _hostmem as _hostmem
+
 
 MB = 1 << 20
 

@@ -13,7 +13,9 @@ from sgjax.observation import ObservationModel, Poisson, Reporting
 def test_wald_interval_of_a_reporting_rate_is_exact():
     # x_t ~ Poisson(ρ s_t) with s known: ρ̂ = Σx/Σs and the observed information gives
     # sd(log ρ̂) = 1/sqrt(Σx) exactly, in whatever unconstrained coordinates the fit uses.
-    sim = sgjax.Simulator(sgjax.models.SIR(N=1000.0, I0=5.0), jnp.arange(1.0, 31.0), ObservationModel(Poisson(), (Reporting("rho"),)))
+    sim = sgjax.Simulator(
+        sgjax.models.SIR(N=1000.0, I0=5.0), jnp.arange(1.0, 31.0), ObservationModel(Poisson(), (Reporting("rho"),))
+    )
     prior = sgjax.Prior(beta=0.5, gamma=0.25, rho=dist.Uniform(0.01, 5.0))
     theta = {"beta": jnp.full(4, 0.5), "gamma": jnp.full(4, 0.25), "rho": jnp.array([0.2, 0.5, 0.8, 1.5])}
     data = sgjax.simulate(sim, jax.random.key(0), theta=theta)

@@ -1,9 +1,9 @@
 import jax
 import numpy as np
 import pytest
+from exact_tasks import LinearGaussian
 
 import sgjax
-from exact_tasks import LinearGaussian
 
 
 def test_mmd_is_zero_in_expectation_for_one_distribution_and_grows_with_a_shift():
@@ -20,7 +20,9 @@ def test_mmd_is_zero_in_expectation_for_one_distribution_and_grows_with_a_shift(
 
 def test_mismatch_score_is_calibrated_on_simulations_and_flags_shifted_data():
     task = LinearGaussian()
-    est, _ = sgjax.fit(task, key=jax.random.key(0), steps=200, batch_size=256, validation_size=512, pilot_size=512, progress=False)
+    est, _ = sgjax.fit(
+        task, key=jax.random.key(0), steps=200, batch_size=256, validation_size=512, pilot_size=512, progress=False
+    )
     detector = sgjax.MismatchScore.fit(est, task, key=jax.random.key(1), n_reference=2048, n_calibration=1024)
     fresh = task.sample(jax.random.key(2), 2000)
     s = detector.score(fresh.x, fresh.mask)
@@ -40,7 +42,9 @@ def test_mismatch_score_is_calibrated_on_simulations_and_flags_shifted_data():
 
 def test_nearest_simulations_are_exact_neighbours_in_summary_space():
     task = LinearGaussian()
-    est, _ = sgjax.fit(task, key=jax.random.key(0), steps=50, batch_size=256, validation_size=512, pilot_size=512, progress=False)
+    est, _ = sgjax.fit(
+        task, key=jax.random.key(0), steps=50, batch_size=256, validation_size=512, pilot_size=512, progress=False
+    )
     bank = sgjax.SimulationBank.simulate(est, task, 1000, key=jax.random.key(5))
     assert len(bank) == 1000 and bank.y.shape == (1000, 1)
     # A simulation in the bank is its own nearest neighbour, at distance 0 (or one

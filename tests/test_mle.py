@@ -23,6 +23,7 @@ from sgjax.baselines import _mle, fit_mle, log_likelihood, MLEResult, select, Un
 from sgjax.baselines._likelihood import negative_log_likelihood
 from sgjax.observation import ObservationModel, Poisson, Reporting
 
+
 _TS = np.arange(1.0, 21.0)  # 20 observation times
 
 
@@ -55,7 +56,9 @@ def test_reporting_fraction_exact_mask_and_compile_once():
         # Chunks of one dataset: three calls of one compiled shape. Reverse mode here
         # (forward, the default, is used by the other fits).
         adjoint = dfx.RecursiveCheckpointAdjoint()
-        kwargs = dict(prior=prior, n_starts=3, optimiser_rtol=1e-10, optimiser_atol=1e-10, chunk_size=1, adjoint=adjoint)
+        kwargs = dict(
+            prior=prior, n_starts=3, optimiser_rtol=1e-10, optimiser_atol=1e-10, chunk_size=1, adjoint=adjoint
+        )
         traces = eqx.debug.get_num_traces(_mle._fit_chunk)
         fit = fit_mle(sim, x, mask, key=key, **kwargs)
         assert eqx.debug.get_num_traces(_mle._fit_chunk) == traces + 1
@@ -108,7 +111,9 @@ def test_objective_value_and_gradient(adjoint):
         u = jnp.array([0.3])
         # Through the custom derivative that both fit_mle and nuts differentiate.
         value, grad = eqx.filter_jit(
-            lambda sim, space, u, x, mask: jax.value_and_grad(negative_log_likelihood(sim, space, x, mask, adjoint=adjoint))(u)
+            lambda sim, space, u, x, mask: jax.value_and_grad(
+                negative_log_likelihood(sim, space, x, mask, adjoint=adjoint)
+            )(u)
         )(sim, space, u, jnp.asarray(x), jnp.asarray(mask))
         sig = 1.0 / (1.0 + np.exp(-0.3))
         rho = 0.05 + 0.95 * sig
@@ -159,7 +164,9 @@ def test_starts_at_best_counts_successful_starts_at_the_best_optimum():
     np.testing.assert_array_equal(best, [-100.0] * 4)
     np.testing.assert_array_equal(converged, [True, True, True, False])
     np.testing.assert_array_equal(at_best, [2, 2, 1, 0])
-    fit = MLEResult(theta={}, log_likelihood=best, n_params=1, n_obs=jnp.full(4, 9), converged=converged, n_starts_at_best=at_best)
+    fit = MLEResult(
+        theta={}, log_likelihood=best, n_params=1, n_obs=jnp.full(4, 9), converged=converged, n_starts_at_best=at_best
+    )
     np.testing.assert_array_equal(fit.replicated, [True, True, False, False])
 
 
@@ -168,7 +175,14 @@ def test_information_criteria_formulas():
         ll = jnp.array([-10.0, -250.5, 3.25, -7.0])
         n_obs = jnp.array([40, 100, 7, 4])
         k = 3
-        fit = MLEResult(theta={"a": jnp.zeros(4)}, log_likelihood=ll, n_params=k, n_obs=n_obs, converged=jnp.ones(4, bool), n_starts_at_best=jnp.ones(4, int))
+        fit = MLEResult(
+            theta={"a": jnp.zeros(4)},
+            log_likelihood=ll,
+            n_params=k,
+            n_obs=n_obs,
+            converged=jnp.ones(4, bool),
+            n_starts_at_best=jnp.ones(4, int),
+        )
         ll_, n_ = np.asarray(ll), np.asarray(n_obs, float)
         aic = 2 * k - 2 * ll_
         # float64 on both sides, the same operations: equal to rounding.
@@ -184,9 +198,30 @@ def test_select_weights():
     n_obs = jnp.full(2, 50)
     ones = jnp.ones(2, bool)
     fits = {
-        "small": MLEResult(theta={}, log_likelihood=jnp.array([-100.0, -50.0]), n_params=1, n_obs=n_obs, converged=ones, n_starts_at_best=2 * ones),
-        "big": MLEResult(theta={}, log_likelihood=jnp.array([-90.0, -49.5]), n_params=3, n_obs=n_obs, converged=ones, n_starts_at_best=2 * ones),
-        "failed": MLEResult(theta={}, log_likelihood=jnp.array([-jnp.inf, -jnp.inf]), n_params=1, n_obs=n_obs, converged=~ones, n_starts_at_best=0 * ones),
+        "small": MLEResult(
+            theta={},
+            log_likelihood=jnp.array([-100.0, -50.0]),
+            n_params=1,
+            n_obs=n_obs,
+            converged=ones,
+            n_starts_at_best=2 * ones,
+        ),
+        "big": MLEResult(
+            theta={},
+            log_likelihood=jnp.array([-90.0, -49.5]),
+            n_params=3,
+            n_obs=n_obs,
+            converged=ones,
+            n_starts_at_best=2 * ones,
+        ),
+        "failed": MLEResult(
+            theta={},
+            log_likelihood=jnp.array([-jnp.inf, -jnp.inf]),
+            n_params=1,
+            n_obs=n_obs,
+            converged=~ones,
+            n_starts_at_best=0 * ones,
+        ),
     }
     for criterion in ("aic", "aicc", "bic"):
         index, weights = select(fits, criterion)
@@ -204,6 +239,7 @@ def test_select_weights():
 
 def _sir_incidence(beta, gamma, n, i0, ts):
     """Daily incidence `S(t − 1) − S(t)` of SIR from scipy at tolerance 1e-11."""
+
     def f(t, y):
         s, i = y
         return [-beta * s * i / n, beta * s * i / n - gamma * i]
@@ -283,7 +319,9 @@ def test_logistic_data_select_logistic():
         signal = K / (1.0 + (K / 10.0 - 1.0) * np.exp(-r * ts))  # closed form, N0 = 10
         x = np.random.default_rng(4).poisson(signal)[..., None].astype(float)
         fits = {
-            "exponential": fit_mle(exponential, x, prior=sgjax.Prior(r=dist.Uniform(0.0, 1.0)), key=jax.random.key(5), n_starts=4),
+            "exponential": fit_mle(
+                exponential, x, prior=sgjax.Prior(r=dist.Uniform(0.0, 1.0)), key=jax.random.key(5), n_starts=4
+            ),
             "logistic": fit_mle(
                 logistic,
                 x,
@@ -334,7 +372,14 @@ def test_errors():
         fit_mle(sim, x, prior=prior, key=key, rtol=1e-8, optimiser_rtol=1e-8)
 
     def result(n):
-        return MLEResult(theta={}, log_likelihood=jnp.zeros(n), n_params=1, n_obs=jnp.full(n, 10), converged=jnp.ones(n, bool), n_starts_at_best=jnp.ones(n, int))
+        return MLEResult(
+            theta={},
+            log_likelihood=jnp.zeros(n),
+            n_params=1,
+            n_obs=jnp.full(n, 10),
+            converged=jnp.ones(n, bool),
+            n_starts_at_best=jnp.ones(n, int),
+        )
 
     with pytest.raises(ValueError, match="one of \\('aic', 'aicc', 'bic'\\)"):
         select({"a": result(2)}, "AIC")

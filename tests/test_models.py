@@ -26,9 +26,7 @@ from sgjax.observation import ObservationModel, Poisson
 
 
 def _tight(model, ts):
-    return sgjax.Simulator(
-        model, ts, solver=dfx.Tsit5(), stepsize_controller=dfx.PIDController(rtol=1e-8, atol=1e-8)
-    )
+    return sgjax.Simulator(model, ts, solver=dfx.Tsit5(), stepsize_controller=dfx.PIDController(rtol=1e-8, atol=1e-8))
 
 
 # With rtol = atol = 1e-8 each accepted step's local error is below 1e-8 (|y| + 1), and

@@ -13,6 +13,7 @@ import pytest
 
 from sgjax import nn
 
+
 T, C, OUT, BATCH = 12, 2, 3, 4
 
 #: `(network class, small constructor arguments)` for every network; the generic tests
@@ -23,9 +24,7 @@ all_networks = (
     (nn.GRU, dict(hidden=16)),
     (nn.Transformer, dict(dim=16, depth=2, heads=2)),
 )
-networks = pytest.mark.parametrize(
-    "cls, kwargs", all_networks, ids=[cls.__name__ for cls, _ in all_networks]
-)
+networks = pytest.mark.parametrize("cls, kwargs", all_networks, ids=[cls.__name__ for cls, _ in all_networks])
 
 # Compiled once per network structure and shared by the tests (compilation is most of
 # their time): always called with a batch of shape (BATCH, T, C), or one series.
@@ -207,7 +206,10 @@ def test_activations(name, getkey):
 # in CI above); run it with `pytest -m slow`.
 @pytest.mark.parametrize(
     "cls, kwargs",
-    [pytest.param(cls, kw, id=cls.__name__, marks=[pytest.mark.slow] if cls is nn.Transformer else []) for cls, kw in all_networks],
+    [
+        pytest.param(cls, kw, id=cls.__name__, marks=[pytest.mark.slow] if cls is nn.Transformer else [])
+        for cls, kw in all_networks
+    ],
 )
 def test_learns_the_mean(cls, kwargs, getkey):
     """Regress the mean of the observed entries of a noisy constant series. The target

@@ -12,6 +12,7 @@ import pathlib
 import matplotlib
 import numpy as np
 
+
 NOTEBOOKS = pathlib.Path(__file__).parent.parent / "notebooks"
 
 #: (text in a code cell, what it becomes here): the same calls on a smaller budget.
@@ -25,9 +26,13 @@ def _run(name: str) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = ["".join(c["source"]) for c in json.loads((NOTEBOOKS / name).read_text())["cells"] if c["cell_type"] == "code"]
+    cells = [
+        "".join(c["source"]) for c in json.loads((NOTEBOOKS / name).read_text())["cells"] if c["cell_type"] == "code"
+    ]
     for old, new in SHRINK[name]:
-        assert any(old in src for src in cells), f"{name} no longer contains {old!r}: update SHRINK in tests/test_notebooks.py"
+        assert any(old in src for src in cells), (
+            f"{name} no longer contains {old!r}: update SHRINK in tests/test_notebooks.py"
+        )
         cells = [src.replace(old, new) for src in cells]
     namespace: dict = {}
     try:
@@ -62,4 +67,3 @@ def test_train_notebook():
     order = np.argsort(r0)
     assert np.all(np.diff(final_size[order]) >= -1e-3)
     assert ns["q"].shape == (5, len(ns["data"].times))
-

@@ -92,7 +92,9 @@ def test_binomial_with_known_trials_observes_a_probability():
     x, _ = _simulate_noise(ObservationModel(Binomial(trials="n")), 0.3, {"n": 40.0})
     _chisquare(x, st.binom(40, 0.3))
     obs = ObservationModel(Binomial(trials=20))
-    lp = obs.log_prob(jnp.array([[3.0], [21.0]]), jnp.array([[0.2], [0.5]]), {}, TS[:2], mask=jnp.array([[True], [False]]))
+    lp = obs.log_prob(
+        jnp.array([[3.0], [21.0]]), jnp.array([[0.2], [0.5]]), {}, TS[:2], mask=jnp.array([[True], [False]])
+    )
     np.testing.assert_allclose(lp, st.binom(20, 0.2).logpmf(3), rtol=1e-5)
     assert obs.log_prob(jnp.array([[21.0]]), jnp.array([[0.5]]), {}, TS[:1]) == -np.inf  # more than the trials
     assert ObservationModel(Binomial(trials="n")).param_names == ("n",)
@@ -109,7 +111,9 @@ def test_binomial_trials_end_to_end():
     model = sgjax.models.SIR(N=1.0, I0=1e-3, observable=sgjax.State("I"))
     sim = sgjax.Simulator(model, jnp.arange(0.0, 41.0), ObservationModel(Binomial(trials=1000)))
     out = sgjax.simulate(sim, jax.random.key(0), 256)
-    assert out.valid.all() and np.all(out.observations <= 1000) and np.all(out.observations == np.round(out.observations))
+    assert (
+        out.valid.all() and np.all(out.observations <= 1000) and np.all(out.observations == np.round(out.observations))
+    )
     # Σx ~ Binomial-sum with mean 1000 Σp: z-scores average to 0 within 5 standard errors.
     p = out.signal[..., 0]
     z = (out.observations[..., 0].sum(1) - 1000 * p.sum(1)) / np.sqrt(np.maximum(1000 * (p * (1 - p)).sum(1), 1e-9))
@@ -227,7 +231,9 @@ def test_bad_observation_input():
     with pytest.raises(ValueError, match="summing to at most 1"):
         Delay([0.7, 0.7])
     with pytest.raises(ValueError, match="irregular"):
-        sgjax.Simulator(sgjax.models.SIR(), jnp.array([1.0, 2.0, 4.0]), ObservationModel(Poisson(), (Delay([0.5, 0.5]),)))
+        sgjax.Simulator(
+            sgjax.models.SIR(), jnp.array([1.0, 2.0, 4.0]), ObservationModel(Poisson(), (Delay([0.5, 0.5]),))
+        )
     with pytest.raises(ValueError, match="7 non-negative"):
         DayOfWeek([1.0, 2.0])
     obs = ObservationModel(Poisson())

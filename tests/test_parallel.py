@@ -12,9 +12,10 @@ import equinox as eqx
 import jax
 import numpy as np
 import pytest
+from exact_tasks import PoissonGamma
 
 import sgjax
-from exact_tasks import PoissonGamma
+
 
 WORKER = os.path.join(os.path.dirname(__file__), "parallel_worker.py")
 KW = dict(key=jax.random.key(0), steps=50, batch_size=64, eval_every=25, steps_per_call=25, progress=False)
@@ -35,7 +36,11 @@ class _OneDevice(dict):
     def __missing__(self, name):
         est, hist = sgjax.fit(PoissonGamma(), shards=4, **KW, **MODES[name])
         leaves = jax.tree.leaves(eqx.filter(est.network, eqx.is_inexact_array))
-        self[name] = {"loss": hist["loss"], "val_loss": hist["val_loss"], "params": [float(np.asarray(x).sum()) for x in leaves]}
+        self[name] = {
+            "loss": hist["loss"],
+            "val_loss": hist["val_loss"],
+            "params": [float(np.asarray(x).sum()) for x in leaves],
+        }
         return self[name]
 
 
@@ -73,7 +78,12 @@ def test_two_processes_match_one_device(one_device, tmp_path):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     procs = [
-        subprocess.Popen([sys.executable, WORKER, "distributed", str(i), str(port), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, WORKER, "distributed", str(i), str(port), str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
     ]
     outs = [p.communicate(timeout=600) for p in procs]

@@ -56,9 +56,7 @@ def test_bad_priors():
 
 
 def test_restrict_is_the_prior_conditioned_on_the_box():
-    prior = sgjax.Prior(
-        a=dist.LogUniform(0.5, 5.0), b=dist.Normal(0.0, 1.0), c=dist.LogNormal(0.0, 1.0), fixed=2.0
-    )
+    prior = sgjax.Prior(a=dist.LogUniform(0.5, 5.0), b=dist.Normal(0.0, 1.0), c=dist.LogNormal(0.0, 1.0), fixed=2.0)
     restricted = prior.restrict({"a": (1.0, 9.0), "b": (0.5, 2.0), "c": (0.1, 10.0), "fixed": (0.0, 1.0)})
     # Uniform families keep their family (and compiled code); the box is intersected
     # with the support (a ≤ 5); fixed parameters stay fixed.
@@ -118,7 +116,7 @@ def test_draws_are_the_same_inside_and_outside_jit():
 def test_restricted_lognormal_density_is_the_exact_truncation():
     """A log-normal held for restriction (`restrictable`) is the log-normal itself;
     restricted to [a, b] its density is `pdf(x) / (Φ((log b − μ)/σ) − Φ((log a − μ)/σ))`."""
-    from sgjax._prior import restrictable, Truncated
+    from sgjax._simulation._prior import restrictable, Truncated
 
     mu, sigma, a, b = -1.0, 0.5, 0.2, 0.6
     prior = sgjax.Prior(c=dist.LogNormal(mu, sigma), u=dist.Uniform(0.0, 1.0))
@@ -126,7 +124,9 @@ def test_restricted_lognormal_density_is_the_exact_truncation():
     assert isinstance(held.distributions["c"], Truncated)
     assert held.distributions["c"].support is constraints.positive  # the base's: biject_to works
     grid = np.linspace(0.05, 2.0, 9)
-    np.testing.assert_allclose(held.log_prob({"c": grid, "u": 0.5 + 0 * grid}), prior.log_prob({"c": grid, "u": 0.5 + 0 * grid}), rtol=1e-6)
+    np.testing.assert_allclose(
+        held.log_prob({"c": grid, "u": 0.5 + 0 * grid}), prior.log_prob({"c": grid, "u": 0.5 + 0 * grid}), rtol=1e-6
+    )
     np.testing.assert_array_equal(held.sample(jax.random.key(1), 100)["c"], prior.sample(jax.random.key(1), 100)["c"])
     restricted = held.restrict({"c": (a, b)})
     assert jax.tree.structure(restricted) == jax.tree.structure(held)

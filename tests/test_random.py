@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sgjax._internal import random as R
+from sgjax._internal import _random as R
 
 
 N = 200_000  # samples per parameter value in the distribution tests
@@ -298,9 +298,7 @@ def test_poisson_normal_approximation():
         dist = stats.rv_discrete(values=(k, pmf / pmf.sum()))
         assert chisquare_pvalue(s, dist) > P_MIN
     # A higher threshold keeps rate 50 exact.
-    approx = np.asarray(
-        R.poisson(key, rates, method="normal", normal_threshold=100.0)
-    ).reshape(3, n)
+    approx = np.asarray(R.poisson(key, rates, method="normal", normal_threshold=100.0)).reshape(3, n)
     assert chisquare_pvalue(approx[1], stats.poisson(50.0)) > P_MIN
     with pytest.raises(ValueError):
         R.poisson(key, rates, method="nope")
@@ -485,9 +483,7 @@ def _draw_extremes(out: str) -> None:
             never = lambda k0, k1, c, i, p: (p[0], jnp.zeros(p[0].shape, bool))  # noqa: E731
             pending = jnp.full((100,), R._REJECT_CODE, dtype)
             k0, k1 = R._key_words(key)
-            results[f"never/{dtype}"] = jax.jit(
-                lambda v: R._retry(k0, k1, v, (v,), never, None, capacity=16)
-            )(pending)
+            results[f"never/{dtype}"] = jax.jit(lambda v: R._retry(k0, k1, v, (v,), never, None, capacity=16))(pending)
     np.savez(out, **{k: np.asarray(v, np.float64) for k, v in results.items()})
 
 

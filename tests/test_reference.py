@@ -18,9 +18,9 @@ import numpyro.distributions as dist
 import pytest
 
 import sgjax
-from sgjax.baselines import ABCPosterior, nuts, ReferencePosterior, rejection_abc
-from sgjax.baselines import _abc, _nuts
+from sgjax.baselines import _abc, _nuts, ABCPosterior, nuts, ReferencePosterior, rejection_abc
 from sgjax.observation import ObservationModel, Poisson, Reporting
+
 
 A, B = 20.0, 40.0  # ρ ~ Gamma(20, 40): mean 0.5, sd 0.11
 BETA, GAMMA, RHO = 0.6, 0.2, 0.5
@@ -108,11 +108,14 @@ def test_nuts_matches_exact_posterior(problem, getkey):
     np.testing.assert_array_equal(a.ranks, b.ranks)
     assert a.summary() == b.summary()
     np.testing.assert_array_equal(
-        sgjax.diagnostics.expected_coverage(post, truth).coverage, sgjax.diagnostics.expected_coverage(draws, truth).coverage
+        sgjax.diagnostics.expected_coverage(post, truth).coverage,
+        sgjax.diagnostics.expected_coverage(draws, truth).coverage,
     )
     one = {"rho": draws["rho"][0, ::4]}
     c2st_kw = dict(key=key, epochs=3)
-    assert sgjax.diagnostics.c2st(post.theta(0), one, **c2st_kw) == sgjax.diagnostics.c2st({"rho": draws["rho"][0]}, one, **c2st_kw)
+    assert sgjax.diagnostics.c2st(post.theta(0), one, **c2st_kw) == sgjax.diagnostics.c2st(
+        {"rho": draws["rho"][0]}, one, **c2st_kw
+    )
 
 
 def test_nuts_compiles_once_across_datasets(problem, getkey):
@@ -178,7 +181,9 @@ def test_nuts_two_parameter_sir(getkey):
     prior = sgjax.Prior(beta=dist.LogUniform(0.2, 1.0), gamma=dist.LogUniform(0.05, 0.5))
     truth = {"beta": jnp.array([0.5, 0.3]), "gamma": jnp.array([0.2, 0.1])}
     x = sgjax.simulate(sim, getkey(), theta=truth).observations
-    post = nuts(sim, x, prior=prior, key=getkey(), num_warmup=300, num_samples=500, adjoint=diffrax.RecursiveCheckpointAdjoint())
+    post = nuts(
+        sim, x, prior=prior, key=getkey(), num_warmup=300, num_samples=500, adjoint=diffrax.RecursiveCheckpointAdjoint()
+    )
     for name in ("beta", "gamma"):
         np.testing.assert_array_less(post.r_hat[name], 1.05)
         lo, hi = post.quantile([0.0005, 0.9995])[name].T

@@ -11,10 +11,19 @@ import json
 
 import pytest
 
-from sgjax._cli import main
+from sgjax._cli._main import main
 from sgjax.reproduce import CASE_STUDIES, EXPERIMENTS, reproduce, write_page
 
-SLOW = {"unobservable", "model-selection", "recovery", "misspecification", "attribution", "boarding-school", "hare-lynx"}
+
+SLOW = {
+    "unobservable",
+    "model-selection",
+    "recovery",
+    "misspecification",
+    "attribution",
+    "boarding-school",
+    "hare-lynx",
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +55,9 @@ def _sane(name, data):
         assert r0["r2"] > 0 and 0.6 < r0["coverage_90"] <= 1.0
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in [*EXPERIMENTS, *CASE_STUDIES]])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in [*EXPERIMENTS, *CASE_STUDIES]]
+)
 def test_experiment_writes_its_table_numbers_and_figures(out, name):
     page = reproduce([name], out, quick=True)
     md, js = out / f"{name}.md", out / f"{name}.json"
@@ -134,11 +145,17 @@ def test_model_selection_report_with_and_without_the_bayes_reference(tmp_path, m
                    confusion={m: np.eye(len(cands), dtype=int) for m in [*err, ms.BAYES]})  # fmt: skip
         if with_bayes:
             err[ms.BAYES] = 0.09
-            out.update(bayes_vs_aic=0.45, bayes_vs_aic_ci=(0.2, 0.7), sgnn_agrees_with_bayes=0.9, bayes_expected_error=0.08)
+            out.update(
+                bayes_vs_aic=0.45, bayes_vs_aic_ci=(0.2, 0.7), sgnn_agrees_with_bayes=0.9, bayes_expected_error=0.08
+            )
         return dict(out, error=err)
 
     monkeypatch.setattr(ms, "compare", compare)
-    monkeypatch.setattr(ms, "_settings", lambda quick: [("setting A", "growth", 30, None, {"n_starts": 2}), ("setting B", "growth", 20, 0.1, {})])
+    monkeypatch.setattr(
+        ms,
+        "_settings",
+        lambda quick: [("setting A", "growth", 30, None, {"n_starts": 2}), ("setting B", "growth", 20, 0.1, {})],
+    )
     ms.run(tmp_path, quick=not with_bayes).write()
     text = (tmp_path / "model-selection.md").read_text()
     tables = [block for block in text.split("\n\n") if block.lstrip().startswith("|")]

@@ -9,7 +9,7 @@ import numpyro.distributions as dist
 import pytest
 
 import sgjax
-from sgjax import _simulate
+from sgjax._simulation import _simulate as _simulate
 from sgjax.observation import ObservationModel, Poisson
 
 
@@ -153,9 +153,7 @@ def test_blow_ups_are_flagged_not_fatal():
     def field(t, y, theta):
         return theta["a"] * y**2  # y' = a y², y0 = 1: blows up at t = 1/a
 
-    model = sgjax.ODEModel(
-        field, lambda theta: jnp.array([1.0]), ("a",), ("y",), sgjax.State("y")
-    )
+    model = sgjax.ODEModel(field, lambda theta: jnp.array([1.0]), ("a",), ("y",), sgjax.State("y"))
     sim = sgjax.Simulator(model, jnp.linspace(0.1, 2.0, 20), max_steps=256)
     theta = {"a": jnp.array([0.1, 0.2, 5.0, 0.3, 100.0])}  # 5 and 100 blow up before t=2
     for strategy in (sgjax.SharedStep(), sgjax.PerTrajectory()):
@@ -197,7 +195,9 @@ def test_bad_input():
         sgjax.ODEModel(sir_field, lambda t: jnp.zeros(3), ("beta", "gamma"), ("S", "I", "R"), sgjax.State("X"))
     sim = sgjax.Simulator(model, TS)
     with pytest.raises(ValueError, match="Did you mean 'beta'"):
-        sgjax.simulate(sim, jax.random.key(0), 4, prior=sgjax.Prior(betta=dist.Uniform(0, 1), gamma=dist.Uniform(0, 1), beta=1.0))
+        sgjax.simulate(
+            sim, jax.random.key(0), 4, prior=sgjax.Prior(betta=dist.Uniform(0, 1), gamma=dist.Uniform(0, 1), beta=1.0)
+        )
     with pytest.raises(ValueError, match="no distribution for \\['gamma'\\]"):
         sgjax.simulate(sim, jax.random.key(0), 4, prior=sgjax.Prior(beta=dist.Uniform(0, 1)))
     with pytest.raises(ValueError, match="same shape"):
@@ -214,7 +214,9 @@ def test_bad_input():
     )
     with pytest.raises(ValueError, match="needs beta in"):
         sgjax.simulate(
-            sgjax.Simulator(positive, TS), jax.random.key(0), 4,
+            sgjax.Simulator(positive, TS),
+            jax.random.key(0),
+            4,
             prior=sgjax.Prior(beta=dist.Normal(0.5, 0.1), gamma=dist.Uniform(0.1, 0.2)),
         )
 
@@ -230,7 +232,9 @@ def test_theta_outside_the_support_is_refused():
     with pytest.raises(ValueError, match=r"θ\['gamma'\] = nan at sample 0"):
         sgjax.simulate(sim, jax.random.key(0), theta={"beta": [0.5], "gamma": [float("nan")]})
     # A model without declared supports (any real value) still refuses infinities.
-    with pytest.raises(ValueError, match=r"θ\['beta'\] = inf at sample 0 .* ODEModel's support for beta, \(-inf, inf\)"):
+    with pytest.raises(
+        ValueError, match=r"θ\['beta'\] = inf at sample 0 .* ODEModel's support for beta, \(-inf, inf\)"
+    ):
         sgjax.simulate(sgjax.Simulator(user_model(), TS), jax.random.key(0), theta={"beta": [np.inf], "gamma": [0.1]})
     # The boundary of an open support is outside it; values inside simulate.
     with pytest.raises(ValueError, match=r"θ\['gamma'\] = 0 at sample 0"):
@@ -282,7 +286,9 @@ def test_derived_quantities_for_a_batch():
 
 def test_shared_step_holds_each_trajectory_inside_a_clip_controller():
     sim = sgjax.Simulator(
-        user_model(), TS, stepsize_controller=diffrax.ClipStepSizeController(diffrax.PIDController(rtol=1e-4, atol=1e-3), step_ts=[30.0])
+        user_model(),
+        TS,
+        stepsize_controller=diffrax.ClipStepSizeController(diffrax.PIDController(rtol=1e-4, atol=1e-3), step_ts=[30.0]),
     )
     controller = sgjax._strategy._max_over_batch(sim.stepsize_controller)
     assert isinstance(controller.controller.norm, sgjax._strategy._MaxOverBatch)
@@ -328,7 +334,7 @@ def test_unrolled_stages_match_diffrax(solver, adaptive):
     # SharedStep runs diffrax's explicit Runge–Kutta tableaus with their stages
     # unrolled; the same steps and values as diffrax's own stage loop, up to
     # rounding, and the dense output at the save times too.
-    from sgjax._internal.unrolled import unrolled as _unrolled, UnrolledERK as _UnrolledERK
+    from sgjax._internal._unrolled import unrolled as _unrolled, UnrolledERK as _UnrolledERK
 
     unrolled = _unrolled(solver)
     assert isinstance(unrolled, _UnrolledERK)
@@ -354,7 +360,7 @@ def test_unrolled_stages_match_diffrax(solver, adaptive):
 
 
 def test_unrolled_leaves_other_solvers_alone():
-    from sgjax._strategy import _unrolled
+    from sgjax._simulation._strategy import _unrolled
 
     for solver in (diffrax.Kvaerno5(), diffrax.Euler()):
         assert _unrolled(solver) is solver
@@ -362,7 +368,7 @@ def test_unrolled_leaves_other_solvers_alone():
 
 def test_reused_output_memory_never_touches_a_live_result(monkeypatch):
     # With the pool opted in, outputs above 1 MiB reuse the memory of dead ones
-    # (sgjax/_internal/hostmem.py).
+    # (sgjax/_internal/_hostmem.py).
     import gc
 
     monkeypatch.setenv("SGJAX_HOST_POOL", "1")

@@ -10,9 +10,10 @@ import pytest
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
-from sgjax import _support
-from sgjax.baselines import Unconstrained
 import sgjax
+from sgjax._simulation import _support as _support
+from sgjax.baselines import Unconstrained
+
 
 SUPPORTS = (
     constraints.real,

@@ -25,7 +25,9 @@ def _sir(observation=None, **kwargs):
 
 def test_task_batch_matches_simulate_and_targets_are_exact():
     sim = _sir()
-    task = sgjax.Task(sim, ["beta", sgjax.Derived("R0"), sgjax.Derived("final_size"), sgjax.Hidden("R"), sgjax.Signal()])
+    task = sgjax.Task(
+        sim, ["beta", sgjax.Derived("R0"), sgjax.Derived("final_size"), sgjax.Hidden("R"), sgjax.Signal()]
+    )
     assert task.labels[:4] == ("beta", "R0", "final_size", "R(t=30)")
     assert len(task.labels) == 4 + 30
     b = _sample(task, jax.random.key(0), 64)

@@ -124,7 +124,11 @@ def test_fixed_budget_trains_on_the_budget_only():
 def test_early_stopping_returns_the_best_estimator():
     seen = []
     est, hist = _fit(
-        LinearGaussian(), key=jax.random.key(7), steps=3000, patience=2, learning_rate=3e-2,
+        LinearGaussian(),
+        key=jax.random.key(7),
+        steps=3000,
+        patience=2,
+        learning_rate=3e-2,
         callback=lambda step, m: seen.append(step),
     )
     assert hist["val_step"][-1] < 3000  # stopped early
@@ -290,7 +294,9 @@ def test_measuring_with_the_training_call_matches_the_batches_it_draws():
     # `_measure`: the batches drawn from the pilot's keys, seen by the training call
     # without updates, give Standardise.fit's standardisation, the targets' mean and
     # std, and `_eval_loss`'s loss, and leave the parameters as they were.
-    task = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 15.0), ObservationModel(Poisson())), ["beta", "gamma"])
+    task = sgjax.Task(
+        sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 15.0), ObservationModel(Poisson())), ["beta", "gamma"]
+    )
     modules = _init.modules(task, sgjax.heads.Point(), SMALL_MLP, jax.random.key(0))
     params, frozen = _init.placeholder(task, modules, True)
     optimiser = _step.default_optimiser(1e-3, 100)
@@ -298,7 +304,9 @@ def test_measuring_with_the_training_call_matches_the_batches_it_draws():
     key, n_batches, per_call = jax.random.key(5), 5, 2  # three calls, the last one part-filled
     keys = jax.random.split(key, n_batches)
     before = [np.asarray(a) for a in jax.tree.leaves(params)]
-    after, _, stats = _step.measure(consts, _parallel.copy(params), optimiser.init(params), lambda a, b: keys[a:b], n_batches, per_call)
+    after, _, stats = _step.measure(
+        consts, _parallel.copy(params), optimiser.init(params), lambda a, b: keys[a:b], n_batches, per_call
+    )
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, jax.tree.leaves(after)))
     sample = jax.jit(lambda k: task.sample(k, 64))  # once: eagerly, each call would trace the solver anew
     batches = [sample(k) for k in jax.random.split(key, n_batches)]
@@ -349,7 +357,9 @@ def test_non_finite_parameters_stop_training_at_their_step(tmp_path, k):
     # parameters' flag returned with them tells.
     optimiser = _nan_from_update(k)
     kwargs = dict(key=jax.random.key(10), steps=200, optimiser=optimiser, checkpoint_every=50)
-    with pytest.raises(sgjax.TrainingDivergedError, match=f"diverged at step {k}: its update made the parameters non-finite") as info:
+    with pytest.raises(
+        sgjax.TrainingDivergedError, match=f"diverged at step {k}: its update made the parameters non-finite"
+    ) as info:
         _fit(LinearGaussian(), checkpoint_dir=tmp_path, **kwargs)
     assert isinstance(info.value, FloatingPointError) and info.value.step == k
     assert f"The last good checkpoint, {tmp_path / 'ckpt-00000100'} (step 100), is kept." in str(info.value)
@@ -419,7 +429,9 @@ def test_every_simulation_failing_names_the_fixes():
     # exp(100 t) overflows float32 by t = 1: every draw of this prior fails.
     sim = sgjax.Simulator(sgjax.models.Exponential(), jnp.arange(1.0, 6.0), ObservationModel(Gaussian(1.0)))
     task = sgjax.Task(sim, ["r"], sgjax.Prior(r=dist.Uniform(100.0, 200.0)))
-    with pytest.raises(RuntimeError, match=r"Every simulation in the pilot batch failed \(Task of Exponential, strategy SharedStep\)") as info:
+    with pytest.raises(
+        RuntimeError, match=r"Every simulation in the pilot batch failed \(Task of Exponential, strategy SharedStep\)"
+    ) as info:
         _fit(task, key=jax.random.key(0), steps=50)
     for fix in ("strategy=sgjax.PerTrajectory()", "tighten the prior", "max_steps (now 4096)"):
         assert fix in str(info.value)
@@ -446,7 +458,9 @@ def test_stale_checkpoint_temporaries_are_removed_on_the_next_start(tmp_path):
     import tempfile
 
     # What a kill inside atomic_write leaves: temporaries named as it names them.
-    stale = [tempfile.mkstemp(prefix=f".ckpt-00000050.{ext}.", suffix=".tmp", dir=tmp_path)[1] for ext in ("eqx", "json")]
+    stale = [
+        tempfile.mkstemp(prefix=f".ckpt-00000050.{ext}.", suffix=".tmp", dir=tmp_path)[1] for ext in ("eqx", "json")
+    ]
     others = [".ckpt-notes.tmp", "ckpt-00000050.eqx.tmp", "mine.tmp", ".simulations.npz.abc.tmp"]
     for name in others:
         (tmp_path / name).write_text("not sgjax's")
@@ -454,7 +468,10 @@ def test_stale_checkpoint_temporaries_are_removed_on_the_next_start(tmp_path):
     assert not any(os.path.exists(p) for p in stale)
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tmp") == sorted(others)
     # Over those checkpoints without resume: both ways on.
-    with pytest.raises(FileExistsError, match=r"ckpt-00000100.json, step 100\). Pass resume=True to continue that run, or delete the directory"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"ckpt-00000100.json, step 100\). Pass resume=True to continue that run, or delete the directory",
+    ):
         _fit(LinearGaussian(), key=jax.random.key(9), steps=100, checkpoint_dir=tmp_path)
 
 

@@ -12,3 +12,9 @@
 - `_loop.py`: the training loop: validation, early stopping, callback, time limit.
 - `_checkpoint.py`: checkpoints, resume and divergence.
 """
+
+from ._arrays import ArrayTask as ArrayTask
+from ._checkpoint import KEEP_CHECKPOINTS as KEEP_CHECKPOINTS, TrainingDivergedError as TrainingDivergedError
+from ._fit import fit as fit
+from ._sources import simulate_batch as simulate_batch
+from ._step import default_optimiser as default_optimiser

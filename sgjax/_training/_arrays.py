@@ -11,9 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import check_key, Key
-from .._prior import Prior
-from .._target import Space
-from .._task import AbstractTask, Batch
+from .._learning import AbstractTask, Batch, Space
+from .._simulation import Prior
 
 
 def _open(a, name: str):

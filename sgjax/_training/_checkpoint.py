@@ -9,7 +9,7 @@ import re
 import jax
 import numpy as np
 
-from .._estimator import _config as estimator_config, skeleton
+from .._inference import estimator_config, skeleton
 from .._io import FileFormatError, read_header, read_payload, write_pair
 from ._step import split
 

@@ -9,8 +9,8 @@ import numpy as np
 import optax
 
 from .._custom_types import check_key, Key
-from .._estimator import Estimator
-from .._task import AbstractTask
+from .._inference import Estimator
+from .._learning import AbstractTask
 from ..heads import AbstractHead, Classifier, Point
 from . import _init, _settings, _sources, _step
 from ._arrays import array_rows, ArrayTask
@@ -49,7 +49,9 @@ def _source(task, keys, budget, batch_size: int, plan, pilot_size: int):
     sizes = (batch_size, plan.steps_per_call, pilot_size, plan.validation_size)
     if isinstance(task, ArrayTask):
         if budget is not None:
-            raise ValueError("`budget` does not apply to an ArrayTask: its rows are the budget (subset them to use fewer).")
+            raise ValueError(
+                "`budget` does not apply to an ArrayTask: its rows are the budget (subset them to use fewer)."
+            )
         return array_rows(task, keys["validation"], *sizes)
     if budget is not None:
         return _sources.budget(task, keys, int(budget), *sizes)

@@ -13,11 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._estimator import Estimator
-from .._task import AbstractTask, Batch
+from .._inference import Estimator
+from .._learning import AbstractTask, Batch
 from ..heads import AbstractHead
 from ..nn import AbstractNetwork, MLP, Standardise
-from ..nn._standardise import pool_moments
 from . import _step
 from ._parallel import copy, replicate
 
@@ -108,7 +107,7 @@ def log1p_guess(task: AbstractTask, log1p) -> bool | None:
 def pilot_scaling(stats: dict, log1p: bool, task: AbstractTask):
     """`(standardise, y_mean, y_std)` from pilot batches' statistics
     (`_step.batch_stats`, one row per batch), pooled."""
-    pooled = lambda name: pool_moments(*(stats[name + p].astype(np.float64) for p in ("n", "mean", "m2")))  # noqa: E731
+    pooled = lambda name: Standardise.pool_moments(*(stats[name + p].astype(np.float64) for p in ("n", "mean", "m2")))  # noqa: E731
     y_n, y_mean, y_m2 = (a[:, 0] for a in pooled("y_"))  # every target: the same samples
     if not y_n[0]:
         raise all_failed(task)
@@ -204,7 +203,7 @@ def all_failed(task: AbstractTask) -> RuntimeError:
             f"Every sample in the pilot batch failed: {type(task).__name__}.sample gave every "
             "sample weight 0, so there is nothing to train on. Check its simulator and prior."
         )
-    from .._strategy import PerTrajectory
+    from .._simulation import PerTrajectory
 
     models = ", ".join(dict.fromkeys(type(s.model).__name__ for s in sims))
     fixes = [] if isinstance(strategy, PerTrajectory) else [

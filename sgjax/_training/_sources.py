@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Key
-from .._target import Space
-from .._task import AbstractTask, Batch
+from .._learning import AbstractTask, Batch, Space
 from ._parallel import shard
 
 

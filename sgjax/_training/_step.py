@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._estimator import Estimator
-from .._task import AbstractTask, Batch
-from ..nn._standardise import moments
+from .._inference import Estimator
+from .._learning import AbstractTask, Batch
+from ..nn import Standardise
 from ._parallel import sub_batches
 
 
@@ -56,9 +56,9 @@ def batch_stats(batch: Batch, frozen: Estimator, sums) -> dict:
     `log1p` where no one declared it); and its loss sums (`loss_and_sums`)."""
     ok = (batch.weight > 0)[:, None, None]
     observed = batch.mask & ok
-    n, mean, m2 = moments(batch.x, observed, frozen.standardise.log1p)
+    n, mean, m2 = Standardise.moments(batch.x, observed, frozen.standardise.log1p)
     y = batch.y[:, :, None]
-    y_n, y_mean, y_m2 = moments(y, jnp.broadcast_to(ok, y.shape), False)
+    y_n, y_mean, y_m2 = Standardise.moments(y, jnp.broadcast_to(ok, y.shape), False)
     least = jnp.min(jnp.where(observed, batch.x, jnp.inf)).astype(mean.dtype)
     return {"n": n, "mean": mean, "m2": m2, "y_n": y_n, "y_mean": y_mean, "y_m2": y_m2, "min": least,
             "total": sums[0], "weight": sums[1]}  # fmt: skip

@@ -13,16 +13,14 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from .._custom_types import check_key, Key
-from .._prior import Prior
-from .._simulate import simulate
-from .._simulator import Simulator
+from .._simulation import Prior, simulate, Simulator
 from ._likelihood import check_data, Unconstrained
 from ._samples import AbstractSamples
+
 
 #: Simulations per chunk: the top-k merge holds `n_datasets × (n_accept + chunk)`
 #: distances at a time.
 DEFAULT_CHUNK_SIZE = 8192
-
 
 
 class ABCPosterior(AbstractSamples):
@@ -143,8 +141,7 @@ def _step_summary(summary, shared, best_d, best_theta, s_obs, m_obs, scale, x, t
 def _check_summary(summary, shape, dtype):
     if not callable(summary):
         raise TypeError(
-            f"`summary` must be a function of one series (time, channels) -> vector, got "
-            f"{type(summary).__name__}."
+            f"`summary` must be a function of one series (time, channels) -> vector, got {type(summary).__name__}."
         )
     try:
         out = jax.eval_shape(summary, jax.ShapeDtypeStruct(shape, dtype))

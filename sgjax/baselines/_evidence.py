@@ -23,18 +23,15 @@ from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
 from .._custom_types import check_key, Key
-from .._prior import Prior
-from .._simulate import solve_signal
-from .._simulator import Simulator
-from .._strategy import AbstractStrategy, SharedStep
+from .._simulation import AbstractStrategy, Prior, SharedStep, Simulator, solve_signal
 from ._likelihood import check_data, check_problem, floor_signal, padded_chunks, Unconstrained
 from ._mle import _check_positive_int
 from ._samples import AbstractSamples
 
+
 #: Datasets per compiled call. All particles of a chunk's datasets are integrated as
 #: one batch (`chunk_size × n_particles` trajectories), with one shared step size.
 DEFAULT_CHUNK_SIZE = 8
-
 
 
 class Evidence(AbstractSamples):
@@ -126,7 +123,9 @@ def _systematic(key, log_w):
 
 @eqx.filter_jit
 @eqx.debug.assert_max_traces(max_traces=None)  # counts compilations for the tests
-def _smc_chunk(simulator, strategy, space, x, mask, keys, n_particles: int, n_moves: int, target_ess: float, max_temperatures: int):
+def _smc_chunk(
+    simulator, strategy, space, x, mask, keys, n_particles: int, n_moves: int, target_ess: float, max_temperatures: int
+):
     m, P, k = x.shape[0], n_particles, space.size
     loglik = lambda u: _log_likelihoods(simulator, strategy, space, u, x, mask)  # noqa: E731
     log_prior = jax.vmap(jax.vmap(space.log_prior))
@@ -271,7 +270,9 @@ def evidence(
     if not 0 < target_ess < 1:
         raise ValueError(f"`target_ess` (a share of the particles) must be in (0, 1), got {target_ess!r}.")
     if not isinstance(strategy, AbstractStrategy):
-        raise TypeError(f"`strategy` must be sgjax.SharedStep() or sgjax.PerTrajectory(), got {type(strategy).__name__}.")
+        raise TypeError(
+            f"`strategy` must be sgjax.SharedStep() or sgjax.PerTrajectory(), got {type(strategy).__name__}."
+        )
     space = Unconstrained(prior)
     x, mask = check_data(simulator, x, mask)
     x = jnp.where(mask, x, 0.0)

@@ -12,8 +12,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from .._custom_types import Params
-from .._prior import Prior
-from .._simulator import Simulator
+from .._simulation import Prior, Simulator
 from ._likelihood import check_data, log_likelihood, Unconstrained
 from ._mle import MLEResult
 

@@ -9,11 +9,9 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float
 
-from .. import _support
 from .._custom_types import Params
-from .._prior import Prior
-from .._simulator import Simulator
-from .._strategy import _solve_one
+from .._simulation import _support as _support, Prior, Simulator, solve_one
+
 
 #: The clean signal is floored here before the log density of a noise model whose
 #: mean must be positive (counts, log-normal), so that a count observed where the
@@ -50,7 +48,7 @@ def log_likelihood(
             "Build it with e.g. observation=ObservationModel(Poisson())."
         )
     # Unrolled Runge–Kutta stages: MLE fits 1.5x faster (SIR, 64 datasets x 4 starts).
-    ys, ok = _solve_one(simulator, theta, simulator.stepsize_controller, adjoint, unrolled=True)
+    ys, ok = solve_one(simulator, theta, simulator.stepsize_controller, adjoint, unrolled=True)
     signal = floor_signal(simulator, simulator.signal(ys))
     lp = simulator.observation.log_prob(x, signal, theta, simulator.ts, mask)
     return jnp.where(ok & jnp.isfinite(lp), lp, -jnp.inf)
@@ -202,7 +200,9 @@ def check_data(simulator: Simulator, x, mask) -> tuple[Array, Array]:
     against the simulator: right shape, valid for its noise model."""
     x = jnp.asarray(x, dtype=simulator.ts.dtype)
     n_time = len(simulator.ts)
-    n_ch = jax.eval_shape(simulator.signal, jax.ShapeDtypeStruct((n_time + 1, len(simulator.model.state_names)), x.dtype)).shape[1]
+    n_ch = jax.eval_shape(
+        simulator.signal, jax.ShapeDtypeStruct((n_time + 1, len(simulator.model.state_names)), x.dtype)
+    ).shape[1]
     if x.ndim == 2:
         x = x[None]
     if x.ndim != 3 or x.shape[1:] != (n_time, n_ch):

@@ -13,9 +13,9 @@ import optimistix as optx
 from jaxtyping import Array, Bool, Float, Int
 
 from .._custom_types import check_key, Key, Params
-from .._prior import Prior
-from .._simulator import Simulator
+from .._simulation import Prior, Simulator
 from ._likelihood import _failed, check_data, check_problem, negative_log_likelihood, padded_chunks, Unconstrained
+
 
 #: Datasets per compiled call. Each dataset runs `n_starts` optimisations, all of them
 #: vmapped together, so a chunk holds `chunk_size × n_starts` optimisations in flight.
@@ -112,7 +112,6 @@ class MLEResult(eqx.Module):
     def bic(self) -> Float[Array, " n"]:
         """Schwarz's Bayesian information criterion, `k ln(n_obs) − 2ℓ`."""
         return self.n_params * jnp.log(self.n_obs) - 2.0 * self.log_likelihood
-
 
 
 def _objective(simulator, space, adjoint, x, mask):
@@ -258,7 +257,10 @@ def fit_mle(
     ```
     """
     check_problem(
-        simulator, prior, "maximise", " It defines which parameters are fitted (non-fixed ones) and where the starts are drawn."
+        simulator,
+        prior,
+        "maximise",
+        " It defines which parameters are fitted (non-fixed ones) and where the starts are drawn.",
     )
     n_starts = _check_positive_int(n_starts, "n_starts")
     max_steps = _check_positive_int(max_steps, "max_steps")
@@ -305,9 +307,7 @@ def fit_mle(
     )
 
 
-def select(
-    fits: Mapping[str, MLEResult], criterion: str = "aic"
-) -> tuple[Int[Array, " n"], Float[Array, "n models"]]:
+def select(fits: Mapping[str, MLEResult], criterion: str = "aic") -> tuple[Int[Array, " n"], Float[Array, "n models"]]:
     """Choose between models fitted to the same datasets by an information criterion.
 
     **Arguments:**

@@ -14,10 +14,10 @@ from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer.hmc import hmc
 
 from .._custom_types import check_key, Key
-from .._prior import Prior
-from .._simulator import Simulator
+from .._simulation import Prior, Simulator
 from ._likelihood import check_data, check_problem, negative_log_likelihood, padded_chunks, Unconstrained
 from ._samples import AbstractSamples
+
 
 #: Datasets per compiled call. Every dataset × chain of a chunk is one member of a
 #: vmapped sampler: each NUTS iteration costs as much as the longest trajectory in the
@@ -28,7 +28,6 @@ DEFAULT_CHUNK_SIZE = 16
 
 #: Above this split R-hat, `nuts` warns that the chains have not mixed.
 RHAT_WARN = 1.05
-
 
 
 class ReferencePosterior(AbstractSamples):

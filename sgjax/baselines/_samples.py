@@ -6,7 +6,7 @@ them alike."""
 import equinox as eqx
 import numpy as np
 
-from .._posterior import AbstractPosterior
+from .._inference import AbstractPosterior
 
 
 class AbstractSamples(AbstractPosterior):

@@ -14,14 +14,19 @@ convention: a posterior object (anything with `.samples`, a mapping name →
   of points inside, posterior predictive p-values) and [`MismatchScore`][] (is the
   observation inside the simulator's world?).
 
+- A trained estimator on held-out simulations: [`diagnose`][] (recovery, coverage and
+  SBC in one call and one figure), [`evaluate`][] (R², RMSE, coverage; also
+  `sgjax.evaluate`), with [`held_out`][] and [`recovery`][] its building blocks.
+
 Each comes with a plot function (`plot_*`) that returns a matplotlib figure and saves
 it as a PNG when given a path.
 """
 
-from .._mismatch import MismatchScore as MismatchScore
 from ._c2st import c2st as c2st
-from ._diagnose import diagnose as diagnose, Diagnosis as Diagnosis
 from ._coverage import Coverage as Coverage, expected_coverage as expected_coverage, plot_coverage as plot_coverage
+from ._diagnose import diagnose as diagnose, Diagnosis as Diagnosis
+from ._evaluate import evaluate as evaluate, held_out as held_out, recovery as recovery
+from ._mismatch import embed as embed, MismatchScore as MismatchScore, mmd as mmd, SimulationBank as SimulationBank
 from ._misspecification import plot_mismatch as plot_mismatch
 from ._ppc import (
     plot_posterior_predictive as plot_posterior_predictive,

@@ -14,6 +14,7 @@ from jaxtyping import Array, Float
 from .._custom_types import check_key, Key
 from . import _common
 
+
 #: sbibm's classifier is scikit-learn's `MLPClassifier` with Adam at its default
 #: learning rate 1e-3. One instance, so that repeated calls reuse the compiled code.
 DEFAULT_OPTIMISER = optax.adam(1e-3)
@@ -167,7 +168,9 @@ def c2st(
         )
     if a_names is not None:
         if set(a_names) != set(b_names):
-            raise ValueError(f"`c2st` needs draws of the same parameters in `a` and `b`; got {list(a_names)} and {list(b_names)}.")
+            raise ValueError(
+                f"`c2st` needs draws of the same parameters in `a` and `b`; got {list(a_names)} and {list(b_names)}."
+            )
         b_arr = b_arr[:, [b_names.index(name) for name in a_names]]
     check_key(key)
     if a_arr.ndim == 1 and b_arr.ndim == 1:

@@ -11,6 +11,7 @@ from jax.scipy.special import betainc
 from jaxtyping import Array
 
 from .. import _plots
+from .._stats import chi2_sf as chi2_sf
 
 
 def posterior_samples(obj, fn: str, what: str = "samples"):
@@ -215,27 +216,6 @@ def binom_band(n: int, p, mass: float) -> tuple[np.ndarray, np.ndarray]:
     least `mass` (each tail at most `(1 − mass)/2`)."""
     tail = (1 - mass) / 2
     return binom_quantile(tail, n, p), binom_quantile(1 - tail, n, p)
-
-
-def chi2_sf(x, dof: int) -> np.ndarray:
-    """P(χ²_dof ≥ x) in closed form (a finite series for integer `dof`)."""
-    x = np.asarray(x, float)
-    h = x / 2
-    out = []
-    for v in h.ravel():
-        if dof % 2 == 0:
-            term, total = math.exp(-v), 0.0
-            for i in range(dof // 2):
-                total += term
-                term *= v / (i + 1)
-        else:
-            total = math.erfc(math.sqrt(v))
-            term = math.exp(-v) * math.sqrt(v) / math.gamma(1.5) if v > 0 else 0.0
-            for i in range(dof // 2):
-                total += term
-                term *= v / (i + 1.5)
-        out.append(min(total, 1.0))
-    return np.asarray(out).reshape(x.shape)
 
 
 # -- figures -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from jaxtyping import Array, Float
 
 from . import _common
 
+
 #: Credible levels checked by default: 5%, 10%, …, 95%, and 99%.
 DEFAULT_LEVELS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2)) + (0.99,)
 

@@ -9,13 +9,14 @@ import jax
 import numpy as np
 
 from .._custom_types import check_key, Key
-from .._estimator import Estimator
-from .._evaluate import held_out
+from .._inference import Estimator
+from .._learning import AbstractTask
 from .._plots import _pyplot
-from .._task import AbstractTask
 from . import _common
 from ._coverage import Coverage, draw_coverage, expected_coverage
+from ._evaluate import held_out
 from ._sbc import draw_sbc_ecdf, sbc, SBCResult
+
 
 #: The central interval drawn as error bars in the recovery panels.
 RECOVERY_INTERVAL = 0.9

@@ -4,9 +4,9 @@ scores of simulated series."""
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from .._mismatch import MismatchScore
 from .._plots import _pyplot
 from . import _common
+from ._mismatch import MismatchScore
 
 
 def plot_mismatch(

@@ -10,9 +10,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from .._custom_types import check_key, Key
-from .._simulate import simulate
-from .._simulator import Simulator
-from .._strategy import AbstractStrategy
+from .._simulation import AbstractStrategy, simulate, Simulator
 from . import _common
 
 
@@ -228,7 +226,9 @@ def posterior_predictive(
             t_obs = float(fn(jnp.asarray(obs), jnp.asarray(obs_mask)))
             t_rep = np.asarray(jax.vmap(fn)(jnp.asarray(x), both))
             if t_rep.shape != (x.shape[0],):
-                raise ValueError(f"The statistic {name!r} must return a scalar per series, got shape {t_rep.shape[1:]}.")
+                raise ValueError(
+                    f"The statistic {name!r} must return a scalar per series, got shape {t_rep.shape[1:]}."
+                )
             stats[name], pred_stats[name] = t_obs, t_rep
             p_values[name] = float(np.mean(t_rep > t_obs) + 0.5 * np.mean(t_rep == t_obs))
     elif mask is not None:
@@ -267,7 +267,9 @@ def plot_posterior_predictive(result: PosteriorPredictive, path=None, *, ylabel:
     """
     channels = result.median.shape[1]
     fig, axes = _common.panels(channels, width=6.5, height=4.0, max_cols=2)
-    q25, q75 = np.asarray(_quantiles(jnp.asarray(result.observations), jnp.asarray(result.mask), jnp.array([0.25, 0.75])))
+    q25, q75 = np.asarray(
+        _quantiles(jnp.asarray(result.observations), jnp.asarray(result.mask), jnp.array([0.25, 0.75]))
+    )
     for c, ax in enumerate(axes):
         label = f"{result.band:.0%} predictive"
         ax.fill_between(result.ts, result.lower[:, c], result.upper[:, c], color="C0", alpha=0.2, label=label)

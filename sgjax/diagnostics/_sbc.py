@@ -19,6 +19,7 @@ from jaxtyping import Int
 from .._custom_types import check_key, Key
 from . import _common
 
+
 #: Bands already simulated, by key and configuration: a band costs ~1 s, and checking
 #: several posteriors with one key (an SGNN's and NUTS's) should pay for it once.
 _BANDS: dict = {}

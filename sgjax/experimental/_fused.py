@@ -7,7 +7,7 @@ block of trajectories 69× faster than `jit(vmap(diffrax))`).
 [`sgjax.experimental.Fused`][] writes that kernel with Pallas: each program of the grid integrates `block` trajectories, one
 per lane of a vector, from `t0` to the last observation time, inside one kernel
 launch, with the model's own `vector_field` turned into lane arithmetic by
-`sgjax._internal.scalarize`.
+`sgjax._internal._scalarize`.
 
 Each lane takes its own adaptive steps (like DiffEqGPU's per-thread integration):
 explicit Runge–Kutta steps from the simulator's solver's Butcher tableau, with the
@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._internal.scalarize import lanes, Scalarized
-from .._strategy import AbstractStrategy
+from .._internal import lanes, Scalarized
+from .._simulation import AbstractStrategy
 
 
 #: Relative slack when splitting an interval into fixed steps of `dt0`: an interval
@@ -503,7 +503,7 @@ class Fused(AbstractStrategy):
     [`sgjax.SharedStep`][].
 
     From the model's own `vector_field` (traced once and run lane by lane; see
-    `sgjax/_internal/scalarize.py` for what it may contain), the simulator's explicit
+    `sgjax/_internal/_scalarize.py` for what it may contain), the simulator's explicit
     Runge–Kutta solver (`diffrax.Tsit5`, `Dopri5`, `Dopri8`, `Bosh3`, `Heun`, `Ralston`,
     `Midpoint`: any with a Butcher tableau) and its `diffrax.PIDController` (the
     same accept/reject rule and step-size update as diffrax, PID terms included,

@@ -15,9 +15,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from .._custom_types import Array, Float, Params, Scalar, State, Times
-from .._model import AbstractODEModel
-from .._observables import AbstractObservable, State as StateObs
-from .._prior import Prior
+from .._simulation import AbstractObservable, AbstractODEModel, Prior, State as StateObs
 
 
 def _initial(values, theta):

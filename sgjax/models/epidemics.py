@@ -27,9 +27,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from .._custom_types import Array, ArrayLike, Float, Params, Scalar, State, Times
-from .._model import AbstractODEModel
-from .._observables import AbstractObservable, Decrease, Increase
-from .._prior import Prior
+from .._simulation import AbstractObservable, AbstractODEModel, Decrease, Increase, Prior
 
 
 #: Newton iterations for the final-size equation. From the start `z = 1` the iterates
@@ -410,9 +408,7 @@ class SIRIntervention(AbstractODEModel):
         return jnp.array([self.N - self.I0, self.I0, 0.0], dtype=dtype)
 
     def default_prior(self) -> Prior:
-        return Prior(
-            _beta_gamma_prior(), t_change=dist.Uniform(10.0, 60.0), effect=dist.Uniform(0.0, 1.0)
-        )
+        return Prior(_beta_gamma_prior(), t_change=dist.Uniform(10.0, 60.0), effect=dist.Uniform(0.0, 1.0))
 
     def derived(self, theta: Params, ts: Times, ys: Float[Array, "time state"]) -> dict[str, Scalar]:
         return _epidemic_summary(self, theta, ts, ys)

@@ -13,9 +13,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from .._custom_types import Array, Float, Params, Scalar, State, Times
-from .._model import AbstractODEModel
-from .._observables import AbstractObservable, State as StateObs
-from .._prior import Prior
+from .._simulation import AbstractObservable, AbstractODEModel, Prior, State as StateObs
 
 
 def _initial(n0, theta) -> State:
@@ -226,9 +224,7 @@ class Richards(AbstractODEModel):
         return _initial(self.N0, theta)
 
     def default_prior(self) -> Prior:
-        return Prior(
-            r=dist.LogUniform(0.1, 1.0), K=dist.LogUniform(100.0, 1000.0), nu=dist.LogUniform(0.2, 5.0)
-        )
+        return Prior(r=dist.LogUniform(0.1, 1.0), K=dist.LogUniform(100.0, 1000.0), nu=dist.LogUniform(0.2, 5.0))
 
     def derived(self, theta: Params, ts: Times, ys: Float[Array, "time state"]) -> dict[str, Scalar]:
         nu = theta["nu"]

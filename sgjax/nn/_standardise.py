@@ -80,6 +80,10 @@ class Standardise(eqx.Module):
     - `log1p`: whether values go through `log1p` first (static).
     """
 
+    #: The batch statistics it is fitted from, for code that fits it in pieces.
+    moments = staticmethod(moments)
+    pool_moments = staticmethod(pool_moments)
+
     mean: Float[Array, "time channels"]
     std: Float[Array, "time channels"]
     log1p: bool = eqx.field(static=True)

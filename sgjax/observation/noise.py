@@ -1,6 +1,6 @@
 """Noise distributions for observations.
 
-Count models sample with sgjax's fast exact samplers (`sgjax._internal.random`): one fused pass
+Count models sample with sgjax's fast exact samplers (`sgjax._internal._random`): one fused pass
 of inversion or transformed rejection for every entry, then retries of only the
 rejected entries in compacted buffers, instead of `jax.random.poisson`'s loop over the
 whole batch.
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
-from .._internal.random import binomial, negative_binomial, poisson
+from .._internal import binomial, negative_binomial, poisson
 from .base import AbstractNoise, check_param, get, ParamLike
 
 

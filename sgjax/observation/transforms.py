@@ -131,9 +131,7 @@ class DayOfWeek(AbstractTransform):
     def __init__(self, effects: ArrayLike, weekday_at_zero: int = 0):
         e = np.asarray(effects, dtype=float)
         if e.shape != (7,) or np.any(e < 0) or not e.sum() > 0:
-            raise ValueError(
-                f"Day-of-week effects must be 7 non-negative factors with a positive sum, got {e}."
-            )
+            raise ValueError(f"Day-of-week effects must be 7 non-negative factors with a positive sum, got {e}.")
         if not 0 <= int(weekday_at_zero) < 7:
             raise ValueError(f"`weekday_at_zero` must be 0..6 (0 = Monday), got {weekday_at_zero}.")
         self.effects = jnp.asarray(7 * e / e.sum(), dtype=jnp.result_type(float))

@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from .._io import atomic_write
 from ._report import cell, Report as Report
 
+
 #: Command name → (module, one-line description), in the paper's order.
 EXPERIMENTS = {
     "convergence": ("_convergence", "convergence to the Bayes-optimal predictor"),
@@ -27,7 +28,10 @@ EXPERIMENTS = {
 #: Real-data case studies (a flow SGNN against NUTS), run by name or as
 #: `case-studies`; not part of `all`.
 CASE_STUDIES = {
-    "boarding-school": ("_case_studies:run_boarding_school", "SIR/SEIR posteriors for the 1978 boarding-school outbreak"),
+    "boarding-school": (
+        "_case_studies:run_boarding_school",
+        "SIR/SEIR posteriors for the 1978 boarding-school outbreak",
+    ),
     "hare-lynx": ("_case_studies:run_hudson_bay", "a Lotka–Volterra posterior for the Hudson's Bay pelts"),
 }
 
@@ -62,7 +66,7 @@ def _run_lane(names: list[str], out: str, quick: bool, seed: int, progress: bool
 def _runner(name: str):
     known = {**EXPERIMENTS, **CASE_STUDIES}
     if name not in known:
-        from .._prior import suggest
+        from .._simulation import suggest
 
         raise ValueError(
             f"Unknown experiment {name!r}; choose from {', '.join(known)}, 'all' (the paper's "
@@ -145,7 +149,9 @@ def write_page(out) -> pathlib.Path:
             continue
         data = json.loads(js.read_text())
         mode = "quick" if data.get("quick") else "default"
-        rows.append(f"| `{name}` | {cell(what)} | {cell(data.get('headline', ''))} | {data.get('seconds', 0):.0f} s ({mode}) |")
+        rows.append(
+            f"| `{name}` | {cell(what)} | {cell(data.get('headline', ''))} | {data.get('seconds', 0):.0f} s ({mode}) |"
+        )
         sections.append(md.read_text())
     page = [
         "# sgjax: the paper's claims, reproduced",

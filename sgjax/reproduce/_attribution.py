@@ -9,16 +9,16 @@ import numpy as np
 import numpyro.distributions as dist
 
 from .. import models
-from .._mismatch import SimulationBank, mmd
-from .._prior import Prior
-from .._simulator import Simulator
-from .._task import ModelSelection
+from .._learning import ModelSelection
+from .._simulation import Prior, Simulator
+from .._stats import chi2_sf
 from ..baselines import nuts
-from ..diagnostics._common import chi2_sf
+from ..diagnostics import mmd, SimulationBank
 from ..heads import Classifier, Quantile
 from ..observation import ObservationModel, Poisson, Reporting
 from ._common import held_out, predict, SIR_DAYS, SIR_PARAMS, sir_prior, sir_reported, train
-from ._report import Report, fmt, pyplot
+from ._report import fmt, pyplot, Report
+
 
 CLAIM = (
     "Predictions can be attributed back to the simulated mechanisms that generated "
@@ -117,8 +117,14 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
     # Which mechanism: posterior model probabilities against the neighbours' models.
     cands = {
         "SIR": (Simulator(models.SIR(N=1000.0, I0=5.0), DAYS, _obs()), Prior(PRIOR)),
-        "SEIR": (Simulator(models.SEIR(N=1000.0, I0=5.0), DAYS, _obs()), Prior({**PRIOR, "sigma": dist.LogUniform(0.2, 1.0)})),
-        "SIRS": (Simulator(models.SIRS(N=1000.0, I0=5.0), DAYS, _obs()), Prior({**PRIOR, "omega": dist.LogUniform(0.01, 0.2)})),
+        "SEIR": (
+            Simulator(models.SEIR(N=1000.0, I0=5.0), DAYS, _obs()),
+            Prior({**PRIOR, "sigma": dist.LogUniform(0.2, 1.0)}),
+        ),
+        "SIRS": (
+            Simulator(models.SIRS(N=1000.0, I0=5.0), DAYS, _obs()),
+            Prior({**PRIOR, "omega": dist.LogUniform(0.01, 0.2)}),
+        ),
     }
     if quick:
         del cands["SIRS"]
@@ -138,7 +144,9 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         "mean_abs_diff": float(np.mean(np.abs(probs - frac))),
         "accuracy_classifier": float(np.mean(probs.argmax(1) == label)),
         "accuracy_neighbours": float(np.mean(frac.argmax(1) == label)),
-        "examples": [{"true": list(cands)[label[i]], "probabilities": probs[i], "neighbour_fractions": frac[i]} for i in examples],
+        "examples": [
+            {"true": list(cands)[label[i]], "probabilities": probs[i], "neighbour_fractions": frac[i]} for i in examples
+        ],
     }
     _write(report, consistency, calib, mechanism, list(cands), nuts_kwargs, bank, x_obs, m_obs, ref_draws)
     return report
@@ -197,7 +205,11 @@ def _write(report, consistency, calib, mechanism, names, nuts_kwargs, bank, x_ob
     axes[2].set_title("Consistency as the bank grows")
     axes[2].legend(fontsize=8)
     fig.tight_layout()
-    report.figure(fig, "neighbours", "Attribution back to simulations: the nearest simulations to an observation in the network's summary space, their parameters against NUTS, and agreement with NUTS as the bank grows.")
+    report.figure(
+        fig,
+        "neighbours",
+        "Attribution back to simulations: the nearest simulations to an observation in the network's summary space, their parameters against NUTS, and agreement with NUTS as the bank grows.",
+    )
     report.data.update(consistency=consistency, calibration=calib, mechanism=mechanism)
     c0, c1 = consistency[0], consistency[-1]
     report.data["headline"] = (

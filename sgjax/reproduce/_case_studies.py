@@ -11,19 +11,16 @@ import numpy as np
 import numpyro.distributions as dist
 
 from .. import datasets, models
-from .._estimator import infer
-from .._mismatch import MismatchScore
-from .._observables import State
-from .._prior import Prior
-from .._simulator import Simulator
-from .._task import Task
-from .._theta import stack
-from .._train import fit
+from .._inference import infer, stack
+from .._learning import Task
+from .._simulation import Prior, Simulator, State
+from .._training import fit
 from ..baselines import nuts
-from ..diagnostics import c2st, posterior_predictive
+from ..diagnostics import c2st, MismatchScore, posterior_predictive
 from ..heads import Flow
 from ..observation import LogNormal, NegativeBinomial, ObservationModel, Reporting
 from ._report import fmt, pyplot, Report
+
 
 #: C2ST accuracy at or below which the SGNN posterior counts as agreeing with NUTS
 #: (0.5: indistinguishable; sbibm's usual bar for a good posterior is ~0.6).
@@ -85,7 +82,9 @@ def hudson_bay_problem() -> dict:
     return {"Lotka–Volterra": (sim, prior, data.values[1:], data.mask[1:])}
 
 
-def study(sim, prior, x, mask, *, key, steps, rounds, learning_rate, batch, nuts_kwargs, n_draws, report, name, progress) -> dict:
+def study(
+    sim, prior, x, mask, *, key, steps, rounds, learning_rate, batch, nuts_kwargs, n_draws, report, name, progress
+) -> dict:
     """NUTS on the observation, then a Flow SGNN: first amortized over the whole prior,
     then — until it agrees with NUTS (C2ST ≤ 0.6) or `rounds` are spent — trained on
     from where it stands on the prior restricted to a box around the last round's
@@ -130,7 +129,9 @@ def study(sim, prior, x, mask, *, key, steps, rounds, learning_rate, batch, nuts
     with report.phase(f"{name}: checks"):
         theta = {n: best["draws"][:, j] for j, n in enumerate(names)}
         ppc = posterior_predictive(sim, theta, x, mask, key=k_ppc)
-        score = MismatchScore.fit(est, task, key=k_score, n_reference=2048, n_calibration=1024).score(x[None], mask[None])
+        score = MismatchScore.fit(est, task, key=k_score, n_reference=2048, n_calibration=1024).score(
+            x[None], mask[None]
+        )
     return {
         "names": names,
         "nuts_seconds": nuts_seconds,
@@ -164,9 +165,20 @@ def _run(report, problems, *, quick, seed, progress, ylabel):
     for p_i, (name, (sim, prior, x, mask)) in enumerate(problems.items()):
         steps, rounds, batch = schedules[name]
         results[name] = study(
-            sim, prior, x, mask, key=jax.random.fold_in(key, p_i), steps=steps, rounds=rounds,
-            learning_rate=LEARNING_RATE, batch=batch,
-            nuts_kwargs=nuts_kwargs, n_draws=n_draws, report=report, name=name, progress=progress,
+            sim,
+            prior,
+            x,
+            mask,
+            key=jax.random.fold_in(key, p_i),
+            steps=steps,
+            rounds=rounds,
+            learning_rate=LEARNING_RATE,
+            batch=batch,
+            nuts_kwargs=nuts_kwargs,
+            n_draws=n_draws,
+            report=report,
+            name=name,
+            progress=progress,
         )
     rows = []
     for name, r in results.items():
@@ -180,8 +192,17 @@ def _run(report, problems, *, quick, seed, progress, ylabel):
             ]
         )  # fmt: skip
     report.table(
-        ["model", "steps × rounds", "NUTS time", "C2ST vs NUTS, round by round", "SGNN training, all rounds",
-         f"≤ {C2ST_GOAL}?", "each further posterior (round 1)", "misspecification p", "data in 90% PPC band"],  # fmt: skip
+        [
+            "model",
+            "steps × rounds",
+            "NUTS time",
+            "C2ST vs NUTS, round by round",
+            "SGNN training, all rounds",
+            f"≤ {C2ST_GOAL}?",
+            "each further posterior (round 1)",
+            "misspecification p",
+            "data in 90% PPC band",
+        ],  # fmt: skip
         rows,
         caption=f"The flow SGNN against NUTS ({nuts_kwargs['num_chains']} chains × {nuts_kwargs['num_samples']} "
         f"draws after {nuts_kwargs['num_warmup']} warmup) on the same simulator and data (C2ST 0.5: "
@@ -234,7 +255,11 @@ def _figure(report, results, ylabel) -> None:
         ax.set_ylabel(ylabel)
         ax.set_title(f"{name}: posterior predictive 90% band and data")
     fig.tight_layout()
-    report.figure(fig, "posterior", "Each model: the SGNN flow posterior against NUTS (first two parameters) and the posterior predictive band against the data.")
+    report.figure(
+        fig,
+        "posterior",
+        "Each model: the SGNN flow posterior against NUTS (first two parameters) and the posterior predictive band against the data.",
+    )
 
 
 def run_boarding_school(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> Report:
@@ -252,7 +277,14 @@ def run_boarding_school(out, *, quick: bool = False, seed: int = 0, progress: bo
         "fraction with negative-binomial noise. Priors: β ~ LogU(0.5, 5), γ ~ LogU(0.1, 2), "
         "reporting ~ U(0.3, 1), dispersion ~ LogU(2, 200), SEIR's σ ~ LogU(0.5, 5)."
     )
-    return _run(report, boarding_school_problems(quick), quick=quick, seed=seed, progress=progress, ylabel="boys confined to bed")
+    return _run(
+        report,
+        boarding_school_problems(quick),
+        quick=quick,
+        seed=seed,
+        progress=progress,
+        ylabel="boys confined to bed",
+    )
 
 
 def run_hudson_bay(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> Report:

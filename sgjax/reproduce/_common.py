@@ -4,8 +4,8 @@ predictions on held-out simulations."""
 import jax
 import numpy as np
 
-from .._estimator import infer
-from .._train import fit, simulate_batch
+from .._inference import infer
+from .._training import fit, simulate_batch
 
 
 def train(task, head, *, key, steps: int, batch_size: int = 512, progress: bool = False, **kwargs):
@@ -56,7 +56,7 @@ SIR_PARAMS = ("beta", "gamma", "rho")
 def sir_prior():
     import numpyro.distributions as dist
 
-    from .._prior import Prior
+    from .._simulation import Prior
 
     return Prior(beta=dist.LogUniform(0.3, 1.5), gamma=dist.LogUniform(0.1, 0.5), rho=dist.Uniform(0.3, 1.0))
 
@@ -67,9 +67,8 @@ def sir_reported(model=None):
     import jax.numpy as jnp
 
     from .. import models
-    from .._simulator import Simulator
-    from .._target import Derived, Parameter
-    from .._task import Task
+    from .._learning import Derived, Parameter, Task
+    from .._simulation import Simulator
     from ..observation import ObservationModel, Poisson, Reporting
 
     model = models.SIR(N=1000.0, I0=5.0) if model is None else model

@@ -10,15 +10,13 @@ import numpy as np
 import numpyro.distributions as dist
 
 from .. import models
-from .._prior import Prior
-from .._simulate import simulate
-from .._simulator import Simulator
-from .._target import Parameter
-from .._task import Task
+from .._learning import Parameter, Task
+from .._simulation import Prior, simulate, Simulator
 from ..heads import Point
 from ..observation import LogNormal, ObservationModel, Poisson, Reporting
 from ._common import held_out, loglog_slope, predict, train
-from ._report import Report, fmt, pyplot
+from ._report import fmt, pyplot, Report
+
 
 CLAIM = (
     "With squared loss, a network trained on simulations learns the posterior mean "
@@ -47,7 +45,11 @@ def sir_reporting() -> Problem:
         ObservationModel(Poisson(), (Reporting("rho"),)),
     )
     prior = Prior(beta=0.5, gamma=0.25, rho=dist.Gamma(a, b))
-    clean = simulate(sim, key=jax.random.key(0), theta={"beta": jnp.array([0.5]), "gamma": jnp.array([0.25]), "rho": jnp.array([1.0])})
+    clean = simulate(
+        sim,
+        key=jax.random.key(0),
+        theta={"beta": jnp.array([0.5]), "gamma": jnp.array([0.25]), "rho": jnp.array([1.0])},
+    )
     s_total = float(np.asarray(clean.signal, np.float64).sum())
 
     def posterior(x):
@@ -107,7 +109,15 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             batch = min(512, n // 4)
             steps = 300 if quick else int(np.clip(10 * n // batch, 1500, 10_000))
             with report.phase(f"{problem.name}: training"):
-                est, _ = train(problem.task, Point(), key=jax.random.fold_in(k_train, b_i), steps=steps, batch_size=batch, budget=n, progress=progress)
+                est, _ = train(
+                    problem.task,
+                    Point(),
+                    key=jax.random.fold_in(k_train, b_i),
+                    steps=steps,
+                    batch_size=batch,
+                    budget=n,
+                    progress=progress,
+                )
             f = predict(est, x, mask).point[est.labels[0]]
             rows.append(
                 {
@@ -144,9 +154,21 @@ def _write(report: Report, problems, results) -> None:
     for problem in problems:
         r = results[problem.name]
         report.table(
-            ["training simulations", "MSE to exact posterior mean", "risk E(f − y)²", "excess risk", "MSE / Bayes risk"],
             [
-                [f"{b['n_train']:,}", b["mse_to_posterior_mean"], b["risk"], b["excess_risk"], b["mse_to_posterior_mean"] / r["bayes_risk"]]
+                "training simulations",
+                "MSE to exact posterior mean",
+                "risk E(f − y)²",
+                "excess risk",
+                "MSE / Bayes risk",
+            ],
+            [
+                [
+                    f"{b['n_train']:,}",
+                    b["mse_to_posterior_mean"],
+                    b["risk"],
+                    b["excess_risk"],
+                    b["mse_to_posterior_mean"] / r["bayes_risk"],
+                ]
                 for b in r["budgets"]
             ],
             caption=f"{problem.name}: {problem.description}. Bayes risk (mean posterior "
@@ -172,7 +194,11 @@ def _write(report: Report, problems, results) -> None:
     axes[1].set_ylabel("SGNN prediction")
     axes[1].set_title(f"{problems[-1].name}, largest n")
     fig.tight_layout()
-    report.figure(fig, "loglog", "SGNN error to the exact posterior mean against training simulations (log–log), and SGNN against exact posterior means on test data.")
+    report.figure(
+        fig,
+        "loglog",
+        "SGNN error to the exact posterior mean against training simulations (log–log), and SGNN against exact posterior means on test data.",
+    )
     first = results[problems[0].name]
     b0, b1 = first["budgets"][0], first["budgets"][-1]
     report.data.update(results=results)

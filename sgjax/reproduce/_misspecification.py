@@ -8,15 +8,14 @@ import numpy as np
 import numpyro.distributions as dist
 
 from .. import models
-from .._mismatch import MismatchScore, embed, mmd
-from .._prior import Prior
-from .._simulate import simulate
-from .._simulator import Simulator
+from .._simulation import Prior, simulate, Simulator
 from ..baselines import fit_mle
+from ..diagnostics import embed, MismatchScore, mmd
 from ..heads import Quantile
 from ..observation import Delay, NegativeBinomial, ObservationModel, Poisson, Reporting
 from ._common import held_out, predict, SIR_DAYS, sir_prior, sir_reported, train
-from ._report import Report, fmt, pyplot
+from ._report import fmt, pyplot, Report
+
 
 CLAIM = (
     "Under model misspecification the real-world risk is bounded by the synthetic risk "
@@ -75,7 +74,9 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
     with report.phase("SGNN training"):
         est, _ = train(task, Quantile(), key=k_train, steps=steps, batch_size=batch, progress=progress)
     with report.phase("mismatch score"):
-        detector = MismatchScore.fit(est, task, key=k_score, n_reference=1024 if quick else 4096, n_calibration=512 if quick else 2048)
+        detector = MismatchScore.fit(
+            est, task, key=k_score, n_reference=1024 if quick else 4096, n_calibration=512 if quick else 2048
+        )
     ref_x, ref_mask, _ = held_out(task, k_ref, n_test)
     ref_z = embed(est, ref_x, ref_mask)
     synthetic = None
@@ -95,7 +96,9 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             point = predict(est, x, mask).point["R0"]
             sgnn = np.log(np.clip(point, *R0_RANGE))
             with report.phase("MLE fits"):
-                fits = fit_mle(sim, x, mask, prior=Prior(PRIOR), key=jax.random.fold_in(k_mle, p_i * 10 + s_i), n_starts=n_starts)
+                fits = fit_mle(
+                    sim, x, mask, prior=Prior(PRIOR), key=jax.random.fold_in(k_mle, p_i * 10 + s_i), n_starts=n_starts
+                )
             mle = np.log(np.asarray(fits.theta["beta"]) / np.asarray(fits.theta["gamma"]))
             good = np.isfinite(mle)
             score = detector.score(x, mask)
@@ -132,8 +135,27 @@ def _write(report, results, n_test) -> None:
     )
     for kind, r in results.items():
         report.table(
-            ["size", "SGNN RMSE log R0", "SGNN R0 outside the prior's range", "MLE RMSE log R0", "MMD²", "flagged (5% expected)", "median p-value"],
-            [[row["size"], row["sgnn_rmse_log_r0"], row["sgnn_clipped"], row["mle_rmse_log_r0"], row["mmd2"], row["flagged"], row["median_p_value"]] for row in r["rows"]],
+            [
+                "size",
+                "SGNN RMSE log R0",
+                "SGNN R0 outside the prior's range",
+                "MLE RMSE log R0",
+                "MMD²",
+                "flagged (5% expected)",
+                "median p-value",
+            ],
+            [
+                [
+                    row["size"],
+                    row["sgnn_rmse_log_r0"],
+                    row["sgnn_clipped"],
+                    row["mle_rmse_log_r0"],
+                    row["mmd2"],
+                    row["flagged"],
+                    row["median_p_value"],
+                ]
+                for row in r["rows"]
+            ],
             caption=f"{kind}: size = {r['what']}.",
         )
     plt = pyplot()
@@ -141,8 +163,18 @@ def _write(report, results, n_test) -> None:
     for kind, r in results.items():
         rows = r["rows"]
         mm = [max(row["mmd2"], 1e-5) for row in rows]
-        axes[0].plot([row["size"] / max(rows[-1]["size"], 1e-12) for row in rows], [row["sgnn_rmse_log_r0"] for row in rows], "o-", label=f"SGNN, {kind}")
-        axes[0].plot([row["size"] / max(rows[-1]["size"], 1e-12) for row in rows], [row["mle_rmse_log_r0"] for row in rows], "s--", label=f"MLE, {kind}")
+        axes[0].plot(
+            [row["size"] / max(rows[-1]["size"], 1e-12) for row in rows],
+            [row["sgnn_rmse_log_r0"] for row in rows],
+            "o-",
+            label=f"SGNN, {kind}",
+        )
+        axes[0].plot(
+            [row["size"] / max(rows[-1]["size"], 1e-12) for row in rows],
+            [row["mle_rmse_log_r0"] for row in rows],
+            "s--",
+            label=f"MLE, {kind}",
+        )
         axes[1].semilogx(mm, [row["sgnn_rmse_log_r0"] for row in rows], "o-", label=kind)
     axes[0].set_xlabel("mismatch size (fraction of the largest)")
     axes[0].set_ylabel("RMSE of log R0")
@@ -153,7 +185,11 @@ def _write(report, results, n_test) -> None:
     axes[1].set_title("Error against measured mismatch")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    report.figure(fig, "error", "Left: error of SGNN and MLE as each perturbation grows. Right: SGNN error against the measured mismatch (MMD²).")
+    report.figure(
+        fig,
+        "error",
+        "Left: error of SGNN and MLE as each perturbation grows. Right: SGNN error against the measured mismatch (MMD²).",
+    )
     report.data.update(results=results)
     first = next(iter(results.values()))["rows"]
     report.data["headline"] = (

@@ -8,14 +8,14 @@ import numpy as np
 import numpyro.distributions as dist
 
 from .. import models
-from .._prior import Prior
-from .._simulator import Simulator
-from .._task import ModelSelection
+from .._learning import ModelSelection
+from .._simulation import Prior, Simulator
 from ..baselines import evidence, fit_mle, model_posterior, select
 from ..heads import Classifier
 from ..observation import LogNormal, NegativeBinomial, ObservationModel, Reporting
 from ._common import held_out, predict, train
-from ._report import Report, fmt, pyplot
+from ._report import fmt, pyplot, Report
+
 
 CLAIM = (
     "In model selection an SGNN trained to classify simulations makes about half the "
@@ -43,7 +43,11 @@ def growth(n_times: int, sigma=None, only=None) -> dict:
         "richards": (models.Richards(N0=N0), {"r": dist.LogUniform(0.1, 1.0), "K": k, "nu": dist.LogUniform(0.2, 5.0)}),
     }
     obs = ObservationModel(LogNormal("sigma"))
-    return {name: (Simulator(m, ts, obs), Prior({**p, **noise})) for name, (m, p) in spec.items() if only is None or name in only}
+    return {
+        name: (Simulator(m, ts, obs), Prior({**p, **noise}))
+        for name, (m, p) in spec.items()
+        if only is None or name in only
+    }
 
 
 def epidemic(n_days: int, dispersion=None) -> dict:
@@ -120,7 +124,8 @@ def compare(
     wrong = {m: (c != label).astype(float) for m, c in chosen.items()}
     n_models = len(cands)
     confusion = {
-        m: np.array([[np.sum((label == i) & (c == j)) for j in range(n_models)] for i in range(n_models)]) for m, c in chosen.items()
+        m: np.array([[np.sum((label == i) & (c == j)) for j in range(n_models)] for i in range(n_models)])
+        for m, c in chosen.items()
     }
     err = {m: float(w.mean()) for m, w in wrong.items()}
     out = {
@@ -176,7 +181,15 @@ def _settings(quick: bool):
         # Two growth candidates: each candidate compiles its own fit.
         # No Bayes reference: its compilation would not fit the quick budget.
         cfg = dict(steps=150, batch=256, n_test=200, n_mle=60, n_starts=2, n_particles=0)
-        return [("growth, exponential vs logistic, 30 times", "growth", 30, None, dict(cfg, only=("exponential", "logistic")))]
+        return [
+            (
+                "growth, exponential vs logistic, 30 times",
+                "growth",
+                30,
+                None,
+                dict(cfg, only=("exponential", "logistic")),
+            )
+        ]
     cfg = dict(steps=4000, batch=512, n_test=2000, n_mle=400, n_starts=4)
     return [
         ("epidemic, 60 days (default)", "epidemic", 60, None, cfg),
@@ -255,17 +268,34 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             caption=f"Confusion matrix, {method}, default setting.",
         )
     report.table(
-        ["setting", "noise", "test series", "SGNN", "AIC", "AICc", "BIC", *(["Bayes"] if bayes else []),
-         "SGNN / AIC (95% CI)", *(["Bayes / AIC (95% CI)"] if bayes else [])],
+        [
+            "setting",
+            "noise",
+            "test series",
+            "SGNN",
+            "AIC",
+            "AICc",
+            "BIC",
+            *(["Bayes"] if bayes else []),
+            "SGNN / AIC (95% CI)",
+            *(["Bayes / AIC (95% CI)"] if bayes else []),
+        ],
         [
             [
                 name,
                 "unknown (prior)" if c["noise"] is None else f"{FAMILIES[c['family']][3]} {c['noise']:g} (known)",
                 f"{c['n_test']:,}",
-                c["error"]["SGNN"], c["error"]["AIC"], c["error"]["AICc"], c["error"]["BIC"],
+                c["error"]["SGNN"],
+                c["error"]["AIC"],
+                c["error"]["AICc"],
+                c["error"]["BIC"],
                 *([c["error"][BAYES]] if bayes else []),
                 f"{fmt(c['ratio_vs_aic'])} ({fmt(c['ratio_ci'][0])}–{fmt(c['ratio_ci'][1])})",
-                *([f"{fmt(c['bayes_vs_aic'])} ({fmt(c['bayes_vs_aic_ci'][0])}–{fmt(c['bayes_vs_aic_ci'][1])})"] if bayes else []),
+                *(
+                    [f"{fmt(c['bayes_vs_aic'])} ({fmt(c['bayes_vs_aic_ci'][0])}–{fmt(c['bayes_vs_aic_ci'][1])})"]
+                    if bayes
+                    else []
+                ),
             ]
             for name, c in results.items()
         ],
@@ -293,4 +323,6 @@ def _figure(report, results) -> None:
     ax.set_title("Model selection: SGNN against information criteria")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    report.figure(fig, "errors", f"Error rates of {', '.join(methods[:-1])} and {methods[-1]} selection in each setting.")
+    report.figure(
+        fig, "errors", f"Error rates of {', '.join(methods[:-1])} and {methods[-1]} selection in each setting."
+    )

@@ -8,15 +8,14 @@ import numpy as np
 import numpyro.distributions as dist
 
 from .. import models
-from .._prior import Prior
-from .._simulator import Simulator
-from .._target import Derived, Parameter
-from .._task import Task
+from .._learning import Derived, Parameter, Task
+from .._simulation import Prior, Simulator
 from ..baselines import fit_mle, laplace, nuts
 from ..heads import Quantile
 from ..observation import NegativeBinomial, ObservationModel, Reporting
 from ._common import held_out, predict, SIR_PARAMS, sir_prior, sir_reported, train
-from ._report import Report, pyplot
+from ._report import pyplot, Report
+
 
 CLAIM = (
     "An SGNN is amortized Bayesian inference under the simulation prior: it recovers "
@@ -76,7 +75,9 @@ def compare(sim, prior, params, *, key, steps, batch, n_test, n_mle, n_nuts, nut
     post = predict(est, x, mask)
     methods = {"SGNN": {}, "MLE (Wald)": {}, "NUTS": {}}
     for j, name in enumerate(names):
-        methods["SGNN"][name] = _scores(post.quantiles[0.5][name], {lv: tuple(a[name] for a in post.interval(lv)) for lv in LEVELS}, truth[:, j])
+        methods["SGNN"][name] = _scores(
+            post.quantiles[0.5][name], {lv: tuple(a[name] for a in post.interval(lv)) for lv in LEVELS}, truth[:, j]
+        )
     with phase("MLE and Laplace"):
         fit = fit_mle(sim, x[:n_mle], mask[:n_mle], prior=prior, key=k_mle, n_starts=nuts_kwargs.pop("n_starts"))
         approx = laplace(sim, x[:n_mle], mask[:n_mle], prior=prior, fit=fit)
@@ -86,7 +87,10 @@ def compare(sim, prior, params, *, key, steps, batch, n_test, n_mle, n_nuts, nut
         for lv in LEVELS:
             est_q, lo, hi = approx.interval(q, lv)
             ints[lv] = (lo, hi)
-        methods["MLE (Wald)"][name] = {**_scores(est_q, ints, truth[:n_mle, j]), "laplace_ok": float(np.mean(np.asarray(approx.ok)))}
+        methods["MLE (Wald)"][name] = {
+            **_scores(est_q, ints, truth[:n_mle, j]),
+            "laplace_ok": float(np.mean(np.asarray(approx.ok))),
+        }
     with phase("NUTS"):
         ref = nuts(sim, x[:n_nuts], mask[:n_nuts], prior=prior, key=k_nuts, **nuts_kwargs)
     draws = dict(ref.samples)
@@ -135,7 +139,14 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
     for s_i, (name, (sim, prior, params)) in enumerate(problems.items()):
         phase = lambda what, name=name: report.phase(f"{name.split()[0]} {what}")  # noqa: E731
         results[name] = compare(
-            sim, prior, params, key=jax.random.fold_in(key, s_i), nuts_kwargs=dict(nuts_kwargs), progress=progress, phase=phase, **cfg
+            sim,
+            prior,
+            params,
+            key=jax.random.fold_in(key, s_i),
+            nuts_kwargs=dict(nuts_kwargs),
+            progress=progress,
+            phase=phase,
+            **cfg,
         )
     _write(report, results, nuts_kwargs)
     return report
@@ -181,7 +192,9 @@ def _write(report, results, nuts_kwargs) -> None:
         ax.set_title(name)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    report.figure(fig, "calibration", "Calibration of the SGNN, MLE Wald and NUTS intervals: empirical against nominal coverage.")
+    report.figure(
+        fig, "calibration", "Calibration of the SGNN, MLE Wald and NUTS intervals: empirical against nominal coverage."
+    )
     report.data.update(results=results)
     first = next(iter(results.values()))
     sg, ml = first["methods"]["SGNN"]["R0"], first["methods"]["MLE (Wald)"]["R0"]

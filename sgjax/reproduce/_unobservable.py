@@ -13,18 +13,15 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from .. import models
-from .._evaluate import recovery
-from .._model import AbstractODEModel
-from .._observables import AbstractObservable, Decrease
-from .._prior import Prior
-from .._simulator import Simulator
-from .._target import Derived, Hidden, Parameter
-from .._task import Task
-from .._theta import unstack
+from .._inference import unstack
+from .._learning import Derived, Hidden, Parameter, Task
+from .._simulation import AbstractObservable, AbstractODEModel, Decrease, Prior, Simulator
+from ..diagnostics import recovery
 from ..heads import Quantile
 from ..observation import NegativeBinomial, ObservationModel, Reporting
 from ._common import held_out, predict, train
-from ._report import Report, pyplot
+from ._report import pyplot, Report
+
 
 CLAIM = (
     "SGNNs can learn quantities that no empirical method can, because their labels "
@@ -155,11 +152,19 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             proxies = {name: _r2(np.asarray(f(x)), truth[:, j]) for name, f in setting.proxies[j].items()}
             res[label] = {**rec[label], "width_90": width, "prior_width_90": prior_width, "proxies_r2": proxies}
             proxy_text = "; ".join(f"{n}: R² {v:.2f}" for n, v in proxies.items()) or "none: never observed"
-            rows.append([setting.name, label, rec[label]["r2"], rec[label]["coverage_90"], width / prior_width, proxy_text])
+            rows.append(
+                [setting.name, label, rec[label]["r2"], rec[label]["coverage_90"], width / prior_width, proxy_text]
+            )
         results[setting.name] = {"description": setting.description, "targets": res}
         for j, label in enumerate(est.labels):
             if label != "R0":
-                shown[f"{setting.name}: {label}"] = (label, truth[:300, j], post.point[label][:300], lo[label][:300], hi[label][:300])
+                shown[f"{setting.name}: {label}"] = (
+                    label,
+                    truth[:300, j],
+                    post.point[label][:300],
+                    lo[label][:300],
+                    hi[label][:300],
+                )
     report.text(
         "One network per setting (MLP 2×256, quantile head) is trained on fresh "
         "simulations, then tested on held-out ones. *Width* is the mean 90% credible "
@@ -199,7 +204,7 @@ def _figure(report, shown) -> None:
     cols = min(3, len(shown))
     rows = -(-len(shown) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
-    for ax in axes.ravel()[len(shown):]:
+    for ax in axes.ravel()[len(shown) :]:
         ax.set_visible(False)
     for ax, (name, (label, t, p, lo, hi)) in zip(axes.ravel(), shown.items()):
         ax.errorbar(t, p, yerr=[p - lo, hi - p], fmt=".", ms=3, lw=0.5, alpha=0.5)
@@ -209,4 +214,8 @@ def _figure(report, shown) -> None:
         ax.set_ylabel("SGNN median, 90% interval")
         ax.set_title(name, fontsize=9)
     fig.tight_layout()
-    report.figure(fig, "recovery", "True against predicted unobservable quantities (SGNN median and 90% interval) in each setting.")
+    report.figure(
+        fig,
+        "recovery",
+        "True against predicted unobservable quantities (SGNN median and 90% interval) in each setting.",
+    )

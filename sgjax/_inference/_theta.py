@@ -18,7 +18,9 @@ def stack(theta: Mapping[str, ArrayLike], names: Sequence[str] | None = None) ->
     **Example:** `stack(posterior.samples)` is `(n, draws, k)`.
     """
     if not isinstance(theta, Mapping) or not theta:
-        raise TypeError(f"`theta` must be a non-empty mapping from parameter name to array, got {type(theta).__name__}.")
+        raise TypeError(
+            f"`theta` must be a non-empty mapping from parameter name to array, got {type(theta).__name__}."
+        )
     names = tuple(theta) if names is None else tuple(names)
     missing = [n for n in names if n not in theta]
     if missing:

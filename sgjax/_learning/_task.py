@@ -14,11 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from ._custom_types import Key
-from ._prior import Prior, restrictable, unwrapped
-from ._simulate import observe_batch
-from ._simulator import Simulator
-from ._strategy import AbstractStrategy, SharedStep
+from .._custom_types import Key
+from .._simulation import AbstractStrategy, observe_batch, Prior, restrictable, SharedStep, Simulator, unwrapped
 from ._target import AbstractTarget, Derived, Draw, Parameter, Space
 
 
@@ -157,7 +154,9 @@ class Task(AbstractTask):
     strategy: AbstractStrategy
     _spaces: tuple[Space, ...] = eqx.field(static=True)
 
-    def __init__(self, simulator: Simulator, targets, prior: Prior | None = None, strategy: AbstractStrategy | None = None):
+    def __init__(
+        self, simulator: Simulator, targets, prior: Prior | None = None, strategy: AbstractStrategy | None = None
+    ):
         if not isinstance(simulator, Simulator):
             raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")
         prior = simulator.default_prior() if prior is None else prior
@@ -361,4 +360,3 @@ class ModelSelection(AbstractTask):
 def _channels(simulator: Simulator) -> int:
     ys = jax.ShapeDtypeStruct((len(simulator.ts) + 1, len(simulator.model.state_names)), simulator.ts.dtype)
     return jax.eval_shape(simulator.signal, ys).shape[1]
-

@@ -63,10 +63,7 @@ class _Named(AbstractObservable):
 
     def __init__(self, *names: str):
         if not names or not all(isinstance(n, str) for n in names):
-            raise TypeError(
-                f"{type(self).__name__} takes one or more state names as strings, "
-                f"got {names!r}."
-            )
+            raise TypeError(f"{type(self).__name__} takes one or more state names as strings, got {names!r}.")
         self.names = tuple(names)
 
     def check(self, state_names: Sequence[str]) -> None:
@@ -141,9 +138,7 @@ class Ratio(AbstractObservable):
 
     def __init__(self, numerator: Sequence[str] | str, denominator: Sequence[str] | str):
         self.numerator = (numerator,) if isinstance(numerator, str) else tuple(numerator)
-        self.denominator = (
-            (denominator,) if isinstance(denominator, str) else tuple(denominator)
-        )
+        self.denominator = (denominator,) if isinstance(denominator, str) else tuple(denominator)
 
     def check(self, state_names):
         _indices(state_names, self.numerator + self.denominator, "Ratio")

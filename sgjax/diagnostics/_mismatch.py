@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._custom_types import check_key, Key
-from ._estimator import Estimator, _prepare
+from .._custom_types import check_key, Key
+from .._inference import Estimator, prepare_observations
+from .._learning import AbstractTask
+from .._training import simulate_batch
 from ._evaluate import not_a_key
-from ._task import AbstractTask
-from ._train import simulate_batch
 
 
 @eqx.filter_jit
@@ -25,7 +25,7 @@ def embed(estimator: Estimator, x, mask=None, *, chunk: int = 4096) -> np.ndarra
     turns it into a posterior (e.g. standardised posterior means and quantiles).
     Trained to be sufficient for the target, it is the space in which to compare
     observed with simulated data."""
-    x, mask = _prepare(estimator, x, mask)
+    x, mask = prepare_observations(estimator, x, mask)
     parts = [np.asarray(_embed(estimator, x[i : i + chunk], mask[i : i + chunk])) for i in range(0, x.shape[0], chunk)]
     return np.concatenate(parts)
 
@@ -126,7 +126,14 @@ class MismatchScore(eqx.Module):
 
     @classmethod
     def fit(
-        cls, estimator: Estimator, task: AbstractTask, *, key: Key, n_reference: int = 4096, n_calibration: int = 1024, k: int = 10
+        cls,
+        estimator: Estimator,
+        task: AbstractTask,
+        *,
+        key: Key,
+        n_reference: int = 4096,
+        n_calibration: int = 1024,
+        k: int = 10,
     ):
         """Simulate `n_reference` series to compare against and `n_calibration` more
         to calibrate the scores; `key` (keyword-only) draws them."""

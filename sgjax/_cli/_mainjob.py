@@ -14,18 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
-from . import _plots, datasets, heads, models, nn, observation as obs
-from ._cli import _steps_per_call
-from ._estimator import Posterior, infer, save
-from ._evaluate import held_out, recovery
-from ._io import atomic_write, rounded, versions
-from ._observables import State
-from ._prior import Prior
-from ._simulate import simulate
-from ._simulator import Simulator
-from ._task import Task
-from ._theta import stack, unstack
-from ._train import fit
+from .. import _plots, datasets, heads, models, nn, observation as obs
+from .._inference import infer, Posterior, save, stack, unstack
+from .._io import atomic_write, rounded, versions
+from .._learning import Task
+from .._simulation import Prior, simulate, Simulator, State
+from .._training import fit
+from ..diagnostics import held_out, recovery
+from ._main import _steps_per_call
+
 
 #: The learned parameters; R0 and the final size follow from (β, γ) exactly.
 PARAMETERS = ("beta", "gamma", "reporting", "dispersion")
@@ -68,7 +65,9 @@ def _with_derived(post: Posterior, population: float) -> Posterior:
     return Posterior(tuple(samples), point, quantiles, samples, None, PARAMETERS)
 
 
-def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
+def run(
+    out, *, fast: bool = False, seed: int = 0, steps: int | None = None, progress: bool = True, overwrite: bool = False
+) -> dict:
     """Run the main job and write everything to the directory `out`.
 
     **Arguments:**
@@ -141,12 +140,18 @@ def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, pro
             "median": float(np.median(v)),
             "interval_90": [float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95))],
         }
-    covered = np.mean((data.values[:, 0] >= np.quantile(pred.observations[pred.valid, :, 0], 0.05, axis=0))
-                      & (data.values[:, 0] <= np.quantile(pred.observations[pred.valid, :, 0], 0.95, axis=0)))
+    covered = np.mean(
+        (data.values[:, 0] >= np.quantile(pred.observations[pred.valid, :, 0], 0.05, axis=0))
+        & (data.values[:, 0] <= np.quantile(pred.observations[pred.valid, :, 0], 0.95, axis=0))
+    )
     metrics = {
         "job": "SGNN for the 1978 English boarding-school influenza outbreak",
-        "data": {"source": data.source, "start": str(data.start), "population": data.population,
-                 "confined": data.values[:, 0].tolist()},
+        "data": {
+            "source": data.source,
+            "start": str(data.start),
+            "population": data.population,
+            "confined": data.values[:, 0].tolist(),
+        },
         "training": {
             "steps": history["step"][-1],
             "batch_size": 512,
@@ -167,9 +172,11 @@ def run(out, *, fast: bool = False, seed: int = 0, steps: int | None = None, pro
 
 def report(metrics: dict) -> str:
     """A short human-readable summary of the main job's metrics."""
-    lines = [f"trained on {metrics['training']['samples']:,} fresh simulations in "
-             f"{metrics['training']['seconds_including_compile']:.0f} s",
-             "recovery on held-out simulations (R², 90% interval coverage):"]
+    lines = [
+        f"trained on {metrics['training']['samples']:,} fresh simulations in "
+        f"{metrics['training']['seconds_including_compile']:.0f} s",
+        "recovery on held-out simulations (R², 90% interval coverage):",
+    ]
     for label, m in metrics["recovery_on_held_out_simulations"].items():
         if isinstance(m, dict):
             lines.append(f"  {label:>12}: R² = {m['r2']:.3f}, coverage = {m['coverage_90']:.3f}")

@@ -6,12 +6,11 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from ._custom_types import check_key, Key
-from ._estimator import Estimator, infer
-from ._posterior import AbstractPosterior
-from ._task import AbstractTask
-from ._train import simulate_batch
-from .nn.base import check_size
+from .._custom_types import check_key, Key
+from .._inference import AbstractPosterior, Estimator, infer
+from .._learning import AbstractTask
+from .._training import simulate_batch
+from ..nn.base import check_size
 
 
 def not_a_key(value, name: str, call: str) -> None:

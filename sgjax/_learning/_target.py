@@ -19,8 +19,8 @@ import numpy as np
 from jaxtyping import Array, Float
 from numpyro.distributions import constraints
 
-from ._custom_types import Params
-from ._support import from_unconstrained, to_unconstrained
+from .._custom_types import Params
+from .._simulation import from_unconstrained, to_unconstrained
 
 
 #: Learning spaces: name → (forward, inverse). `logit` maps an interval `(lo, hi)`.
@@ -75,7 +75,7 @@ class Space(eqx.Module):
     def from_support(cls, support: constraints.Constraint) -> "Space":
         """The natural unconstrained space for a numpyro support: `logit` for a
         bounded interval, `log` for positive values, identity otherwise."""
-        from ._prior import bounds
+        from .._simulation import bounds
 
         b = bounds(support)
         if b is None:
@@ -171,7 +171,7 @@ class Parameter(AbstractTarget):
 
     def check(self, simulator):
         if self.name not in simulator.param_names:
-            from ._prior import suggest
+            from .._simulation import suggest
 
             raise ValueError(
                 f"Parameter({self.name!r}): the simulator has no parameter {self.name!r}; it "
@@ -219,7 +219,7 @@ class Derived(AbstractTarget):
     def check(self, simulator):
         names = simulator.derived_names
         if self.name not in names:
-            from ._prior import suggest
+            from .._simulation import suggest
 
             # A bare name that is neither: the user may have meant a parameter or a
             # derived quantity, so both lists are shown and both searched.
@@ -360,8 +360,10 @@ class Forecast(AbstractTarget):
                 "observations after time t are forecast. (Before, Forecast(h) counted the last h "
                 "times; for those write Forecast(after=simulator.ts[-h - 1]).)"
             )
-        if isinstance(after, bool) or not isinstance(after, (int, float, np.integer, np.floating)) and not (
-            hasattr(after, "shape") and np.shape(after) == ()
+        if (
+            isinstance(after, bool)
+            or not isinstance(after, (int, float, np.integer, np.floating))
+            and not (hasattr(after, "shape") and np.shape(after) == ())
         ):
             raise TypeError(f"Forecast(after=...) must be one observation time, got {after!r}.")
         self.after = float(after)
@@ -397,9 +399,7 @@ class Forecast(AbstractTarget):
                 "window plus the horizon."
             )
         if self.after < ts[0]:
-            raise ValueError(
-                f"Forecast(after={self.after:g}) leaves no observed times: the first is {ts[0]:g}."
-            )
+            raise ValueError(f"Forecast(after={self.after:g}) leaves no observed times: the first is {ts[0]:g}.")
         if simulator.observation is not None and simulator.observation.missing is not None:
             raise ValueError("Forecast targets need complete future observations: drop `missing=`.")
 

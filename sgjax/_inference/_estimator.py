@@ -12,14 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float
 
-from ._custom_types import check_key, Key
-from ._io import FileFormatError, read_csv, read_header, read_payload, write_pair
+from .._custom_types import check_key, Key
+from .._io import FileFormatError, read_csv, read_header, read_payload, write_pair
+from .._learning import Space
+from ..datasets import Dataset
+from ..heads import AbstractHead, head_from_config
+from ..nn import AbstractNetwork, network_from_config, Standardise
+from ..nn.base import check_size
 from ._posterior import _levels, AbstractPosterior
-from ._target import Space
-from .datasets import Dataset
-from .heads import AbstractHead, head_from_config
-from .nn import AbstractNetwork, Standardise, network_from_config
-from .nn.base import check_size
 
 
 class Estimator(eqx.Module):
@@ -240,7 +240,7 @@ def _batched(a):
     return a[None] if a.ndim == 2 else a
 
 
-def _prepare(estimator: Estimator, x, mask):
+def prepare_observations(estimator: Estimator, x, mask):
     x = _batched(np.asarray(x, dtype=float))
     if x.ndim != 3:
         raise ValueError(f"Observations must be (time,), (time, channels) or (n, time, channels); got shape {x.shape}.")
@@ -371,7 +371,7 @@ def _observed(estimator: Estimator, x, mask):
         else:
             source, (times, x, mask) = str(x), read_csv(x)
         check_times(estimator, times, source)
-    return _prepare(estimator, x, mask)
+    return prepare_observations(estimator, x, mask)
 
 
 def infer(
@@ -408,7 +408,9 @@ def infer(
     negative values where it standardises `log1p(x)`.
     """
     if not isinstance(estimator, Estimator):
-        raise TypeError(f"`estimator` must be an sgjax.Estimator (from sgjax.fit or sgjax.load), got {type(estimator).__name__}.")
+        raise TypeError(
+            f"`estimator` must be an sgjax.Estimator (from sgjax.fit or sgjax.load), got {type(estimator).__name__}."
+        )
     n_samples = check_size(n_samples, "n_samples")
     density = estimator.head.is_density
     if key is not None:
@@ -553,12 +555,14 @@ def save(path, estimator: Estimator, *, overwrite: bool = False) -> pathlib.Path
         ) from None
     stem = path / "estimator"
     if stem.with_suffix(".json").exists() and not overwrite:
-        raise FileExistsError(f"{stem.with_suffix('.json')} exists; pass overwrite=True to replace it, or choose another path.")
-    write_pair(stem, estimator, _config(estimator))
+        raise FileExistsError(
+            f"{stem.with_suffix('.json')} exists; pass overwrite=True to replace it, or choose another path."
+        )
+    write_pair(stem, estimator, estimator_config(estimator))
     return path
 
 
-def _config(estimator: Estimator) -> dict:
+def estimator_config(estimator: Estimator) -> dict:
     return {
         "kind": "estimator",
         "network": estimator.network.config(),

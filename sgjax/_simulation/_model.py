@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 from numpyro.distributions import constraints
 
-from ._custom_types import Params, Scalar, State
+from .._custom_types import Params, Scalar, State
 from ._observables import AbstractObservable
 
 
@@ -49,9 +49,7 @@ class AbstractODEModel(eqx.Module):
             f" with a distribution for each of {self.param_names}."
         )
 
-    def derived(
-        self, theta: Params, ts: Float[Array, " time"], ys: Float[Array, "time state"]
-    ) -> dict[str, Scalar]:
+    def derived(self, theta: Params, ts: Float[Array, " time"], ys: Float[Array, "time state"]) -> dict[str, Scalar]:
         """Quantities computed from `θ` and one trajectory `ys` at times `ts`
         (e.g. `R0`, final size, peak time), for use as learning targets. Empty unless
         a model defines some."""
@@ -68,9 +66,7 @@ class AbstractODEModel(eqx.Module):
                 raise ValueError(f"`{what}` has repeated names: {names!r}.")
         if not self.state_names:
             raise ValueError("A model needs at least one state name.")
-        if not isinstance(self.observable, AbstractObservable) and not callable(
-            self.observable
-        ):
+        if not isinstance(self.observable, AbstractObservable) and not callable(self.observable):
             raise TypeError(
                 "`observable` must be an sgjax observable such as `sgjax.State('I')` "
                 f"or a function `(ys, state_names) -> signal`, got {self.observable!r}."
@@ -156,10 +152,7 @@ class ODEModel(AbstractODEModel):
         support = dict(support or {})
         unknown = set(support) - set(self.param_names)
         if unknown:
-            raise ValueError(
-                f"`support` names {sorted(unknown)}, which are not in param_names "
-                f"{self.param_names}."
-            )
+            raise ValueError(f"`support` names {sorted(unknown)}, which are not in param_names {self.param_names}.")
         self._support = support
         self._prior = prior
         self._derived = _derived_function(derived, self.param_names)

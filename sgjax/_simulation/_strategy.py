@@ -30,8 +30,8 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Bool, Float
 
-from ._custom_types import Params
-from ._internal.unrolled import unrolled as _unrolled
+from .._custom_types import Params
+from .._internal import unrolled as _unrolled
 
 
 class AbstractStrategy(eqx.Module):
@@ -75,9 +75,9 @@ def _diffeqsolve(simulator, field, y0, theta, controller, adjoint=None, solver=N
     return sol.ys, sol.result == dfx.RESULTS.successful
 
 
-def _solve_one(simulator, theta, controller, adjoint=None, unrolled=False):
+def solve_one(simulator, theta, controller, adjoint=None, unrolled=False):
     """One trajectory; with `unrolled`, explicit Runge–Kutta stages unrolled
-    (`sgjax/_internal/unrolled.py`), else diffrax's solver as given (the reference)."""
+    (`sgjax/_internal/_unrolled.py`), else diffrax's solver as given (the reference)."""
     model = simulator.model
     solver = _unrolled(simulator.solver) if unrolled else None
     return _diffeqsolve(simulator, model.vector_field, model.initial_state(theta), theta, controller, adjoint, solver)
@@ -127,7 +127,7 @@ class PerTrajectory(AbstractStrategy):
 
     def solve(self, simulator, theta):
         controller = simulator.stepsize_controller
-        return jax.vmap(lambda th: _solve_one(simulator, th, controller), out_axes=(-1, 0))(theta)
+        return jax.vmap(lambda th: solve_one(simulator, th, controller), out_axes=(-1, 0))(theta)
 
 
 class _MaxOverBatch(eqx.Module):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write
+from .._io import atomic_write
 
 
 class UsageError(Exception):
@@ -62,7 +62,7 @@ _fraction = _flag_type(float, lambda v: math.isfinite(v) and 0 < v <= 1, "is not
 
 
 def _registry() -> dict:
-    from . import models
+    from .. import models
 
     return {
         name.lower(): cls
@@ -81,12 +81,19 @@ _OUTPUTS = {
     "simulate": ("simulations.npz", "simulations.png", "summary.json"),
     "train": ("estimator.eqx", "estimator.json", "metrics.json", "training.png", "recovery.png", "checkpoints"),
     "infer": ("posterior.json", "posterior.png"),
-    "boarding-school": ("metrics.json", "posterior_predictive.png", "posterior.png", "recovery.png", "training.png", "estimator"),
+    "boarding-school": (
+        "metrics.json",
+        "posterior_predictive.png",
+        "posterior.png",
+        "recovery.png",
+        "training.png",
+        "estimator",
+    ),
 }
 
 
 def _observation(args, counts: bool):
-    from . import observation as obs
+    from .. import observation as obs
 
     noise = args.noise or ("poisson" if counts else "gaussian")
     transforms = () if args.reporting == 1.0 else (obs.Reporting(args.reporting),)
@@ -136,7 +143,9 @@ def _prepare_out(path, command: str, overwrite: bool) -> Path:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as e:
-        raise UsageError(f"--out {out} cannot be written ({e.strerror}); give --out a folder you can write to.") from None
+        raise UsageError(
+            f"--out {out} cannot be written ({e.strerror}); give --out a folder you can write to."
+        ) from None
     names = _OUTPUTS[command]
     _remove_temporaries(out, names)
     if any(out.iterdir()):
@@ -150,7 +159,7 @@ def _prepare_out(path, command: str, overwrite: bool) -> Path:
 
 
 def _plot(sim, path: Path, title: str, k: int = 6) -> None:
-    from ._plots import _pyplot, save_figure
+    from .._plots import _pyplot, save_figure
 
     plt = _pyplot()
     idx = np.flatnonzero(sim.valid)[:k]
@@ -173,12 +182,14 @@ def _simulator(args):
     """The built-in model named on the command line, observed as the flags say."""
     import jax.numpy as jnp
 
-    from . import Simulator
-    from ._prior import suggest
+    from .. import Simulator
+    from .._simulation import suggest
 
     registry = _registry()
     if args.model not in registry:
-        raise UsageError(f"unknown model {args.model!r}; choose one of {sorted(registry)}.{suggest(args.model, registry)}")
+        raise UsageError(
+            f"unknown model {args.model!r}; choose one of {sorted(registry)}.{suggest(args.model, registry)}"
+        )
     cls = registry[args.model]
     kind = cls.__module__.rsplit(".", 1)[-1]
     t1 = args.t1 if args.t1 is not None else _HORIZON.get(kind, 50.0)
@@ -189,7 +200,7 @@ def _simulator(args):
 def _simulate_cmd(args) -> int:
     import jax
 
-    from . import PerTrajectory, SharedStep, __version__, simulate
+    from .. import __version__, PerTrajectory, SharedStep, simulate
 
     cls, simulator = _simulator(args)
     out = args.out_dir = _prepare_out(args.out, "simulate", args.overwrite)
@@ -198,7 +209,9 @@ def _simulate_cmd(args) -> int:
     sim = simulate(simulator, key=jax.random.key(args.seed), n=args.n, strategy=strategy)
     seconds = time.perf_counter() - start
     arrays = {f"theta_{k}": v for k, v in sim.theta.items()}
-    arrays.update(ts=np.asarray(sim.ts), signal=sim.signal, observations=sim.observations, mask=sim.mask, valid=sim.valid)
+    arrays.update(
+        ts=np.asarray(sim.ts), signal=sim.signal, observations=sim.observations, mask=sim.mask, valid=sim.valid
+    )
     npz = io.BytesIO()
     np.savez_compressed(npz, **arrays)
     atomic_write(out / "simulations.npz", npz.getvalue())
@@ -248,9 +261,9 @@ def _train_out(args) -> Path:
 def _train_cmd(args) -> int:
     import jax
 
-    from . import Task, _plots, fit, heads, nn, save
-    from ._evaluate import held_out, recovery
-    from ._io import rounded, versions
+    from .. import _plots, fit, heads, nn, save, Task
+    from .._io import rounded, versions
+    from ..diagnostics import held_out, recovery
 
     cls, simulator = _simulator(args)
     targets = args.targets.split(",") if args.targets else list(simulator.param_names)
@@ -259,7 +272,9 @@ def _train_cmd(args) -> int:
     except ValueError as e:
         raise UsageError(f"--targets: {e}") from None
     if args.budget is not None and args.budget < args.batch_size:
-        raise UsageError(f"--budget {args.budget} is less than one batch (--batch-size {args.batch_size}); give a larger --budget or a smaller --batch-size.")
+        raise UsageError(
+            f"--budget {args.budget} is less than one batch (--batch-size {args.batch_size}); give a larger --budget or a smaller --batch-size."
+        )
     # Everything the flags say is checked: only now is an earlier run replaced.
     out = args.out_dir = _train_out(args)
     head = getattr(heads, _HEADS[args.head])()
@@ -268,9 +283,19 @@ def _train_cmd(args) -> int:
     k_fit, k_test = jax.random.split(key)
     start = time.perf_counter()
     estimator, history = fit(
-        task, head, network, key=k_fit, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        eval_every=args.eval_every, steps_per_call=_steps_per_call(args.steps, args.eval_every),
-        validation_size=args.validation_size, budget=args.budget, checkpoint_dir=out / "checkpoints", resume=args.resume,
+        task,
+        head,
+        network,
+        key=k_fit,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        eval_every=args.eval_every,
+        steps_per_call=_steps_per_call(args.steps, args.eval_every),
+        validation_size=args.validation_size,
+        budget=args.budget,
+        checkpoint_dir=out / "checkpoints",
+        resume=args.resume,
         progress=not args.quiet,
     )
     seconds = time.perf_counter() - start
@@ -285,9 +310,13 @@ def _train_cmd(args) -> int:
         "targets": list(task.labels),
         "head": head.config(),
         "network": estimator.network.config(),
-        "training": {"steps": history["step"][-1], "batch_size": args.batch_size, "seconds_including_compile": round(seconds, 2),
-                     "samples_per_s_last_window": rounded(history["samples_per_s"][-1]),
-                     "final_validation_loss": history["val_loss"][-1]},
+        "training": {
+            "steps": history["step"][-1],
+            "batch_size": args.batch_size,
+            "seconds_including_compile": round(seconds, 2),
+            "samples_per_s_last_window": rounded(history["samples_per_s"][-1]),
+            "final_validation_loss": history["val_loss"][-1],
+        },
         "recovery_on_held_out_simulations": {"n": len(post), **rec},
         "history": history,
         "versions": versions(),
@@ -296,14 +325,17 @@ def _train_cmd(args) -> int:
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=2).encode())
     for label, m in rec.items():
         print(f"{label:>12}: " + ", ".join(f"{k} = {v:.3f}" for k, v in m.items()))
-    print(f"wrote {out}/estimator.eqx, estimator.json, metrics.json, training.png" + (", recovery.png" if post.quantiles else ""))
+    print(
+        f"wrote {out}/estimator.eqx, estimator.json, metrics.json, training.png"
+        + (", recovery.png" if post.quantiles else "")
+    )
     return 0
 
 
 def _read_data(args):
     """The CSV file named on the command line as `(times, values, mask)`; a folder or a
     header without rows is refused with the fix (`read_csv` refuses a binary file)."""
-    from . import read_csv
+    from .. import read_csv
 
     path = Path(args.data)
     if path.is_dir():
@@ -319,8 +351,8 @@ def _read_data(args):
 def _infer_cmd(args) -> int:
     import jax
 
-    from . import _plots, infer, load
-    from ._estimator import check_times
+    from .. import _plots, infer, load
+    from .._inference import check_times
 
     estimator = load(args.model_dir)  # refuses a damaged or edited header
     times, values, mask = _read_data(args)
@@ -330,17 +362,21 @@ def _infer_cmd(args) -> int:
     result = {"data": str(args.data), "posterior": post.summary(0)}
     atomic_write(out / "posterior.json", json.dumps(result, indent=2).encode())
     if post.samples is not None:
-        _plots.posterior_histograms({l: v[0] for l, v in post.samples.items()}, out / "posterior.png", f"Posterior given {Path(args.data).name}")
+        _plots.posterior_histograms(
+            {l: v[0] for l, v in post.samples.items()}, out / "posterior.png", f"Posterior given {Path(args.data).name}"
+        )
     print(json.dumps(result["posterior"], indent=2))
     print(f"wrote {out}/posterior.json" + (", posterior.png" if post.samples is not None else ""))
     return 0
 
 
 def _main_job_cmd(args) -> int:
-    from . import _mainjob
+    from . import _mainjob as _mainjob
 
     out = args.out_dir = _prepare_out(args.out, "boarding-school", args.overwrite)
-    metrics = _mainjob.run(out, fast=args.fast, seed=args.seed, steps=args.steps, progress=not args.quiet, overwrite=True)
+    metrics = _mainjob.run(
+        out, fast=args.fast, seed=args.seed, steps=args.steps, progress=not args.quiet, overwrite=True
+    )
     print(_mainjob.report(metrics))
     print(f"wrote {out}/metrics.json, posterior_predictive.png, posterior.png, recovery.png, training.png, estimator/")
     return 0
@@ -351,19 +387,29 @@ def _add_simulator_args(p: argparse.ArgumentParser) -> None:
     `train`."""
     p.add_argument("--times", type=_positive_int, default=100, help="number of observation times (default 100)")
     p.add_argument("--t1", type=_positive_float, default=None, help="last observation time (default by model kind)")
-    p.add_argument("--noise", choices=["poisson", "negbin", "gaussian", "lognormal", "none"], default=None,
-                   help="observation noise (default: poisson for epidemics and growth, gaussian otherwise)")
+    p.add_argument(
+        "--noise",
+        choices=["poisson", "negbin", "gaussian", "lognormal", "none"],
+        default=None,
+        help="observation noise (default: poisson for epidemics and growth, gaussian otherwise)",
+    )
     p.add_argument("--reporting", type=_fraction, default=1.0, help="reporting fraction in (0, 1] (default 1)")
     p.add_argument("--dispersion", type=_positive_float, default=10.0, help="negative-binomial dispersion (default 10)")
     p.add_argument("--scale", type=_positive_float, default=0.1, help="gaussian / lognormal noise scale (default 0.1)")
 
 
 def _reproduce_cmd(args) -> int:
-    from .reproduce import reproduce
+    from ..reproduce import reproduce
 
     args.out_dir = Path(args.out)
     page = reproduce(
-        args.names, args.out, quick=args.quick, seed=args.seed, overwrite=args.overwrite, progress=args.progress, jobs=args.jobs
+        args.names,
+        args.out,
+        quick=args.quick,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        jobs=args.jobs,
     )
     print(f"results page: {page}")
     return 0
@@ -371,8 +417,16 @@ def _reproduce_cmd(args) -> int:
 
 #: What `main` reports on one line (exit status 2) instead of a traceback: the
 #: errors sgjax raises for a mistake in a flag, a file or a folder.
-_MISTAKES = (UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError,
-             NotADirectoryError, PermissionError)
+_MISTAKES = (
+    UsageError,
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def _interrupted(args) -> str:
@@ -429,23 +483,40 @@ def _parser() -> argparse.ArgumentParser:
         "prior, then check recovery on held-out simulations. Writes the estimator, metrics.json and plots.",
     )
     t.add_argument("model", help=f"a built-in model: {', '.join(sorted(_registry()))}")
-    t.add_argument("--targets", default=None, help="comma-separated parameters or derived quantities, e.g. beta,gamma,R0 "
-                   "(default: every parameter)")
+    t.add_argument(
+        "--targets",
+        default=None,
+        help="comma-separated parameters or derived quantities, e.g. beta,gamma,R0 (default: every parameter)",
+    )
     t.add_argument("--head", choices=sorted(_HEADS), default="quantile", help="what to learn (default quantile)")
     t.add_argument("--network", choices=sorted(_NETWORKS), default="mlp", help="network (default mlp)")
     t.add_argument("--steps", type=_positive_int, default=2000, help="optimiser steps (default 2000)")
     t.add_argument("--batch-size", type=_positive_int, default=512, help="simulations per step (default 512)")
     t.add_argument("--learning-rate", type=_positive_float, default=3e-3, help="peak learning rate (default 3e-3)")
-    t.add_argument("--eval-every", type=_positive_int, default=250, help="steps between validation losses (default 250)")
-    t.add_argument("--validation-size", type=_positive_int, default=4096, help="held-out validation simulations (default 4096)")
-    t.add_argument("--test-size", type=_positive_int, default=2000, help="held-out simulations for recovery metrics (default 2000)")
-    t.add_argument("--budget", type=_positive_int, default=None, help="train on this many pre-simulated samples instead of fresh ones")
+    t.add_argument(
+        "--eval-every", type=_positive_int, default=250, help="steps between validation losses (default 250)"
+    )
+    t.add_argument(
+        "--validation-size", type=_positive_int, default=4096, help="held-out validation simulations (default 4096)"
+    )
+    t.add_argument(
+        "--test-size", type=_positive_int, default=2000, help="held-out simulations for recovery metrics (default 2000)"
+    )
+    t.add_argument(
+        "--budget",
+        type=_positive_int,
+        default=None,
+        help="train on this many pre-simulated samples instead of fresh ones",
+    )
     _add_simulator_args(t)
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--out", default=None, help="output directory (default runs/MODEL)")
     again = t.add_mutually_exclusive_group()
-    again.add_argument("--overwrite", action="store_true",
-                       help="replace the run in an existing --out (its checkpoints included) with a new one")
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in an existing --out (its checkpoints included) with a new one",
+    )
     again.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train_cmd)
@@ -460,7 +531,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("data", help="the CSV file")
     i.add_argument("--time-column", default="time", help="name of the time column (default time)")
     i.add_argument("--columns", nargs="+", default=None, help="value columns (default: all but the time column)")
-    i.add_argument("--samples", type=_positive_int, default=2000, help="posterior samples for density heads (default 2000)")
+    i.add_argument(
+        "--samples", type=_positive_int, default=2000, help="posterior samples for density heads (default 2000)"
+    )
     i.add_argument("--seed", type=_seed, default=0)
     i.add_argument("--out", default=None, help="output directory (default MODEL_DIR/inference)")
     i.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
@@ -481,7 +554,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_main_job_cmd)
 
-    from .reproduce import CASE_STUDIES, EXPERIMENTS
+    from ..reproduce import CASE_STUDIES, EXPERIMENTS
 
     r = sub.add_parser(
         "reproduce",
@@ -494,7 +567,9 @@ def _parser() -> argparse.ArgumentParser:
         + "; ".join(f"{k} ({v[1]})" for k, v in CASE_STUDIES.items()),
     )
     r.add_argument(
-        "names", nargs="+", metavar="NAME",
+        "names",
+        nargs="+",
+        metavar="NAME",
         help=f"experiments: {', '.join(EXPERIMENTS)}, or all; case studies: {', '.join(CASE_STUDIES)}, or case-studies",
     )
     r.add_argument("--quick", action="store_true", help="the reduced versions that CI runs")
@@ -502,8 +577,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=_seed, default=0)
     r.add_argument("--overwrite", action="store_true", help="replace earlier results of these experiments in --out")
     r.add_argument("--progress", action="store_true", help="show training progress bars")
-    r.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
-                   help="experiments run at once, in separate processes (default: 2 with 2 or more cores)")
+    r.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=min(2, os.cpu_count() or 1),
+        help="experiments run at once, in separate processes (default: 2 with 2 or more cores)",
+    )
     r.set_defaults(func=_reproduce_cmd)
     return parser
 
@@ -517,7 +596,3 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return _run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

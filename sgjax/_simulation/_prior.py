@@ -12,7 +12,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float
 from numpyro.distributions import constraints
 
-from ._custom_types import Key, Params
+from .._custom_types import Key, Params
 
 
 def bounds(constraint: constraints.Constraint) -> tuple[float, float] | None:
@@ -71,8 +71,7 @@ class Prior(eqx.Module):
                 d = dist.Delta(jnp.asarray(float(d)))
             if not isinstance(d, dist.Distribution):
                 raise TypeError(
-                    f"The prior for {name!r} must be a numpyro distribution or a number,"
-                    f" got {type(d).__name__}."
+                    f"The prior for {name!r} must be a numpyro distribution or a number, got {type(d).__name__}."
                 )
             if d.batch_shape != () or d.event_shape != ():
                 raise ValueError(
@@ -139,8 +138,7 @@ class Prior(eqx.Module):
         if unknown:
             hints = "".join(suggest(n, needed) for n in unknown)
             raise ValueError(
-                f"The prior has parameters {unknown} that nothing in the simulator "
-                f"uses (it uses {needed}).{hints}"
+                f"The prior has parameters {unknown} that nothing in the simulator uses (it uses {needed}).{hints}"
             )
         for name in model.param_names:
             want = bounds(model.parameter_support(name))
@@ -183,7 +181,9 @@ class Prior(eqx.Module):
             try:
                 low, high = (float(v) for v in interval)
             except (TypeError, ValueError):
-                raise ValueError(f"The box for {name!r} must be a pair (low, high) of numbers, got {interval!r}.") from None
+                raise ValueError(
+                    f"The box for {name!r} must be a pair (low, high) of numbers, got {interval!r}."
+                ) from None
             d = out[name]
             if isinstance(d, dist.Delta):
                 continue

@@ -3,7 +3,7 @@
 [`sgjax.SharedStep`][] and the likelihood baselines (MLE, Laplace, NUTS) run diffrax's
 explicit tableaus through [`UnrolledERK`][]: the same arithmetic as diffrax's own
 stage loop, written out so that XLA fuses each stage. Deleting this module (and
-calling diffrax's solver directly in `sgjax/_strategy.py`) changes no result beyond
+calling diffrax's solver directly in `sgjax/_simulation/_strategy.py`) changes no result beyond
 rounding; see `sgjax/_internal/README.md` for what it buys.
 """
 

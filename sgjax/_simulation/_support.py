@@ -24,6 +24,7 @@ from numpyro.distributions.transforms import biject_to, Transform
 
 from ._prior import bounds
 
+
 #: How far inside an interval `(lo, hi)` a value is moved, as a share of `hi − lo`.
 MARGIN = 1e-6
 

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from ._internal import hostmem as _hostmem
-from ._custom_types import check_key, Key, Params
+from .._custom_types import check_key, Key, Params
+from .._internal import _hostmem as _hostmem
 from ._prior import Prior
 from ._simulator import Simulator
 from ._strategy import AbstractStrategy, SharedStep, solve_or_rescue
@@ -27,6 +27,7 @@ DEFAULT_CHUNK_SIZE = 1024
 #: Chunks dispatched ahead of the one being copied to the host, on an accelerator
 #: (where dispatch is asynchronous; on CPU a chunk runs while its call waits).
 _IN_FLIGHT = 2
+
 
 class Simulation(eqx.Module):
     """A batch of simulations: NumPy arrays on the host, indexed by sample first.
@@ -337,7 +338,7 @@ def simulate(
 
     With the environment variable `SGJAX_HOST_POOL=1`, large output arrays reuse the
     memory of earlier outputs that nothing references any more, which saves the page
-    faults of fresh memory (`sgjax/_internal/hostmem.py`; off by default, see
+    faults of fresh memory (`sgjax/_internal/_hostmem.py`; off by default, see
     `sgjax/_internal/README.md`); `SGJAX_HOST_POOL_BYTES` caps what is kept idle
     (default 1 GiB).
 
@@ -385,7 +386,13 @@ def simulate(
         bad = np.flatnonzero(~valid)
         size = min(chunk_size, n)
         redo = _run(
-            simulator, strategy, jax.random.fold_in(key, rounds), -(-len(bad) // size) * size, size, prior=prior, keep_states=keep_states
+            simulator,
+            strategy,
+            jax.random.fold_in(key, rounds),
+            -(-len(bad) // size) * size,
+            size,
+            prior=prior,
+            keep_states=keep_states,
         )
         good = np.flatnonzero(redo[-1])[: len(bad)]
         n_failed += len(redo[-1]) - int(redo[-1].sum())

@@ -8,7 +8,9 @@ def _arviz():
     try:
         import arviz
     except ImportError:
-        raise ImportError("Exporting to ArviZ needs arviz, an optional dependency: pip install 'sgjax[arviz]' (or pip install arviz).") from None
+        raise ImportError(
+            "Exporting to ArviZ needs arviz, an optional dependency: pip install 'sgjax[arviz]' (or pip install arviz)."
+        ) from None
     return arviz
 
 

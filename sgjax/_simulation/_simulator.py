@@ -9,9 +9,9 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 from numpyro.distributions import constraints
 
-from ._custom_types import Key, Params
+from .._custom_types import Key, Params
+from ..observation import ObservationModel
 from ._model import AbstractODEModel
-from .observation import ObservationModel
 
 
 class Simulator(eqx.Module):
@@ -58,8 +58,7 @@ class Simulator(eqx.Module):
     ):
         if not isinstance(model, AbstractODEModel):
             raise TypeError(
-                f"`model` must be an sgjax model (a built-in or sgjax.ODEModel), got "
-                f"{type(model).__name__}."
+                f"`model` must be an sgjax model (a built-in or sgjax.ODEModel), got {type(model).__name__}."
             )
         ts_np = np.asarray(ts, dtype=float)
         if ts_np.ndim != 1 or ts_np.size == 0:
@@ -263,9 +262,9 @@ def _derived(simulator, theta, states):
 
 @eqx.filter_jit
 def _solve(simulator, theta):
-    from ._strategy import _solve_one
+    from ._strategy import solve_one
 
-    return _solve_one(simulator, theta, simulator.stepsize_controller)
+    return solve_one(simulator, theta, simulator.stepsize_controller)
 
 
 def solve(simulator: Simulator, theta: Params) -> Float[Array, "time state"]:
@@ -275,5 +274,7 @@ def solve(simulator: Simulator, theta: Params) -> Float[Array, "time state"]:
     theta = {k: jnp.asarray(v, dtype=simulator.ts.dtype) for k, v in theta.items()}
     ys, ok = _solve(simulator, theta)
     if not bool(ok):
-        raise RuntimeError("The solve failed (diffrax did not return success); try a larger `max_steps` or another solver.")
+        raise RuntimeError(
+            "The solve failed (diffrax did not return success); try a larger `max_steps` or another solver."
+        )
     return ys[1:]

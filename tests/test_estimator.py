@@ -13,7 +13,7 @@ from exact_tasks import LinearGaussian, PoissonGamma
 
 import sgjax
 from sgjax import _io
-from sgjax._inference._estimator import check_times
+from sgjax._inference import check_times
 from sgjax.observation import ObservationModel, Poisson
 
 
@@ -265,7 +265,7 @@ def test_csv_and_dataset_times_are_checked_against_the_training_grid(trained, tm
         sgjax.infer(est, data, key=jax.random.key(0), n_samples=10).stacked(), right.stacked()
     )
     with pytest.raises(ValueError, match="The dataset from d.csv has 9 rows"):
-        sgjax.infer(est, dataclasses.replace(data, times=data.times[:9], values=values[:9], mask=data.mask[:9]))
+        sgjax.infer(est, dataclasses.replace(data, times=data.times[:9], observations=values[:9], mask=data.mask[:9]))
     with pytest.raises(ValueError, match="carries its own missing entries"):
         sgjax.infer(est, data, mask=data.mask)
     with pytest.raises(ValueError, match="row 3 is at time 4.5"):  # the check the CLI shares
@@ -459,7 +459,7 @@ def test_a_model_selection_posterior_says_it_holds_probabilities():
 
 
 def test_log_prob_takes_theta_by_name_and_matches_the_stacked_computation():
-    from sgjax._inference._estimator import _log_prob
+    from sgjax._inference._infer import _log_prob
 
     est = _untrained(sgjax.heads.MixtureDensity(2))
     post = sgjax.infer(est, X6, key=jax.random.key(0), n_samples=7)

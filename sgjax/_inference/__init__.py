@@ -1,19 +1,16 @@
 """A trained SGNN as amortized inference: θ at the user boundary (`_theta.py`), the
-posterior every estimator returns (`_posterior.py`), the estimator with `infer`,
-`log_prob`, `save` and `load` (`_estimator.py`), and ArviZ export (`_arviz.py`)."""
+estimator (`_estimator.py`), the posterior every estimator returns (`_posterior.py`),
+`infer` and `log_prob` (`_infer.py`), `save` and `load` (`_saving.py`), and ArviZ
+export (`_arviz.py`)."""
 
 from ._arviz import to_arviz as to_arviz
-from ._estimator import (
+from ._estimator import Estimator as Estimator
+from ._infer import (
     check_times as check_times,
-    Estimator as Estimator,
-    estimator_config as estimator_config,
     infer as infer,
-    load as load,
     log_prob as log_prob,
-    Posterior as Posterior,
     prepare_observations as prepare_observations,
-    save as save,
-    skeleton as skeleton,
 )
-from ._posterior import AbstractPosterior as AbstractPosterior
+from ._posterior import AbstractPosterior as AbstractPosterior, Posterior as Posterior, SAMPLE_LEVELS as SAMPLE_LEVELS
+from ._saving import estimator_config as estimator_config, load as load, save as save, skeleton as skeleton
 from ._theta import stack as stack, unstack as unstack

@@ -127,3 +127,148 @@ def _levels(q) -> np.ndarray:
     if q_np.ndim > 1 or not np.all((q_np >= 0) & (q_np <= 1)):
         raise ValueError(f"`q` must be a level or a 1-D array of levels in [0, 1], got {q!r}.")
     return q_np
+
+
+class Posterior(AbstractPosterior):
+    """A trained network's posterior for a batch of `n` observed series, in natural
+    units (NumPy arrays, series first) — an [`sgjax.AbstractPosterior`][], so every
+    diagnostic and plot that takes NUTS's or ABC's samples takes it too.
+
+    **Fields:**
+
+    - `labels`: the target components (or, for model selection, the models).
+    - `point`: name → `(n,)`, the point estimate: the head's posterior mean for a
+        `Point` head, the mean of the samples for a density head, the median for a
+        `Quantile` head; `None` for model selection.
+    - `quantiles`: level → (name → `(n,)`): a `Quantile` head's trained levels, or
+        [`SAMPLE_LEVELS`][] from the samples of a density head.
+    - `samples`: name → `(n, draws)` for density heads (`Gaussian`, `MixtureDensity`,
+        `Flow`), else `None`. [`stacked`][sgjax.AbstractPosterior.stacked]`()` (or
+        [`sgjax.stack`][]`(posterior.samples)`) gives the `(n, draws, k)` array.
+    - `probabilities`: `(n, models)` for model selection (the models in `labels`),
+        else `None`. Such a posterior has no samples, quantiles or intervals: asking
+        for them is an error that points here.
+    - `parameters`: the labels that are the simulator's parameters (where the task
+        recorded them), which [`theta`][sgjax.AbstractPosterior.theta] keeps; `None`
+        keeps every label.
+
+    The summaries [`mean`][sgjax.AbstractPosterior.mean], [`quantile`][sgjax.AbstractPosterior.quantile]
+    and [`interval`][sgjax.AbstractPosterior.interval] come from the samples of a
+    density head; a `Quantile` head answers at its trained levels only, a `Point` head
+    gives its mean only.
+    """
+
+    labels: tuple[str, ...]
+    point: dict[str, np.ndarray] | None
+    quantiles: dict[float, dict[str, np.ndarray]]
+    samples: dict[str, np.ndarray] | None
+    probabilities: np.ndarray | None
+    parameters: tuple[str, ...] | None = None
+
+    def __check_init__(self):
+        for field in ("samples", "point"):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, dict):
+                raise TypeError(
+                    f"`Posterior.{field}` must be a dict mapping each label to an array with the series first "
+                    f"(sgjax's one convention for θ), got {type(value).__name__}; for a stacked array "
+                    f"use sgjax.unstack(array, labels)."
+                )
+        if not all(isinstance(v, dict) for v in self.quantiles.values()):
+            raise TypeError("`Posterior.quantiles` must map each level to a dict label → (n,).")
+        if self.parameters is not None and not set(self.parameters) <= set(self.labels):
+            raise ValueError(f"`parameters` {self.parameters} must be among the labels {self.labels}.")
+
+    def _need_samples(self, what: str) -> dict[str, np.ndarray]:
+        if self.probabilities is not None:
+            raise ValueError(
+                f"{what} is not defined here: this posterior is a model-selection classifier's, and holds "
+                f"model probabilities, not samples, quantiles or intervals. Read `posterior.probabilities` "
+                f"((n, models), the models in posterior.labels: {', '.join(self.labels)})."
+            )
+        if self.samples is None:
+            held = f"quantiles at the levels {sorted(self.quantiles)}" if self.quantiles else "a point estimate"
+            raise ValueError(
+                f"{what} needs posterior samples, but this posterior holds {held} only: use a density head "
+                "(Flow, Gaussian, MixtureDensity) for samples."
+            )
+        return self.samples
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The target components (or models), in order: `labels`."""
+        return self.labels
+
+    def __len__(self) -> int:
+        for held in (self.probabilities, self.samples, self.point, next(iter(self.quantiles.values()), None)):
+            if held is not None:
+                return len(held) if not isinstance(held, dict) else next(iter(held.values())).shape[0]
+        return 0
+
+    def mean(self) -> dict[str, np.ndarray]:
+        """The posterior mean: name → `(n,)` — `point`, for a `Point` head or a density
+        head (the mean of its samples)."""
+        if self.probabilities is None and self.point is not None and (self.samples is not None or not self.quantiles):
+            return dict(self.point)
+        return super().mean()
+
+    def quantile(self, q) -> dict[str, np.ndarray]:
+        """Posterior quantiles at level(s) `q`: name → `(n,)` for one level, `(n, len(q))`
+        for several. From the samples of a density head; a `Quantile` head answers at
+        its trained levels only."""
+        if self.samples is not None or self.probabilities is not None or not self.quantiles:
+            return super().quantile(q)
+        q_np = _levels(q)
+        have = np.array(sorted(self.quantiles))
+        picked = []
+        for level in np.atleast_1d(q_np):
+            hit = np.flatnonzero(np.isclose(have, level, rtol=0, atol=1e-9))
+            if not len(hit):
+                raise ValueError(
+                    f"This posterior holds the quantiles of a Quantile head at its trained levels {have.tolist()} "
+                    f"only, not {float(level):g}: ask for one of those, or train with those levels "
+                    "(heads.Quantile(levels=...)) or a density head."
+                )
+            picked.append(self.quantiles[float(have[hit[0]])])
+        if q_np.ndim == 0:
+            return dict(picked[0])
+        return {k: np.stack([p[k] for p in picked], axis=-1) for k in self.labels}
+
+    def interval(self, mass: float = 0.9) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The central credible interval holding `mass`: `(lower, upper)`, each name →
+        `(n,)`. A `Quantile` head gives it where it was trained at both ends' levels."""
+        if self.samples is None and self.probabilities is None and self.quantiles and 0 < mass < 1:
+            lo, hi = round((1 - mass) / 2, 6), round((1 + mass) / 2, 6)
+            if lo not in self.quantiles or hi not in self.quantiles:
+                have = sorted(self.quantiles)
+                raise ValueError(
+                    f"A {mass:.0%} interval needs the {lo} and {hi} quantiles; available: {have}. Train a "
+                    "Quantile head with those levels, or a density head (Flow, Gaussian, MixtureDensity)."
+                )
+        return super().interval(mass)
+
+    def theta(self, i: int = 0) -> dict[str, np.ndarray]:
+        """The posterior draws for series `i`: name → `(draws,)`, for the simulator's
+        parameters only where the task recorded them (derived quantities such as R0
+        are left out), so that [`sgjax.simulate`][]`(simulator, theta=posterior.theta(i),
+        key=...)` is a posterior predictive draw."""
+        draws = super().theta(i)
+        return draws if self.parameters is None else {k: draws[k] for k in self.parameters}
+
+    def summary(self, i: int = 0) -> dict:
+        """A JSON-friendly dict of the summaries for series `i`: per label its point
+        estimate and quantiles; for model selection the model probabilities."""
+        if self.probabilities is not None:
+            return {"probabilities": dict(zip(self.labels, map(float, self.probabilities[i])))}
+        out = {}
+        for label in self.labels:
+            entry = {}
+            if self.point is not None:
+                entry["point"] = float(self.point[label][i])
+            entry["quantiles"] = {str(q): float(v[label][i]) for q, v in sorted(self.quantiles.items())}
+            out[label] = entry
+        return out
+
+
+#: Quantile levels reported from samples of a density head.
+SAMPLE_LEVELS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975)

@@ -465,11 +465,11 @@ def test_log_prob_takes_theta_by_name_and_matches_the_stacked_computation():
     post = sgjax.infer(est, X6, key=jax.random.key(0), n_samples=7)
     x, mask = jnp.asarray(X6), jnp.ones(X6.shape, bool)
     # The stacked computation (the old `log_prob(est, (n, m, k), x)`), exactly.
-    want = np.asarray(_log_prob(est, x, mask, jnp.asarray(post.stacked())))
+    want = np.asarray(_log_prob(est, x, mask, None, jnp.asarray(post.stacked())))
     np.testing.assert_array_equal(sgjax.log_prob(est, post.samples, X6), want)
     # One value per series (a true θ): (n,).
     truth = {"a": np.array([0.0, 0.5, -1.0]), "b": np.array([1.0, 2.0, 0.5])}
-    one_each = np.asarray(_log_prob(est, x, mask, jnp.asarray(sgjax.stack(truth))[:, None, :]))[:, 0]
+    one_each = np.asarray(_log_prob(est, x, mask, None, jnp.asarray(sgjax.stack(truth))[:, None, :]))[:, 0]
     np.testing.assert_array_equal(sgjax.log_prob(est, truth, X6), one_each)
     # Scalars broadcast over series, (1, m) over series, mixed with (n, m).
     same = sgjax.log_prob(est, {"a": 0.5, "b": 2.0}, X6)

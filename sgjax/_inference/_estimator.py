@@ -10,7 +10,7 @@ from jaxtyping import Array, Bool, Float
 
 from .._learning import Space
 from ..heads import AbstractHead
-from ..nn import AbstractNetwork, Standardise
+from ..nn import AbstractNetwork, append_inputs, Standardise, StandardiseInputs
 
 
 class Estimator(eqx.Module):
@@ -32,6 +32,13 @@ class Estimator(eqx.Module):
     - `info`: a JSON string describing the task that trained it (`task.describe()`):
         its observation times `ts` and whether its noise gives counts, where the task
         records them, are checked against the data given to [`sgjax.infer`][].
+    - `inputs`: the names of the known per-dataset inputs the network reads beside
+        the series (the task's `inputs`; empty for none). [`sgjax.infer`][] then
+        needs a value for each: `inputs={"N": 763}`.
+    - `input_standardise`: their standardisation (an
+        [`sgjax.nn.StandardiseInputs`][] fitted on the pilot), `None` without inputs.
+        The standardised inputs go to the network as extra channels, constant over
+        time ([`sgjax.nn.append_inputs`][]), so every network takes them.
     """
 
     standardise: Standardise
@@ -43,6 +50,12 @@ class Estimator(eqx.Module):
     spaces: tuple[Space, ...] = eqx.field(static=True)
     n_classes: int = eqx.field(static=True, default=0)
     info: str = eqx.field(static=True, default="{}")
+    inputs: tuple[str, ...] = eqx.field(static=True, default=())
+    input_standardise: StandardiseInputs | None = None
+
+    def __check_init__(self):
+        if bool(self.inputs) != (self.input_standardise is not None):
+            raise ValueError("An Estimator with `inputs` needs their `input_standardise`, and one without none.")
 
     @property
     def in_time(self) -> int:
@@ -50,7 +63,8 @@ class Estimator(eqx.Module):
 
     @property
     def in_channels(self) -> int:
-        return self.network.in_channels
+        """The observed channels (the network reads `len(inputs)` more)."""
+        return self.standardise.in_channels
 
     @property
     def times(self) -> np.ndarray | None:
@@ -65,13 +79,24 @@ class Estimator(eqx.Module):
         description records it."""
         return bool(json.loads(self.info).get("counts", False))
 
-    def __call__(self, x: Float[Array, "time channels"], mask: Bool[Array, "time channels"]) -> Float[Array, " m"]:
-        """The head's raw output for one series."""
-        return self.network(self.standardise(x, mask), mask)
+    def __call__(
+        self,
+        x: Float[Array, "time channels"],
+        mask: Bool[Array, "time channels"],
+        inputs: Float[Array, " k_in"] | None = None,
+    ) -> Float[Array, " m"]:
+        """The head's raw output for one series, with its known inputs `(k_in,)` in
+        natural units where the estimator has them."""
+        h = self.standardise(x, mask)
+        if self.input_standardise is not None:
+            if inputs is None:
+                raise ValueError(f"This estimator reads the known inputs {self.inputs}: pass their values.")
+            h, mask = append_inputs(h, mask, self.input_standardise(inputs))
+        return self.network(h, mask)
 
-    def loss(self, x, mask, y) -> Float[Array, ""]:
+    def loss(self, x, mask, y, inputs=None) -> Float[Array, ""]:
         """The head's loss for one sample, `y` in the learning space."""
-        return self.head.loss(self(x, mask), (y - self.y_mean) / self.y_std)
+        return self.head.loss(self(x, mask, inputs), (y - self.y_mean) / self.y_std)
 
     def to_natural(self, z: Float[Array, "... k"]) -> Float[Array, "... k"]:
         """Map standardised learning-space values back to natural units."""

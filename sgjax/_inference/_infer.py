@@ -132,8 +132,8 @@ def _grid(ts: np.ndarray) -> str:
 
 
 @eqx.filter_jit
-def _summaries(estimator: Estimator, x, mask, key, n_samples: int):
-    out = jax.vmap(estimator)(x, mask)
+def _summaries(estimator: Estimator, x, mask, inputs, key, n_samples: int):
+    out = jax.vmap(estimator)(x, mask, inputs)
     k = estimator.y_mean.shape[0]
     keys = None if key is None else jax.random.split(key, x.shape[0])
     summarise = lambda o, kk: estimator.head.summarise(o, k, kk, n_samples)  # noqa: E731
@@ -161,11 +161,48 @@ def _observed(estimator: Estimator, x, mask):
     return prepare_observations(estimator, x, mask)
 
 
+def known_inputs(estimator: Estimator, inputs, n: int):
+    """`inputs` (name → scalar or `(n,)`) as the `(n, k_in)` array the estimator
+    reads, in the order of `estimator.inputs`; `None` for an estimator without
+    inputs. Refuses missing, unknown or misshapen entries by name."""
+    names = estimator.inputs
+    if not names:
+        if inputs:
+            raise ValueError(
+                f"This estimator was trained without known inputs, so it cannot read `inputs` ({', '.join(inputs)}); "
+                "train with sgjax.Task(..., inputs=(...)) to pass them, or leave `inputs` out."
+            )
+        return None
+    if not isinstance(inputs, Mapping):
+        raise TypeError(
+            f"This estimator reads the known inputs {', '.join(names)} beside the series: pass `inputs`, a dict "
+            f"with one value per input, e.g. inputs={{{names[0]!r}: ...}}; got {type(inputs).__name__}."
+        )
+    missing, extra = [k for k in names if k not in inputs], [k for k in inputs if k not in names]
+    if missing or extra:
+        problems = [f"missing {missing}"] * bool(missing) + [f"unknown {extra}"] * bool(extra)
+        raise ValueError(
+            f"`inputs` must have exactly one entry per known input of the estimator ({', '.join(names)}); "
+            + "; ".join(problems)
+            + "."
+        )
+    columns = []
+    for k in names:
+        v = np.asarray(inputs[k], dtype=float)
+        if v.ndim > 1 or (v.ndim == 1 and len(v) != n):
+            raise ValueError(f"`inputs[{k!r}]` must be a scalar or have shape ({n},), one per series; got {v.shape}.")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"`inputs[{k!r}]` must be finite, got {v}.")
+        columns.append(np.broadcast_to(v, (n,)))
+    return jnp.asarray(np.stack(columns, axis=1), estimator.input_standardise.mean.dtype)
+
+
 def infer(
     estimator: Estimator,
     x,
     mask=None,
     *,
+    inputs: Mapping[str, ArrayLike] | None = None,
     key: Key | None = None,
     n_samples: int = 2000,
 ) -> Posterior:
@@ -180,6 +217,10 @@ def infer(
         training times (`estimator.times`).
     - `mask`: `True` where observed (same shape as `x`); missing entries may hold
         anything, even NaN. Without it, NaN in `x` is an error.
+    - `inputs`: the known per-dataset inputs of an estimator trained with them
+        (`estimator.inputs`, from `Task(..., inputs=...)`): a dict with one entry per
+        input, each a scalar (the same for every series) or `(n,)` (one per series),
+        in natural units. `None` for an estimator without inputs.
     - `key`: a PRNG key (keyword-only), required for a density head (`Gaussian`,
         `MixtureDensity`, `Flow`), whose posterior samples it draws; other heads
         ignore it. One key gives the same samples every call.
@@ -189,7 +230,16 @@ def infer(
     n_samples)`, point estimates and quantiles name → `(n,)`, credible intervals
     (`posterior.interval(0.9)`), or model probabilities (model selection).
 
-    **Raises:** `TypeError` without `key` for a density head. `ValueError` for data the
+    **Example:**
+
+    ```python
+    posterior = sgjax.infer(estimator, "data.csv", key=jax.random.key(1))
+    # an estimator trained with Task(..., inputs=("N",)): the town's known size
+    posterior = sgjax.infer(estimator, x, inputs={"N": 763}, key=jax.random.key(1))
+    ```
+
+    **Raises:** `TypeError` without `key` for a density head. `ValueError` for missing
+    or unknown `inputs`, or `inputs` given to an estimator trained without. `ValueError` for data the
     estimator cannot read: other times than the training grid, non-finite observed
     entries, negative or fractional counts for an estimator trained on count noise,
     negative values where it standardises `log1p(x)`.
@@ -208,7 +258,8 @@ def infer(
             f"This estimator's {type(estimator.head).__name__} head draws posterior samples, so `infer` needs a "
             "PRNG key: pass key=jax.random.key(seed) (keyword-only). The same key gives the same samples."
         )
-    s = jax.tree.map(np.asarray, _summaries(estimator, x, mask, key if density else None, n_samples))
+    u = known_inputs(estimator, inputs, x.shape[0])
+    s = jax.tree.map(np.asarray, _summaries(estimator, x, mask, u, key if density else None, n_samples))
     labels = estimator.labels
     if estimator.n_classes:
         return Posterior(labels, None, {}, None, s["probabilities"])
@@ -230,9 +281,9 @@ def infer(
 
 
 @eqx.filter_jit
-def _log_prob(estimator: Estimator, x, mask, theta):
-    def one(x, mask, theta):  # theta (m, k): m values for one series
-        out = estimator(x, mask)
+def _log_prob(estimator: Estimator, x, mask, inputs, theta):
+    def one(x, mask, inputs, theta):  # theta (m, k): m values for one series
+        out = estimator(x, mask, inputs)
         z = jnp.stack([s.forward(theta[:, i]) for i, s in enumerate(estimator.spaces)], axis=-1)
         # d(learning space)/d(natural), per component: the change of variables.
         jac = jnp.stack([jax.vmap(jax.grad(s.forward))(theta[:, i]) for i, s in enumerate(estimator.spaces)], axis=-1)
@@ -240,10 +291,12 @@ def _log_prob(estimator: Estimator, x, mask, theta):
         lp = jax.vmap(lambda zz: estimator.head.log_prob(out, zz))(std)
         return lp - jnp.sum(jnp.log(estimator.y_std)) + jnp.sum(jnp.log(jnp.abs(jac)), axis=-1)
 
-    return jax.vmap(one)(x, mask, theta)
+    return jax.vmap(one)(x, mask, inputs, theta)
 
 
-def log_prob(estimator: Estimator, theta: Mapping[str, ArrayLike], x, mask=None) -> np.ndarray:
+def log_prob(
+    estimator: Estimator, theta: Mapping[str, ArrayLike], x, mask=None, *, inputs: Mapping[str, ArrayLike] | None = None
+) -> np.ndarray:
     """The approximate posterior log density `log q(θ | x)` in natural units, for
     estimators whose head is a density (`Gaussian`, `MixtureDensity`, `Flow`).
 
@@ -260,6 +313,7 @@ def log_prob(estimator: Estimator, theta: Mapping[str, ArrayLike], x, mask=None)
         true θ), or `(n, m)` / `(1, m)` (`m` values per series, e.g.
         `posterior.samples`). Entries broadcast against each other.
     - `x`, `mask`: the observed series, as for [`sgjax.infer`][].
+    - `inputs`: the known per-dataset inputs, as for [`sgjax.infer`][].
 
     **Returns:** log densities of θ's shape: `()` or `(m,)` for one series, `(n,)` or
     `(n, m)` for a batch; `-inf` outside the target's support.
@@ -319,6 +373,7 @@ def log_prob(estimator: Estimator, theta: Mapping[str, ArrayLike], x, mask=None)
     stacked = jnp.asarray(np.stack(full, axis=-1), estimator.y_mean.dtype)
     # Outside a component's support the learning-space map is clipped flat, so the
     # change of variables has a zero Jacobian there and the log density is -inf.
-    lp = np.asarray(_log_prob(estimator, x, mask, stacked))
+    u = known_inputs(estimator, inputs, n)
+    lp = np.asarray(_log_prob(estimator, x, mask, u, stacked))
     lp = np.where(np.isfinite(lp), lp, -np.inf)
     return lp.reshape(shape)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from .._io import FileFormatError, read_header, read_payload, write_pair
 from .._learning import Space
 from ..heads import head_from_config
-from ..nn import network_from_config, Standardise
+from ..nn import network_from_config, Standardise, StandardiseInputs
 from ..nn.base import check_size
 from ._estimator import Estimator
 
@@ -52,6 +52,8 @@ def estimator_config(estimator: Estimator) -> dict:
         "n_classes": estimator.n_classes,
         "dtype": str(estimator.y_mean.dtype),
         "task": json.loads(estimator.info),
+        # Only where there are known inputs: a file without them is as before.
+        **({"inputs": list(estimator.inputs)} if estimator.inputs else {}),
     }
 
 
@@ -71,9 +73,26 @@ def skeleton(config: dict) -> Estimator:
             spaces=tuple(Space(**s) for s in config["spaces"]),
             n_classes=int(config["n_classes"]),
             info=_task_info(config.get("task", {})),
+            **_inputs(config.get("inputs", [])),
         )
     except (KeyError, TypeError) as e:
         raise FileFormatError(f"The saved configuration is incomplete or malformed ({e!r}).") from None
+
+
+def _inputs(names) -> dict:
+    """The known inputs' names and a placeholder standardisation, as `Estimator`'s
+    keyword arguments (none for an estimator saved without inputs)."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise FileFormatError(
+            "The saved estimator was edited or damaged: its `inputs` entry is not a list of distinct names."
+        )
+    if not names:
+        return {}
+    k, dtype = len(names), jnp.result_type(float)
+    return {
+        "inputs": tuple(names),
+        "input_standardise": StandardiseInputs(jnp.zeros(k, dtype), jnp.ones(k, dtype), jnp.zeros(k, bool)),
+    }
 
 
 def _task_info(task) -> str:

@@ -29,12 +29,16 @@ class Batch(eqx.Module):
     - `y`: targets in their learning space `(n, k)`; for model selection, the model
         index `(n, 1)`.
     - `weight`: per-sample loss weight `(n,)`: 0 for failed simulations.
+    - `inputs`: known per-sample inputs `(n, k_in)` that the network reads beside `x`
+        (a population size, a covariate: the task's `inputs`, in natural units), or
+        `None` for a task without them.
     """
 
     x: Float[Array, "n time channels"]
     mask: Bool[Array, "n time channels"]
     y: Float[Array, "n k"]
     weight: Float[Array, " n"]
+    inputs: Float[Array, "n k_in"] | None = None
 
 
 class AbstractTask(eqx.Module):
@@ -70,6 +74,13 @@ class AbstractTask(eqx.Module):
     def n_classes(self) -> int:
         """The number of models for model selection; 0 for regression."""
         return 0
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The names of the known per-dataset inputs that `sample` returns in
+        `Batch.inputs` (one column each, in this order) and that the network reads
+        beside the observations; empty for none."""
+        return ()
 
     @property
     def fully_observed(self) -> bool:
@@ -123,6 +134,29 @@ def _as_targets(targets, simulator) -> tuple[AbstractTarget, ...]:
     return tuple(out)
 
 
+def _check_inputs(inputs, simulator: Simulator, labels) -> tuple[str, ...]:
+    """`inputs` as a tuple of names, each a θ entry of the simulator and no target."""
+    if isinstance(inputs, str):
+        inputs = (inputs,)
+    if not isinstance(inputs, Sequence) or not all(isinstance(n, str) for n in inputs):
+        raise TypeError(f"`inputs` must be a sequence of θ names (e.g. inputs=('N',)), got {inputs!r}.")
+    inputs = tuple(inputs)
+    if len(set(inputs)) != len(inputs):
+        raise ValueError(f"`inputs` names an entry twice: {inputs}.")
+    unknown = [n for n in inputs if n not in simulator.param_names]
+    if unknown:
+        raise ValueError(
+            f"`inputs` {unknown} are not entries of θ: the simulator reads {simulator.param_names}. A known input "
+            "is a θ entry the model reads, drawn from the prior in training and given at inference; to make a "
+            "model constant one, pass its name to the model (e.g. sgjax.models.SIR(N='N')) and give the prior "
+            "a distribution for it."
+        )
+    both = [n for n in inputs if n in labels]
+    if both:
+        raise ValueError(f"{both} cannot be both a target and a known input: an input is given, not inferred.")
+    return inputs
+
+
 class Task(AbstractTask):
     """Learn `targets` from a simulator's observations under a prior.
 
@@ -134,6 +168,13 @@ class Task(AbstractTask):
         [`sgjax.Forecast`][]; a bare name means a parameter, else a derived quantity.
     - `prior`: an [`sgjax.Prior`][]; default `simulator.default_prior()`.
     - `strategy`: how batches are solved; default [`sgjax.SharedStep`][].
+    - `inputs`: names of θ entries that are known for each dataset rather than
+        inferred — a population size, a covariate, a number of trials (keyword-only).
+        Each is drawn from the prior like any parameter, so that the network learns
+        for every value the prior covers; it goes to the network beside the observed
+        series (`Batch.inputs`) and is never a target. At inference give its value:
+        [`sgjax.infer`][]`(estimator, x, inputs={"N": 763}, key=...)`. For a model
+        constant to vary, name it in the model, e.g. `SIR(N="N")`.
 
     Failed simulations get weight 0 in the loss (they are not resampled inside the
     jitted step). Under `SharedStep` a batch whose shared solve fails as a whole (one
@@ -146,6 +187,16 @@ class Task(AbstractTask):
     task = sgjax.Task(simulator, ["beta", "gamma", "R0"])
     batch = task.sample(jax.random.key(0), 512)   # x (512, time, 1), y (512, 3)
     ```
+
+    A known population size as an input, so one estimator serves every town:
+
+    ```python
+    model = sgjax.models.SIR(N="N")                 # N read from θ
+    prior = sgjax.Prior({**model.default_prior().distributions, "N": dist.Uniform(200, 5000)})
+    task = sgjax.Task(sgjax.Simulator(model, ts), ["beta", "gamma"], prior, inputs=("N",))
+    estimator, _ = sgjax.fit(task, sgjax.heads.Flow(), key=key)
+    posterior = sgjax.infer(estimator, x, inputs={"N": 763}, key=key)
+    ```
     """
 
     simulator: Simulator
@@ -153,9 +204,16 @@ class Task(AbstractTask):
     _prior: Prior
     strategy: AbstractStrategy
     _spaces: tuple[Space, ...] = eqx.field(static=True)
+    _inputs: tuple[str, ...] = eqx.field(static=True, default=())
 
     def __init__(
-        self, simulator: Simulator, targets, prior: Prior | None = None, strategy: AbstractStrategy | None = None
+        self,
+        simulator: Simulator,
+        targets,
+        prior: Prior | None = None,
+        strategy: AbstractStrategy | None = None,
+        *,
+        inputs: Sequence[str] = (),
     ):
         if not isinstance(simulator, Simulator):
             raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")
@@ -171,6 +229,7 @@ class Task(AbstractTask):
         self._spaces = tuple(
             s for t in self.targets for s in (t.resolve_space(simulator, prior),) * len(t.labels(simulator))
         )
+        self._inputs = _check_inputs(inputs, simulator, self.labels)
 
     def restrict(self, box) -> "Task":
         """This task with its prior restricted to `box` (see [`sgjax.Prior.restrict`][]),
@@ -212,6 +271,10 @@ class Task(AbstractTask):
         return _channels(self.simulator)
 
     @property
+    def inputs(self):
+        return self._inputs
+
+    @property
     def fully_observed(self):
         return _fully_observed(self.simulator)
 
@@ -225,7 +288,8 @@ class Task(AbstractTask):
         y = jax.vmap(self._target)(o.theta, o.states, o.signal, o.observations)
         ok = o.valid & jnp.all(jnp.isfinite(y), axis=1)
         t = self.in_time
-        return Batch(o.observations[:, :t], o.mask[:, :t], jnp.where(ok[:, None], y, 0.0), ok.astype(y.dtype))
+        inputs = jnp.stack([jnp.asarray(o.theta[n], y.dtype) for n in self._inputs], axis=1) if self._inputs else None
+        return Batch(o.observations[:, :t], o.mask[:, :t], jnp.where(ok[:, None], y, 0.0), ok.astype(y.dtype), inputs)
 
     def _target(self, theta, states, signal, x):
         draw = Draw(theta, self.simulator.ts, states, signal, x)
@@ -244,6 +308,7 @@ class Task(AbstractTask):
             "parameters": [t.name for t in self.targets if isinstance(t, Parameter)],
             "ts": np.asarray(self.simulator.ts).tolist(),
             "counts": _counts(self.simulator),
+            **({"inputs": list(self._inputs)} if self._inputs else {}),
         }
 
 

@@ -68,6 +68,10 @@ class ArrayTask(AbstractTask):
         [`sgjax.Space`][] (default identity), or an [`sgjax.Prior`][] whose supports
         choose them as [`sgjax.Parameter`][] does (`log` for a positive rate, `logit`
         on a bounded interval).
+    - `inputs`: known per-dataset inputs the network reads beside `x` (a population
+        size, a covariate), keyword-only: a mapping name → its `n` values, like
+        `theta`; never targets. [`sgjax.infer`][] then needs their values:
+        `inputs={"N": 763}`.
 
     **Example:**
 
@@ -83,8 +87,9 @@ class ArrayTask(AbstractTask):
     mask: Any
     _labels: tuple[str, ...] = eqx.field(static=True)
     _spaces: tuple[Space, ...] = eqx.field(static=True)
+    known: dict[str, Any] = eqx.field(default_factory=dict)
 
-    def __init__(self, theta: Mapping, x, mask=None, spaces=None):
+    def __init__(self, theta: Mapping, x, mask=None, spaces=None, *, inputs: Mapping | None = None):
         if not isinstance(theta, Mapping) or not theta:
             raise TypeError(
                 "`theta` must be a non-empty mapping from parameter name to an array of its values, one per row of `x`."
@@ -94,18 +99,25 @@ class ArrayTask(AbstractTask):
             x = x[..., None]
         if x.ndim != 3:
             raise ValueError(f"`x` must have shape (n, time, channels), got {x.shape}.")
+        if inputs is not None and not isinstance(inputs, Mapping):
+            raise TypeError(f"`inputs` must be a mapping from input name to its values, got {type(inputs).__name__}.")
         theta = {str(k): _open(v, f"theta[{k!r}]") for k, v in theta.items()}
-        for k, v in theta.items():
-            if v.shape != (x.shape[0],):
-                raise ValueError(
-                    f"`theta[{k!r}]` must have shape ({x.shape[0]},), one value per row of `x`, got {v.shape}."
-                )
+        known = {str(k): _open(v, f"inputs[{k!r}]") for k, v in (inputs or {}).items()}
+        for what, arrays in (("theta", theta), ("inputs", known)):
+            for k, v in arrays.items():
+                if v.shape != (x.shape[0],):
+                    raise ValueError(
+                        f"`{what}[{k!r}]` must have shape ({x.shape[0]},), one value per row of `x`, got {v.shape}."
+                    )
+        both = sorted(set(theta) & set(known))
+        if both:
+            raise ValueError(f"{both} cannot be both a target (in `theta`) and a known input: an input is given.")
         if mask is not None:
             mask = _open(mask, "mask")
             mask = mask[..., None] if mask.ndim == 2 else mask
             if mask.shape != x.shape:
                 raise ValueError(f"`mask` must have the shape of `x`, {x.shape}, got {mask.shape}.")
-        self.theta, self.x, self.mask = theta, x, mask
+        self.theta, self.x, self.mask, self.known = theta, x, mask, known
         self._labels = tuple(theta)
         self._spaces = _spaces(spaces, self._labels)
 
@@ -126,6 +138,10 @@ class ArrayTask(AbstractTask):
         return self.x.shape[2]
 
     @property
+    def inputs(self):
+        return tuple(self.known)
+
+    @property
     def fully_observed(self):
         return self.mask is None
 
@@ -144,10 +160,14 @@ class ArrayTask(AbstractTask):
         x = np.asarray(self.x[rows], dtype)
         mask = np.ones(x.shape, bool) if self.mask is None else np.asarray(self.mask[rows], bool)
         y = np.stack([np.asarray(self.theta[k][rows], dtype) for k in self._labels], axis=1)
+        u = np.stack([np.asarray(self.known[k][rows], dtype) for k in self.known], axis=1) if self.known else None
         ok = np.isfinite(y).all(1) & np.where(mask, np.isfinite(x), True).all((1, 2))
+        if u is not None:
+            ok &= np.isfinite(u).all(1)
+            u = np.where(ok[:, None], u, 1).astype(dtype)
         x = np.where(mask & ok[:, None, None], x, 0).astype(dtype)
         y = np.where(ok[:, None], y, 0).astype(dtype)
-        return jax.tree.map(lambda a: a[back], Batch(x, mask, y, ok.astype(dtype)))
+        return jax.tree.map(lambda a: a[back], Batch(x, mask, y, ok.astype(dtype), u))
 
     def sample(self, key: Key, n: int) -> Batch:
         """`n` rows drawn at random (with replacement), their targets in the learning
@@ -164,6 +184,7 @@ class ArrayTask(AbstractTask):
             jnp.asarray(batch.mask),
             jnp.where(batch.weight[:, None] > 0, y, 0.0),
             jnp.asarray(batch.weight),
+            None if batch.inputs is None else jnp.asarray(batch.inputs),
         )
 
     def describe(self):
@@ -174,6 +195,7 @@ class ArrayTask(AbstractTask):
             "in_time": int(self.in_time),
             "in_channels": int(self.in_channels),
             "spaces": [s.config() for s in self._spaces],
+            **({"inputs": list(self.known)} if self.known else {}),
         }
 
 

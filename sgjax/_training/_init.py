@@ -16,7 +16,7 @@ import numpy as np
 from .._inference import Estimator
 from .._learning import AbstractTask, Batch
 from ..heads import AbstractHead
-from ..nn import AbstractNetwork, MLP, Standardise
+from ..nn import AbstractNetwork, MLP, Standardise, StandardiseInputs
 from . import _step
 from ._parallel import copy, replicate
 
@@ -26,11 +26,11 @@ def make_network(network, task: AbstractTask, out_size: int, key) -> AbstractNet
         network = MLP
     if isinstance(network, AbstractNetwork):
         got = (network.in_time, network.in_channels, network.out_size)
-        want = (task.in_time, task.in_channels, out_size)
+        want = (task.in_time, _channels(task), out_size)
         if got != want:
             raise ValueError(
                 f"The network maps (time, channels) = {got[:2]} to {got[2]} outputs, but the task "
-                f"and head need {want[:2]} → {want[2]}. Pass the class (e.g. sgjax.nn.MLP) or "
+                f"and head need {want[:2]} → {want[2]} (a known input is one more channel). Pass the class (e.g. sgjax.nn.MLP) or "
                 "functools.partial(sgjax.nn.MLP, width=...) and fit builds it with the right sizes."
             )
         return network
@@ -39,10 +39,16 @@ def make_network(network, task: AbstractTask, out_size: int, key) -> AbstractNet
     # Fully observed data: the mask is a constant 1, so a built-in network need not
     # read it (MLP 2x256 on 100 times: the network step ~18% cheaper).
     extra = {"mask_input": False} if task.fully_observed and _takes_mask_input(network) else {}
-    net = network(task.in_time, task.in_channels, out_size, key=key, **extra)
+    net = network(task.in_time, _channels(task), out_size, key=key, **extra)
     if not isinstance(net, AbstractNetwork):
         raise TypeError(f"The network factory returned {type(net).__name__}, not an sgjax.nn.AbstractNetwork.")
     return net
+
+
+def _channels(task: AbstractTask) -> int:
+    """The channels the network reads: the observed ones and one per known input
+    (`nn.append_inputs`)."""
+    return task.in_channels + len(task.inputs)
 
 
 def _takes_mask_input(network) -> bool:
@@ -72,8 +78,13 @@ def modules(task, head: AbstractHead, network, key):
     return net, head.build(k, jax.random.fold_in(key, 1))
 
 
-def estimator(task, modules, standardise: Standardise, y_mean, y_std) -> Estimator:
+def estimator(task, modules, standardise: Standardise, y_mean, y_std, inputs=None) -> Estimator:
+    """The estimator of `task` with the built `modules` and the given scaling;
+    `inputs`: the known inputs' `StandardiseInputs` (a placeholder where `None` and the
+    task has inputs)."""
     dtype = jnp.result_type(float)
+    if inputs is None and task.inputs:
+        inputs = StandardiseInputs.skeleton(len(task.inputs))
     net, built = modules
     return Estimator(
         standardise=standardise,
@@ -85,6 +96,8 @@ def estimator(task, modules, standardise: Standardise, y_mean, y_std) -> Estimat
         spaces=tuple(task.spaces),
         n_classes=task.n_classes,
         info=json.dumps(task.describe()),
+        inputs=tuple(task.inputs),
+        input_standardise=inputs,
     )
 
 
@@ -105,8 +118,9 @@ def log1p_guess(task: AbstractTask, log1p) -> bool | None:
 
 
 def pilot_scaling(stats: dict, log1p: bool, task: AbstractTask):
-    """`(standardise, y_mean, y_std)` from pilot batches' statistics
-    (`_step.batch_stats`, one row per batch), pooled."""
+    """`(standardise, y_mean, y_std, inputs)` from pilot batches' statistics
+    (`_step.batch_stats`, one row per batch), pooled; `inputs` the known inputs'
+    `StandardiseInputs` (`None` without)."""
     pooled = lambda name: Standardise.pool_moments(*(stats[name + p].astype(np.float64) for p in ("n", "mean", "m2")))  # noqa: E731
     y_n, y_mean, y_m2 = (a[:, 0] for a in pooled("y_"))  # every target: the same samples
     if not y_n[0]:
@@ -114,10 +128,14 @@ def pilot_scaling(stats: dict, log1p: bool, task: AbstractTask):
     dtype = stats["mean"].dtype
     n, mean, m2 = pooled("")
     standardise = Standardise.from_moments(n.astype(int), mean.astype(dtype), m2.astype(dtype), log1p=log1p)
+    inputs = None
+    if task.inputs:
+        least = np.min(stats["u_min"], axis=0)[:, 0]
+        inputs = StandardiseInputs.from_moments(least, *([a[:, 0] for a in pooled(p)] for p in ("u_", "ulog_")))
     if task.n_classes:
-        return standardise, np.zeros(1), np.ones(1)
+        return standardise, np.zeros(1), np.ones(1), inputs
     y_std = np.sqrt(y_m2 / y_n)
-    return standardise, y_mean, np.where(y_std > 1e-8 * np.maximum(np.abs(y_mean), 1.0), y_std, 1.0)
+    return standardise, y_mean, np.where(y_std > 1e-8 * np.maximum(np.abs(y_mean), 1.0), y_std, 1.0), inputs
 
 
 def initialise(task, built, source, optimiser, log1p, *, batch_size: int, shards: int, sharding, steps_per_call: int):
@@ -169,9 +187,10 @@ def warm_start(init: Estimator, task: AbstractTask, built, log1p) -> Estimator:
     build (`None` to take `init`'s), whose shapes must be `init`'s."""
     if not isinstance(init, Estimator):
         raise TypeError(f"`init` must be an sgjax.Estimator (a previous fit's), got {type(init).__name__}.")
-    want = (tuple(task.labels), tuple(task.spaces), task.n_classes, (task.in_time, task.in_channels))
-    got = (tuple(init.labels), tuple(init.spaces), init.n_classes, tuple(init.standardise.mean.shape))
-    for name, a, b in zip(("labels", "learning spaces", "n_classes", "(in_time, in_channels)"), got, want):
+    want = (tuple(task.labels), tuple(task.spaces), task.n_classes, (task.in_time, task.in_channels), task.inputs)
+    got = (tuple(init.labels), tuple(init.spaces), init.n_classes, tuple(init.standardise.mean.shape), init.inputs)
+    names = ("labels", "learning spaces", "n_classes", "(in_time, in_channels)", "known inputs")
+    for name, a, b in zip(names, got, want):
         if a != b:
             raise ValueError(f"`init` cannot warm-start this task: its {name} are {a}, the task's {b}.")
     if log1p is not None and bool(log1p) != init.standardise.log1p:

@@ -87,7 +87,7 @@ class Given(eqx.Module):
         if self.spaces is not None:
             y = jnp.stack([s.forward(y[:, i]) for i, s in enumerate(self.spaces)], axis=1)
             y = jnp.where(rows.weight[:, None] > 0, y, 0.0)
-        return shard(Batch(rows.x, rows.mask, y, rows.weight), sharding)
+        return shard(Batch(rows.x, rows.mask, y, rows.weight, rows.inputs), sharding)
 
 
 class Rows:

@@ -40,7 +40,7 @@ def assemble(frozen: Estimator, params) -> Estimator:
 def loss_and_sums(params, frozen: Estimator, batch: Batch):
     """The weighted mean loss over a batch, and its sums `(Σ weight × loss, Σ weight)`."""
     est = assemble(frozen, params)
-    per = jax.vmap(est.loss)(batch.x, batch.mask, batch.y)
+    per = jax.vmap(est.loss)(batch.x, batch.mask, batch.y, batch.inputs)
     total, weight = jnp.sum(per * batch.weight), jnp.sum(batch.weight)
     return total / jnp.maximum(weight, 1.0), (total, weight)
 
@@ -61,7 +61,22 @@ def batch_stats(batch: Batch, frozen: Estimator, sums) -> dict:
     y_n, y_mean, y_m2 = Standardise.moments(y, jnp.broadcast_to(ok, y.shape), False)
     least = jnp.min(jnp.where(observed, batch.x, jnp.inf)).astype(mean.dtype)
     return {"n": n, "mean": mean, "m2": m2, "y_n": y_n, "y_mean": y_mean, "y_m2": y_m2, "min": least,
-            "total": sums[0], "weight": sums[1]}  # fmt: skip
+            "total": sums[0], "weight": sums[1], **_input_stats(batch, ok[:, 0, 0])}  # fmt: skip
+
+
+def _input_stats(batch: Batch, ok) -> dict:
+    """The moments of the known inputs (`(k_in, 1)` each) and of their logs, and each
+    input's least value: `StandardiseInputs.from_moments`'s arguments. None without
+    inputs (a batch without them gives the same statistics as before)."""
+    if batch.inputs is None:
+        return {}
+    u = batch.inputs[:, :, None]
+    seen = jnp.broadcast_to(ok[:, None, None], u.shape)
+    least = jnp.min(jnp.where(seen, u, jnp.inf), axis=0)
+    raw = Standardise.moments(u, seen, False)
+    logged = Standardise.moments(jnp.log(jnp.where(u > 0, u, 1.0)), seen, False)
+    return {"u_n": raw[0], "u_mean": raw[1], "u_m2": raw[2], "ulog_n": logged[0], "ulog_mean": logged[1],
+            "ulog_m2": logged[2], "u_min": least}  # fmt: skip
 
 
 def _no_stats(frozen: Estimator) -> dict:
@@ -69,9 +84,15 @@ def _no_stats(frozen: Estimator) -> dict:
     (time_, channels), k = frozen.standardise.mean.shape, frozen.y_mean.shape[0]
     dtype = frozen.y_mean.dtype
     zero, grid, col = jnp.zeros((), dtype), jnp.zeros((time_, channels), dtype), jnp.zeros((k, 1), dtype)
-    return {"n": jnp.zeros((time_, channels), jnp.int32), "mean": grid, "m2": grid, "y_n": jnp.zeros((k, 1), jnp.int32),
+    stats = {"n": jnp.zeros((time_, channels), jnp.int32), "mean": grid, "m2": grid, "y_n": jnp.zeros((k, 1), jnp.int32),
             "y_mean": col, "y_m2": col, "min": jnp.full((), jnp.inf, dtype), "total": zero, "weight": zero,
             "finite": jnp.ones((), bool)}  # fmt: skip
+    if frozen.inputs:
+        k_in = len(frozen.inputs)
+        count, moment = jnp.zeros((k_in, 1), jnp.int32), jnp.zeros((k_in, 1), dtype)
+        stats |= {"u_n": count, "u_mean": moment, "u_m2": moment, "ulog_n": count, "ulog_mean": moment,
+                  "ulog_m2": moment, "u_min": jnp.full((k_in, 1), jnp.inf, dtype)}  # fmt: skip
+    return stats
 
 
 def draw(source, x, batch_size: int, shards: int, sharding) -> Batch:
@@ -106,6 +127,12 @@ def _check_shapes(batch: Batch, frozen: Estimator) -> None:
             f"The task's samples have inputs {batch.x.shape[1:]} and {batch.y.shape[-1]} target "
             f"components, but it declares ({time_}, {channels}) and {k} (its `labels`, "
             "`in_time` and `in_channels` must count them)."
+        )
+    k_in = 0 if batch.inputs is None else batch.inputs.shape[-1]
+    if k_in != len(frozen.inputs):
+        raise ValueError(
+            f"The task's samples have {k_in} known input(s) (Batch.inputs), but it declares {len(frozen.inputs)} "
+            f"(its `inputs`: {frozen.inputs})."
         )
 
 
@@ -195,7 +222,7 @@ def eval_loss(frozen: Estimator, params, batch: Batch, chunk: int):
 
     def one(b):
         est = assemble(frozen, params)
-        per = jax.vmap(est.loss)(b.x, b.mask, b.y)
+        per = jax.vmap(est.loss)(b.x, b.mask, b.y, b.inputs)
         return jnp.sum(per * b.weight), jnp.sum(b.weight)
 
     total, weight = jax.lax.map(one, chunks)

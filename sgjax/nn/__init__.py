@@ -11,10 +11,11 @@ a vector of shape `(out_size,)`; add a batch axis with `jax.vmap`. Save a networ
 from ._cnn import CNN as CNN
 from ._gru import GRU as GRU
 from ._mlp import MLP as MLP
-from ._standardise import Standardise as Standardise
+from ._standardise import Standardise as Standardise, StandardiseInputs as StandardiseInputs
 from ._transformer import Transformer as Transformer
 from .base import (
     AbstractNetwork as AbstractNetwork,
     ACTIVATIONS as ACTIVATIONS,
+    append_inputs as append_inputs,
     network_from_config as network_from_config,
 )

@@ -198,3 +198,47 @@ class Standardise(eqx.Module):
         x = jnp.where(mask, x, 0)  # so NaN at masked entries reaches no gradient either
         y = jnp.log1p(x) if self.log1p else x
         return jnp.where(mask, (y - self.mean) / self.std, 0)
+
+
+class StandardiseInputs(eqx.Module):
+    """Standardise known per-dataset inputs (a population size, a covariate):
+    `(f(u) - mean) / std` per input, `f = log` for an input that was positive
+    throughout the pilot batch, else the identity. Fitted on a pilot batch by
+    [`sgjax.fit`][] and kept with the estimator.
+
+    **Fields** (arrays of shape `(k_in,)`, so that the choice of `log` is a value, not
+    a constant of the compiled training step):
+
+    - `mean`, `std`: the mean and std of `f(u)` over the pilot.
+    - `log`: booleans, `True` where `f = log`.
+    """
+
+    mean: Float[Array, " k_in"]
+    std: Float[Array, " k_in"]
+    log: Bool[Array, " k_in"]
+
+    @classmethod
+    def skeleton(cls, k: int) -> "StandardiseInputs":
+        """Mean 0, std 1, no log, for `k` inputs: a placeholder of the right shapes."""
+        dtype = jnp.result_type(float)
+        k = check_size(k, "the number of inputs")
+        return cls(*(_on_device(a) for a in (np.zeros(k, dtype), np.ones(k, dtype), np.zeros(k, bool))))
+
+    @classmethod
+    def from_moments(cls, least, raw, logged) -> "StandardiseInputs":
+        """From a pilot's statistics: `least` the smallest value of each input `(k,)`,
+        `raw` and `logged` the moments `(n, mean, m2)` (`moments`) of the inputs and of
+        their logs, each `(k,)`. A constant input gets std 1."""
+        least = np.asarray(least)
+        log = least > 0
+        pick = lambda a, b: np.where(log, np.asarray(b), np.asarray(a))  # noqa: E731
+        n, mean, m2 = (pick(a, b) for a, b in zip(raw, logged))
+        dtype = jnp.result_type(float)
+        std = np.sqrt(m2 / np.maximum(n, 1))
+        std = np.where(std > 1e-8 * np.maximum(np.abs(mean), 1.0), std, 1.0)
+        return cls(*(_on_device(np.asarray(a, t)) for a, t in ((mean, dtype), (std, dtype), (log, bool))))
+
+    def __call__(self, u: Float[Array, " k_in"]) -> Float[Array, " k_in"]:
+        u = jnp.asarray(u, self.mean.dtype)
+        f = jnp.where(self.log, jnp.log(jnp.where(self.log, u, 1.0)), u)
+        return (f - self.mean) / self.std

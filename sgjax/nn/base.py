@@ -234,6 +234,20 @@ def masked_mean(h: Float[Array, "time feat"], keep: Bool[Array, " time"]) -> Flo
     return jnp.sum(jnp.where(keep[:, None], h, 0), axis=0) / jnp.maximum(jnp.sum(w), 1)
 
 
+def append_inputs(
+    x: Float[Array, "time channels"], mask: Bool[Array, "time channels"], u: Float[Array, " k_in"]
+) -> tuple[Float[Array, "time channels+k_in"], Bool[Array, "time channels+k_in"]]:
+    """A series with known per-dataset inputs `u` (standardised) beside it, for any
+    network: each input becomes one more channel, constant over time, observed at the
+    times where the series is (so that masked pooling and attention see the same
+    times). A network built with `in_channels + k_in` channels then reads them, with
+    no change to its architecture."""
+    t = x.shape[0]
+    u = jnp.broadcast_to(jnp.asarray(u, x.dtype), (t, u.shape[0]))
+    seen = jnp.broadcast_to(observed_times(mask)[:, None], u.shape)
+    return jnp.concatenate([x, jnp.where(seen, u, 0)], axis=-1), jnp.concatenate([mask, seen], axis=-1)
+
+
 def network_from_config(config: dict[str, Any], *, key: PRNGKeyArray) -> AbstractNetwork:
     """Rebuild a network of the structure described by `config` (from
     `AbstractNetwork.config`), with freshly initialised weights.

@@ -82,14 +82,15 @@ def final_size(
 def _epidemic_summary(model, theta, ts, ys) -> dict[str, Scalar]:
     """`R0` (no unit), `peak_time` (time units), and `peak_prevalence` and
     `attack_rate` as fractions of `N` (not people)."""
+    N, I0, E0 = model.sizes(theta)
     names = model.state_names
     s, i = ys[:, names.index("S")], ys[:, names.index("I")]
     peak = jnp.argmax(i)
     return {
         "R0": theta["beta"] / theta["gamma"],
         "peak_time": ts[peak],
-        "peak_prevalence": i[peak] / model.N,
-        "attack_rate": (model.N - s[-1]) / model.N,
+        "peak_prevalence": i[peak] / N,
+        "attack_rate": (N - s[-1]) / N,
     }
 
 
@@ -97,7 +98,49 @@ def _beta_gamma_prior():
     return {"beta": dist.LogUniform(0.1, 1.0), "gamma": dist.LogUniform(0.05, 0.5)}
 
 
-class SIR(AbstractODEModel):
+class _Population(AbstractODEModel):
+    """An epidemic model of a population: the rates in `rates`, and its size `N` and
+    initial numbers (`I0`, and `E0` where the model has it) each a number or the name
+    of an entry of θ. A name makes it a parameter: drawn from the prior like any
+    other — a known population size for a `Task(..., inputs=("N",))` — so that
+    one estimator serves populations of every size."""
+
+    rates: ClassVar[tuple[str, ...]]
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """The rates, then the sizes given as names."""
+        named = (getattr(self, c, None) for c in _SIZES)
+        return self.rates + tuple(dict.fromkeys(n for n in named if isinstance(n, str)))
+
+    def parameter_support(self, name: str) -> constraints.Constraint:
+        if name in self.rates:
+            return super().parameter_support(name)
+        return constraints.positive if name == self.N else constraints.nonnegative
+
+    def sizes(self, theta: Params) -> tuple:
+        """`(N, I0, E0)` for one draw: the numbers as given, names read from `θ` (`E0`
+        is 0 for a model without it)."""
+        return tuple(_value(getattr(self, c, 0.0), theta) for c in _SIZES)
+
+    def __check_init__(self):
+        for c in _SIZES:
+            v = getattr(self, c, 0.0)
+            if isinstance(v, str) and (not v.isidentifier() or v in self.rates):
+                raise ValueError(f"`{c}` names a θ entry {v!r}: it must be a new name (not one of {self.rates}).")
+
+
+#: The constant sizes an epidemic model may take from θ.
+_SIZES = ("N", "I0", "E0")
+
+
+def _value(v, theta: Params):
+    """A size as given (a number: the model's program is as it always was), or θ's
+    entry for a name."""
+    return theta[v] if isinstance(v, str) else v
+
+
+class SIR(_Population):
     """The susceptible–infected–recovered model with mass-action transmission:
 
     ```
@@ -135,37 +178,40 @@ class SIR(AbstractODEModel):
     by `N`: `sgjax.Derived("final_size", scale=N)`.
     """
 
-    param_names: ClassVar[tuple[str, ...]] = ("beta", "gamma")
+    rates: ClassVar[tuple[str, ...]] = ("beta", "gamma")
     state_names: ClassVar[tuple[str, ...]] = ("S", "I", "R")
     support: ClassVar[dict[str, constraints.Constraint]] = {
         "beta": constraints.positive,
         "gamma": constraints.positive,
     }
 
-    N: float = 1000.0
-    I0: float = 1.0
+    N: float | str = 1000.0
+    I0: float | str = 1.0
     observable: AbstractObservable = Decrease("S")
 
     def vector_field(self, t: Scalar, y: State, theta: Params) -> State:
+        N, I0, E0 = self.sizes(theta)
         s, i, r = y
-        infection = theta["beta"] * s * i / self.N
+        infection = theta["beta"] * s * i / N
         recovery = theta["gamma"] * i
         return jnp.stack([-infection, infection - recovery, recovery])
 
     def initial_state(self, theta: Params) -> State:
+        N, I0, E0 = self.sizes(theta)
         dtype = jnp.result_type(theta["beta"], float)
-        return jnp.array([self.N - self.I0, self.I0, 0.0], dtype=dtype)
+        return jnp.array([N - I0, I0, 0.0], dtype=dtype)
 
     def default_prior(self) -> Prior:
         return Prior(_beta_gamma_prior())
 
     def derived(self, theta: Params, ts: Times, ys: Float[Array, "time state"]) -> dict[str, Scalar]:
+        N, I0, E0 = self.sizes(theta)
         out = _epidemic_summary(self, theta, ts, ys)
-        out["final_size"] = final_size(out["R0"], 1.0 - self.I0 / self.N)
+        out["final_size"] = final_size(out["R0"], 1.0 - I0 / N)
         return out
 
 
-class SEIR(AbstractODEModel):
+class SEIR(_Population):
     """The susceptible–exposed–infected–recovered model: SIR with a latent period.
 
     ```
@@ -204,7 +250,7 @@ class SEIR(AbstractODEModel):
     unchanged for SEIR).
     """
 
-    param_names: ClassVar[tuple[str, ...]] = ("beta", "sigma", "gamma")
+    rates: ClassVar[tuple[str, ...]] = ("beta", "sigma", "gamma")
     state_names: ClassVar[tuple[str, ...]] = ("S", "E", "I", "R")
     support: ClassVar[dict[str, constraints.Constraint]] = {
         "beta": constraints.positive,
@@ -212,21 +258,23 @@ class SEIR(AbstractODEModel):
         "gamma": constraints.positive,
     }
 
-    N: float = 1000.0
-    I0: float = 1.0
-    E0: float = 0.0
+    N: float | str = 1000.0
+    I0: float | str = 1.0
+    E0: float | str = 0.0
     observable: AbstractObservable = Decrease("S")
 
     def vector_field(self, t: Scalar, y: State, theta: Params) -> State:
+        N, I0, E0 = self.sizes(theta)
         s, e, i, r = y
-        infection = theta["beta"] * s * i / self.N
+        infection = theta["beta"] * s * i / N
         onset = theta["sigma"] * e
         recovery = theta["gamma"] * i
         return jnp.stack([-infection, infection - onset, onset - recovery, recovery])
 
     def initial_state(self, theta: Params) -> State:
+        N, I0, E0 = self.sizes(theta)
         dtype = jnp.result_type(theta["beta"], float)
-        return jnp.array([self.N - self.E0 - self.I0, self.E0, self.I0, 0.0], dtype=dtype)
+        return jnp.array([N - E0 - I0, E0, I0, 0.0], dtype=dtype)
 
     def default_prior(self) -> Prior:
         return Prior(
@@ -236,12 +284,13 @@ class SEIR(AbstractODEModel):
         )
 
     def derived(self, theta: Params, ts: Times, ys: Float[Array, "time state"]) -> dict[str, Scalar]:
+        N, I0, E0 = self.sizes(theta)
         out = _epidemic_summary(self, theta, ts, ys)
-        out["final_size"] = final_size(out["R0"], 1.0 - (self.E0 + self.I0) / self.N)
+        out["final_size"] = final_size(out["R0"], 1.0 - (E0 + I0) / N)
         return out
 
 
-class SIRS(AbstractODEModel):
+class SIRS(_Population):
     """SIR with waning immunity: recovered people become susceptible again.
 
     ```
@@ -285,7 +334,7 @@ class SIRS(AbstractODEModel):
     burn out.
     """
 
-    param_names: ClassVar[tuple[str, ...]] = ("beta", "gamma", "omega")
+    rates: ClassVar[tuple[str, ...]] = ("beta", "gamma", "omega")
     state_names: ClassVar[tuple[str, ...]] = ("S", "I", "R", "C")
     support: ClassVar[dict[str, constraints.Constraint]] = {
         "beta": constraints.positive,
@@ -293,20 +342,22 @@ class SIRS(AbstractODEModel):
         "omega": constraints.positive,
     }
 
-    N: float = 1000.0
-    I0: float = 1.0
+    N: float | str = 1000.0
+    I0: float | str = 1.0
     observable: AbstractObservable = Increase("C")
 
     def vector_field(self, t: Scalar, y: State, theta: Params) -> State:
+        N, I0, E0 = self.sizes(theta)
         s, i, r, _ = y
-        infection = theta["beta"] * s * i / self.N
+        infection = theta["beta"] * s * i / N
         recovery = theta["gamma"] * i
         waning = theta["omega"] * r
         return jnp.stack([waning - infection, infection - recovery, recovery - waning, infection])
 
     def initial_state(self, theta: Params) -> State:
+        N, I0, E0 = self.sizes(theta)
         dtype = jnp.result_type(theta["beta"], float)
-        return jnp.array([self.N - self.I0, self.I0, 0.0, 0.0], dtype=dtype)
+        return jnp.array([N - I0, I0, 0.0, 0.0], dtype=dtype)
 
     def default_prior(self) -> Prior:
         return Prior(_beta_gamma_prior(), omega=dist.LogUniform(0.005, 0.05))
@@ -315,7 +366,7 @@ class SIRS(AbstractODEModel):
         return _epidemic_summary(self, theta, ts, ys)
 
 
-class SIRIntervention(AbstractODEModel):
+class SIRIntervention(_Population):
     """SIR whose transmission rate drops around an unknown time, e.g. when a lockdown
     starts:
 
@@ -374,7 +425,7 @@ class SIRIntervention(AbstractODEModel):
     No closed-form final size: it depends on when and how hard the intervention hits.
     """
 
-    param_names: ClassVar[tuple[str, ...]] = ("beta", "gamma", "t_change", "effect")
+    rates: ClassVar[tuple[str, ...]] = ("beta", "gamma", "t_change", "effect")
     state_names: ClassVar[tuple[str, ...]] = ("S", "I", "R")
     support: ClassVar[dict[str, constraints.Constraint]] = {
         "beta": constraints.positive,
@@ -382,8 +433,8 @@ class SIRIntervention(AbstractODEModel):
         "effect": constraints.unit_interval,
     }
 
-    N: float = 1000.0
-    I0: float = 1.0
+    N: float | str = 1000.0
+    I0: float | str = 1.0
     ramp_width: float = 1.0
     observable: AbstractObservable = Decrease("S")
 
@@ -397,15 +448,17 @@ class SIRIntervention(AbstractODEModel):
             )
 
     def vector_field(self, t: Scalar, y: State, theta: Params) -> State:
+        N, I0, E0 = self.sizes(theta)
         s, i, r = y
         cut = theta["effect"] * jax.nn.sigmoid((t - theta["t_change"]) / self.ramp_width)
-        infection = theta["beta"] * (1.0 - cut) * s * i / self.N
+        infection = theta["beta"] * (1.0 - cut) * s * i / N
         recovery = theta["gamma"] * i
         return jnp.stack([-infection, infection - recovery, recovery])
 
     def initial_state(self, theta: Params) -> State:
+        N, I0, E0 = self.sizes(theta)
         dtype = jnp.result_type(theta["beta"], float)
-        return jnp.array([self.N - self.I0, self.I0, 0.0], dtype=dtype)
+        return jnp.array([N - I0, I0, 0.0], dtype=dtype)
 
     def default_prior(self) -> Prior:
         return Prior(_beta_gamma_prior(), t_change=dist.Uniform(10.0, 60.0), effect=dist.Uniform(0.0, 1.0))

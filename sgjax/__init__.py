@@ -20,8 +20,9 @@ others use:
 import importlib.metadata
 
 from . import (
+    baselines as baselines,
     datasets as datasets,
-    diagnostics as diagnostics,  # noqa: I001 (after the packages it builds on)
+    diagnostics as diagnostics,
     experimental as experimental,
     heads as heads,
     models as models,

@@ -25,6 +25,7 @@ import mmap
 import os
 import threading
 import weakref
+from typing import Any, cast
 
 import numpy as np
 
@@ -104,4 +105,5 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     # the last one is collected, the map goes back to the pool.
     handle = (ctypes.c_byte * len(m)).from_buffer(m)
     weakref.finalize(handle, _POOL.give, m, limit)
-    return np.frombuffer(handle, dtype, count=math.prod(shape)).reshape(shape)
+    # A ctypes array exports the buffer protocol; typeshed does not declare it.
+    return np.frombuffer(cast(Any, handle), dtype, count=math.prod(shape)).reshape(shape)

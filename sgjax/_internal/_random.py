@@ -362,7 +362,8 @@ def _finish(
             new = val
             if search is not None:
                 start = (t * _RETRY_SEARCH_STEPS).astype(dtype)
-                count, r, pj, ended = _search_block(r, pj, start, lambda j: search.ratio(j, p), _RETRY_SEARCH_STEPS)
+                ratio = search.ratio
+                count, r, pj, ended = _search_block(r, pj, start, lambda j: ratio(j, p), _RETRY_SEARCH_STEPS)
                 ended = ended | (start + _RETRY_SEARCH_STEPS >= _SEARCH_CAP)
                 found = search.value(start + count, p)
                 new = jnp.where((val == _SEARCH_CODE) & ended, found, new)
@@ -412,9 +413,11 @@ def _retry(
         val = value.at[pos].get(mode="fill", fill_value=0)
         idx = pos.astype(jnp.uint32)
         p = [a.at[pos].get(mode="clip") for a in params]
-        for j in range(_WIDE_ATTEMPTS if attempt is not None else 0):
-            k, ok = (wide_attempt or attempt)(k0, k1, 1 + j, idx, p)
-            val = jnp.where(val == _REJECT_CODE, jnp.where(ok, k, _REJECT_CODE), val)
+        if attempt is not None:
+            wide = wide_attempt or attempt
+            for j in range(_WIDE_ATTEMPTS):
+                k, ok = wide(k0, k1, 1 + j, idx, p)
+                val = jnp.where(val == _REJECT_CODE, jnp.where(ok, k, _REJECT_CODE), val)
         val = _finish(
             k0, k1, val, idx, p, attempt, search,
             capacity=max(1, capacity // 8), first_counter=1 + _WIDE_ATTEMPTS,

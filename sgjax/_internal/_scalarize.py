@@ -23,9 +23,10 @@ recognised by name.
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
+import jax.core
 import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
@@ -419,7 +420,7 @@ def _eval(jaxpr, consts, args) -> list[np.ndarray]:
 
     def read(v):
         if isinstance(v, jex.Literal):
-            return _const(np.asarray(v.val, dtype=v.aval.dtype))
+            return _const(np.asarray(v.val, dtype=cast(jax.core.ShapedArray, v.aval).dtype))
         return env[v]
 
     for v, x in zip(jaxpr.constvars, consts):
@@ -433,8 +434,8 @@ def _eval(jaxpr, consts, args) -> list[np.ndarray]:
             outs = _elementwise(eqn, ins, name)
         elif name in _STRUCTURAL:
             outs = _STRUCTURAL[name](eqn, ins, name)
-        elif name in _CALLS and _sub_jaxpr(eqn.params) is not None:
-            sub, sub_consts = _sub_jaxpr(eqn.params)
+        elif name in _CALLS and (found := _sub_jaxpr(eqn.params)) is not None:
+            sub, sub_consts = found
             outs = _eval(sub, sub_consts, ins[len(ins) - len(sub.invars) :])
         elif name == "cond":
             outs = _cond(eqn, ins)

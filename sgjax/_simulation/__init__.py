@@ -18,6 +18,7 @@ from ._prior import (
     Prior as Prior,
     restrictable as restrictable,
     suggest as suggest,
+    support_of as support_of,
     unwrapped as unwrapped,
 )
 from ._simulate import (

@@ -3,7 +3,7 @@
 import abc
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import ClassVar
+from typing import ClassVar, TYPE_CHECKING
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -26,8 +26,17 @@ class AbstractODEModel(eqx.Module):
     plain functions.
     """
 
-    param_names: eqx.AbstractVar[tuple[str, ...]]
-    state_names: eqx.AbstractVar[tuple[str, ...]]
+    if TYPE_CHECKING:
+        # Type checkers read an `AbstractVar` as a dataclass field, so a subclass that
+        # gives it as a property or a class variable (the built-in models) would seem to
+        # take it as an argument (equinox#1123). What they should see is a read-only value.
+        @property
+        def param_names(self) -> tuple[str, ...]: ...
+        @property
+        def state_names(self) -> tuple[str, ...]: ...
+    else:
+        param_names: eqx.AbstractVar[tuple[str, ...]]
+        state_names: eqx.AbstractVar[tuple[str, ...]]
     observable: eqx.AbstractVar[AbstractObservable]
 
     #: Where each parameter may lie, as numpyro constraints; parameters not listed

@@ -59,6 +59,9 @@ class AbstractObservable(eqx.Module):
 
 
 class _Named(AbstractObservable):
+    # Each subclass restates `__init__ = _Named.__init__`: equinox hands this `__init__`
+    # down, but type checkers follow dataclass rules and would otherwise see a generated
+    # `__init__(names)` instead of `State("I")`'s.
     names: tuple[str, ...] = eqx.field(static=True)
 
     def __init__(self, *names: str):
@@ -80,6 +83,8 @@ class State(_Named):
     **Arguments:** the state names, e.g. `State("I")` or `State("prey", "predator")`.
     """
 
+    __init__ = _Named.__init__
+
     def __call__(self, ys, state_names):
         return self._take(ys, state_names)[1:]
 
@@ -89,6 +94,8 @@ class Total(_Named):
 
     **Arguments:** the state names, e.g. `Total("E", "I")`.
     """
+
+    __init__ = _Named.__init__
 
     def __call__(self, ys, state_names):
         return jnp.sum(self._take(ys, state_names)[1:], axis=-1, keepdims=True)
@@ -104,6 +111,8 @@ class Decrease(_Named):
 
     per_interval: ClassVar[bool] = True
 
+    __init__ = _Named.__init__
+
     def __call__(self, ys, state_names):
         x = self._take(ys, state_names)
         return x[:-1] - x[1:]
@@ -118,6 +127,8 @@ class Increase(_Named):
     """
 
     per_interval: ClassVar[bool] = True
+
+    __init__ = _Named.__init__
 
     def __call__(self, ys, state_names):
         x = self._take(ys, state_names)

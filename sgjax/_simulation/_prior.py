@@ -3,9 +3,11 @@
 import difflib
 import math
 from collections.abc import Mapping
+from typing import cast
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
@@ -15,9 +17,9 @@ from numpyro.distributions import constraints
 from .._custom_types import Key, Params
 
 
-def bounds(constraint: constraints.Constraint) -> tuple[float, float] | None:
+def bounds(constraint: constraints.Constraint | None) -> tuple[float, float] | None:
     """The interval `(low, high)` a scalar constraint allows, or `None` if it is not
-    an interval (then nothing is checked)."""
+    an interval or there is none (then nothing is checked)."""
     if constraint is constraints.real:
         return -math.inf, math.inf
     low = getattr(constraint, "lower_bound", None)
@@ -30,6 +32,13 @@ def bounds(constraint: constraints.Constraint) -> tuple[float, float] | None:
     except TypeError:  # traced or array-valued bounds: nothing static to check
         return None
     return low, high
+
+
+def support_of(d: dist.Distribution) -> constraints.Constraint:
+    """`d.support`: numpyro types it as optional, but every distribution has one."""
+    support = d.support
+    assert support is not None, f"{type(d).__name__} has no support"
+    return support
 
 
 def suggest(name: str, names) -> str:
@@ -108,18 +117,18 @@ class Prior(eqx.Module):
         total = 0.0
         for name, d in self.distributions.items():
             x = jnp.asarray(theta[name])
-            inside = d.support(x)
+            inside = support_of(d)(x)
             lp = d.log_prob(jnp.where(inside, x, d.mean if _finite_mean(d) else 0.0))
             total = total + jnp.where(inside, lp, -jnp.inf)
-        return total
+        return jnp.asarray(total)
 
     def in_support(self, theta: Params) -> Bool[Array, "*batch"]:
         """Whether each draw of `θ` lies inside the prior's support."""
         self._check_names(theta)
-        ok = True
+        ok = jnp.asarray(True)
         for name, d in self.distributions.items():
-            ok = ok & d.support(jnp.asarray(theta[name]))
-        return jnp.asarray(ok)
+            ok = ok & jnp.asarray(support_of(d)(jnp.asarray(theta[name])))
+        return ok
 
     def check_model(self, model, extra_names=()) -> None:
         """Raise a clear `ValueError` unless this prior covers exactly the parameters
@@ -228,7 +237,8 @@ class Truncated(dist.Distribution):
         b = bounds(self.base.support) or (-math.inf, math.inf)
         return bool(float(self.low) <= b[0] and float(self.high) >= b[1])
 
-    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    # numpyro leaves these keyword arguments unannotated (their default is NotImplemented).
+    @constraints.dependent_property(is_discrete=False, event_dim=0)  # pyright: ignore[reportArgumentType]
     def support(self):
         # The base's own support when nothing is cut off, so that a support-driven
         # map (numpyro's `biject_to`, a learning space) is the base's: an interval
@@ -240,7 +250,7 @@ class Truncated(dist.Distribution):
     def _mass(self):
         return self.base.cdf(self.low), self.base.cdf(self.high)
 
-    def sample(self, key, sample_shape=()):
+    def sample(self, key: Key, sample_shape=()):
         lo, hi = self._mass()
         u = jax.random.uniform(key, sample_shape, minval=lo, maxval=hi)
         cut = jnp.clip(self.base.icdf(u), self.low, self.high)
@@ -306,7 +316,7 @@ def _truncate(name, d, low, high):
     if isinstance(d, (dist.Uniform, dist.LogUniform)):
         # `full_like` keeps each bound's dtype and weak type: the same pytree of
         # arrays, so compiled code is reused.
-        return type(d)(jnp.full_like(d.low, low), jnp.full_like(d.high, high))
+        return type(d)(jnp.full_like(cast(Array, d.low), low), jnp.full_like(cast(Array, d.high), high))
     if isinstance(d, Truncated):
         low, high = max(low, float(d.low)), min(high, float(d.high))
         d = d.base

@@ -232,6 +232,7 @@ def _run(simulator, strategy, key, n, size, prior=None, theta=None, keep_states=
 
     def dispatch(i):
         if theta is None:
+            assert prior is not None, "_run needs a prior or θ"
             return _chunk_from_prior(simulator, strategy, prior, keys[i], size, keep_states)
         part = {name: v[i * size : (i + 1) * size] for name, v in theta.items()}
         short = size - next(iter(part.values())).shape[0]

@@ -4,6 +4,7 @@ to solve it."""
 import diffrax as dfx
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float

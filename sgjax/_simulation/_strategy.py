@@ -22,13 +22,15 @@ return the same array layout; they differ in how steps are taken:
 """
 
 import abc
+from collections.abc import Callable
+from typing import cast
 
 import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from .._custom_types import Params
 from .._internal import unrolled as _unrolled
@@ -72,7 +74,8 @@ def _diffeqsolve(simulator, field, y0, theta, controller, adjoint=None, solver=N
         throw=False,
         **({} if adjoint is None else {"adjoint": adjoint}),
     )
-    return sol.ys, sol.result == dfx.RESULTS.successful
+    # `SaveAt(ts=...)` saves the states, so `ys` is an array (diffrax types it as optional).
+    return cast(Array, sol.ys), sol.result == dfx.RESULTS.successful
 
 
 def solve_one(simulator, theta, controller, adjoint=None, unrolled=False):
@@ -134,7 +137,7 @@ class _MaxOverBatch(eqx.Module):
     """Error norm for a batched state: the largest per-trajectory norm, ignoring
     trajectories that are already non-finite (they are flagged, not chased)."""
 
-    norm: object  # the controller's per-trajectory norm
+    norm: Callable[..., ArrayLike]  # the controller's per-trajectory norm
 
     def __call__(self, error):
         per_traj = jax.vmap(self.norm, in_axes=-1)(error)

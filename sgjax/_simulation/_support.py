@@ -65,7 +65,7 @@ def to_unconstrained(support: constraints.Constraint, value: ArrayLike, *, margi
     `biject_to(support).inv` after [`clip_to_support`][]. Always finite for finite
     `value`."""
     value = clip_to_support(support, value, margin=margin)
-    u = transform(support).inv(value)
+    u = jnp.asarray(transform(support).inv(value))
     # An interval so narrow against its bounds that the margin rounds away: the
     # logit of the margin itself.
     edge = -jnp.log(jnp.asarray(margin, u.dtype)) + jnp.log1p(-jnp.asarray(margin, u.dtype))
@@ -74,7 +74,7 @@ def to_unconstrained(support: constraints.Constraint, value: ArrayLike, *, margi
 
 def from_unconstrained(support: constraints.Constraint, u: ArrayLike) -> Array:
     """The value in `support` of the unconstrained coordinate `u` (elementwise)."""
-    return transform(support)(jnp.asarray(u))
+    return jnp.asarray(transform(support)(jnp.asarray(u)))
 
 
 def log_abs_det_jacobian(support: constraints.Constraint, u: ArrayLike) -> Array:
@@ -82,4 +82,4 @@ def log_abs_det_jacobian(support: constraints.Constraint, u: ArrayLike) -> Array
     `log p_u(u) = log p_θ(θ(u)) + log_abs_det_jacobian(support, u)`."""
     t = transform(support)
     u = jnp.asarray(u)
-    return t.log_abs_det_jacobian(u, t(u))
+    return jnp.asarray(t.log_abs_det_jacobian(u, t(u)))

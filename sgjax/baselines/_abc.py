@@ -10,7 +10,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from .._custom_types import check_key, Key
 from .._simulation import Prior, simulate, Simulator
@@ -175,8 +175,8 @@ def _check_int(value, name):
 
 def rejection_abc(
     simulator: Simulator,
-    x: Float[Array, "*n time channels"],
-    mask: Bool[Array, "*n time channels"] | None = None,
+    x: Float[ArrayLike, "*n time channels"],
+    mask: Bool[ArrayLike, "*n time channels"] | None = None,
     *,
     prior: Prior,
     key: Key,

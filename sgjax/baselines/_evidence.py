@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from .._custom_types import check_key, Key
 from .._simulation import AbstractStrategy, Prior, SharedStep, Simulator, solve_signal
@@ -79,8 +79,11 @@ def _log_likelihoods(simulator: Simulator, strategy: AbstractStrategy, space: Un
     signal = floor_signal(simulator, signal).reshape(m, P, *signal.shape[1:])
     theta = jax.tree.map(lambda a: a.reshape(m, P), theta)
 
+    observation = simulator.observation
+    assert observation is not None, "check_problem refuses a simulator with no observation model"
+
     def one(x, mask, signal, theta):
-        return simulator.observation.log_prob(x, signal, theta, simulator.ts, mask)
+        return observation.log_prob(x, signal, theta, simulator.ts, mask)
 
     lp = jax.vmap(jax.vmap(one, in_axes=(None, None, 0, 0)))(x, mask, signal, theta)
     ok = ok.reshape(m, P) & jnp.isfinite(lp)
@@ -208,8 +211,8 @@ def _smc_chunk(
 
 def evidence(
     simulator: Simulator,
-    x: Float[Array, "*n time channels"],
-    mask: Bool[Array, "*n time channels"] | None = None,
+    x: Float[ArrayLike, "*n time channels"],
+    mask: Bool[ArrayLike, "*n time channels"] | None = None,
     *,
     prior: Prior,
     key: Key,
@@ -280,8 +283,8 @@ def evidence(
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
     size = min(chunk_size, n)
     outs = []
-    for parts in padded_chunks(size, x, mask, keys):
-        args = (space, *parts, n_particles, n_moves, float(target_ess), max_temperatures)
+    for x_chunk, mask_chunk, keys_chunk in padded_chunks(size, x, mask, keys):
+        args = (space, x_chunk, mask_chunk, keys_chunk, n_particles, n_moves, float(target_ess), max_temperatures)
         out = [np.asarray(a) for a in _smc_chunk(simulator, strategy, *args)]
         if np.any(out[0] == -np.inf) and strategy.rescue() is not None:
             # A shared solve fails for the whole batch if one trajectory fails: solve
@@ -290,7 +293,13 @@ def evidence(
         outs.append(out)
     log_z, steps, acceptance, particles = (np.concatenate(a)[:n] for a in zip(*outs))
     samples = {name: particles[..., j] for j, name in enumerate(space.free)}
-    return Evidence(jnp.asarray(log_z), jnp.asarray(steps), jnp.asarray(acceptance), n_particles, samples)
+    return Evidence(
+        log_evidence=jnp.asarray(log_z),
+        temperatures=jnp.asarray(steps),
+        acceptance=jnp.asarray(acceptance),
+        n_particles=n_particles,
+        samples=samples,
+    )
 
 
 def model_posterior(

@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from .._custom_types import Params
 from .._simulation import Prior, Simulator
@@ -66,8 +66,8 @@ class Laplace(eqx.Module):
 
 def laplace(
     simulator: Simulator,
-    x: Float[Array, "*n time channels"],
-    mask: Bool[Array, "*n time channels"] | None = None,
+    x: Float[ArrayLike, "*n time channels"],
+    mask: Bool[ArrayLike, "*n time channels"] | None = None,
     *,
     prior: Prior,
     fit: MLEResult,

@@ -10,7 +10,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float
 
 from .._custom_types import Params
-from .._simulation import _support as _support, Prior, Simulator, solve_one
+from .._simulation import _support as _support, Prior, Simulator, solve_one, support_of
 
 
 #: The clean signal is floored here before the log density of a noise model whose
@@ -23,6 +23,7 @@ SIGNAL_FLOOR = 1e-6
 def floor_signal(simulator: Simulator, signal: Array) -> Array:
     """`signal`, floored at `SIGNAL_FLOOR` where the noise model needs a positive
     mean."""
+    assert simulator.observation is not None, "check_problem refuses a simulator with no observation model"
     return jnp.maximum(signal, SIGNAL_FLOOR) if simulator.observation.noise.positive_mean else signal
 
 
@@ -137,21 +138,23 @@ class Unconstrained(eqx.Module):
         """`θ` (a dict of scalars, fixed parameters included) for one `u`."""
         out = {n: jnp.asarray(d.v) for n, d in self.prior.distributions.items() if isinstance(d, dist.Delta)}
         for i, name in enumerate(self.free):
-            out[name] = _support.from_unconstrained(self.prior.distributions[name].support, u[i])
+            out[name] = _support.from_unconstrained(support_of(self.prior.distributions[name]), u[i])
         return out
 
     def u(self, theta: Params) -> Float[Array, " k"]:
         """The unconstrained vector for one `θ` (a dict of scalars)."""
-        return jnp.stack([_support.to_unconstrained(self.prior.distributions[n].support, theta[n]) for n in self.free])
+        return jnp.stack(
+            [_support.to_unconstrained(support_of(self.prior.distributions[n]), theta[n]) for n in self.free]
+        )
 
     def log_prior(self, u: Float[Array, " k"]) -> Float[Array, ""]:
         """The prior's log density of `u`: `log p(θ(u)) + log |dθ/du|`."""
         total = 0.0
         for i, name in enumerate(self.free):
             d = self.prior.distributions[name]
-            value = _support.from_unconstrained(d.support, u[i])
-            total = total + d.log_prob(value) + _support.log_abs_det_jacobian(d.support, u[i])
-        return total
+            value = _support.from_unconstrained(support_of(d), u[i])
+            total = total + d.log_prob(value) + _support.log_abs_det_jacobian(support_of(d), u[i])
+        return jnp.asarray(total)
 
 
 def log_posterior(

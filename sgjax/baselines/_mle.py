@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from .._custom_types import check_key, Key, Params
 from .._simulation import Prior, Simulator
@@ -144,11 +144,11 @@ def _fit_chunk(simulator, space, solver, adjoint, x, mask, keys, n_starts: int, 
     def one_start(u0, x, mask):
         nll = _objective(simulator, space, adjoint, x, mask)
         sol = optx.minimise(nll, solver, u0, max_steps=max_steps, throw=False)
-        f_info = getattr(sol.state, "f_info", None)
-        if isinstance(getattr(f_info, "f", None), jax.Array):
+        f = getattr(getattr(sol.state, "f_info", None), "f", None)
+        if isinstance(f, jax.Array):
             # Gradient-based optimistix solvers keep the objective at the returned
             # point; reading it saves compiling one more ODE solve.
-            ll = -f_info.f
+            ll = -f
         else:
             ll = -nll(sol.value, None)
         ll = jnp.where(ll > -_failed(ll.dtype), ll, -jnp.inf)
@@ -187,8 +187,8 @@ def _deprecated_alias(old_value, old: str, value, default):
 
 def fit_mle(
     simulator: Simulator,
-    x: Float[Array, "*n time channels"],
-    mask: Bool[Array, "*n time channels"] | None = None,
+    x: Float[ArrayLike, "*n time channels"],
+    mask: Bool[ArrayLike, "*n time channels"] | None = None,
     *,
     prior: Prior,
     key: Key,

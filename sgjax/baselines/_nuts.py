@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import ArrayLike, Bool, Float
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer.hmc import hmc
 
@@ -138,8 +138,8 @@ def _check_int(value, name, low=1):
 
 def nuts(
     simulator: Simulator,
-    x: Float[Array, "*n time channels"],
-    mask: Bool[Array, "*n time channels"] | None = None,
+    x: Float[ArrayLike, "*n time channels"],
+    mask: Bool[ArrayLike, "*n time channels"] | None = None,
     *,
     prior: Prior,
     key: Key,

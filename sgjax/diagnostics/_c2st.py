@@ -3,6 +3,7 @@
 approximate posterior's draws with a reference posterior's."""
 
 from collections.abc import Mapping
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -79,9 +80,9 @@ def _cross_validate(x, y, key, *, folds, sizes, epochs, batch_size, optimiser):
             updates, state = optimiser.update(grads, state, model)
             return (optax.apply_updates(model, updates), state), None
 
-        (model, _), _ = jax.lax.scan(step, (model, optimiser.init(model)), order)
+        (trained, _), _ = jax.lax.scan(step, (model, optimiser.init(model)), order)
         held_out = fold == f
-        correct = (model(x) > 0) == (y > 0.5)
+        correct = (cast(_Classifier, trained)(x) > 0) == (y > 0.5)
         return jnp.sum(held_out & correct) / jnp.sum(held_out)
 
     return jax.vmap(train)(jnp.arange(folds), jax.random.split(key, folds))
@@ -166,7 +167,7 @@ def c2st(
             "`c2st` got one named sample (a dict or a posterior) and one array; their columns cannot be "
             "matched. Pass both as dicts, or both as arrays (sgjax.stack(theta, names))."
         )
-    if a_names is not None:
+    if a_names is not None and b_names is not None:
         if set(a_names) != set(b_names):
             raise ValueError(
                 f"`c2st` needs draws of the same parameters in `a` and `b`; got {list(a_names)} and {list(b_names)}."

@@ -3,6 +3,7 @@ quantiles (in JAX, vectorised), and figure handling."""
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ from .. import _plots
 from .._stats import chi2_sf as chi2_sf
 
 
-def posterior_samples(obj, fn: str, what: str = "samples"):
+def posterior_samples(obj, fn: str, what: str = "samples") -> tuple[Any, tuple[str, ...] | None]:
     """The samples held by a posterior object (anything with a `.samples` attribute:
     [`sgjax.Posterior`][], [`sgjax.baselines.ReferencePosterior`][], ...), with the
     labels it carries if its samples are a stacked array; anything else unchanged."""

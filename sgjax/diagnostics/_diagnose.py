@@ -3,6 +3,7 @@ simulation-based calibration on held-out simulations, with one figure (like
 BayesFlow's default diagnostics)."""
 
 from collections.abc import Mapping
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -105,7 +106,7 @@ class Diagnosis(eqx.Module):
         intervals, the largest coverage shortfall below nominal, and the SBC
         p-values and whether the ranks' ECDF stays inside its band; and `n`."""
         cov, ranks = self.coverage.summary(), self.sbc.summary()
-        out = {"n": len(self)}
+        out: dict[str, Any] = {"n": len(self)}
         for label in self.labels:
             levels = cov[label]["coverage"]
             out[label] = {

@@ -2,12 +2,13 @@
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
 
 from .._custom_types import check_key, Key
-from .._inference import AbstractPosterior, Estimator, infer
+from .._inference import AbstractPosterior, Estimator, infer, Posterior
 from .._learning import AbstractTask
 from .._training import simulate_batch
 from ..nn.base import check_size
@@ -48,6 +49,8 @@ def evaluate(estimator: Estimator, task: AbstractTask, n: int = 2000, *, key: Ke
     not_a_key(n, "n", "evaluate")
     post, truth = held_out(estimator, task, n, key=key, chunk=chunk)
     if estimator.n_classes:
+        # A classifier's: the true model index, and the posterior's model probabilities.
+        assert post.probabilities is not None
         label = truth.astype(int)
         p_true = post.probabilities[np.arange(len(label)), label]
         return {
@@ -59,10 +62,12 @@ def evaluate(estimator: Estimator, task: AbstractTask, n: int = 2000, *, key: Ke
     return {"n": len(post), **recovery(post, truth)}
 
 
-def held_out(estimator: Estimator, task: AbstractTask, n: int, *, key: Key, chunk: int = 512, n_samples: int = 1000):
+def held_out(
+    estimator: Estimator, task: AbstractTask, n: int, *, key: Key, chunk: int = 512, n_samples: int = 1000
+) -> tuple[Posterior, Any]:
     """The posterior for `n` fresh simulations and their true targets in natural units
-    (name → `(n,)`; the model index `(n,)` for model selection), failed simulations
-    dropped."""
+    (name → `(n,)`; the model index `(n,)` for model selection: the estimator says
+    which), failed simulations dropped."""
     if not isinstance(estimator, Estimator):
         raise TypeError(f"`estimator` must be an sgjax.Estimator, got {type(estimator).__name__}.")
     check_key(key)

@@ -6,7 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from .._custom_types import check_key, Key
 from .._inference import Estimator, prepare_observations
@@ -34,7 +34,7 @@ def _sq_dists(a, b):
     return jnp.maximum(jnp.sum(a**2, 1)[:, None] + jnp.sum(b**2, 1)[None] - 2 * a @ b.T, 0.0)
 
 
-def mmd(a: Float[Array, "n m"], b: Float[Array, "k m"], bandwidth: float | None = None) -> float:
+def mmd(a: Float[ArrayLike, "n m"], b: Float[ArrayLike, "k m"], bandwidth: float | None = None) -> float:
     """The unbiased squared maximum mean discrepancy between two samples with a
     Gaussian kernel; `bandwidth` defaults to the median distance of the pooled sample.
     Near 0 (it can dip below) when both come from one distribution."""

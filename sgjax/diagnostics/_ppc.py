@@ -276,7 +276,7 @@ def plot_posterior_predictive(result: PosteriorPredictive, path=None, *, ylabel:
         ax.fill_between(result.ts, q25[:, c], q75[:, c], color="C0", alpha=0.35, label="50% predictive")
         ax.plot(result.ts, result.median[:, c], color="C0", lw=1.5, label="predictive median")
         title = "Posterior predictive check" if channels == 1 else f"channel {c}"
-        if result.observed is not None:
+        if result.observed is not None and result.observed_mask is not None:  # given together
             m = result.observed_mask[:, c]
             ax.plot(result.ts[m], result.observed[m, c], "ko", ms=3.5, label="observed")
             title += f" ({result.inside:.0%} of points inside)" if c == 0 else ""

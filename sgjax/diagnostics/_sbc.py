@@ -65,17 +65,19 @@ def sbc_ranks(samples, truth, *, key: Key | None = None) -> Int[np.ndarray, "n k
     samples, truth, _ = _common.check_samples(samples, truth, "sbc_ranks")
     if key is not None:
         check_key(key)
-    return _checked_ranks(samples, truth, key, "sbc_ranks")
+    ranks, _ = _checked_ranks(samples, truth, key, "sbc_ranks")
+    return ranks
 
 
-def _checked_ranks(samples, truth, key, fn, frequencies: bool = False):
+def _checked_ranks(samples, truth, key, fn, frequencies: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ranks `(n, k)`, and with `frequencies` each column's rank counts `(k, draws + 1)`."""
     ranks, n_ties, freq = _ranks(samples, truth, key, frequencies)
     if key is None and int(n_ties) > 0:
         raise ValueError(
             f"{int(n_ties)} posterior draws equal their true value exactly (discrete or quantised "
             f"draws), so their ranks must be broken at random: pass `key=` to `{fn}`."
         )
-    return (np.asarray(ranks), np.asarray(freq)) if frequencies else np.asarray(ranks)
+    return np.asarray(ranks), (np.asarray(freq) if frequencies else None)
 
 
 class SBCResult(eqx.Module):
@@ -284,6 +286,7 @@ def sbc(
 
     k_ties, k_band = jax.random.split(key)
     ranks, freq = _checked_ranks(samples, truth, k_ties, "sbc", frequencies=True)
+    assert freq is not None
     cuts, z, lower, upper, sim_tails = _cached_band(k_band, n, n_draws, int(points), alpha, int(n_simulations))
 
     edges = -(-np.arange(bins + 1) * (n_draws + 1) // bins)  # first rank in each bin

@@ -161,14 +161,15 @@ class Binomial(AbstractNoise):
             )
         if self.probability is not None:
             check_param(self.probability, "Binomial probability", low=0.0, high=1.0)
-        elif not isinstance(self.trials, str):
+        elif self.trials is not None and not isinstance(self.trials, str):
             check_param(self.trials, "Binomial trials", low=0.0)
             if float(self.trials) != round(float(self.trials)):
                 raise ValueError(f"Binomial trials must be a whole number, got {self.trials}.")
 
     def _n_p(self, mean, theta):
-        if self.trials is None:
+        if self.probability is not None:
             return jnp.round(_nonneg(mean)), get(self.probability, theta)
+        assert self.trials is not None  # exactly one of the two is given (__check_init__)
         return jnp.round(get(self.trials, theta)), jnp.clip(mean, 0.0, 1.0)
 
     def sample(self, key, mean, theta):

@@ -55,12 +55,12 @@ def _lanes(names: list[str], jobs: int) -> list[list[str]]:
 
 
 def _run_lane(names: list[str], out: str, quick: bool, seed: int, progress: bool) -> None:
-    out = pathlib.Path(out)
+    out_dir = pathlib.Path(out)
     for name in names:
         t = time.perf_counter()
-        report = _runner(name)(out, quick=quick, seed=seed, progress=progress)
+        report = _runner(name)(out_dir, quick=quick, seed=seed, progress=progress)
         report.write()
-        print(f"{name}: {time.perf_counter() - t:.0f} s -> {out / (name + '.md')}", flush=True)
+        print(f"{name}: {time.perf_counter() - t:.0f} s -> {out_dir / (name + '.md')}", flush=True)
 
 
 def _runner(name: str):

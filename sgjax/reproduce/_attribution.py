@@ -3,6 +3,8 @@ posterior model probabilities, and the nearest training simulations in the netwo
 learned summary space, whose parameters form a posterior sample that agrees with the
 NUTS reference posterior as the bank of simulations grows."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,10 +61,10 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
     key = jax.random.key(seed)
     if quick:
         steps, batch, sizes, n_ref, n_cal, n_bank_ms = 100, 256, (1024, 4096), 2, 300, 1024
-        nuts_kwargs = dict(num_warmup=100, num_samples=150, num_chains=2)
+        nuts_kwargs: dict[str, Any] = {"num_warmup": 100, "num_samples": 150, "num_chains": 2}
     else:
         steps, batch, sizes, n_ref, n_cal, n_bank_ms = 3000, 512, (1024, 4096, 16384, 65536), 8, 1000, 16384
-        nuts_kwargs = dict(num_warmup=400, num_samples=500, num_chains=2)
+        nuts_kwargs = {"num_warmup": 400, "num_samples": 500, "num_chains": 2}
     ks = dict(zip(("train", "bank", "obs", "nuts", "cal", "ms_train", "ms_bank", "ms_test"), jax.random.split(key, 8)))
     sim, task = sir_reported()
     prior = Prior(PRIOR)
@@ -134,6 +136,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
         ms_bank = SimulationBank.simulate(clf, ms, n_bank_ms, key=ks["ms_bank"])
     x_ms, m_ms, y_ms = held_out(ms, ks["ms_test"], 300 if quick else 1500)
     probs = predict(clf, x_ms, m_ms).probabilities
+    assert probs is not None  # a classifier's
     k_ms = int(np.sqrt(n_bank_ms))
     idx_ms, _ = ms_bank.nearest(x_ms, m_ms, k_ms)
     frac = np.stack([(ms_bank.y[idx_ms, 0] == c).mean(1) for c in range(len(cands))], axis=1)

@@ -124,6 +124,7 @@ def study(
         if acc <= C2ST_GOAL:
             break
         task = task.restrict(post.box())  # the same learning spaces: the compiled step is reused
+    assert amortized is not None  # rounds ≥ 1
     est, task = amortized  # the misspecification score asks about the whole simulated world
     best = runs[-1]
     with report.phase(f"{name}: checks"):

@@ -118,7 +118,9 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
                     budget=n,
                     progress=progress,
                 )
-            f = predict(est, x, mask).point[est.labels[0]]
+            point = predict(est, x, mask).point
+            assert point is not None  # a point head's
+            f = point[est.labels[0]]
             rows.append(
                 {
                     "n_train": n,

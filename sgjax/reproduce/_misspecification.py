@@ -2,6 +2,8 @@
 error grows with the mismatch, as the theory's bound (synthetic risk plus a mismatch
 penalty) says, and the mismatch itself is visible in the network's summary space."""
 
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,10 +29,11 @@ CLAIM = (
 N, I0 = 1000.0, 5.0
 DAYS = jnp.arange(1.0, SIR_DAYS + 1.0)
 PRIOR = sir_prior().distributions
+BETA, GAMMA = cast(dist.LogUniform, PRIOR["beta"]), cast(dist.LogUniform, PRIOR["gamma"])
 #: The prior's range of R0 = β/γ (β in [0.3, 1.5], γ in [0.1, 0.5]).
 R0_RANGE = (
-    float(PRIOR["beta"].low / PRIOR["gamma"].high),
-    float(PRIOR["beta"].high / PRIOR["gamma"].low),
+    float(jnp.asarray(BETA.low) / jnp.asarray(GAMMA.high)),
+    float(jnp.asarray(BETA.high) / jnp.asarray(GAMMA.low)),
 )
 
 
@@ -93,7 +96,9 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             # R0 is learnt in its natural units, so far outside the training data the
             # network can predict a value outside the prior's R0 range, even <= 0: such
             # predictions are clipped to that range (and counted) before the log.
-            point = predict(est, x, mask).point["R0"]
+            points = predict(est, x, mask).point
+            assert points is not None  # a quantile head's: the median
+            point = points["R0"]
             sgnn = np.log(np.clip(point, *R0_RANGE))
             with report.phase("MLE fits"):
                 fits = fit_mle(

@@ -2,6 +2,8 @@
 errors than AIC or BIC from maximum-likelihood fits of the same candidate models to
 the same held-out data."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,7 +103,9 @@ def compare(
     # Every method is scored on the same series: those the MLE baseline also fits.
     x, mask, y = x[:n_mle], mask[:n_mle], y[:n_mle]
     label = y[:, 0].astype(int)
-    chosen = {"SGNN": predict(est, x, mask).probabilities.argmax(1)}
+    probabilities = predict(est, x, mask).probabilities
+    assert probabilities is not None  # a classifier's
+    chosen = {"SGNN": probabilities.argmax(1)}
     with phase("MLE fits"):
         fits = {
             name: fit_mle(sim, x, mask, prior=prior, key=jax.random.fold_in(k_mle, i), n_starts=n_starts)
@@ -174,7 +178,7 @@ FAMILIES = {
 }
 
 
-def _settings(quick: bool):
+def _settings(quick: bool) -> list[tuple[str, str, int, float | None, dict[str, Any]]]:
     """`(name, family, length, noise, config)` for each setting; the first is the
     default setting, where the goal is judged."""
     if quick:

@@ -131,7 +131,7 @@ class Report:
         return path
 
 
-def _cores() -> int:
+def _cores() -> int | None:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -143,6 +143,7 @@ def run(out, *, quick: bool = False, seed: int = 0, progress: bool = False) -> R
             x, mask, y = held_out(setting.task, k_test, n_test)
         truth = np.stack([np.asarray(sp.inverse(y[:, j])) for j, sp in enumerate(est.spaces)], axis=1)
         post = predict(est, x, mask)
+        assert post.point is not None  # a quantile head's: the median
         rec = recovery(post, unstack(truth, est.labels))
         lo, hi = post.interval(0.9)
         res = {}

@@ -21,7 +21,7 @@ from .._learning import Task
 from .._simulation import Prior, simulate, Simulator, State
 from .._training import fit
 from ..diagnostics import held_out, recovery
-from ._main import _steps_per_call
+from ._commands import _steps_per_call
 
 
 #: The learned parameters; R0 and the final size follow from (β, γ) exactly.
@@ -36,6 +36,7 @@ def boarding_school_problem():
     `reporting` is confined to bed and counted with negative-binomial noise.
     """
     data = datasets.boarding_school()
+    assert data.population is not None  # the school's 763 boys
     model = models.SIR(N=float(data.population), I0=1.0, observable=State("I"))
     observation = obs.ObservationModel(obs.NegativeBinomial("dispersion"), transforms=(obs.Reporting("reporting"),))
     simulator = Simulator(model, data.times, observation, t0=0.0)
@@ -57,12 +58,20 @@ def _derived(theta: dict, population: float) -> dict:
 
 def _with_derived(post: Posterior, population: float) -> Posterior:
     """The posterior with R0 and the final size pushed forward from its samples."""
+    assert post.samples is not None  # a mixture-density head's posterior has samples
     samples = {**post.samples, **_derived(post.samples, population)}
     levels = sorted(post.quantiles)
     q = {k: np.quantile(v, levels, axis=1) for k, v in samples.items()}  # (levels, n) each
     quantiles = {lvl: {k: v[i] for k, v in q.items()} for i, lvl in enumerate(levels)}
     point = unstack(stack(samples).mean(1), tuple(samples))  # as one array: the same rounding as before
-    return Posterior(tuple(samples), point, quantiles, samples, None, PARAMETERS)
+    return Posterior(
+        labels=tuple(samples),
+        point=point,
+        quantiles=quantiles,
+        samples=samples,
+        probabilities=None,
+        parameters=PARAMETERS,
+    )
 
 
 def run(
@@ -88,6 +97,7 @@ def run(
     key = jax.random.key(seed)
     k_fit, k_test, k_post, k_pred = jax.random.split(key, 4)
     data, simulator, prior, task = boarding_school_problem()
+    assert data.population is not None
 
     start = time.perf_counter()
     estimator, history = fit(
@@ -117,6 +127,7 @@ def run(
 
     # The real data.
     flu = _with_derived(infer(estimator, data.values, data.mask, key=k_post, n_samples=n_post), data.population)
+    assert flu.samples is not None
     theta_post = {name: jnp.asarray(v) for name, v in flu.theta(0).items()}  # the model's parameters
     pred = simulate(simulator, key=k_pred, theta=theta_post, resample_failed=False)
     rho = flu.samples["reporting"][0]

@@ -128,11 +128,19 @@ def test_task_draws_a_model_constant_as_an_input():
     # The inputs are the population sizes the simulations were drawn with.
     theta = task._prior.sample(jax.random.split(key)[0], 16)
     np.testing.assert_array_equal(np.asarray(batch.inputs[:, 0]), np.asarray(theta["N"]))
-    # A named N is the number: the same trajectory as SIR(N=1234.0) (up to rounding).
+    # A named N is the number: the same right-hand side, start and derived quantities
+    # as SIR(N=1234.0).
     one = {"beta": jnp.asarray(0.5), "gamma": jnp.asarray(0.2)}
-    a = sgjax.simulate(sgjax.Simulator(models.SIR(N=1234.0), ts), theta=one, key=key).signal
-    b = sgjax.simulate(sim, theta={**one, "N": jnp.asarray(1234.0)}, key=key).signal
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3)  # float32 adaptive steps
+    fixed, named = models.SIR(N=1234.0, I0=3.0), models.SIR(N="N", I0="I0")
+    theta = {**one, "N": jnp.asarray(1234.0), "I0": jnp.asarray(3.0)}
+    y = jnp.array([1000.0, 200.0, 34.0])
+    np.testing.assert_allclose(named.vector_field(0.0, y, theta), fixed.vector_field(0.0, y, one), rtol=1e-6)
+    np.testing.assert_array_equal(named.initial_state(theta), fixed.initial_state(one))
+    ys = jnp.stack([y, y * 0.9])
+    want, got = fixed.derived(one, ts[:2], ys), named.derived(theta, ts[:2], ys)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6)
+    assert named.parameter_support("N").lower_bound == 0 and named.param_names == ("beta", "gamma", "N", "I0")
     with pytest.raises(ValueError, match="both a target and a known input"):
         sgjax.Task(sim, ["beta", "N"], prior, inputs=("N",))
     with pytest.raises(ValueError, match=r"SIR\(N='N'\)"):

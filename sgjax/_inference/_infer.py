@@ -194,7 +194,7 @@ def known_inputs(estimator: Estimator, inputs, n: int):
         if not np.all(np.isfinite(v)):
             raise ValueError(f"`inputs[{k!r}]` must be finite, got {v}.")
         columns.append(np.broadcast_to(v, (n,)))
-    return jnp.asarray(np.stack(columns, axis=1), estimator.input_standardise.mean.dtype)
+    return jnp.asarray(np.stack(columns, axis=1), estimator.y_mean.dtype)
 
 
 def infer(

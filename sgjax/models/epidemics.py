@@ -1,6 +1,9 @@
 """Compartmental epidemic models: SIR, SEIR, SIRS and SIR with an intervention.
 
-Every model here counts people (`N` in all, a constructor field), measures time in
+Every model here counts people (`N` in all, a constructor field: a number, or the
+name of a θ entry so that it varies per simulation, e.g. a known population size
+given to the network as a task's input — `SIR(N="N")` with
+`sgjax.Task(..., inputs=("N",))`), measures time in
 days, and observes daily incidence (new infections per interval: `Decrease("S")`, or
 for SIRS, whose `S` also gains people, `Increase("C")` of its cumulative infections)
 by default. Each defines the derived quantities below; SIR and SEIR also define the
@@ -164,8 +167,10 @@ class SIR(_Population):
 
     **Arguments:**
 
-    - `N`: the population size (people). Default 1000.
-    - `I0`: the number infected at `t0`. Default 1.
+    - `N`: the population size (people), or the name of a θ entry (`N="N"`): then a
+        parameter, drawn from the prior, e.g. a known input of a
+        [`sgjax.Task`][]`(..., inputs=("N",))`. Default 1000.
+    - `I0`: the number infected at `t0`, or the name of a θ entry. Default 1.
     - `observable`: what is observed; default `Decrease("S")`, the number of new
         infections per interval (daily incidence on a daily grid).
 

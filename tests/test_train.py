@@ -312,7 +312,8 @@ def test_measuring_with_the_training_call_matches_the_batches_it_draws():
     batches = [sample(k) for k in jax.random.split(key, n_batches)]
     batch = jax.tree.map(lambda *a: jnp.concatenate(a), *batches)
     assert stats["n"].shape[0] == n_batches
-    standardise, y_mean, y_std = _init.pilot_scaling(stats, True, task)
+    standardise, y_mean, y_std, inputs = _init.pilot_scaling(stats, True, task)
+    assert inputs is None  # a task without known inputs
     expected = sgjax.nn.Standardise.fit(batch.x, batch.mask & (batch.weight > 0)[:, None, None], log1p=True)
     np.testing.assert_allclose(standardise.mean, expected.mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(standardise.std, expected.std, rtol=1e-5, atol=1e-6)

@@ -226,7 +226,7 @@ def main():
     text = report(out, args)
     print(text)
     (HERE / "results_baselines.json").write_text(json.dumps(out, indent=2))
-    if not args.no_write:
+    if not args.no_write and not args.quick:  # a smoke run leaves RESULTS.md as it is
         write_section("mle", "Maximum likelihood (baselines)", text)
 
 

@@ -49,6 +49,7 @@ import numpy as np
 import numpyro.distributions as dist
 
 import sgjax
+from sgjax._training import _step
 from sgjax.observation import ObservationModel, Poisson, Reporting
 
 
@@ -187,7 +188,7 @@ def run_sgjax(task, key, cfg, learning_rate: float | None = None):
         )  # fmt: skip
         wall = time.perf_counter() - start
     rates = [r for *_, r in curve if r is not None and not math.isnan(r)]
-    params = sum(a.size for a in jax.tree.leaves(sgjax._train._split(estimator)[0]))
+    params = sum(a.size for a in jax.tree.leaves(_step.split(estimator)[0]))
     out = {
         "status": "ok",
         "network": f"MLP {estimator.network.first.in_features}→{SUMMARY['width']}×{SUMMARY['depth']}→{SUMMARY['out']} (gelu) + flowjax MAF "
@@ -235,7 +236,7 @@ def profile_sgjax(task, estimator, samples_per_s, calls: int = 8, k: int = 25) -
     scanned per dispatch), as benchmarks/bench_train.py splits them."""
     from bench_train import _network_only
 
-    from sgjax import _train
+    from sgjax._training import _sources
 
     def timed(fn):
         jax.block_until_ready(fn())  # compile
@@ -245,16 +246,16 @@ def profile_sgjax(task, estimator, samples_per_s, calls: int = 8, k: int = 25) -
         jax.block_until_ready(out)
         return (time.perf_counter() - start) / calls
 
-    params, frozen = _train._split(estimator)
+    params, frozen = _step.split(estimator)
     optimiser = sgjax.default_optimiser(1e-3, 10_000)
     state = [params, optimiser.init(params)]
-    fixed = _train._sample(task, jax.random.key(123), BATCH)
+    fixed = _sources._sample(task, jax.random.key(123), BATCH)
 
     def network():
         state[0], state[1], losses = _network_only((frozen, optimiser, k), state[0], state[1], fixed)
         return losses
 
-    sim_s = timed(lambda: [_train._sample(task, jax.random.key(i), BATCH).x for i in range(k)][-1]) / k
+    sim_s = timed(lambda: [_sources._sample(task, jax.random.key(i), BATCH).x for i in range(k)][-1]) / k
     net_s = timed(network) / k
     return {
         "ms_per_step": 1e3 * BATCH / samples_per_s if samples_per_s else None,

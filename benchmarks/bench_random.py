@@ -1,4 +1,4 @@
-"""Micro-benchmark of the samplers in `sgjax._random` against `jax.random`.
+"""Micro-benchmark of the samplers in `sgjax._internal._random` against `jax.random`.
 
 1. Poisson, Gamma, negative binomial and binomial sampling for 65,536 x 100
    parameters (exponential with mean 20, plus 1% large rates up to 1e5), both on

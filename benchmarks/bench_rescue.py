@@ -2,7 +2,7 @@
 
 A training batch under `SharedStep()` (default `fallback=True`) carries a `lax.cond`
 that re-solves the batch per trajectory when the shared solve fails as a whole
-(`sgjax._strategy.solve_or_rescue`). It costs compile time always, run time only when
+(`sgjax._simulation._strategy.solve_or_rescue`). It costs compile time always, run time only when
 it fires. Measured here, each configuration in a fresh process (a cold compile):
 
 - the compile of one training batch (`Task.sample`, jitted) with and without it;

@@ -14,13 +14,15 @@ How throughput and cost grow, each figure measured in this run:
   one subprocess per count; GPUs on a GPU node).
 
 Run: `python benchmarks/bench_scaling.py [--quick]`. Writes benchmarks/results_scaling.json,
-its section of benchmarks/RESULTS.md and benchmarks/scaling.png.
+its section of benchmarks/RESULTS.md and benchmarks/scaling.png (`--quick`: the JSON only,
+its plot in the temporary directory).
 """
 
 import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,8 +40,9 @@ from bench_simulate import configs  # noqa: E402
 from bench_train import setup, train_consts  # noqa: E402
 
 import sgjax  # noqa: E402
-from sgjax import _train, models  # noqa: E402
+from sgjax import models  # noqa: E402
 from sgjax._simulation._simulate import _chunk_from_prior  # noqa: E402
+from sgjax._training import _step  # noqa: E402
 from sgjax.observation import Gaussian, ObservationModel, Poisson  # noqa: E402
 
 
@@ -106,7 +109,7 @@ def training_rate(batch, width, in_days=100, k=10, calls=3, repeats=2):
     consts, opt = train_consts(task, frozen, optimiser, batch), optimiser.init(params)
     keys = lambda i: jax.random.split(jax.random.key(i), k)  # noqa: E731
     temp = (
-        _train._train_call.lower(consts, params, opt, keys(0), _train._mode(k))
+        _step.train_call.lower(consts, params, opt, keys(0), _step.mode(k))
         .compile()
         .compiled.memory_analysis()
         .temp_size_in_bytes
@@ -115,7 +118,7 @@ def training_rate(batch, width, in_days=100, k=10, calls=3, repeats=2):
 
     def run():
         for i in range(calls):
-            state[0], state[1], losses, _ = _train._train_call(consts, state[0], state[1], keys(i), _train._mode(k))
+            state[0], state[1], losses, _ = _step.train_call(consts, state[0], state[1], keys(i), _step.mode(k))
         return losses
 
     start = time.perf_counter()
@@ -344,7 +347,8 @@ def main(quick: bool = False, write: bool = True, only=None) -> dict:
     print(text)
     if write:
         (HERE / "results_scaling.json").write_text(json.dumps(out, indent=2))
-        plot(out, HERE / "scaling.png")
+        # A smoke run plots beside the system's temporary files, not over the committed figure.
+        plot(out, Path(tempfile.gettempdir()) / "sgjax_scaling.quick.png" if quick else HERE / "scaling.png")
         if not quick and not only:
             write_section("scaling", "Scaling: batch, network, series length, state dimension, devices (issue 6)",
                           text + "\n\n![scaling](scaling.png)")  # fmt: skip

@@ -27,6 +27,7 @@ import argparse
 import functools
 import json
 import platform
+import warnings
 from pathlib import Path
 
 import equinox as eqx
@@ -36,16 +37,38 @@ import numpy as np
 from _common import best_of, write_section
 
 import sgjax
-from sgjax import _train, models
+from sgjax import models
+from sgjax._training import _init, _sources, _step
 from sgjax.observation import ObservationModel, Poisson
 
 
 HERE = Path(__file__).parent
 
+# The training call donates all its inputs but its constants, the step mode's scalars
+# included, which no output can reuse: XLA warns once per compilation. Not a cost.
+warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+
 
 def warm_best_of(fn, repeats):
     fn()  # compile / warm up
     return best_of(fn, repeats)
+
+
+def initial_estimator(task, head, network, pilot, key):
+    """The estimator before training, its scaling fitted on a pilot batch in hand: what
+    `sgjax._training._init.initial_estimator` does, from the same pieces (`modules`,
+    `placeholder`, `_step.batch_stats`, `pilot_scaling`) that `fit`'s `initialise`
+    uses, but keeping the built network's and head's arrays (that function passes on
+    the placeholder's, whose arrays have been split off)."""
+    ok = np.asarray(pilot.weight) > 0
+    log1p = _init.log1p_guess(task, None)
+    if log1p is None:
+        log1p = bool(np.all(np.asarray(pilot.x)[ok][np.asarray(pilot.mask)[ok]] >= 0))
+    built = _init.modules(task, head, network, key)
+    frozen = _init.placeholder(task, built, log1p)[1]
+    stats = _step.batch_stats(jax.tree.map(np.asarray, pilot), frozen, (0.0, 0.0))
+    stats = {k: np.asarray(v)[None] for k, v in stats.items()}
+    return _init.estimator(task, built, *_init.pilot_scaling(stats, log1p, task))
 
 
 def setup(batch, width=256, days=100):
@@ -54,10 +77,10 @@ def setup(batch, width=256, days=100):
     sim = sgjax.Simulator(models.SIR(), jnp.arange(1.0, days + 1.0), ObservationModel(Poisson()))
     task = sgjax.Task(sim, ["beta", "gamma"])
     head = sgjax.heads.Point()
-    pilot = _train.simulate_batch(task, jax.random.key(0), 2048, min(batch, 1024))
+    pilot = _sources.simulate_batch(task, jax.random.key(0), 2048, min(batch, 1024))
     network = functools.partial(sgjax.nn.MLP, width=width, depth=2)
-    est = _train._initial_estimator(task, head, network, pilot, None, jax.random.key(1))
-    params, frozen = _train._split(est)
+    est = initial_estimator(task, head, network, pilot, jax.random.key(1))
+    params, frozen = _step.split(est)
     optimiser = sgjax.default_optimiser(1e-3, 10_000)
     return task, frozen, params, optimiser
 
@@ -73,7 +96,7 @@ def _network_only(consts, params, opt_state, batch):
 
     def step(carry, _):
         params, opt_state = carry
-        loss, grads = eqx.filter_value_and_grad(_train._batch_loss)(params, frozen, batch)
+        loss, grads = eqx.filter_value_and_grad(_step.batch_loss)(params, frozen, batch)
         updates, opt_state = optimiser.update(grads, opt_state, params)
         return (eqx.apply_updates(params, updates), opt_state), loss
 
@@ -84,7 +107,7 @@ def _network_only(consts, params, opt_state, batch):
 @eqx.filter_jit(donate="all-except-first")
 def _one_step(consts, params, opt_state, batch):
     frozen, optimiser = consts
-    loss, grads = eqx.filter_value_and_grad(_train._batch_loss)(params, frozen, batch)
+    loss, grads = eqx.filter_value_and_grad(_step.batch_loss)(params, frozen, batch)
     updates, opt_state = optimiser.update(grads, opt_state, params)
     return eqx.apply_updates(params, updates), opt_state, loss
 
@@ -99,14 +122,14 @@ def bench(batch, k, calls, repeats):
         for _ in range(calls):
             counter["call"] += 1
             keys = jax.random.split(jax.random.key(counter["call"]), k)
-            state["params"], state["opt"], losses, _ = _train._train_call(
-                consts, state["params"], state["opt"], keys, _train._mode(k)
+            state["params"], state["opt"], losses, _ = _step.train_call(
+                consts, state["params"], state["opt"], keys, _step.mode(k)
             )
         losses.block_until_ready()
 
     t_fused = warm_best_of(fused, repeats) / (calls * k)
 
-    sample = lambda key: _train._sample(task, key, batch)  # noqa: E731
+    sample = lambda key: _sources._sample(task, key, batch)  # noqa: E731
 
     def sim_only():
         for i in range(calls * k):
@@ -115,7 +138,7 @@ def bench(batch, k, calls, repeats):
 
     t_sim = warm_best_of(sim_only, repeats) / (calls * k)
 
-    fixed = _train._sample(task, jax.random.key(123), batch)
+    fixed = _sources._sample(task, jax.random.key(123), batch)
 
     def net_only():
         for _ in range(calls):

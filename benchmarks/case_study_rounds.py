@@ -18,11 +18,11 @@ import time
 import jax
 import numpy as np
 
-from sgjax import fit, infer, Task
+from sgjax import fit, infer, stack, Task
 from sgjax.baselines import nuts
 from sgjax.diagnostics import c2st
 from sgjax.heads import Flow
-from sgjax.reproduce._case_studies import _stack, boarding_school_problems, hudson_bay_problem, LEARNING_RATE
+from sgjax.reproduce._case_studies import boarding_school_problems, hudson_bay_problem, LEARNING_RATE
 
 
 def main(
@@ -44,7 +44,7 @@ def main(
     t = time.perf_counter()
     ref = nuts(sim, x, mask, prior=prior, key=k_nuts, num_warmup=1000, num_samples=1000, num_chains=4, n_init=256)
     print(f"NUTS: {time.perf_counter() - t:.1f} s", flush=True)
-    ref_draws = _stack(ref.samples, names)[0]
+    ref_draws = stack(ref.samples, names)[0]  # (draws, k), in the order of `names`
     ref_draws = ref_draws[np.random.default_rng(0).permutation(len(ref_draws))[:n_draws]]
     for schedule in schedules:
         task, elapsed, rows, est = Task(sim, names, prior), 0.0, [], None

@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from sgjax._learning._task import ModelSelection
+from sgjax import ModelSelection
 from sgjax.baselines import evidence, model_posterior
 from sgjax.heads import Classifier
 from sgjax.nn import MLP

@@ -47,7 +47,7 @@ STARTS = 8
 def setup(n):
     sim = sgjax.Simulator(models.SIR(), jnp.arange(1.0, 101.0), ObservationModel(Poisson()))
     prior = sim.default_prior()
-    data = sgjax.simulate(sim, jax.random.key(0), n, prior=prior, keep_states=False)
+    data = sgjax.simulate(sim, key=jax.random.key(0), n=n, prior=prior, keep_states=False)
     return sim, prior, data
 
 

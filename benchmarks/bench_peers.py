@@ -123,7 +123,7 @@ def held_out(task, key, n: int):
     """The fixed held-out set: `n` simulations drawn exactly as `sgjax.fit` draws its
     validation set from `key` (failed simulations dropped). Returns natural `theta`,
     learning-space `u`, the counts `x` `(n, time, 1)` and `x_peer = log1p(x)` `(n, time)`."""
-    batch = sgjax.simulate_batch(task, key, n, BATCH)
+    batch = sgjax.simulate_batch(task, key=key, n=n, chunk=BATCH)
     ok = np.asarray(batch.weight) > 0
     u = np.asarray(batch.y)[ok]
     x = np.asarray(batch.x)[ok]
@@ -137,7 +137,7 @@ def pair_sampler(task):
     sim, prior, spaces = task.simulator, task.prior, task.spaces
 
     def draw(key, n):
-        s = sgjax.simulate(sim, key, n, prior=prior, keep_states=False, chunk_size=BATCH)
+        s = sgjax.simulate(sim, key=key, n=n, prior=prior, keep_states=False, chunk_size=BATCH)
         theta = jnp.stack([s.theta[name] for name in task.labels], axis=1)
         u = np.asarray(jnp.stack([sp.forward(theta[:, i]) for i, sp in enumerate(spaces)], axis=1), np.float32)
         return u, np.log1p(np.asarray(s.observations)[..., 0]).astype(np.float32)

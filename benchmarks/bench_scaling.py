@@ -61,7 +61,9 @@ def _strategies():
 def _timed_simulate(sim, strategy, n, chunk, repeats):
     """(samples/s, compile s): the first call's excess over the best warm call is the
     compile time of this chunk size."""
-    run = lambda key: sgjax.simulate(sim, key, n, strategy=strategy, chunk_size=chunk, keep_states=False).observations  # noqa: E731
+    run = lambda key: (
+        sgjax.simulate(sim, key=key, n=n, strategy=strategy, chunk_size=chunk, keep_states=False).observations
+    )  # noqa: E731
     start = time.perf_counter()
     run(jax.random.key(0))
     first = time.perf_counter() - start

@@ -167,15 +167,16 @@ def bench_model(name, cfg, n, n_scipy, n_vmap, repeats):
 
     # Compile time: first call (trace + compile + run) minus a warm call.
     start = time.perf_counter()
-    jax.block_until_ready(sgjax.simulate(sim, key, 1024, prior=prior).observations)
+    jax.block_until_ready(sgjax.simulate(sim, key=key, n=1024, prior=prior).observations)
     first = time.perf_counter() - start
-    warm = best_of(lambda: sgjax.simulate(sim, key, 1024, prior=prior).observations, 2)
+    warm = best_of(lambda: sgjax.simulate(sim, key=key, n=1024, prior=prior).observations, 2)
     row["compile_s"] = round(first - warm, 2)
 
     for label, strategy in (("shared", sgjax.SharedStep()), ("per_traj", sgjax.PerTrajectory())):
-        sgjax.simulate(sim, key, n, prior=prior, strategy=strategy)  # warm: same shapes as timed
+        sgjax.simulate(sim, key=key, n=n, prior=prior, strategy=strategy)  # warm: same shapes as timed
         t = best_of(
-            lambda: sgjax.simulate(sim, jax.random.key(1), n, prior=prior, strategy=strategy).observations, repeats
+            lambda: sgjax.simulate(sim, key=jax.random.key(1), n=n, prior=prior, strategy=strategy).observations,
+            repeats,
         )
         row[f"{label}_per_s"] = n / t
 
@@ -198,7 +199,7 @@ def bench_model(name, cfg, n, n_scipy, n_vmap, repeats):
     upto = np.asarray(cfg.ts) <= cfg.err_until
     row["err_until"] = None if np.isinf(cfg.err_until) else cfg.err_until
     for label, strategy in (("shared", sgjax.SharedStep()), ("per_traj", sgjax.PerTrajectory())):
-        got = sgjax.simulate(sim, key, theta=th_acc, strategy=strategy)
+        got = sgjax.simulate(sim, key=key, theta=th_acc, strategy=strategy)
         r, g = ref[:, upto], got.states[:, upto]
         err = (np.abs(g - r) / np.abs(r).max(axis=(1, 2), keepdims=True)).max(axis=(1, 2))
         row[f"{label}_relerr_max"] = float(err[got.valid].max())
@@ -217,9 +218,9 @@ def compile_times():
         sim = sgjax.Simulator(cls(), jnp.linspace(0.5, 20.0, 40))
         key = jax.random.key(0)
         start = time.perf_counter()
-        sgjax.simulate(sim, key, 256)
+        sgjax.simulate(sim, key=key, n=256)
         first = time.perf_counter() - start
-        warm = best_of(lambda: sgjax.simulate(sim, key, 256).observations, 2)
+        warm = best_of(lambda: sgjax.simulate(sim, key=key, n=256).observations, 2)
         out[name] = round(first - warm, 2)
     return out
 
@@ -229,7 +230,7 @@ import resource, jax, jax.numpy as jnp, sgjax
 from sgjax.observation import ObservationModel, Poisson
 sim = sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 101.0), ObservationModel(Poisson()))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-out = sgjax.simulate(sim, jax.random.key(0), {n}, keep_states={keep})
+out = sgjax.simulate(sim, key=jax.random.key(0), n={n}, keep_states={keep})
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, out.observations.nbytes / 2**20)
 """
 
@@ -273,7 +274,7 @@ def noise_cost(calls, baseline_rev=None):
         for name, noise in noises.items()
     }  # fmt: skip
     prior = next(iter(sims.values())).default_prior()
-    run = lambda sim, key: sgjax.simulate(sim, key, 1024, prior=prior, keep_states=False).observations  # noqa: E731
+    run = lambda sim, key: sgjax.simulate(sim, key=key, n=1024, prior=prior, keep_states=False).observations  # noqa: E731
     compile_s, best = {}, {}
     for name, sim in sims.items():
         start = time.perf_counter()

@@ -77,7 +77,7 @@ def setup(batch, width=256, days=100):
     sim = sgjax.Simulator(models.SIR(), jnp.arange(1.0, days + 1.0), ObservationModel(Poisson()))
     task = sgjax.Task(sim, ["beta", "gamma"])
     head = sgjax.heads.Point()
-    pilot = _sources.simulate_batch(task, jax.random.key(0), 2048, min(batch, 1024))
+    pilot = _sources.simulate_batch(task, key=jax.random.key(0), n=2048, chunk=min(batch, 1024))
     network = functools.partial(sgjax.nn.MLP, width=width, depth=2)
     est = initial_estimator(task, head, network, pilot, jax.random.key(1))
     params, frozen = _step.split(est)
@@ -154,7 +154,7 @@ def bench(batch, k, calls, repeats):
     def unfused():
         for i in range(max(calls * k // 4, 2)):
             s = sgjax.simulate(
-                sim, jax.random.key(i), batch, keep_states=False, resample_failed=False, chunk_size=batch
+                sim, key=jax.random.key(i), n=batch, keep_states=False, resample_failed=False, chunk_size=batch
             )
             y = np.log(np.stack([s.theta["beta"], s.theta["gamma"]], 1))
             b = sgjax.Batch(

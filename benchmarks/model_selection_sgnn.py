@@ -43,7 +43,7 @@ def main(n: int, variants: list[str], setting: int = 0) -> dict:
     task = ModelSelection(cands)
     # The experiment's keys (compare() with this setting's key).
     k_train, k_test, k_mle, _ = jax.random.split(jax.random.fold_in(jax.random.key(0), setting), 4)
-    x, mask, y = (a[:n] for a in held_out(task, k_test, cfg["n_test"]))
+    x, mask, y = (a[:n] for a in held_out(task, key=k_test, n=cfg["n_test"]))
     label = y[:, 0].astype(int)
     start = time.perf_counter()
     k_ev = jax.random.fold_in(k_mle, 1_000_003)

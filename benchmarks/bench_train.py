@@ -55,11 +55,9 @@ def warm_best_of(fn, repeats):
 
 
 def initial_estimator(task, head, network, pilot, key):
-    """The estimator before training, its scaling fitted on a pilot batch in hand: what
-    `sgjax._training._init.initial_estimator` does, from the same pieces (`modules`,
-    `placeholder`, `_step.batch_stats`, `pilot_scaling`) that `fit`'s `initialise`
-    uses, but keeping the built network's and head's arrays (that function passes on
-    the placeholder's, whose arrays have been split off)."""
+    """The estimator before training, its scaling fitted on a pilot batch in hand, from
+    the same pieces (`modules`, `placeholder`, `_step.batch_stats`, `pilot_scaling`)
+    that `fit`'s `initialise` uses."""
     ok = np.asarray(pilot.weight) > 0
     log1p = _init.log1p_guess(task, None)
     if log1p is None:

@@ -227,7 +227,7 @@ def growth():
     simulator = sgjax.Simulator(sgjax.models.Exponential(), jnp.arange(1.0, 16.0), ObservationModel(Poisson()))
     # Simulated in a batch of the size, and with the settings, posterior_predictive
     # uses below, so that the simulator compiles once for the whole test.
-    sims = sgjax.simulate(simulator, jax.random.key(0), theta={"r": jnp.full(S, 0.2)}, keep_states=False)
+    sims = sgjax.simulate(simulator, key=jax.random.key(0), theta={"r": jnp.full(S, 0.2)}, keep_states=False)
     return simulator, np.asarray(sims.observations[0])
 
 

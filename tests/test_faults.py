@@ -40,7 +40,7 @@ def growth_blow_up():
 
 
 def _sample(task, key, n):
-    return sgjax.simulate_batch(task, key, n, chunk=n)  # jitted, as in training
+    return sgjax.simulate_batch(task, key=key, n=n, chunk=n)  # jitted, as in training
 
 
 @pytest.mark.parametrize(
@@ -51,7 +51,7 @@ def test_non_finite_samples_are_flagged_and_counted(strategy):
     # which XLA's vectorised CPU reduction computes without propagating NaN.
     sim, prior = growth_blow_up()
     with pytest.warns(UserWarning, match="simulations failed"):
-        out = sgjax.simulate(sim, jax.random.key(0), 1000, prior=prior, strategy=strategy, resample_failed=False)
+        out = sgjax.simulate(sim, key=jax.random.key(0), n=1000, prior=prior, strategy=strategy, resample_failed=False)
     for a in (out.states, out.signal, out.observations):
         assert np.isfinite(a).all()
     r = out.theta["r"]
@@ -67,7 +67,7 @@ def test_non_finite_samples_are_flagged_and_counted(strategy):
 @pytest.mark.parametrize("strategy", [sgjax.SharedStep(), sgjax.PerTrajectory()], ids=lambda s: type(s).__name__)
 def test_non_finite_samples_are_resampled(strategy):
     sim, prior = growth_blow_up()
-    out = sgjax.simulate(sim, jax.random.key(1), 1000, prior=prior, strategy=strategy)
+    out = sgjax.simulate(sim, key=jax.random.key(1), n=1000, prior=prior, strategy=strategy)
     assert out.valid.all() and np.isfinite(out.observations).all() and np.isfinite(out.states).all()
     assert out.theta["r"].max() < 1.8
     # ~65% of the first 1,000 draws fail, and ~65% of each round's redraws.
@@ -104,7 +104,7 @@ def test_fit_never_trains_on_overflowing_growth():
     est, history = sgjax.fit(sgjax.Task(sim, ["r"], prior), key=jax.random.key(0), **TINY)
     assert np.isfinite(history["loss"]).all() and np.isfinite(history["val_loss"]).all()
     assert _finite_estimator(est)
-    x = sgjax.simulate(sim, jax.random.key(1), 8, prior=prior).observations
+    x = sgjax.simulate(sim, key=jax.random.key(1), n=8, prior=prior).observations
     point = sgjax.infer(est, x).point  # label -> (n,)
     assert all(np.isfinite(v).all() for v in point.values())
 

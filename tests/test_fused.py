@@ -142,7 +142,7 @@ def test_exponential_closed_form_from_an_earlier_start():
     # The logistic closed form on an irregular grid is in test_simulate.py (every strategy).
     sim = sgjax.Simulator(sgjax.models.Exponential(), jnp.arange(1.0, 21.0), t0=-0.5)
     out = sgjax.simulate(
-        sim, jax.random.key(0), theta={"r": jnp.array([-0.3, 0.05, 0.2])}, strategy=sgjax.experimental.Fused()
+        sim, key=jax.random.key(0), theta={"r": jnp.array([-0.3, 0.05, 0.2])}, strategy=sgjax.experimental.Fused()
     )
     n0 = sgjax.models.Exponential().N0
     exact = n0 * np.exp(np.array([-0.3, 0.05, 0.2])[:, None] * (np.arange(1.0, 21.0) + 0.5)[None])
@@ -185,7 +185,7 @@ def test_blow_ups_and_step_limits_are_flagged_not_fatal():
     sim = sgjax.Simulator(model, jnp.linspace(0.1, 2.0, 20), max_steps=256)
     theta = {"a": jnp.array([0.1, 0.2, 5.0, 0.3, 100.0])}  # 5 and 100 blow up before t=2
     with pytest.warns(UserWarning, match="2 of 5 simulations failed"):
-        out = sgjax.simulate(sim, jax.random.key(0), theta=theta, strategy=sgjax.experimental.Fused())
+        out = sgjax.simulate(sim, key=jax.random.key(0), theta=theta, strategy=sgjax.experimental.Fused())
     np.testing.assert_array_equal(out.valid, [True, True, False, True, False])
     assert np.isfinite(out.states).all()
     a = np.array([0.1, 0.2, 0.3])
@@ -205,7 +205,7 @@ def test_simulate_end_to_end_with_noise():
     # (Gaussian noise: the noise model is the strategy's business only through the
     # signal, and the exact Poisson sampler alone costs seconds of compile.)
     sim = sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 61.0), ObservationModel(Gaussian(2.0)))
-    out = sgjax.simulate(sim, jax.random.key(0), 100, strategy=sgjax.experimental.Fused(), chunk_size=64)
+    out = sgjax.simulate(sim, key=jax.random.key(0), n=100, strategy=sgjax.experimental.Fused(), chunk_size=64)
     assert out.observations.shape == (100, 60, 1) and out.states.shape == (100, 60, 3)
     assert out.valid.all() and out.n_failed == 0
     np.testing.assert_allclose(out.states.sum(-1), 1000.0, rtol=1e-3)  # S + I + R = N

@@ -163,3 +163,11 @@ def test_array_task_reads_given_inputs():
         sgjax.ArrayTask(theta, x, inputs={"lam": N})
     with pytest.raises(ValueError, match=r"inputs\['N'\]"):
         sgjax.ArrayTask(theta, x, inputs={"N": N[:3]})
+
+
+def test_evaluate_gives_the_held_out_inputs_to_the_network(trained):
+    # held_out reads each simulation's known input from the batch and passes it by
+    # name. R² of log λ (Monte Carlo, 200,000 draws of this task): 0.73 for the exact
+    # posterior mean, 0.30 for the best predictor blind to N; so R² > 0.5 needs N.
+    metrics = sgjax.evaluate(trained, PoissonExposure(), n=512, key=jax.random.key(3))
+    assert metrics["lam"]["r2"] > 0.5

@@ -18,7 +18,7 @@ def test_wald_interval_of_a_reporting_rate_is_exact():
     )
     prior = sgjax.Prior(beta=0.5, gamma=0.25, rho=dist.Uniform(0.01, 5.0))
     theta = {"beta": jnp.full(4, 0.5), "gamma": jnp.full(4, 0.25), "rho": jnp.array([0.2, 0.5, 0.8, 1.5])}
-    data = sgjax.simulate(sim, jax.random.key(0), theta=theta)
+    data = sgjax.simulate(sim, key=jax.random.key(0), theta=theta)
     fit = fit_mle(sim, data.observations, prior=prior, key=jax.random.key(1), n_starts=2)
     approx = laplace(sim, data.observations, prior=prior, fit=fit)
     est, lo, hi = approx.interval(lambda th: th["rho"], mass=0.9)

@@ -214,14 +214,14 @@ API = [
     ),
     Mistake(
         "prior misses a parameter",
-        lambda c: sgjax.simulate(_sir(), jax.random.key(0), 4, prior=sgjax.Prior(beta=dist.Uniform(0.1, 1.0))),
+        lambda c: sgjax.simulate(_sir(), key=jax.random.key(0), n=4, prior=sgjax.Prior(beta=dist.Uniform(0.1, 1.0))),
         ValueError,
         "gamma",
     ),
     Mistake(
         "prior names a typo",
         lambda c: sgjax.simulate(
-            _sir(), jax.random.key(0), 4, prior=sgjax.Prior(betaa=dist.Uniform(0.1, 1.0), gamma=0.2)
+            _sir(), key=jax.random.key(0), n=4, prior=sgjax.Prior(betaa=dist.Uniform(0.1, 1.0), gamma=0.2)
         ),
         ValueError,
         "did you mean 'beta'",
@@ -229,7 +229,7 @@ API = [
     Mistake(
         "prior outside the model's support",
         lambda c: sgjax.simulate(
-            _sir(), jax.random.key(0), 4, prior=sgjax.Prior(beta=dist.Normal(0.5, 1.0), gamma=0.2)
+            _sir(), key=jax.random.key(0), n=4, prior=sgjax.Prior(beta=dist.Normal(0.5, 1.0), gamma=0.2)
         ),
         ValueError,
         "support",
@@ -274,68 +274,74 @@ API = [
     # simulate
     Mistake(
         "simulate zero samples",
-        lambda c: sgjax.simulate(_sir(), jax.random.key(0), 0),
+        lambda c: sgjax.simulate(_sir(), key=jax.random.key(0), n=0),
         ValueError,
         "`n` must be a positive integer",
     ),
     Mistake(
         "simulate a negative number",
-        lambda c: sgjax.simulate(_sir(), jax.random.key(0), -5),
+        lambda c: sgjax.simulate(_sir(), key=jax.random.key(0), n=-5),
         ValueError,
         "`n` must be a positive integer",
     ),
-    Mistake("simulate with an integer key", lambda c: sgjax.simulate(_sir(), 0, 4), TypeError, "PRNG key"),
+    Mistake("simulate with an integer key", lambda c: sgjax.simulate(_sir(), key=0, n=4), TypeError, "PRNG key"),
+    Mistake(
+        "simulate with the key where n goes",
+        lambda c: sgjax.simulate(_sir(), jax.random.key(0)),
+        TypeError,
+        "keyword-only",
+    ),
     Mistake(
         "simulate with a prior and θ",
-        lambda c: sgjax.simulate(_sir(), jax.random.key(0), prior=_sir().default_prior(), theta=_theta()),
+        lambda c: sgjax.simulate(_sir(), key=jax.random.key(0), prior=_sir().default_prior(), theta=_theta()),
         ValueError,
         "either `prior` or `theta`",
     ),
     Mistake(
         "θ misses a parameter",
-        lambda c: sgjax.simulate(_sir(), jax.random.key(0), theta={"beta": jnp.array([0.5])}),
+        lambda c: sgjax.simulate(_sir(), key=jax.random.key(0), theta={"beta": jnp.array([0.5])}),
         ValueError,
         "no value for \\['gamma'\\]",
     ),
     Mistake(
         "θ has a typo",
-        lambda c: sgjax.simulate(_sir(), jax.random.key(0), theta=_theta(gamme=jnp.array([0.2]))),
+        lambda c: sgjax.simulate(_sir(), key=jax.random.key(0), theta=_theta(gamme=jnp.array([0.2]))),
         ValueError,
         "did you mean 'gamma'",
     ),
     Mistake(
         "θ of mixed lengths",
-        lambda c: sgjax.simulate(_sir(), jax.random.key(0), theta=_theta(gamma=jnp.array([0.2, 0.3]))),
+        lambda c: sgjax.simulate(_sir(), key=jax.random.key(0), theta=_theta(gamma=jnp.array([0.2, 0.3]))),
         ValueError,
         "same shape",
     ),
     Mistake(
         "θ outside the support",
-        lambda c: sgjax.simulate(_sir(), jax.random.key(0), theta=_theta(beta=jnp.array([-0.3]))),
+        lambda c: sgjax.simulate(_sir(), key=jax.random.key(0), theta=_theta(beta=jnp.array([-0.3]))),
         ValueError,
         "beta",
     ),
     Mistake(
         "θ is not a mapping",
-        lambda c: sgjax.simulate(_sir(), jax.random.key(0), theta=[0.5, 0.2]),
+        lambda c: sgjax.simulate(_sir(), key=jax.random.key(0), theta=[0.5, 0.2]),
         TypeError,
         "`theta` must be a dict of parameter name",
     ),
     Mistake(
         "strategy is a string",
-        lambda c: sgjax.simulate(_sir(), jax.random.key(0), 4, strategy="shared"),
+        lambda c: sgjax.simulate(_sir(), key=jax.random.key(0), n=4, strategy="shared"),
         TypeError,
         "`strategy` must be",
     ),
     Mistake(
         "chunk size of zero",
-        lambda c: sgjax.simulate(_sir(), jax.random.key(0), 4, chunk_size=0),
+        lambda c: sgjax.simulate(_sir(), key=jax.random.key(0), n=4, chunk_size=0),
         ValueError,
         "`chunk_size` must be a positive integer",
     ),
     Mistake(
         "simulate a model, not a simulator",
-        lambda c: sgjax.simulate(models.SIR(), jax.random.key(0), 4),
+        lambda c: sgjax.simulate(models.SIR(), key=jax.random.key(0), n=4),
         TypeError,
         "must be an sgjax.Simulator",
     ),

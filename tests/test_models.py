@@ -439,8 +439,8 @@ def test_strategies_agree(model, theta, ts, getkey):
     sim = _agreement_simulator(model, ts)
     theta = model.default_prior().sample(getkey(), _BATCH)
     key = getkey()
-    shared = sgjax.simulate(sim, key, theta=theta, strategy=sgjax.SharedStep())
-    per = sgjax.simulate(sim, key, theta=theta, strategy=sgjax.PerTrajectory())
+    shared = sgjax.simulate(sim, key=key, theta=theta, strategy=sgjax.SharedStep())
+    per = sgjax.simulate(sim, key=key, theta=theta, strategy=sgjax.PerTrajectory())
     assert shared.n_failed == 0 and per.n_failed == 0
     a, b = np.asarray(shared.states), np.asarray(per.states)
     scale = np.abs(b).max(axis=(1, 2), keepdims=True)  # each trajectory's own scale
@@ -466,7 +466,7 @@ def test_default_prior_simulates_at_default_tolerances(model, theta, ts, getkey)
     # per-trajectory solves) and compiles half as much.
     sim = sgjax.Simulator(model, ts)
     strategy = sgjax.SharedStep(fallback=False)
-    out = sgjax.simulate(sim, getkey(), 1000, strategy=strategy, resample_failed=False)
+    out = sgjax.simulate(sim, key=getkey(), n=1000, strategy=strategy, resample_failed=False)
     assert out.n_failed == 0
     assert np.all(np.isfinite(np.asarray(out.states)))
 
@@ -480,7 +480,7 @@ def test_lorenz_blow_up_is_flagged(getkey):
     theta["rho"][3] = 1e6  # |x| ~ 1e3 on a time scale ~ 1e-3: far more than max_steps
     key = getkey()
     with pytest.warns(UserWarning):  # simulate reports failures without raising
-        out = sgjax.simulate(sim, key, theta=theta)  # default SharedStep, with its fallback
+        out = sgjax.simulate(sim, key=key, theta=theta)  # default SharedStep, with its fallback
     valid = np.asarray(out.valid)
     np.testing.assert_array_equal(valid, np.arange(_BATCH) != 3)
     assert out.n_failed == 1
@@ -490,7 +490,7 @@ def test_lorenz_blow_up_is_flagged(getkey):
     # The others are their own per-trajectory solutions (the failed shared solve was
     # redone per trajectory), so equal to PerTrajectory's up to rounding.
     with pytest.warns(UserWarning):
-        per = sgjax.simulate(sim, key, theta=theta, strategy=sgjax.PerTrajectory())
+        per = sgjax.simulate(sim, key=key, theta=theta, strategy=sgjax.PerTrajectory())
     np.testing.assert_array_equal(np.asarray(per.valid), valid)
     np.testing.assert_allclose(states[valid], np.asarray(per.states)[valid], rtol=1e-5, atol=1e-5)
     assert np.all(np.abs(states[valid]).max(axis=(1, 2)) > 5)  # real trajectories
@@ -530,7 +530,7 @@ def test_ode_model_derived_gives_the_builtin_targets():
     ts = jnp.arange(1.0, 61.0)
     targets = ["beta", "R0", "final_size", "attack_rate"]
     batches = [
-        sgjax.simulate_batch(sgjax.Task(sgjax.Simulator(m, ts), targets), jax.random.key(3), 64, chunk=64)
+        sgjax.simulate_batch(sgjax.Task(sgjax.Simulator(m, ts), targets), key=jax.random.key(3), n=64, chunk=64)
         for m in (user, models.SIR())
     ]
     ours, builtin = (np.asarray(b.y) for b in batches)
@@ -542,7 +542,7 @@ def test_ode_model_derived_gives_the_builtin_targets():
     np.testing.assert_allclose(ours[:, 3], builtin[:, 3], rtol=1e-5, atol=1e-6)
     # One function returning a dict works the same way.
     one = _user_sir(lambda theta, ts, ys: {"R0": theta["beta"] / theta["gamma"]})
-    y = sgjax.simulate_batch(sgjax.Task(sgjax.Simulator(one, ts), ["R0"]), jax.random.key(3), 64, chunk=64).y
+    y = sgjax.simulate_batch(sgjax.Task(sgjax.Simulator(one, ts), ["R0"]), key=jax.random.key(3), n=64, chunk=64).y
     np.testing.assert_allclose(np.asarray(y[:, 0]), builtin[:, 1], rtol=1e-6)
 
 

@@ -110,7 +110,7 @@ def test_binomial_trials_end_to_end():
     """The issue's case: a prevalence fraction from the model, 1,000 tested a day."""
     model = sgjax.models.SIR(N=1.0, I0=1e-3, observable=sgjax.State("I"))
     sim = sgjax.Simulator(model, jnp.arange(0.0, 41.0), ObservationModel(Binomial(trials=1000)))
-    out = sgjax.simulate(sim, jax.random.key(0), 256)
+    out = sgjax.simulate(sim, key=jax.random.key(0), n=256)
     assert (
         out.valid.all() and np.all(out.observations <= 1000) and np.all(out.observations == np.round(out.observations))
     )
@@ -154,14 +154,14 @@ def test_custom_noise_end_to_end():
     sim = sgjax.Simulator(model, jnp.arange(1.0, 31.0), ObservationModel(_StudentT("tau")))
     assert sim.param_names == ("beta", "gamma", "tau")
     prior = sgjax.Prior(model.default_prior().distributions, tau=dist.Uniform(1.0, 2.0))
-    out = sgjax.simulate(sim, jax.random.key(0), 128, prior=prior)
+    out = sgjax.simulate(sim, key=jax.random.key(0), n=128, prior=prior)
     assert out.valid.all()
     # (x - signal) / tau is Student-t with 4 degrees of freedom.
     resid = ((out.observations - out.signal)[..., 0] / out.theta["tau"][:, None]).ravel()
     assert st.kstest(resid, st.t(4.0).cdf).pvalue > 1e-3
     task = sgjax.Task(sim, ["beta", "tau"], prior)
     assert task.nonnegative is None  # signed data: fit's pilot batch decides
-    batch = sgjax.simulate_batch(task, jax.random.key(1), 64, chunk=64)
+    batch = sgjax.simulate_batch(task, key=jax.random.key(1), n=64, chunk=64)
     assert np.all(np.asarray(batch.weight) == 1) and np.all(np.isfinite(np.asarray(batch.x)))
     tau = task.spaces[1].inverse(batch.y[:, 1])  # back from the logit learning space
     assert np.all((tau > 1.0) & (tau < 2.0))
@@ -214,12 +214,12 @@ def test_observation_params_join_the_prior():
     sim = sgjax.Simulator(model, ts, ObservationModel(NegativeBinomial("phi"), (Reporting("rho"),)))
     assert sim.param_names == ("beta", "gamma", "rho", "phi")  # model, transforms, noise
     assert set(sim.default_prior().names) == {"beta", "gamma", "phi", "rho"}
-    assert sgjax.simulate(sim, jax.random.key(0), 64).valid.all()
+    assert sgjax.simulate(sim, key=jax.random.key(0), n=64).valid.all()
     # Reporting scales the mean: under Poisson noise, Σx ~ Poisson(ρ Σsignal), so the
     # z-scores average to 0 with standard error 1/sqrt(n); without reporting they
     # would be hugely positive.
     sim = sgjax.Simulator(model, ts, ObservationModel(Poisson(), (Reporting("rho"),)))
-    out = sgjax.simulate(sim, jax.random.key(1), 256)
+    out = sgjax.simulate(sim, key=jax.random.key(1), n=256)
     expected = out.theta["rho"] * out.signal.sum(axis=(1, 2))
     z = (out.observations.sum(axis=(1, 2)) - expected) / np.sqrt(np.maximum(expected, 1e-9))
     assert abs(z.mean()) < 5 / np.sqrt(256)

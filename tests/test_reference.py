@@ -39,11 +39,11 @@ def problem():
     )
     prior = sgjax.Prior(beta=BETA, gamma=GAMMA, rho=dist.Gamma(A, B))
     one = {"beta": jnp.array([BETA]), "gamma": jnp.array([GAMMA]), "rho": jnp.array([1.0])}
-    s = np.asarray(sgjax.simulate(sim, jax.random.key(0), theta=one).signal[0], np.float64)
+    s = np.asarray(sgjax.simulate(sim, key=jax.random.key(0), theta=one).signal[0], np.float64)
     # Datasets at ρ = 0.5, the prior's mean: near the centre of the prior predictive.
     n = 3
     theta = {"beta": jnp.full(n, BETA), "gamma": jnp.full(n, GAMMA), "rho": jnp.full(n, RHO)}
-    x = np.asarray(sgjax.simulate(sim, jax.random.key(1), theta=theta).observations)
+    x = np.asarray(sgjax.simulate(sim, key=jax.random.key(1), theta=theta).observations)
     return sim, prior, s, x
 
 
@@ -180,7 +180,7 @@ def test_nuts_two_parameter_sir(getkey):
     sim = sgjax.Simulator(sgjax.models.SIR(N=1000.0, I0=1.0), jnp.arange(1.0, 61.0), ObservationModel(Poisson()))
     prior = sgjax.Prior(beta=dist.LogUniform(0.2, 1.0), gamma=dist.LogUniform(0.05, 0.5))
     truth = {"beta": jnp.array([0.5, 0.3]), "gamma": jnp.array([0.2, 0.1])}
-    x = sgjax.simulate(sim, getkey(), theta=truth).observations
+    x = sgjax.simulate(sim, key=getkey(), theta=truth).observations
     post = nuts(
         sim, x, prior=prior, key=getkey(), num_warmup=300, num_samples=500, adjoint=diffrax.RecursiveCheckpointAdjoint()
     )

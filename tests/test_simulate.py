@@ -9,7 +9,7 @@ import numpyro.distributions as dist
 import pytest
 
 import sgjax
-from sgjax._simulation import _simulate as _simulate
+from sgjax._simulation import _simulate, _strategy
 from sgjax.observation import ObservationModel, Poisson
 
 
@@ -43,7 +43,7 @@ def sir_sim(**kw):
 
 @pytest.mark.parametrize("strategy", [sgjax.SharedStep(), sgjax.PerTrajectory()])
 def test_user_model_every_strategy(strategy):
-    out = sgjax.simulate(sir_sim(), jax.random.key(0), 50, prior=PRIOR, strategy=strategy)
+    out = sgjax.simulate(sir_sim(), key=jax.random.key(0), n=50, prior=PRIOR, strategy=strategy)
     assert out.observations.shape == (50, 60, 1)
     assert out.states.shape == (50, 60, 3)
     assert out.valid.all() and out.n_failed == 0
@@ -58,15 +58,15 @@ def test_user_model_every_strategy(strategy):
 def test_strategies_agree():
     theta = PRIOR.sample(jax.random.key(1), 200)
     sim = sgjax.Simulator(user_model(), TS)
-    shared = sgjax.simulate(sim, jax.random.key(2), theta=theta, strategy=sgjax.SharedStep())
-    per = sgjax.simulate(sim, jax.random.key(2), theta=theta, strategy=sgjax.PerTrajectory())
+    shared = sgjax.simulate(sim, key=jax.random.key(2), theta=theta, strategy=sgjax.SharedStep())
+    per = sgjax.simulate(sim, key=jax.random.key(2), theta=theta, strategy=sgjax.PerTrajectory())
     # Each is within ~rtol=1e-4 (per step, relative to a trajectory's scale) of the
     # truth; global error over 60 days stays well under 1e-3 of N = 1000.
     np.testing.assert_allclose(shared.states, per.states, atol=1e-3 * N)
     # The shared step is at least as accurate: compare both to a tight float32 solve.
     tight = sgjax.simulate(
         sgjax.Simulator(user_model(), TS, stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-6)),
-        jax.random.key(2),
+        key=jax.random.key(2),
         theta=theta,
         strategy=sgjax.PerTrajectory(),
     )
@@ -77,16 +77,16 @@ def test_strategies_agree():
 
 def test_deterministic_and_chunking_consistent():
     sim = sir_sim()
-    a = sgjax.simulate(sim, jax.random.key(3), 300, prior=PRIOR, chunk_size=128)
-    b = sgjax.simulate(sim, jax.random.key(3), 300, prior=PRIOR, chunk_size=128)
-    c = sgjax.simulate(sim, jax.random.key(4), 300, prior=PRIOR, chunk_size=128)
+    a = sgjax.simulate(sim, key=jax.random.key(3), n=300, prior=PRIOR, chunk_size=128)
+    b = sgjax.simulate(sim, key=jax.random.key(3), n=300, prior=PRIOR, chunk_size=128)
+    c = sgjax.simulate(sim, key=jax.random.key(4), n=300, prior=PRIOR, chunk_size=128)
     np.testing.assert_array_equal(a.observations, b.observations)
     assert not np.array_equal(a.observations, c.observations)
     # Given θ, the clean trajectories do not depend on how the batch is chunked.
     theta = PRIOR.sample(jax.random.key(5), 300)
     clean = sgjax.Simulator(user_model(), TS)
-    whole = sgjax.simulate(clean, jax.random.key(6), theta=theta, chunk_size=300, strategy=sgjax.PerTrajectory())
-    parts = sgjax.simulate(clean, jax.random.key(6), theta=theta, chunk_size=64, strategy=sgjax.PerTrajectory())
+    whole = sgjax.simulate(clean, key=jax.random.key(6), theta=theta, chunk_size=300, strategy=sgjax.PerTrajectory())
+    parts = sgjax.simulate(clean, key=jax.random.key(6), theta=theta, chunk_size=64, strategy=sgjax.PerTrajectory())
     np.testing.assert_allclose(whole.states, parts.states, rtol=1e-5, atol=1e-3)
 
 
@@ -105,8 +105,10 @@ def test_worker_threads_change_nothing(monkeypatch, workers):
     for w in (1, workers):
         monkeypatch.setattr(_simulate, "_workers", lambda n_chunks, w=w: min(w, n_chunks))
         with pytest.warns(UserWarning, match="failed"):
-            given = sgjax.simulate(sim, jax.random.key(0), theta=theta, chunk_size=32, strategy=sgjax.PerTrajectory())
-        drawn = sgjax.simulate(sim, jax.random.key(1), 333, prior=prior, chunk_size=32)
+            given = sgjax.simulate(
+                sim, key=jax.random.key(0), theta=theta, chunk_size=32, strategy=sgjax.PerTrajectory()
+            )
+        drawn = sgjax.simulate(sim, key=jax.random.key(1), n=333, prior=prior, chunk_size=32)
         runs[w] = (given, drawn)
     for one, many in zip(runs[1], runs[workers]):
         for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many)):
@@ -119,7 +121,7 @@ def test_a_failing_worker_stops_the_others(monkeypatch):
     # An error in one worker thread reaches the caller, and the other threads stop
     # after their current chunk instead of simulating the rest.
     sim = sgjax.Simulator(user_model(), TS)
-    sgjax.simulate(sim, jax.random.key(0), 32, prior=PRIOR, chunk_size=32)  # compile
+    sgjax.simulate(sim, key=jax.random.key(0), n=32, prior=PRIOR, chunk_size=32)  # compile
     calls = []
     real = _simulate._chunk_from_prior
 
@@ -132,7 +134,7 @@ def test_a_failing_worker_stops_the_others(monkeypatch):
     monkeypatch.setattr(_simulate, "_chunk_from_prior", flaky)
     monkeypatch.setattr(_simulate, "_workers", lambda n_chunks: min(2, n_chunks))
     with pytest.raises(RuntimeError, match="chunk failed"):
-        sgjax.simulate(sim, jax.random.key(1), 32 * 200, prior=PRIOR, chunk_size=32)
+        sgjax.simulate(sim, key=jax.random.key(1), n=32 * 200, prior=PRIOR, chunk_size=32)
     assert len(calls) < 20  # of 200 chunks
 
 
@@ -142,10 +144,10 @@ def test_compiles_once(monkeypatch):
     monkeypatch.setattr(_simulate, "_chunk_outputs", counted)
     monkeypatch.setattr(_simulate, "_chunk_from_prior", eqx.filter_jit(_simulate._from_prior))
     sim = sir_sim()
-    sgjax.simulate(sim, jax.random.key(0), 256, prior=PRIOR, chunk_size=128)
+    sgjax.simulate(sim, key=jax.random.key(0), n=256, prior=PRIOR, chunk_size=128)
     # Same shapes, new key, new prior values, more chunks: no new trace.
     prior2 = sgjax.Prior(beta=dist.Uniform(0.3, 0.7), gamma=dist.Uniform(0.06, 0.1))
-    sgjax.simulate(sim, jax.random.key(1), 512, prior=prior2, chunk_size=128)
+    sgjax.simulate(sim, key=jax.random.key(1), n=512, prior=prior2, chunk_size=128)
     assert eqx.debug.get_num_traces(counted) == 1
 
 
@@ -158,7 +160,7 @@ def test_blow_ups_are_flagged_not_fatal():
     theta = {"a": jnp.array([0.1, 0.2, 5.0, 0.3, 100.0])}  # 5 and 100 blow up before t=2
     for strategy in (sgjax.SharedStep(), sgjax.PerTrajectory()):
         with pytest.warns(UserWarning, match="2 of 5 simulations failed"):
-            out = sgjax.simulate(sim, jax.random.key(0), theta=theta, strategy=strategy)
+            out = sgjax.simulate(sim, key=jax.random.key(0), theta=theta, strategy=strategy)
         np.testing.assert_array_equal(out.valid, [True, True, False, True, False])
         assert np.isfinite(out.states).all()
         # Failed samples hold zeros, the mask and θ are kept.
@@ -177,7 +179,7 @@ def test_failed_draws_are_resampled():
     model = sgjax.ODEModel(field, lambda theta: jnp.array([1.0]), ("a",), ("y",), sgjax.State("y"))
     sim = sgjax.Simulator(model, jnp.linspace(0.1, 2.0, 20), max_steps=256)
     prior = sgjax.Prior(a=dist.Uniform(0.0, 1.0))  # a > 0.5 blows up before t = 2
-    out = sgjax.simulate(sim, jax.random.key(0), 200, prior=prior)
+    out = sgjax.simulate(sim, key=jax.random.key(0), n=200, prior=prior)
     assert out.valid.all()
     assert out.n_failed > 50  # about half of the first draws fail
     assert np.all(out.theta["a"] < 0.5)
@@ -196,14 +198,17 @@ def test_bad_input():
     sim = sgjax.Simulator(model, TS)
     with pytest.raises(ValueError, match="Did you mean 'beta'"):
         sgjax.simulate(
-            sim, jax.random.key(0), 4, prior=sgjax.Prior(betta=dist.Uniform(0, 1), gamma=dist.Uniform(0, 1), beta=1.0)
+            sim,
+            key=jax.random.key(0),
+            n=4,
+            prior=sgjax.Prior(betta=dist.Uniform(0, 1), gamma=dist.Uniform(0, 1), beta=1.0),
         )
     with pytest.raises(ValueError, match="no distribution for \\['gamma'\\]"):
-        sgjax.simulate(sim, jax.random.key(0), 4, prior=sgjax.Prior(beta=dist.Uniform(0, 1)))
+        sgjax.simulate(sim, key=jax.random.key(0), n=4, prior=sgjax.Prior(beta=dist.Uniform(0, 1)))
     with pytest.raises(ValueError, match="same shape"):
-        sgjax.simulate(sim, jax.random.key(0), theta={"beta": jnp.ones(3), "gamma": jnp.ones(2)})
+        sgjax.simulate(sim, key=jax.random.key(0), theta={"beta": jnp.ones(3), "gamma": jnp.ones(2)})
     with pytest.raises(ValueError, match="positive integer"):
-        sgjax.simulate(sim, jax.random.key(0), 0, prior=PRIOR)
+        sgjax.simulate(sim, key=jax.random.key(0), n=0, prior=PRIOR)
     positive = sgjax.ODEModel(
         sir_field,
         lambda theta: jnp.array([N - 1.0, 1.0, 0.0]),
@@ -215,8 +220,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match="needs beta in"):
         sgjax.simulate(
             sgjax.Simulator(positive, TS),
-            jax.random.key(0),
-            4,
+            key=jax.random.key(0),
+            n=4,
             prior=sgjax.Prior(beta=dist.Normal(0.5, 0.1), gamma=dist.Uniform(0.1, 0.2)),
         )
 
@@ -228,25 +233,27 @@ def test_theta_outside_the_support_is_refused():
     msg = r"θ\['beta'\] = -0.3 at sample 1 \(2 of 4 values\) is not a finite value in SIR's support for beta, \(0.0, inf\)"
     for strategy in (sgjax.SharedStep(), sgjax.PerTrajectory()):
         with pytest.raises(ValueError, match=msg):
-            sgjax.simulate(sim, jax.random.key(0), theta=theta, strategy=strategy)
+            sgjax.simulate(sim, key=jax.random.key(0), theta=theta, strategy=strategy)
     with pytest.raises(ValueError, match=r"θ\['gamma'\] = nan at sample 0"):
-        sgjax.simulate(sim, jax.random.key(0), theta={"beta": [0.5], "gamma": [float("nan")]})
+        sgjax.simulate(sim, key=jax.random.key(0), theta={"beta": [0.5], "gamma": [float("nan")]})
     # A model without declared supports (any real value) still refuses infinities.
     with pytest.raises(
         ValueError, match=r"θ\['beta'\] = inf at sample 0 .* ODEModel's support for beta, \(-inf, inf\)"
     ):
-        sgjax.simulate(sgjax.Simulator(user_model(), TS), jax.random.key(0), theta={"beta": [np.inf], "gamma": [0.1]})
+        sgjax.simulate(
+            sgjax.Simulator(user_model(), TS), key=jax.random.key(0), theta={"beta": [np.inf], "gamma": [0.1]}
+        )
     # The boundary of an open support is outside it; values inside simulate.
     with pytest.raises(ValueError, match=r"θ\['gamma'\] = 0 at sample 0"):
-        sgjax.simulate(sim, jax.random.key(0), theta={"beta": [0.5], "gamma": [0.0]})
-    assert sgjax.simulate(sim, jax.random.key(0), theta={"beta": [0.5], "gamma": [0.1]}).valid.all()
+        sgjax.simulate(sim, key=jax.random.key(0), theta={"beta": [0.5], "gamma": [0.0]})
+    assert sgjax.simulate(sim, key=jax.random.key(0), theta={"beta": [0.5], "gamma": [0.1]}).valid.all()
 
 
 def test_an_integer_key_is_refused():
     with pytest.raises(TypeError, match=r"`key` must be one JAX PRNG key, e.g. key=jax.random.key\(0\), got 0"):
-        sgjax.simulate(sir_sim(), 0, 4, prior=PRIOR)
+        sgjax.simulate(sir_sim(), key=0, n=4, prior=PRIOR)
     with pytest.raises(TypeError, match=r"`key` must be one JAX PRNG key.*shape \(2,\)"):
-        sgjax.simulate(sir_sim(), jax.random.split(jax.random.key(0)), 4, prior=PRIOR)
+        sgjax.simulate(sir_sim(), key=jax.random.split(jax.random.key(0)), n=4, prior=PRIOR)
 
 
 def test_wrong_shapes_are_reported_at_construction():
@@ -271,13 +278,15 @@ def test_irregular_grid_matches_closed_form():
     r = jnp.array([0.2, 0.5, 1.0])
     exact = 100.0 / (1 + (100.0 / 5.0 - 1) * np.exp(-np.asarray(r)[:, None] * np.asarray(ts)[None]))
     for strategy in (sgjax.SharedStep(), sgjax.PerTrajectory(), sgjax.experimental.Fused()):
-        out = sgjax.simulate(sim, jax.random.key(0), theta={"r": r}, strategy=strategy)
+        out = sgjax.simulate(sim, key=jax.random.key(0), theta={"r": r}, strategy=strategy)
         np.testing.assert_allclose(out.states[..., 0], exact, rtol=1e-4)  # rtol 1e-6 per step, float32
 
 
 def test_derived_quantities_for_a_batch():
     sim = sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 201.0))
-    out = sgjax.simulate(sim, jax.random.key(0), theta={"beta": jnp.array([0.5, 0.3]), "gamma": jnp.array([0.1, 0.2])})
+    out = sgjax.simulate(
+        sim, key=jax.random.key(0), theta={"beta": jnp.array([0.5, 0.3]), "gamma": jnp.array([0.1, 0.2])}
+    )
     d = sim.derived(out.theta, out.states)
     np.testing.assert_allclose(d["R0"], [5.0, 1.5], rtol=1e-6)
     # After 200 days the epidemic is over: the attack rate equals the exact final size.
@@ -290,11 +299,11 @@ def test_shared_step_holds_each_trajectory_inside_a_clip_controller():
         TS,
         stepsize_controller=diffrax.ClipStepSizeController(diffrax.PIDController(rtol=1e-4, atol=1e-3), step_ts=[30.0]),
     )
-    controller = sgjax._strategy._max_over_batch(sim.stepsize_controller)
-    assert isinstance(controller.controller.norm, sgjax._strategy._MaxOverBatch)
+    controller = _strategy._max_over_batch(sim.stepsize_controller)
+    assert isinstance(controller.controller.norm, _strategy._MaxOverBatch)
     theta = PRIOR.sample(jax.random.key(1), 64)
-    shared = sgjax.simulate(sim, jax.random.key(2), theta=theta, strategy=sgjax.SharedStep())
-    per = sgjax.simulate(sim, jax.random.key(2), theta=theta, strategy=sgjax.PerTrajectory())
+    shared = sgjax.simulate(sim, key=jax.random.key(2), theta=theta, strategy=sgjax.SharedStep())
+    per = sgjax.simulate(sim, key=jax.random.key(2), theta=theta, strategy=sgjax.PerTrajectory())
     np.testing.assert_allclose(shared.states, per.states, atol=1e-3 * N)
 
 
@@ -317,8 +326,8 @@ def test_solve_compiles_once():
 
 def test_keep_states_false_drops_states_only():
     sim = sgjax.Simulator(user_model(), TS)
-    full = sgjax.simulate(sim, jax.random.key(0), 100, prior=PRIOR, chunk_size=64)
-    lean = sgjax.simulate(sim, jax.random.key(0), 100, prior=PRIOR, chunk_size=64, keep_states=False)
+    full = sgjax.simulate(sim, key=jax.random.key(0), n=100, prior=PRIOR, chunk_size=64)
+    lean = sgjax.simulate(sim, key=jax.random.key(0), n=100, prior=PRIOR, chunk_size=64, keep_states=False)
     assert lean.states is None
     np.testing.assert_array_equal(full.observations, lean.observations)
 
@@ -373,16 +382,16 @@ def test_reused_output_memory_never_touches_a_live_result(monkeypatch):
 
     monkeypatch.setenv("SGJAX_HOST_POOL", "1")
     sim = sir_sim()
-    first = sgjax.simulate(sim, jax.random.key(0), 2048, prior=PRIOR)
+    first = sgjax.simulate(sim, key=jax.random.key(0), n=2048, prior=PRIOR)
     assert first.states.nbytes > 1 << 20
     kept = {k: np.array(getattr(first, k)) for k in ("states", "signal", "observations")}
     where = {getattr(first, k).__array_interface__["data"][0] for k in kept}
-    second = sgjax.simulate(sim, jax.random.key(1), 2048, prior=PRIOR)  # `first` is alive: fresh memory
+    second = sgjax.simulate(sim, key=jax.random.key(1), n=2048, prior=PRIOR)  # `first` is alive: fresh memory
     for k, v in kept.items():
         np.testing.assert_array_equal(getattr(first, k), v)
     del first
     gc.collect()
-    again = sgjax.simulate(sim, jax.random.key(0), 2048, prior=PRIOR)  # may reuse first's memory
+    again = sgjax.simulate(sim, key=jax.random.key(0), n=2048, prior=PRIOR)  # may reuse first's memory
     for k, v in kept.items():
         np.testing.assert_array_equal(getattr(again, k), v)
     assert where & {getattr(again, k).__array_interface__["data"][0] for k in kept}  # reused
@@ -396,8 +405,8 @@ def test_observing_at_the_start_time():
     prevalence = sgjax.models.SIR(observable=sgjax.State("I"))
     theta = {"beta": jnp.array([0.5, 0.3]), "gamma": jnp.array([0.1, 0.2])}
     ts = jnp.arange(0.0, 31.0)
-    at_start = sgjax.simulate(sgjax.Simulator(prevalence, ts), jax.random.key(0), theta=theta)
-    after = sgjax.simulate(sgjax.Simulator(prevalence, ts[1:]), jax.random.key(0), theta=theta)
+    at_start = sgjax.simulate(sgjax.Simulator(prevalence, ts), key=jax.random.key(0), theta=theta)
+    after = sgjax.simulate(sgjax.Simulator(prevalence, ts[1:]), key=jax.random.key(0), theta=theta)
     assert at_start.valid.all()
     np.testing.assert_array_equal(at_start.signal[:, 0, 0], [1.0, 1.0])  # I0 = 1, exactly
     np.testing.assert_allclose(at_start.signal[:, 1:], after.signal, rtol=1e-5)
@@ -408,11 +417,11 @@ def test_theta_from_a_posterior_drops_derived_quantities():
     a name that is neither is refused with the simulator's parameters."""
     sim = sgjax.Simulator(sgjax.models.SIR(), TS)
     theta = {"beta": jnp.array([0.5, 0.4]), "gamma": jnp.array([0.1, 0.2])}
-    plain = sgjax.simulate(sim, jax.random.key(0), theta=theta)
-    extra = sgjax.simulate(sim, jax.random.key(0), theta={**theta, "R0": jnp.array([5.0, 2.0])})
+    plain = sgjax.simulate(sim, key=jax.random.key(0), theta=theta)
+    extra = sgjax.simulate(sim, key=jax.random.key(0), theta={**theta, "R0": jnp.array([5.0, 2.0])})
     np.testing.assert_array_equal(plain.signal, extra.signal)
     assert set(extra.theta) == {"beta", "gamma"}
     with pytest.raises(ValueError, match="unknown parameters \\['R\\(t=60\\)'\\].*describe"):
-        sgjax.simulate(sim, jax.random.key(0), theta={**theta, "R(t=60)": jnp.ones(2)})
+        sgjax.simulate(sim, key=jax.random.key(0), theta={**theta, "R(t=60)": jnp.ones(2)})
     task = sgjax.Task(sim, ["beta", "R0", sgjax.Hidden("R"), "gamma"])
     assert task.describe()["parameters"] == ["beta", "gamma"]

@@ -16,7 +16,7 @@ DAYS = jnp.arange(1.0, 31.0)
 
 
 def _sample(task, key, n):
-    return sgjax.simulate_batch(task, key, n, chunk=n)  # jitted, as in training
+    return sgjax.simulate_batch(task, key=key, n=n, chunk=n)  # jitted, as in training
 
 
 def _sir(observation=None, **kwargs):
@@ -41,7 +41,7 @@ def test_task_batch_matches_simulate_and_targets_are_exact():
     # Re-simulate the same θ: the clean observation (no noise here) and R equal the
     # labels, and the final size is the closed form of R0.
     theta = {"beta": beta, "gamma": beta / r0}
-    again = sgjax.simulate(sim, jax.random.key(1), theta=theta)
+    again = sgjax.simulate(sim, key=jax.random.key(1), theta=theta)
     np.testing.assert_allclose(again.observations, b.x, rtol=2e-3, atol=1e-2)
     np.testing.assert_allclose(again.states[:, -1, 2], b.y[:, 3], rtol=2e-3, atol=1e-2)
     np.testing.assert_allclose(b.y[:, 4:], again.signal[:, :, 0], rtol=2e-3, atol=1e-2)
@@ -83,7 +83,7 @@ def test_hidden_takes_observation_times():
     assert task.labels == ("I(t=5)", "I(t=30)", "R(t=30)")
     b = eqx.filter_jit(task.sample)(jax.random.key(0), 8)
     theta = task.prior.sample(jax.random.split(jax.random.key(0))[0], 8)  # as Task.sample draws it
-    again = sgjax.simulate(sim, jax.random.key(1), theta=theta)
+    again = sgjax.simulate(sim, key=jax.random.key(1), theta=theta)
     np.testing.assert_allclose(b.y[:, 0], again.states[:, 4, 1], rtol=1e-4, atol=1e-4)  # day 5 is index 4
     np.testing.assert_allclose(b.y[:, 1:], again.states[:, -1, 1:], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="not indices"):
@@ -138,7 +138,7 @@ def test_a_partial_chunk_keeps_every_model_share():
     noisy = obs.ObservationModel(obs.Gaussian(1.0))
     sir = sgjax.Simulator(models.SIR(), DAYS, noisy)
     task = sgjax.ModelSelection({"a": sir, "b": sgjax.Simulator(models.SIR(N=500.0), DAYS, noisy)})
-    labels = np.asarray(sgjax.simulate_batch(task, jax.random.key(0), 128, chunk=256).y[:, 0])
+    labels = np.asarray(sgjax.simulate_batch(task, key=jax.random.key(0), n=128, chunk=256).y[:, 0])
     assert labels.shape == (128,)
     # Hypergeometric(256, 128, 128) has sd ~4: 64 ± 24 is a 6 sd band.
     assert 40 < np.sum(labels == 1) < 88

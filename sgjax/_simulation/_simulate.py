@@ -296,9 +296,9 @@ def _run(simulator, strategy, key, n, size, prior=None, theta=None, keep_states=
 
 def simulate(
     simulator: Simulator,
-    key: Key,
     n: int | None = None,
     *,
+    key: Key,
     prior: Prior | None = None,
     theta: Params | None = None,
     strategy: AbstractStrategy | None = None,
@@ -346,6 +346,10 @@ def simulate(
     **Returns:** a [`sgjax.Simulation`][]. Failures never raise: they are counted in
     `n_failed`, flagged in `valid`, and hold zeros.
     """
+    if hasattr(n, "dtype") and not isinstance(n, (int, np.integer)):
+        raise TypeError(
+            "`key` is keyword-only: call sgjax.simulate(simulator, n, key=key), not simulate(simulator, key, n)."
+        )
     check_key(key)
     if not isinstance(simulator, Simulator):
         raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._inference import Estimator
-from .._learning import AbstractTask, Batch
+from .._learning import AbstractTask
 from ..heads import AbstractHead
 from ..nn import AbstractNetwork, MLP, Standardise, StandardiseInputs
 from . import _step
@@ -165,20 +165,6 @@ def initialise(task, built, source, optimiser, log1p, *, batch_size: int, shards
             params, opt_state, stats = measure(True)
     decided = bool(guess) if guess is not None else float(stats["min"].min()) >= 0
     return estimator(task, built, *pilot_scaling(stats, decided, task)), params, opt_state
-
-
-def initial_estimator(task, head, network, pilot: Batch, log1p, key) -> Estimator:
-    """The estimator before training from a pilot batch in hand (for benchmarks and
-    tools that have one): the same scaling as `initialise`."""
-    log1p = log1p_guess(task, log1p)
-    ok = np.asarray(pilot.weight) > 0
-    if log1p is None:
-        observed = np.asarray(pilot.x)[ok][np.asarray(pilot.mask)[ok]]
-        log1p = bool(np.all(observed >= 0))
-    frozen = placeholder(task, modules(task, head, network, key), log1p)[1]
-    stats = _step.batch_stats(jax.tree.map(np.asarray, pilot), frozen, (0.0, 0.0))
-    stats = {k: np.asarray(v)[None] for k, v in stats.items()}
-    return estimator(task, (frozen.network, frozen.head), *pilot_scaling(stats, log1p, task))
 
 
 def warm_start(init: Estimator, task: AbstractTask, built, log1p) -> Estimator:

@@ -18,7 +18,7 @@ def _sample(task: AbstractTask, key: Key, n: int) -> Batch:
     return task.sample(key, n)
 
 
-def simulate_batch(task: AbstractTask, key: Key, n: int, chunk: int = 512) -> Batch:
+def simulate_batch(task: AbstractTask, n: int, *, key: Key, chunk: int = 512) -> Batch:
     """`n` training pairs from `task`, generated in jitted chunks of `chunk` and kept
     on the device. When `n` is not a whole number of chunks, a random subset of the
     last chunk's size is dropped: chunks can be ordered inside (model selection
@@ -161,8 +161,8 @@ def budget(
 ) -> Rows:
     """A fixed budget of `budget` simulations (and a validation set of
     `validation_size`), simulated once and kept on the host."""
-    train = _host(simulate_batch(task, keys["budget"], budget))
-    val = _host(simulate_batch(task, keys["validation"], validation_size))
+    train = _host(simulate_batch(task, key=keys["budget"], n=budget))
+    val = _host(simulate_batch(task, key=keys["validation"], n=validation_size))
     data = jax.tree.map(lambda a, b: np.concatenate([a, b]), train, val)
     read = lambda rows: jax.tree.map(lambda a: a[rows], data)  # noqa: E731
     seed = jax.random.key_data(keys["budget"])

@@ -265,7 +265,7 @@ def rejection_abc(
     for i in range(n_chunks):
         with warnings.catch_warnings():  # failures are counted and reported once below
             warnings.simplefilter("ignore", UserWarning)
-            sims = simulate(simulator, keys[i], size, prior=prior, resample_failed=False, keep_states=False)
+            sims = simulate(simulator, key=keys[i], n=size, prior=prior, resample_failed=False, keep_states=False)
         # The last chunk has the compiled size; draws beyond n_simulations are unused.
         valid = np.asarray(sims.valid) & (np.arange(size) < n_simulations - i * size)
         n_failed += int(np.sum(~np.asarray(sims.valid)[: n_simulations - i * size]))

@@ -74,10 +74,14 @@ def held_out(
     n, chunk = check_size(n, "n"), check_size(chunk, "chunk")
     check_size(n_samples, "n_samples")
     check_task(estimator, task)
-    batch = simulate_batch(task, key, n, chunk)
+    batch = simulate_batch(task, key=key, n=n, chunk=chunk)
     ok = np.asarray(batch.weight) > 0
     x, mask, y = (np.asarray(a)[ok] for a in (batch.x, batch.mask, batch.y))
-    post = infer(estimator, x, mask, key=jax.random.fold_in(key, 1), n_samples=n_samples)
+    inputs = None
+    if batch.inputs is not None:  # known per-series inputs (Task(..., inputs=...)), by name
+        given = np.asarray(batch.inputs)[ok]
+        inputs = {name: given[:, j] for j, name in enumerate(estimator.inputs)}
+    post = infer(estimator, x, mask, inputs=inputs, key=jax.random.fold_in(key, 1), n_samples=n_samples)
     if estimator.n_classes:
         return post, y[:, 0]
     labels, spaces = estimator.labels, estimator.spaces

@@ -79,7 +79,7 @@ class SimulationBank(eqx.Module):
         `key` (keyword-only) draws them."""
         not_a_key(n, "n", "SimulationBank.simulate")
         check_key(key)
-        batch = simulate_batch(task, key, n)
+        batch = simulate_batch(task, key=key, n=n)
         ok = np.asarray(batch.weight) > 0
         x, mask, y = (np.asarray(a)[ok] for a in (batch.x, batch.mask, batch.y))
         if not estimator.n_classes:
@@ -142,7 +142,7 @@ class MismatchScore(eqx.Module):
             raise ValueError(f"`k` must be between 1 and n_reference - 1, got k={k}, n_reference={n_reference}.")
         k_ref, k_cal = jax.random.split(key)
         self = cls(SimulationBank.simulate(estimator, task, n_reference, key=k_ref), np.zeros(0), k)
-        cal = simulate_batch(task, k_cal, n_calibration)
+        cal = simulate_batch(task, key=k_cal, n=n_calibration)
         ok = np.asarray(cal.weight) > 0
         scores = self._raw(np.asarray(cal.x)[ok], np.asarray(cal.mask)[ok])
         return eqx.tree_at(lambda s: s.calibration, self, np.sort(scores))

@@ -207,7 +207,7 @@ def posterior_predictive(
     if not all(callable(f) for f in statistics.values()):
         raise TypeError("`statistics` must map names to functions T(x, mask) -> scalar.")
 
-    sims = simulate(simulator, key, theta=theta, strategy=strategy, keep_states=False)
+    sims = simulate(simulator, key=key, theta=theta, strategy=strategy, keep_states=False)
     valid = np.asarray(sims.valid)
     if not valid.any():
         raise ValueError("Every posterior predictive simulation failed; check the posterior draws and the solver.")

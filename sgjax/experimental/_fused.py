@@ -87,7 +87,7 @@ class Fused(AbstractStrategy):
     **Example:**
 
     ```python
-    sims = sgjax.simulate(simulator, key, 2**20, strategy=sgjax.experimental.Fused(), chunk_size=2**20)
+    sims = sgjax.simulate(simulator, 2**20, key=key, strategy=sgjax.experimental.Fused(), chunk_size=2**20)
     ```
     """
 

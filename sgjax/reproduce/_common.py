@@ -30,7 +30,7 @@ def train(task, head, *, key, steps: int, batch_size: int = 512, progress: bool 
 def held_out(task, key, n: int):
     """`n` fresh simulations as NumPy arrays `(x, mask, y)` (learning space), failed
     ones dropped."""
-    batch = simulate_batch(task, key, n)
+    batch = simulate_batch(task, key=key, n=n)
     # Shuffled: model-selection batches come stratified by model, and experiments
     # take leading subsets for their costlier baselines.
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 1), n))

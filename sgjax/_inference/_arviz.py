@@ -1,6 +1,8 @@
 """Posterior samples as ArviZ `InferenceData`, so that users keep their usual plots
 and diagnostics (`az.plot_posterior`, `az.summary`, `az.plot_pair`, ...)."""
 
+from typing import Any
+
 import numpy as np
 
 
@@ -64,7 +66,7 @@ def to_arviz(posterior, series: int | None = None, *, observed=None):
             dims[name] = ["series"]
         else:
             groups[name] = d[series]
-    kwargs = {"dims": dims}
+    kwargs: dict[str, Any] = {"dims": dims}
     if observed is not None:
         observed = np.asarray(observed)
         kwargs["observed_data"] = {"x": observed}

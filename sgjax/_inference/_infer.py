@@ -5,6 +5,7 @@ import json
 import pathlib
 import warnings
 from collections.abc import Mapping
+from typing import cast, Protocol
 
 import equinox as eqx
 import jax
@@ -18,6 +19,16 @@ from ..datasets import Dataset
 from ..nn.base import check_size
 from ._estimator import Estimator
 from ._posterior import Posterior, SAMPLE_LEVELS
+
+
+# The heads' own capabilities, read duck-typed (a user's head may have them without
+# subclassing sgjax's): the summaries say which one the head is.
+class _QuantileHead(Protocol):
+    levels: tuple[float, ...]
+
+
+class _DensityHead(Protocol):
+    def log_prob(self, out: jax.Array, y: jax.Array) -> jax.Array: ...
 
 
 def _batched(a):
@@ -262,7 +273,7 @@ def infer(
     s = jax.tree.map(np.asarray, _summaries(estimator, x, mask, u, key if density else None, n_samples))
     labels = estimator.labels
     if estimator.n_classes:
-        return Posterior(labels, None, {}, None, s["probabilities"])
+        return Posterior(labels=labels, point=None, quantiles={}, samples=None, probabilities=s["probabilities"])
     named = lambda a: {label: a[..., j] for j, label in enumerate(labels)}  # noqa: E731
     quantiles, samples, point = {}, None, None
     if "samples" in s:
@@ -271,13 +282,22 @@ def infer(
         qs = np.quantile(s["samples"], SAMPLE_LEVELS, axis=1)
         quantiles = {lvl: named(q) for lvl, q in zip(SAMPLE_LEVELS, qs)}
     elif "quantiles" in s:
-        quantiles = {lvl: named(s["quantiles"][:, i]) for i, lvl in enumerate(estimator.head.levels)}
+        quantiles = {
+            lvl: named(s["quantiles"][:, i]) for i, lvl in enumerate(cast(_QuantileHead, estimator.head).levels)
+        }
         point = quantiles.get(0.5)
     if "mean" in s and samples is None:
         point = named(s["mean"])
     recorded = json.loads(estimator.info).get("parameters")
     parameters = None if recorded is None else tuple(p for p in labels if p in recorded)
-    return Posterior(labels, point, quantiles, samples, None, parameters)
+    return Posterior(
+        labels=labels,
+        point=point,
+        quantiles=quantiles,
+        samples=samples,
+        probabilities=None,
+        parameters=parameters,
+    )
 
 
 @eqx.filter_jit
@@ -288,7 +308,8 @@ def _log_prob(estimator: Estimator, x, mask, inputs, theta):
         # d(learning space)/d(natural), per component: the change of variables.
         jac = jnp.stack([jax.vmap(jax.grad(s.forward))(theta[:, i]) for i, s in enumerate(estimator.spaces)], axis=-1)
         std = (z - estimator.y_mean) / estimator.y_std
-        lp = jax.vmap(lambda zz: estimator.head.log_prob(out, zz))(std)
+        head = cast(_DensityHead, estimator.head)  # `log_prob` checked the head has a density
+        lp = jax.vmap(lambda zz: head.log_prob(out, zz))(std)
         return lp - jnp.sum(jnp.log(estimator.y_std)) + jnp.sum(jnp.log(jnp.abs(jac)), axis=-1)
 
     return jax.vmap(one)(x, mask, inputs, theta)

@@ -61,12 +61,16 @@ class Space(eqx.Module):
         # in float32) is moved just inside, so its label is finite, not ±inf.
         if self.kind == "log1p":
             return jnp.log1p(jnp.maximum(v, 0.0))
-        return to_unconstrained(self.support, v)
+        support = self.support
+        assert support is not None  # every space but log1p maps a support
+        return to_unconstrained(support, v)
 
     def inverse(self, z):
         if self.kind == "log1p":
             return jnp.expm1(z)
-        return from_unconstrained(self.support, z)
+        support = self.support
+        assert support is not None  # every space but log1p maps a support
+        return from_unconstrained(support, z)
 
     def config(self) -> dict:
         return {"kind": self.kind, "lo": self.lo, "hi": self.hi}
@@ -88,7 +92,7 @@ class Space(eqx.Module):
         return cls("identity")
 
 
-def as_space(space: "str | Space | None", default: Space) -> Space:
+def as_space(space: "str | Space | None", default: Space | None) -> Space | None:
     if space is None:
         return default
     return space if isinstance(space, Space) else Space(space)
@@ -274,7 +278,7 @@ class Hidden(AbstractTarget):
     state: str = eqx.field(static=True)
     times: tuple[float, ...] | None = eqx.field(static=True)
     space: Space | None = None
-    _indices: tuple[int, ...] | None = eqx.field(static=True)
+    _indices: tuple[int, ...] | None = eqx.field(static=True, default=None)
 
     def __init__(self, state: str, times=None, space: "str | Space | None" = None, *, _indices=None):
         self.state = state
@@ -294,6 +298,7 @@ class Hidden(AbstractTarget):
 
     def labels(self, simulator):
         bound = self if self._indices is not None else self.bind(simulator)
+        assert bound._indices is not None  # bind sets them
         ts = np.asarray(simulator.ts, dtype=float)
         return tuple(f"{self.state}(t={ts[i]:g})" for i in bound._indices)
 
@@ -351,7 +356,7 @@ class Forecast(AbstractTarget):
 
     after: float = eqx.field(static=True)
     space: Space | None = None
-    _horizon: int | None = eqx.field(static=True)
+    _horizon: int | None = eqx.field(static=True, default=None)
 
     def __init__(self, *args, after: float | None = None, space: "str | Space | None" = None, _horizon=None):
         if args or after is None:

@@ -7,12 +7,13 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import check_key, Key
 from .._learning import AbstractTask, Batch, Space
-from .._simulation import Prior
+from .._simulation import Prior, support_of
 
 
 def _open(a, name: str):
@@ -34,7 +35,7 @@ def _spaces(spaces, names) -> tuple[Space, ...]:
         missing = [n for n in names if n not in spaces.distributions]
         if missing:
             raise ValueError(f"The prior given as `spaces` has no distribution for {missing}.")
-        return tuple(Space.from_support(spaces.distributions[n].support) for n in names)
+        return tuple(Space.from_support(support_of(spaces.distributions[n])) for n in names)
     if isinstance(spaces, Mapping):
         unknown = sorted(set(spaces) - set(names))
         if unknown or not all(isinstance(s, Space) for s in spaces.values()):
@@ -161,13 +162,15 @@ class ArrayTask(AbstractTask):
         mask = np.ones(x.shape, bool) if self.mask is None else np.asarray(self.mask[rows], bool)
         y = np.stack([np.asarray(self.theta[k][rows], dtype) for k in self._labels], axis=1)
         u = np.stack([np.asarray(self.known[k][rows], dtype) for k in self.known], axis=1) if self.known else None
-        ok = np.isfinite(y).all(1) & np.where(mask, np.isfinite(x), True).all((1, 2))
+        ok = np.asarray(np.isfinite(y).all(1)) & np.where(mask, np.isfinite(x), True).all((1, 2))
         if u is not None:
             ok &= np.isfinite(u).all(1)
             u = np.where(ok[:, None], u, 1).astype(dtype)
         x = np.where(mask & ok[:, None, None], x, 0).astype(dtype)
         y = np.where(ok[:, None], y, 0).astype(dtype)
-        return jax.tree.map(lambda a: a[back], Batch(x, mask, y, ok.astype(dtype), u))
+        # A host batch: NumPy arrays where `Batch` declares jax arrays (`sample` converts them).
+        fields: list[Any] = [x, mask, y, ok.astype(dtype), u]
+        return jax.tree.map(lambda a: a[back], Batch(*fields))
 
     def sample(self, key: Key, n: int) -> Batch:
         """`n` rows drawn at random (with replacement), their targets in the learning

@@ -3,6 +3,7 @@
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -235,7 +236,9 @@ def fit(
     names = ("pilot", "validation", "init", "train", "budget")
     keys = dict(zip(names, jax.random.split(key, 5)))
     source = _source(task, keys, budget, int(batch_size), plan, pilot_size)
-    settings = dict(batch_size=int(batch_size), shards=shards, sharding=sharding, steps_per_call=plan.steps_per_call)
+    settings: dict[str, Any] = dict(
+        batch_size=int(batch_size), shards=shards, sharding=sharding, steps_per_call=plan.steps_per_call
+    )
     if init is not None:
         built = None if head is init.head and network is None else _init.modules(task, head, network, keys["init"])
         estimator = _init.warm_start(init, task, built, log1p)

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import inspect
 import json
+from typing import Any, cast
 
 import equinox as eqx
 import jax
@@ -38,7 +39,7 @@ def make_network(network, task: AbstractTask, out_size: int, key) -> AbstractNet
         raise TypeError(f"`network` must be an sgjax.nn network, its class, or a factory; got {network!r}.")
     # Fully observed data: the mask is a constant 1, so a built-in network need not
     # read it (MLP 2x256 on 100 times: the network step ~18% cheaper).
-    extra = {"mask_input": False} if task.fully_observed and _takes_mask_input(network) else {}
+    extra: dict[str, Any] = {"mask_input": False} if task.fully_observed and _takes_mask_input(network) else {}
     net = network(task.in_time, _channels(task), out_size, key=key, **extra)
     if not isinstance(net, AbstractNetwork):
         raise TypeError(f"The network factory returned {type(net).__name__}, not an sgjax.nn.AbstractNetwork.")
@@ -196,7 +197,7 @@ def warm_start(init: Estimator, task: AbstractTask, built, log1p) -> Estimator:
 
 def _simulators(task: AbstractTask) -> tuple:
     """The simulators behind a task (none for a task that simulates on its own)."""
-    return getattr(task, "simulators", None) or ((task.simulator,) if hasattr(task, "simulator") else ())
+    return getattr(task, "simulators", None) or ((cast(Any, task).simulator,) if hasattr(task, "simulator") else ())
 
 
 def all_failed(task: AbstractTask) -> RuntimeError:

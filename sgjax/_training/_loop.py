@@ -103,7 +103,8 @@ def run(state: State, consts, source, plan, *, batch_size, patience, callback, l
             state.params, state.opt_state, losses, stats = _step.train_call(
                 consts, state.params, state.opt_state, xs, _step.mode(per_call)
             )
-            check_finite(*jax.device_get(local((losses, stats["finite"]))), state.step, directory, optimiser_given)
+            host_losses, finite = jax.device_get(local((losses, stats["finite"])))
+            check_finite(host_losses, finite, state.step, directory, optimiser_given)
             state.step += per_call
             window_samples += per_call * batch_size
             state.history["step"].append(state.step)

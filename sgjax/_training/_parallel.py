@@ -2,6 +2,9 @@
 and the copies of arrays that `fit` keeps (replicated parameters, a process's own
 copy of arrays spread over several processes)."""
 
+from collections.abc import Iterable
+from typing import cast
+
 import jax
 import numpy as np
 
@@ -40,7 +43,7 @@ def _devices(devices) -> list:
                 "XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX starts."
             )
         return jax.devices()[:devices]
-    devices = list(devices)
+    devices = list(cast(Iterable, devices))  # anything else (a bool) fails here
     if not devices or not all(isinstance(d, jax.Device) for d in devices):
         raise ValueError("`devices` must be 'all', a number or a non-empty list of jax devices (jax.devices()).")
     return devices

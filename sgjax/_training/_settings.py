@@ -5,7 +5,7 @@ import math
 import numbers
 import os
 import pathlib
-from typing import NamedTuple
+from typing import cast, NamedTuple
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def check(*, learning_rate, optimiser, log1p, checkpoint_dir, callback, time_lim
 
 def _positive(v) -> bool:
     ok = isinstance(v, numbers.Real) and not isinstance(v, bool)
-    return ok and math.isfinite(v) and v > 0
+    return ok and math.isfinite(v) and cast(float, v) > 0  # `numbers.Real` declares no `>`
 
 
 def plan(

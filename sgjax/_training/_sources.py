@@ -119,7 +119,9 @@ class Rows:
         if self._perm[0] != epoch:  # one shuffle per epoch
             order = np.random.default_rng([*self.seed.tolist(), epoch]).permutation(len(self.train_rows))
             self._perm = (epoch, self.train_rows[order])
-        return self._perm[1]
+        rows = self._perm[1]
+        assert rows is not None  # shuffled above for this epoch
+        return rows
 
     def _batches(self, rows: np.ndarray) -> Batch:
         """The rows `(steps, batch)` read, one batch per step."""

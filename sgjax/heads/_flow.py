@@ -1,3 +1,5 @@
+from typing import Any, cast
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -114,7 +116,8 @@ class Flow(AbstractHead):
     def build(self, k, key):
         if self.dim == k and self.flow is not None:
             return self
-        return Flow(**{n: v for n, v in self.config().items() if n != "kind"} | {"dim": k}, key=key)
+        kwargs: dict[str, Any] = {n: v for n, v in self.config().items() if n != "kind"} | {"dim": k}
+        return Flow(**kwargs, key=key)
 
     @property
     def is_density(self):
@@ -276,8 +279,10 @@ def _host_flow(build, key, transformer, config):
     _CONSTRUCTORS.setdefault(config, constructor)
     (dim,), (cond_dim,) = made.shape, made.cond_shape
     mlp = made.masked_autoregressive_mlp
-    n_layers = mlp.layers[0].bias.shape[0]
-    width = mlp.layers[0].bias.shape[-1]
+    first_bias = mlp.layers[0].bias
+    assert first_bias is not None  # flowjax's MADE layers have biases
+    n_layers = first_bias.shape[0]
+    width = first_bias.shape[-1]
     # MaskedAutoregressive's ranks: conditioning inputs rank -1 (never masked).
     in_ranks = np.concatenate([np.arange(dim), -np.ones(cond_dim, int)])
     hidden_ranks = np.arange(width) % dim - 1
@@ -293,6 +298,7 @@ def _host_flow(build, key, transformer, config):
         mask = np.broadcast_to(mask, w.args[0].shape)
         lim = 1 / np.sqrt(w.args[1].shape[-1])
         weight = rng.uniform(-lim, lim, w.args[1].shape).astype(w.args[1].dtype)
+        assert linear.bias is not None
         bias = rng.uniform(-lim, lim, linear.bias.shape).astype(linear.bias.dtype)
         new_layers.append(
             eqx.tree_at(lambda l: (l.weight.args[0], l.weight.args[1], l.bias), linear, (mask, weight, bias))
@@ -370,7 +376,7 @@ def _made_transform(made, x, condition):
 
 
 def _log_prob_unrolled(flow, layers, y, condition):
-    from flowjax.bijections import Chain
+    from flowjax.bijections import AbstractBijection, Chain
 
     arrays, static = eqx.partition(layers, eqx.is_array)
     n_layers = jax.tree.leaves(arrays)[0].shape[0]
@@ -381,7 +387,8 @@ def _log_prob_unrolled(flow, layers, y, condition):
         x, ld = _made_transform(made, x, condition)
         log_det = log_det + ld.sum()
         for b in rest:  # the permutation (or flip) after the layer
-            x, ld = b.transform_and_log_det(x, condition)
+            # The flow is unwrapped (`_ready`): a Chain holds bijections, not wrappers.
+            x, ld = cast(AbstractBijection, b).transform_and_log_det(x, condition)
             log_det = log_det + ld.sum()
     log_p = flow.base_dist.log_prob(x) + log_det
     return jnp.where(jnp.isnan(log_p), -jnp.inf, log_p)

@@ -22,7 +22,7 @@ The fractions are learnt as fractions; for people, scale them:
 """
 
 import math
-from typing import ClassVar
+from typing import Any, cast, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -119,7 +119,8 @@ class _Population(AbstractODEModel):
     def parameter_support(self, name: str) -> constraints.Constraint:
         if name in self.rates:
             return super().parameter_support(name)
-        return constraints.positive if name == self.N else constraints.nonnegative
+        # Every concrete model declares its `N` (a field with a default, so not declared here).
+        return constraints.positive if name == cast(Any, self).N else constraints.nonnegative
 
     def sizes(self, theta: Params) -> tuple:
         """`(N, I0, E0)` for one draw: the numbers as given, names read from `θ` (`E0`

@@ -117,7 +117,9 @@ class Transformer(AbstractNetwork):
         if not self.mask_input:  # the same initial function as with an all-ones mask
             embed = fold_constant_inputs(embed, linear(self.in_channels, self.dim, key=k1))
         self.embed = embed
-        self.blocks = stack_layers(lambda k: _Block(self.dim, self.heads, key=k), self.depth, k2)
+        blocks = stack_layers(lambda k: _Block(self.dim, self.heads, key=k), self.depth, k2)
+        assert blocks is not None  # depth ≥ 1
+        self.blocks = blocks
         self.norm = eqx.nn.LayerNorm(self.dim)
         self.last = scale_output(linear(self.dim, self.out_size, key=k3))
 

@@ -5,10 +5,11 @@ import inspect
 import math
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
@@ -193,7 +194,10 @@ def fold_constant_inputs(full, small, weight: str = "weight", bias: str = "bias"
     return eqx.tree_at(lambda l: (getattr(l, weight), getattr(l, bias)), small, folded)
 
 
-def stack_layers(make: Callable[[PRNGKeyArray], eqx.Module], n: int, key: PRNGKeyArray):
+_Layer = TypeVar("_Layer", bound=eqx.Module)
+
+
+def stack_layers(make: Callable[[PRNGKeyArray], _Layer], n: int, key: PRNGKeyArray) -> _Layer | None:
     """`n` independently initialised copies of a layer, stacked along a leading axis of
     every array leaf (run them with `scan_layers`). `None` when `n == 0`.
 
@@ -273,7 +277,7 @@ def network_from_config(config: dict[str, Any], *, key: PRNGKeyArray) -> Abstrac
     from ._mlp import MLP
     from ._transformer import Transformer
 
-    kinds: dict[str, type[AbstractNetwork]] = {
+    kinds: dict[str, Callable[..., AbstractNetwork]] = {  # each takes its own arguments and `key`
         "MLP": MLP,
         "CNN": CNN,
         "GRU": GRU,

@@ -28,11 +28,11 @@ sim = sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 101.0), ObservationMod
 what = sys.argv[1]
 if what == "simulate":
     n = 100_000
-    jax.block_until_ready(sgjax.simulate(sim, jax.random.key(0), n).observations)
+    jax.block_until_ready(sgjax.simulate(sim, key=jax.random.key(0), n=n).observations)
     best = float("inf")
     for i in range(5):
         t = time.perf_counter()
-        jax.block_until_ready(sgjax.simulate(sim, jax.random.key(i + 1), n).observations)
+        jax.block_until_ready(sgjax.simulate(sim, key=jax.random.key(i + 1), n=n).observations)
         best = min(best, time.perf_counter() - t)
     print(json.dumps({"per_s": n / best}))
 else:

@@ -8,7 +8,9 @@ Each measurement runs in a fresh process with `PYTHONPATH` set to one checkout:
   (best of 5 after a warm-up call), simulations per second;
 - train: `sgjax.fit` (Point head, MLP 2×256, batch 512, 25 steps per call) for 500 and
   1,500 steps; samples per second from the difference, so compilation cancels.
-The figure reported for each checkout is the median over rounds.
+The figure reported for each checkout is the median over rounds. `--env-after NAME=VALUE`
+sets an environment variable for the after checkout only (e.g. `SGJAX_HOST_POOL=1`, the
+host memory pool the redesign made opt-in); `--only simulate|train` measures one.
 """
 
 import argparse
@@ -48,8 +50,8 @@ else:
 """
 
 
-def measure(tree: str, what: str) -> float:
-    env = dict(os.environ, PYTHONPATH=tree, JAX_PLATFORMS="cpu")
+def measure(tree: str, what: str, extra_env: dict | None = None) -> float:
+    env = dict(os.environ, PYTHONPATH=tree, JAX_PLATFORMS="cpu", **(extra_env or {}))
     out = subprocess.run([sys.executable, "-c", CHILD, what], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["per_s"]
 
@@ -59,14 +61,24 @@ def main():
     p.add_argument("before")
     p.add_argument("after")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only", choices=("simulate", "train"), help="measure one of the two")
+    p.add_argument(
+        "--env-after",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the after checkout only (e.g. SGJAX_HOST_POOL=1)",
+    )
     args = p.parse_args()
+    env_after = dict(kv.split("=", 1) for kv in args.env_after)
+    whats = (args.only,) if args.only else ("simulate", "train")
     figs = {(t, w): [] for t in ("before", "after") for w in ("simulate", "train")}
     for r in range(args.rounds):
-        for what in ("simulate", "train"):
+        for what in whats:
             for name, tree in (("before", args.before), ("after", args.after)):
-                figs[name, what].append(measure(tree, what))
+                figs[name, what].append(measure(tree, what, env_after if name == "after" else None))
                 print(f"round {r + 1} {what:8s} {name:6s} {figs[name, what][-1]:,.0f}/s", flush=True)
-    for what in ("simulate", "train"):
+    for what in whats:
         b, a = (statistics.median(figs[n, what]) for n in ("before", "after"))
         print(f"{what}: before {b:,.0f}/s, after {a:,.0f}/s, after/before {a / b:.3f}")
 

@@ -48,3 +48,19 @@ def getkey(seed: int = 0) -> Callable[[], jax.Array]:
     counter = itertools.count()
     base = jax.random.key(seed)
     return lambda: jax.random.fold_in(base, next(counter))
+
+
+def with_compiles(fn, *args, **kwargs):
+    """`(fn(*args, **kwargs), names)`: the result, and the name of every XLA program
+    compiled during the call (JAX's compile events, e.g. `"jit(_steps)"`)."""
+    compiles = []
+
+    def listen(event, duration, **kw):
+        if event.endswith("backend_compile_duration"):
+            compiles.append(kw.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        return fn(*args, **kwargs), compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)

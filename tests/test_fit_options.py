@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 from exact_tasks import LinearGaussian, PoissonGamma, TwoGaussians
+from helpers import with_compiles
 
 import sgjax
 from sgjax._training import _step
@@ -148,18 +149,8 @@ def test_a_users_own_noise_takes_the_built_ins_path(noise):
     # the simulator is compiled.
     sim = sgjax.Simulator(sgjax.models.SIR(), jnp.arange(1.0, 12.0), ObservationModel(noise))
     task = sgjax.Task(sim, ["beta", "gamma"])
-    compiles = []
-
-    def listen(event, duration, **kw):
-        if event.endswith("backend_compile_duration"):
-            compiles.append(kw.get("fun_name"))
-
     before = _traces()
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        est, history = _fit(task, key=jax.random.key(3), steps=100)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
+    (est, history), compiles = with_compiles(_fit, task, key=jax.random.key(3), steps=100)
     assert _traces() == before + 1 and compiles.count("jit(_steps)") == 1
     assert "jit(_sample)" not in compiles and "jit(_eval_loss)" not in compiles
     assert est.standardise.log1p is (noise.nonnegative is True)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.stats
 from exact_tasks import binomial_tolerance, coverage, LinearGaussian, PoissonGamma, TwoGaussians
+from helpers import with_compiles
 
 import sgjax
 from sgjax import _io
@@ -273,18 +274,8 @@ def test_the_training_call_simulates_the_pilot_and_validation_sets():
     assert _init.log1p_guess(task, None) is True and _init.log1p_guess(task, False) is False
     real = sgjax.Task(sgjax.Simulator(sgjax.models.SIR(), days, ObservationModel(Gaussian(1.0))), ["beta"])
     assert _init.log1p_guess(real, None) is None  # values may be negative: the pilot decides
-    compiles = []
-
-    def listen(event, duration, **kw):
-        if event.endswith("backend_compile_duration"):
-            compiles.append(kw.get("fun_name"))
-
     before = _traces()
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        est, history = _fit(task, key=jax.random.key(3), steps=100)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
+    (est, history), compiles = with_compiles(_fit, task, key=jax.random.key(3), steps=100)
     assert _traces() == before + 1 and compiles.count("jit(_steps)") == 1
     assert "jit(_sample)" not in compiles and "jit(_eval_loss)" not in compiles
     assert np.all(np.isfinite(history["val_loss"])) and history["val_loss"][-1] < history["val_loss"][0]

@@ -8,6 +8,7 @@ from ._estimator import Estimator as Estimator
 from ._infer import (
     check_times as check_times,
     infer as infer,
+    known_inputs as known_inputs,
     log_prob as log_prob,
     prepare_observations as prepare_observations,
 )

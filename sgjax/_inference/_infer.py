@@ -239,7 +239,9 @@ def infer(
 
     **Returns:** a [`sgjax.Posterior`][]: samples (density heads) name → `(n,
     n_samples)`, point estimates and quantiles name → `(n,)`, credible intervals
-    (`posterior.interval(0.9)`), or model probabilities (model selection).
+    (`posterior.interval(0.9)`), or model probabilities (model selection). It
+    records the known `inputs` (name → `(n,)`), which `posterior.theta(i)` adds to
+    the draws for [`sgjax.simulate`][].
 
     **Example:**
 
@@ -270,10 +272,17 @@ def infer(
             "PRNG key: pass key=jax.random.key(seed) (keyword-only). The same key gives the same samples."
         )
     u = known_inputs(estimator, inputs, x.shape[0])
+    # The inputs as given (float64), for `Posterior.theta`; `known_inputs` checked them.
+    given = None
+    if u is not None:
+        assert inputs is not None  # known_inputs refuses None for an estimator with inputs
+        given = {k: np.broadcast_to(np.asarray(inputs[k], float), (x.shape[0],)).copy() for k in estimator.inputs}
     s = jax.tree.map(np.asarray, _summaries(estimator, x, mask, u, key if density else None, n_samples))
     labels = estimator.labels
     if estimator.n_classes:
-        return Posterior(labels=labels, point=None, quantiles={}, samples=None, probabilities=s["probabilities"])
+        return Posterior(
+            labels=labels, point=None, quantiles={}, samples=None, probabilities=s["probabilities"], inputs=given
+        )
     named = lambda a: {label: a[..., j] for j, label in enumerate(labels)}  # noqa: E731
     quantiles, samples, point = {}, None, None
     if "samples" in s:
@@ -297,6 +306,7 @@ def infer(
         samples=samples,
         probabilities=None,
         parameters=parameters,
+        inputs=given,
     )
 
 

@@ -151,6 +151,11 @@ class Posterior(AbstractPosterior):
     - `parameters`: the labels that are the simulator's parameters (where the task
         recorded them), which [`theta`][sgjax.AbstractPosterior.theta] keeps; `None`
         keeps every label.
+    - `inputs`: the known per-dataset inputs the posterior was inferred with
+        ([`sgjax.infer`][]`(..., inputs=...)`): name → `(n,)` in natural units, one
+        value per series; `None` for an estimator without inputs.
+        [`theta`][sgjax.Posterior.theta] adds them to the draws, so that a simulator
+        that reads them (e.g. `SIR(N="N")`) can simulate from it directly.
 
     The summaries [`mean`][sgjax.AbstractPosterior.mean], [`quantile`][sgjax.AbstractPosterior.quantile]
     and [`interval`][sgjax.AbstractPosterior.interval] come from the samples of a
@@ -164,6 +169,7 @@ class Posterior(AbstractPosterior):
     samples: dict[str, np.ndarray] | None
     probabilities: np.ndarray | None
     parameters: tuple[str, ...] | None = None
+    inputs: dict[str, np.ndarray] | None = None
 
     def __check_init__(self):
         for field in ("samples", "point"):
@@ -178,6 +184,19 @@ class Posterior(AbstractPosterior):
             raise TypeError("`Posterior.quantiles` must map each level to a dict label → (n,).")
         if self.parameters is not None and not set(self.parameters) <= set(self.labels):
             raise ValueError(f"`parameters` {self.parameters} must be among the labels {self.labels}.")
+        if self.inputs is not None:
+            if not isinstance(self.inputs, dict):
+                raise TypeError(
+                    f"`Posterior.inputs` must be a dict mapping each known input to its values (n,), one per "
+                    f"series, got {type(self.inputs).__name__}."
+                )
+            both = [k for k in self.inputs if k in self.labels]
+            if both:
+                raise ValueError(f"{both} cannot be both a label and a known input of the posterior.")
+            n = len(self)
+            bad = {k: np.shape(v) for k, v in self.inputs.items() if np.shape(v) != (n,)}
+            if bad:
+                raise ValueError(f"Each entry of `Posterior.inputs` must have shape ({n},), one per series; got {bad}.")
 
     def _need_samples(self, what: str) -> dict[str, np.ndarray]:
         if self.probabilities is not None:
@@ -250,10 +269,16 @@ class Posterior(AbstractPosterior):
     def theta(self, i: int = 0) -> dict[str, np.ndarray]:
         """The posterior draws for series `i`: name → `(draws,)`, for the simulator's
         parameters only where the task recorded them (derived quantities such as R0
-        are left out), so that [`sgjax.simulate`][]`(simulator, theta=posterior.theta(i),
-        key=...)` is a posterior predictive draw."""
+        are left out), with each known input (`inputs`) repeated for every draw, so
+        that [`sgjax.simulate`][]`(simulator, theta=posterior.theta(i), key=...)` is a
+        posterior predictive draw — also for a simulator that reads a known input,
+        such as `SIR(N="N")`."""
         draws = super().theta(i)
-        return draws if self.parameters is None else {k: draws[k] for k in self.parameters}
+        draws = draws if self.parameters is None else {k: draws[k] for k in self.parameters}
+        if self.inputs:
+            size = next(iter(draws.values())).shape[0] if draws else 1
+            draws.update({k: np.full(size, np.asarray(v)[i]) for k, v in self.inputs.items()})
+        return draws
 
     def summary(self, i: int = 0) -> dict:
         """A JSON-friendly dict of the summaries for series `i`: per label its point

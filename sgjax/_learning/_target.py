@@ -201,26 +201,56 @@ class Derived(AbstractTarget):
 
     - `name`: the key in `model.derived(θ, ts, states)`.
     - `space`: the learning space; default identity.
-    - `scale`: a factor applied in natural units (e.g. `N` to turn a final-size
-        fraction into people).
+    - `scale`: a factor applied in natural units: a number (e.g. `1000.0` to turn a
+        final-size fraction into people), or the name of a θ entry whose value in
+        each draw multiplies it — `Derived("final_size", scale="N")`, or
+        `scale=model.N` for a model built with `SIR(N="N")`, where the population
+        size is drawn from the prior (a known input, say).
+
+    **Example:**
+
+    ```python
+    model = sgjax.models.SIR(N="N")
+    target = sgjax.Derived("final_size", scale=model.N)   # people: fraction × θ["N"]
+    ```
     """
 
     name: str = eqx.field(static=True)
     space: Space | None = None
-    scale: float = eqx.field(static=True, default=1.0)
+    scale: float | str = eqx.field(static=True, default=1.0)
 
-    def __init__(self, name: str, space: "str | Space | None" = None, scale: float = 1.0):
+    def __init__(self, name: str, space: "str | Space | None" = None, scale: float | str = 1.0):
         self.name = name
         self.space = None if space is None else as_space(space, None)
-        self.scale = float(scale)
+        if isinstance(scale, str):
+            self.scale = scale
+        else:
+            try:
+                self.scale = float(scale)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"Derived({name!r}, scale=...): `scale` must be a number or the name of a θ entry "
+                    f"(e.g. scale='N'), got {scale!r}."
+                ) from None
 
     def labels(self, simulator):
         return (self.name,)
 
     def __call__(self, draw, simulator):
-        return self.scale * jnp.atleast_1d(simulator.model.derived(draw.theta, draw.ts, draw.states)[self.name])
+        value = jnp.atleast_1d(simulator.model.derived(draw.theta, draw.ts, draw.states)[self.name])
+        factor = draw.theta[self.scale] if isinstance(self.scale, str) else self.scale
+        return factor * value
 
     def check(self, simulator):
+        if isinstance(self.scale, str) and self.scale not in simulator.param_names:
+            from .._simulation import suggest
+
+            raise ValueError(
+                f"Derived({self.name!r}, scale={self.scale!r}): the scale names no θ entry of the simulator, "
+                f"which reads {simulator.param_names}. Give a number, or name an entry the model reads — for "
+                f"a population size, build the model with it named (e.g. sgjax.models.SIR(N='N')) and give "
+                f"the prior a distribution for it.{suggest(self.scale, simulator.param_names)}"
+            )
         names = simulator.derived_names
         if self.name not in names:
             from .._simulation import suggest

@@ -323,6 +323,11 @@ class ModelSelection(AbstractTask):
         `(simulator, prior)` pair. All must share observation times and channels.
     - `probabilities`: prior model probabilities (default uniform).
     - `strategy`: how batches are solved; default [`sgjax.SharedStep`][].
+    - `inputs`: names of θ entries known for each dataset rather than inferred, as
+        for [`sgjax.Task`][] (keyword-only): every model must read each of them (e.g.
+        `SIR(N="N")` and `SEIR(N="N")`) and its prior must draw it. They go to the
+        network beside the series (`Batch.inputs`); at inference give their values,
+        `sgjax.infer(classifier, x, inputs={"N": 763})`.
 
     Each batch holds a fixed share of every model (stratified, so every model is in
     every batch); per-sample weights correct the shares to exactly the prior model
@@ -334,8 +339,16 @@ class ModelSelection(AbstractTask):
     probabilities: tuple[float, ...] = eqx.field(static=True)
     names: tuple[str, ...] = eqx.field(static=True)
     strategy: AbstractStrategy
+    _inputs: tuple[str, ...] = eqx.field(static=True, default=())
 
-    def __init__(self, simulators: Mapping, probabilities=None, strategy: AbstractStrategy | None = None):
+    def __init__(
+        self,
+        simulators: Mapping,
+        probabilities=None,
+        strategy: AbstractStrategy | None = None,
+        *,
+        inputs: Sequence[str] = (),
+    ):
         if not isinstance(simulators, Mapping) or len(simulators) < 2:
             raise TypeError("`simulators` must map at least two model names to simulators.")
         sims, priors = [], []
@@ -363,6 +376,13 @@ class ModelSelection(AbstractTask):
         channels = {_channels(s) for s in sims}
         if len(channels) != 1:
             raise ValueError(f"Every model must observe the same number of channels, got {sorted(channels)}.")
+        checked = ()
+        for name, sim in zip(self.names, sims):
+            try:
+                checked = _check_inputs(inputs, sim, ())
+            except ValueError as e:
+                raise ValueError(f"Model {name!r}: {e}") from None
+        self._inputs = checked
 
     @property
     def labels(self):
@@ -392,6 +412,10 @@ class ModelSelection(AbstractTask):
     def n_classes(self):
         return len(self.names)
 
+    @property
+    def inputs(self):
+        return self._inputs
+
     def counts(self, n: int) -> tuple[int, ...]:
         """How many of `n` samples each model contributes (largest remainders)."""
         p = np.asarray(self.probabilities)
@@ -408,7 +432,11 @@ class ModelSelection(AbstractTask):
             ktheta, knoise = jax.random.split(jax.random.fold_in(key, i))
             o = observe_batch(sim, prior.sample(ktheta, m), key=knoise, strategy=self.strategy, keep_states=False)
             x, w = o.observations, self.probabilities[i] * n / m
-            parts.append(Batch(x, o.mask, jnp.full((m, 1), i, x.dtype), jnp.where(o.valid, w, 0.0).astype(x.dtype)))
+            inputs = (
+                jnp.stack([jnp.asarray(o.theta[k], x.dtype) for k in self._inputs], axis=1) if self._inputs else None
+            )
+            y, weight = jnp.full((m, 1), i, x.dtype), jnp.where(o.valid, w, 0.0).astype(x.dtype)
+            parts.append(Batch(x, o.mask, y, weight, inputs))
         return jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
 
     def describe(self):
@@ -419,6 +447,7 @@ class ModelSelection(AbstractTask):
             "probabilities": list(self.probabilities),
             "ts": np.asarray(self.simulators[0].ts).tolist(),
             "counts": all(_counts(s) for s in self.simulators),
+            **({"inputs": list(self._inputs)} if self._inputs else {}),
         }
 
 

@@ -2,6 +2,8 @@
 summary space: the raw output the network computes from a series (its learned
 summary statistics), where simulated data and real data can be compared."""
 
+from collections.abc import Mapping
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -9,25 +11,66 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._custom_types import check_key, Key
-from .._inference import Estimator, prepare_observations
-from .._learning import AbstractTask
+from .._inference import Estimator, known_inputs, prepare_observations
+from .._learning import AbstractTask, Batch
 from .._training import simulate_batch
 from ._evaluate import not_a_key
 
 
 @eqx.filter_jit
-def _embed(estimator: Estimator, x, mask):
-    return jax.vmap(estimator)(x, mask)
+def _embed(estimator: Estimator, x, mask, inputs):
+    return jax.vmap(estimator)(x, mask, inputs)
 
 
-def embed(estimator: Estimator, x, mask=None, *, chunk: int = 4096) -> np.ndarray:
+def embed(
+    estimator: Estimator,
+    x,
+    mask=None,
+    *,
+    inputs: Mapping[str, ArrayLike] | None = None,
+    chunk: int = 4096,
+) -> np.ndarray:
     """The network's summary of each series: its raw output `(n, m)` before the head
     turns it into a posterior (e.g. standardised posterior means and quantiles).
     Trained to be sufficient for the target, it is the space in which to compare
-    observed with simulated data."""
+    observed with simulated data.
+
+    **Arguments:**
+
+    - `estimator`: a trained [`sgjax.Estimator`][].
+    - `x`, `mask`: the series, as for [`sgjax.infer`][].
+    - `inputs`: the known per-dataset inputs of an estimator trained with them
+        (`estimator.inputs`): name → a scalar or `(n,)`, as for [`sgjax.infer`][];
+        `None` for an estimator without inputs.
+    - `chunk`: how many series to summarise per call.
+
+    **Returns:** the summaries `(n, m)`.
+    """
     x, mask = prepare_observations(estimator, x, mask)
-    parts = [np.asarray(_embed(estimator, x[i : i + chunk], mask[i : i + chunk])) for i in range(0, x.shape[0], chunk)]
+    u = known_inputs(estimator, inputs, x.shape[0])
+    cut = lambda a, i: None if a is None else a[i : i + chunk]  # noqa: E731
+    parts = [np.asarray(_embed(estimator, cut(x, i), cut(mask, i), cut(u, i))) for i in range(0, x.shape[0], chunk)]
     return np.concatenate(parts)
+
+
+def _simulated(estimator: Estimator, task: AbstractTask, batch: Batch, who: str):
+    """A batch's successful simulations as NumPy `(x, mask, y, inputs)`: `inputs`
+    `(n, k_in)` (natural units) or `None`, after checking that the task's known inputs
+    are the estimator's."""
+    if tuple(task.inputs) != tuple(estimator.inputs):
+        raise ValueError(
+            f"{who}: the task's known inputs {tuple(task.inputs)} are not the estimator's {estimator.inputs}; "
+            "simulate from the task the estimator was trained on."
+        )
+    ok = np.asarray(batch.weight) > 0
+    x, mask, y = (np.asarray(a)[ok] for a in (batch.x, batch.mask, batch.y))
+    inputs = None if batch.inputs is None else np.asarray(batch.inputs)[ok]
+    return x, mask, y, inputs
+
+
+def _by_name(estimator: Estimator, inputs: np.ndarray | None) -> dict[str, np.ndarray] | None:
+    """Inputs `(n, k_in)` as name → `(n,)`, the form `embed` takes."""
+    return None if inputs is None else {k: inputs[:, j] for j, k in enumerate(estimator.inputs)}
 
 
 def _sq_dists(a, b):
@@ -60,7 +103,9 @@ class SimulationBank(eqx.Module):
 
     **Fields:** `z` `(n, m)` standardised summaries, `scale` `(m,)`, `x` and `mask`
     `(n, time, channels)` the simulated series, `y` `(n, k)` their targets in natural
-    units (the model index for model selection), `labels` the targets' names.
+    units (the model index for model selection), `labels` the targets' names,
+    `inputs` `(n, k_in)` the simulations' known inputs in natural units (the columns
+    in the order of `estimator.inputs`), or `None` for an estimator without them.
 
     Build with [`sgjax.SimulationBank.simulate`][].
     """
@@ -72,6 +117,7 @@ class SimulationBank(eqx.Module):
     mask: np.ndarray
     y: np.ndarray
     labels: tuple[str, ...] = eqx.field(static=True)
+    inputs: np.ndarray | None = None
 
     @classmethod
     def simulate(cls, estimator: Estimator, task: AbstractTask, n: int = 4096, *, key: Key) -> "SimulationBank":
@@ -79,26 +125,34 @@ class SimulationBank(eqx.Module):
         `key` (keyword-only) draws them."""
         not_a_key(n, "n", "SimulationBank.simulate")
         check_key(key)
-        batch = simulate_batch(task, key=key, n=n)
-        ok = np.asarray(batch.weight) > 0
-        x, mask, y = (np.asarray(a)[ok] for a in (batch.x, batch.mask, batch.y))
+        x, mask, y, inputs = _simulated(estimator, task, simulate_batch(task, key=key, n=n), "SimulationBank.simulate")
         if not estimator.n_classes:
             y = np.stack([np.asarray(sp.inverse(y[:, j])) for j, sp in enumerate(estimator.spaces)], axis=1)
-        z = embed(estimator, x, mask)
+        z = embed(estimator, x, mask, inputs=_by_name(estimator, inputs))
         scale = np.maximum(z.std(0), 1e-8)
-        return cls(estimator, jnp.asarray(z / scale), jnp.asarray(scale), x, mask, y, tuple(estimator.labels))
+        return cls(estimator, jnp.asarray(z / scale), jnp.asarray(scale), x, mask, y, tuple(estimator.labels), inputs)
 
     def __len__(self) -> int:
         return self.z.shape[0]
 
-    def nearest(self, x, mask=None, k: int = 10, *, first: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def nearest(
+        self,
+        x,
+        mask=None,
+        k: int = 10,
+        *,
+        first: int | None = None,
+        inputs: Mapping[str, ArrayLike] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The `k` nearest simulations to each series: `(indices, distances)`, each
         `(n, k)`, nearest first. `first` restricts the search to the bank's first
-        simulations (to study how attribution changes with the bank's size)."""
+        simulations (to study how attribution changes with the bank's size).
+        `inputs`: the series' known inputs, as for [`sgjax.infer`][], for an
+        estimator trained with them."""
         size = len(self) if first is None else first
         if not 1 <= k <= size <= len(self):
             raise ValueError(f"Need 1 <= k <= first <= {len(self)} simulations; got k={k}, first={size}.")
-        q = jnp.asarray(embed(self.estimator, x, mask)) / self.scale
+        q = jnp.asarray(embed(self.estimator, x, mask, inputs=inputs)) / self.scale
         neg, idx = _top_k(q, self.z[:size], k)
         return np.asarray(idx), np.asarray(jnp.sqrt(-neg))
 
@@ -117,7 +171,8 @@ class MismatchScore(eqx.Module):
     `level` quantile with probability `1 − level`; `p_value` is the fraction of
     simulated series that score at least as high.
 
-    Build it with [`sgjax.MismatchScore.fit`][]; score data with `score(x, mask)`.
+    Build it with [`sgjax.MismatchScore.fit`][]; score data with `score(x, mask)`
+    (and `inputs=` for an estimator trained with known inputs).
     """
 
     bank: SimulationBank
@@ -142,23 +197,27 @@ class MismatchScore(eqx.Module):
             raise ValueError(f"`k` must be between 1 and n_reference - 1, got k={k}, n_reference={n_reference}.")
         k_ref, k_cal = jax.random.split(key)
         self = cls(SimulationBank.simulate(estimator, task, n_reference, key=k_ref), np.zeros(0), k)
-        cal = simulate_batch(task, key=k_cal, n=n_calibration)
-        ok = np.asarray(cal.weight) > 0
-        scores = self._raw(np.asarray(cal.x)[ok], np.asarray(cal.mask)[ok])
+        x, mask, _, inputs = _simulated(
+            estimator, task, simulate_batch(task, key=k_cal, n=n_calibration), "MismatchScore.fit"
+        )
+        scores = self._raw(x, mask, _by_name(estimator, inputs))
         return eqx.tree_at(lambda s: s.calibration, self, np.sort(scores))
 
-    def _raw(self, x, mask) -> np.ndarray:
-        return self.bank.nearest(x, mask, self.k)[1].mean(axis=1)
+    def _raw(self, x, mask, inputs) -> np.ndarray:
+        return self.bank.nearest(x, mask, self.k, inputs=inputs)[1].mean(axis=1)
 
     def threshold(self, level: float = 0.95) -> float:
         """The score that a fraction `level` of simulated series stay below."""
         return float(np.quantile(self.calibration, level))
 
-    def score(self, x, mask=None) -> dict:
-        """**Returns:** a dict of `(n,)` arrays: `score`, `p_value` (the fraction of
+    def score(self, x, mask=None, *, inputs: Mapping[str, ArrayLike] | None = None) -> dict:
+        """Score observed series; `inputs` their known inputs, as for
+        [`sgjax.infer`][], for an estimator trained with them.
+
+        **Returns:** a dict of `(n,)` arrays: `score`, `p_value` (the fraction of
         simulated series scoring at least as high; small means outside the simulator's
         world) and `flagged` (score above the 95% threshold)."""
-        s = self._raw(x, mask)
+        s = self._raw(x, mask, inputs)
         cal = self.calibration
         p = (len(cal) - np.searchsorted(cal, s, side="left") + 1) / (len(cal) + 1)
         return {"score": s, "p_value": p, "flagged": s > self.threshold(0.95)}

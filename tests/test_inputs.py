@@ -4,6 +4,7 @@ the network beside the observed series, in training and in inference."""
 import dataclasses
 import functools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,7 @@ import scipy.stats
 
 import sgjax
 from sgjax import models
+from sgjax._learning._target import Draw
 
 
 # λ ~ Gamma(A, rate B); known exposure N; x_t ~ Poisson(N λ) for t = 1..T. Then
@@ -171,3 +173,225 @@ def test_evaluate_gives_the_held_out_inputs_to_the_network(trained):
     # posterior mean, 0.30 for the best predictor blind to N; so R² > 0.5 needs N.
     metrics = sgjax.evaluate(trained, PoissonExposure(), n=512, key=jax.random.key(3))
     assert metrics["lam"]["r2"] > 0.5
+
+
+# ---- Everything else that applies a trained estimator takes the inputs too. ----
+
+
+class WithoutInputs(PoissonExposure):
+    inputs = ()
+
+    def sample(self, key, n):
+        return dataclasses.replace(super().sample(key, n), inputs=None)
+
+
+def test_embed_gives_the_inputs_to_the_network(trained):
+    x = np.stack([X, X, X + 1.0, X * 2.0])[..., None]
+    N = np.array([1.0, 3.0, 10.0, 2.0])
+    z = sgjax.embed(trained, x, inputs={"N": N})
+    # The network's raw output for each series with its own input, in natural units
+    # (the estimator standardises them): the same compiled arithmetic, so ~exact.
+    want = eqx.filter_jit(jax.vmap(trained))(
+        jnp.asarray(x, jnp.float32), jnp.ones(x.shape, bool), jnp.asarray(N[:, None], jnp.float32)
+    )
+    np.testing.assert_allclose(z, np.asarray(want), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(z[0], z[1])  # one series, two exposures: two summaries
+    # In chunks (other batch shapes, other compiled programs: rounding only).
+    np.testing.assert_allclose(sgjax.embed(trained, x, inputs={"N": N}, chunk=3), z, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(sgjax.embed(trained, x[2], inputs={"N": 10.0}), z[2:3], rtol=1e-6, atol=1e-7)
+    with pytest.raises(TypeError, match="reads the known inputs N"):
+        sgjax.embed(trained, x)
+    with pytest.raises(ValueError, match=r"unknown \['M'\]"):
+        sgjax.embed(trained, x, inputs={"N": N, "M": N})
+
+
+def test_simulation_bank_and_mismatch_score_keep_the_simulations_inputs(trained):
+    task = PoissonExposure()
+    bank = sgjax.SimulationBank.simulate(trained, task, 256, key=jax.random.key(4))
+    assert bank.inputs is not None and bank.inputs.shape == (len(bank), 1)
+    assert np.all((bank.inputs >= N_LOW * 0.999) & (bank.inputs <= N_HIGH * 1.001))
+    # The bank's summaries are those of its series under their own inputs ...
+    N = bank.inputs[:, 0]
+    np.testing.assert_allclose(
+        np.asarray(bank.z * bank.scale), sgjax.embed(trained, bank.x, bank.mask, inputs={"N": N}), rtol=1e-5, atol=1e-6
+    )
+    # ... so each of its first series, asked with its input, finds itself at distance
+    # 0 (its counts alone recur: 3 Poisson counts, but its exposure is continuous).
+    idx, dist_ = bank.nearest(bank.x[:20], bank.mask[:20], 3, inputs={"N": N[:20]})
+    np.testing.assert_array_equal(idx[:, 0], np.arange(20))
+    # Distances come from |a|² + |b|² - 2a·b in float32: a self-distance of 0 reads as
+    # up to sqrt(~1e-6) = 1e-3 (measured ≤ 1.4e-3); summaries are standardised, O(1).
+    np.testing.assert_allclose(dist_[:, 0], 0.0, atol=1e-2)
+    with pytest.raises(TypeError, match="reads the known inputs N"):
+        bank.nearest(bank.x[:2], bank.mask[:2], 3)
+
+    key = jax.random.key(5)
+    detector = sgjax.MismatchScore.fit(trained, task, key=key, n_reference=256, n_calibration=128, k=5)
+    # The calibration scores are those of fresh simulations under their own inputs.
+    cal = sgjax.simulate_batch(task, key=jax.random.split(key)[1], n=128)
+    ok = np.asarray(cal.weight) > 0
+    u = np.asarray(cal.inputs)[ok, 0]
+    want = detector.bank.nearest(np.asarray(cal.x)[ok], np.asarray(cal.mask)[ok], 5, inputs={"N": u})[1].mean(1)
+    np.testing.assert_allclose(detector.calibration, np.sort(want), rtol=1e-6)
+    s = detector.score(bank.x[:4], bank.mask[:4], inputs={"N": N[:4]})
+    got = detector.bank.nearest(bank.x[:4], bank.mask[:4], 5, inputs={"N": N[:4]})[1].mean(1)
+    np.testing.assert_allclose(s["score"], got)
+    assert np.all((s["p_value"] > 0) & (s["p_value"] <= 1))
+    with pytest.raises(TypeError, match="reads the known inputs N"):
+        detector.score(bank.x[:4], bank.mask[:4])
+    with pytest.raises(ValueError, match=r"known inputs \(\) are not the estimator's \('N',\)"):
+        sgjax.SimulationBank.simulate(trained, WithoutInputs(), 64, key=key)
+
+
+# ---- A posterior keeps its inputs: posterior.theta(i) simulates directly. ----
+
+
+def test_posterior_records_the_inputs_for_theta(trained):
+    x = np.stack([X, X])[..., None]
+    post = sgjax.infer(trained, x, inputs={"N": np.array([1.0, 3.0])}, key=jax.random.key(1), n_samples=50)
+    np.testing.assert_array_equal(post.inputs["N"], [1.0, 3.0])
+    theta = post.theta(1)
+    assert set(theta) == {"lam", "N"} and theta["lam"].shape == (50,)
+    np.testing.assert_array_equal(theta["N"], np.full(50, 3.0))
+    np.testing.assert_array_equal(post.theta(-2)["N"], np.full(50, 1.0))
+    one = sgjax.infer(trained, X, inputs={"N": 763}, key=jax.random.key(1), n_samples=7)
+    np.testing.assert_array_equal(one.theta(0)["N"], np.full(7, 763.0))
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        dataclasses.replace(post, inputs={"N": np.ones(3)})
+    with pytest.raises(ValueError, match="both a label and a known input"):
+        dataclasses.replace(post, inputs={"lam": np.ones(2)})
+
+
+def test_posterior_theta_simulates_a_simulator_that_reads_the_input():
+    # A posterior over beta and gamma inferred for a town of 800: its draws simulate
+    # through SIR(N="N") exactly as through SIR(N=800.0), with nothing added by hand.
+    ts = jnp.arange(1.0, 11.0)
+    rng = np.random.default_rng(0)
+    draws = {"beta": rng.uniform(0.4, 0.8, (2, 5)), "gamma": rng.uniform(0.1, 0.3, (2, 5))}
+    post = sgjax.Posterior(
+        labels=("beta", "gamma"),
+        point=None,
+        quantiles={},
+        samples=draws,
+        probabilities=None,
+        parameters=("beta", "gamma"),
+        inputs={"N": np.array([500.0, 800.0])},
+    )
+    key = jax.random.key(2)
+    named = sgjax.simulate(sgjax.Simulator(models.SIR(N="N"), ts), theta=post.theta(1), key=key)
+    fixed = sgjax.simulate(sgjax.Simulator(models.SIR(N=800.0), ts), theta={k: draws[k][1] for k in draws}, key=key)
+    # N from θ (a float32 array) or a Python float: the same solve to float32 rounding,
+    # which the adaptive steps carry (measured relative difference ≤ 5e-6).
+    np.testing.assert_allclose(named.states, fixed.states, rtol=1e-4)
+    np.testing.assert_array_equal(named.theta["N"], np.full(5, 800.0))
+
+
+# ---- Derived quantities scaled by a θ entry. ----
+
+
+def _sir_with_N(**kw):
+    ts = jnp.arange(1.0, 31.0)
+    model = models.SIR(N="N", **kw)
+    prior = sgjax.Prior({**models.SIR().default_prior().distributions, "N": dist.Uniform(200.0, 5000.0)})
+    return model, sgjax.Simulator(model, ts), prior
+
+
+def test_derived_scaled_by_a_theta_entry_is_the_fraction_times_it():
+    model, sim, prior = _sir_with_N()
+    assert model.N == "N"
+    # One draw, the target applied directly: θ["N"] times the fraction, exactly.
+    theta = {"beta": jnp.asarray(0.6), "gamma": jnp.asarray(0.2), "N": jnp.asarray(1234.0)}
+    states = jnp.zeros((len(sim.ts), 3))
+    draw = Draw(theta, sim.ts, states, states[:, :1], states[:, :1])
+    fraction = sgjax.Derived("final_size")(draw, sim)
+    assert 0.9 < float(fraction[0]) < 1.0  # R0 = 3
+    np.testing.assert_array_equal(sgjax.Derived("final_size", scale=model.N)(draw, sim), fraction * 1234.0)
+    np.testing.assert_array_equal(sgjax.Derived("final_size", scale=1000)(draw, sim), fraction * 1000.0)
+    # In a task: each sample's final size in people is its fraction times its own N.
+    key = jax.random.key(6)
+    task = sgjax.Task(sim, [sgjax.Derived("final_size", scale="N")], prior, inputs=("N",))
+    batch = task.sample(key, 32)
+    draws = task._prior.sample(jax.random.split(key)[0], 32)
+    N = np.asarray(batch.inputs[:, 0])
+    np.testing.assert_array_equal(N, np.asarray(draws["N"]))
+    frac = jax.vmap(lambda th: model.derived(th, sim.ts, states)["final_size"])(draws)
+    assert np.all(np.asarray(batch.weight) == 1) and np.ptp(N) > 1000  # N varies per sample
+    np.testing.assert_allclose(np.asarray(batch.y[:, 0]), np.asarray(frac) * N, rtol=1e-6)
+
+
+def test_derived_scale_is_checked_at_task_construction():
+    model, sim, prior = _sir_with_N()
+    with pytest.raises(ValueError, match=r"scale='M'\): the scale names no θ entry of the simulator, which reads"):
+        sgjax.Task(sim, [sgjax.Derived("final_size", scale="M")], prior)
+    plain = sgjax.Simulator(models.SIR(), jnp.arange(1.0, 11.0))
+    with pytest.raises(ValueError, match=r"SIR\(N='N'\)"):
+        sgjax.Task(plain, [sgjax.Derived("final_size", scale="N")])
+    with pytest.raises(TypeError, match="must be a number or the name of a θ entry"):
+        sgjax.Derived("final_size", scale=[1.0, 2.0])
+
+
+# ---- Model selection with known inputs. ----
+
+
+def _selection(**kw):
+    ts = jnp.arange(1.0, 11.0)
+
+    def pair(model):
+        sim = sgjax.Simulator(model, ts, sgjax.observation.ObservationModel(sgjax.observation.Poisson()))
+        return sim, sgjax.Prior({**model.default_prior().distributions, "N": dist.Uniform(200.0, 2000.0)})
+
+    return sgjax.ModelSelection({"SIR": pair(models.SIR(N="N")), "SEIR": pair(models.SEIR(N="N"))}, **kw)
+
+
+def test_model_selection_draws_its_inputs_from_each_model():
+    ms = _selection(inputs=("N",))
+    assert ms.inputs == ("N",) and ms.describe()["inputs"] == ["N"] and "inputs" not in _selection().describe()
+    key = jax.random.key(7)
+    batch = ms.sample(key, 20)
+    assert batch.inputs.shape == (20, 1)
+    # Each model's share holds the population sizes its simulations were drawn with.
+    want = []
+    for i, (prior, m) in enumerate(zip(ms.priors, ms.counts(20))):
+        ktheta = jax.random.split(jax.random.fold_in(key, i))[0]
+        want.append(np.asarray(prior.sample(ktheta, m)["N"]))
+    np.testing.assert_array_equal(np.asarray(batch.inputs[:, 0]), np.concatenate(want))
+    ts = jnp.arange(1.0, 11.0)
+    plain = sgjax.Simulator(models.SEIR(), ts)
+    sir = sgjax.Simulator(models.SIR(N="N"), ts)
+    sir_prior = sgjax.Prior({**models.SIR().default_prior().distributions, "N": dist.Uniform(200.0, 2000.0)})
+    with pytest.raises(ValueError, match=r"Model 'SEIR': `inputs` \['N'\] are not entries of θ"):
+        sgjax.ModelSelection({"SIR": (sir, sir_prior), "SEIR": plain}, inputs=("N",))
+    with pytest.raises(TypeError, match="sequence of θ names"):
+        sgjax.ModelSelection({"SIR": (sir, sir_prior), "SEIR": plain}, inputs=(1,))
+
+
+@pytest.mark.slow  # ~20 s alone on 2 CPU cores (compiles fit and infer for a two-model classifier)
+def test_model_selection_with_inputs_fits_and_infers():
+    ms = _selection(inputs=("N",))
+    clf, _ = sgjax.fit(
+        ms,
+        sgjax.heads.Classifier(),
+        functools.partial(sgjax.nn.MLP, width=16),
+        key=jax.random.key(0),
+        steps=100,
+        batch_size=64,
+        validation_size=128,
+        pilot_size=256,
+        progress=False,
+    )
+    assert clf.inputs == ("N",)
+    # The inputs' standardisation was fitted on the pilot's N ~ Uniform(200, 2000).
+    mean = float(clf.input_standardise.mean[0])
+    assert (np.log(600.0) < mean < np.log(1500.0)) if bool(clf.input_standardise.log[0]) else (600 < mean < 1500)
+    batch = ms.sample(jax.random.key(8), 6)
+    x, mask = np.asarray(batch.x), np.asarray(batch.mask)
+    N = np.asarray(batch.inputs[:, 0])
+    post = sgjax.infer(clf, x, mask, inputs={"N": N})
+    assert post.probabilities.shape == (6, 2)
+    np.testing.assert_allclose(post.probabilities.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(post.inputs["N"], N.astype(float))
+    # The network reads N: the same series under another N gets other probabilities.
+    other = sgjax.infer(clf, x, mask, inputs={"N": N * 1.5})
+    assert not np.allclose(other.probabilities, post.probabilities)
+    with pytest.raises(TypeError, match="reads the known inputs N"):
+        sgjax.infer(clf, x, mask)

@@ -111,7 +111,7 @@ def training_rate(batch, width, in_days=100, k=10, calls=3, repeats=2):
     consts, opt = train_consts(task, frozen, optimiser, batch), optimiser.init(params)
     keys = lambda i: jax.random.split(jax.random.key(i), k)  # noqa: E731
     temp = (
-        _step.train_call.lower(consts, params, opt, keys(0), _step.mode(k))
+        _step.train_call.lower((consts, _step.mode(k)), params, opt, keys(0))
         .compile()
         .compiled.memory_analysis()
         .temp_size_in_bytes
@@ -120,7 +120,7 @@ def training_rate(batch, width, in_days=100, k=10, calls=3, repeats=2):
 
     def run():
         for i in range(calls):
-            state[0], state[1], losses, _ = _step.train_call(consts, state[0], state[1], keys(i), _step.mode(k))
+            state[0], state[1], losses, _ = _step.train_call((consts, _step.mode(k)), state[0], state[1], keys(i))
         return losses
 
     start = time.perf_counter()

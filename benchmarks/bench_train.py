@@ -121,7 +121,7 @@ def bench(batch, k, calls, repeats):
             counter["call"] += 1
             keys = jax.random.split(jax.random.key(counter["call"]), k)
             state["params"], state["opt"], losses, _ = _step.train_call(
-                consts, state["params"], state["opt"], keys, _step.mode(k)
+                (consts, _step.mode(k)), state["params"], state["opt"], keys
             )
         losses.block_until_ready()
 

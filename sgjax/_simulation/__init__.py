@@ -26,13 +26,13 @@ from ._simulate import (
     simulate as simulate,
     Simulation as Simulation,
     solve_signal as solve_signal,
+    solve_signal_one as solve_signal_one,
 )
 from ._simulator import Simulator as Simulator, solve as solve
 from ._strategy import (
     AbstractStrategy as AbstractStrategy,
     PerTrajectory as PerTrajectory,
     SharedStep as SharedStep,
-    solve_one as solve_one,
     solve_or_rescue as solve_or_rescue,
 )
 from ._support import from_unconstrained as from_unconstrained, to_unconstrained as to_unconstrained

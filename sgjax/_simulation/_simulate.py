@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ from .._custom_types import check_key, Key, Params
 from .._internal import _hostmem as _hostmem
 from ._prior import Prior
 from ._simulator import Simulator
-from ._strategy import AbstractStrategy, SharedStep, solve_or_rescue
+from ._strategy import AbstractStrategy, SharedStep, solve_one, solve_or_rescue
 
 
 #: Trajectories per solve. Measured on a 2-core CPU (SIR, 100 times): ~1k keeps a
@@ -96,7 +97,8 @@ def solve_signal(simulator: Simulator, theta: Params, *, strategy: AbstractStrat
     own layout, in which per-sample checks reduce over leading axes and vectorise
     over contiguous memory): the first half of sgjax's one definition of a simulated
     observation, shared by simulation (`observe_batch`, `simulate`) and the
-    likelihood baselines.
+    evidence baseline; `solve_signal_one` is its one-trajectory, differentiable form
+    for the likelihood baselines.
 
     **Arguments:**
 
@@ -113,6 +115,23 @@ def solve_signal(simulator: Simulator, theta: Params, *, strategy: AbstractStrat
     """
     ys, signal, ok, finite = _solve_signal(simulator, strategy, theta, rescue)
     return ys, signal, ok & finite
+
+
+def solve_signal_one(
+    simulator: Simulator, theta: Params, *, adjoint: dfx.AbstractAdjoint | None = None, unrolled: bool = False
+):
+    """`solve_signal` for one trajectory, differentiable through `adjoint`: the same
+    solve → signal → validity, for the likelihood baselines, which differentiate it
+    (reverse mode through diffrax's checkpointed adjoint, or `diffrax.ForwardMode()`)
+    and have no batch to share steps across. `unrolled` unrolls explicit Runge–Kutta
+    stages (`sgjax/_internal/_unrolled.py`).
+
+    **Returns:** `(ys, signal, valid)`: the states at `t0` and every observation time
+    `(time + 1, state)`, the signal `(time, channels)`, and whether the solve
+    succeeded with every value finite (a scalar)."""
+    ys, ok = solve_one(simulator, theta, simulator.stepsize_controller, adjoint, unrolled=unrolled)
+    signal = simulator.signal(ys)
+    return ys, signal, ok & jnp.all(jnp.isfinite(ys)) & jnp.all(jnp.isfinite(signal))
 
 
 def _solve_signal(simulator, strategy, theta, rescue):

@@ -101,7 +101,7 @@ def run(state: State, consts, source, plan, *, batch_size, patience, callback, l
             call = state.step // per_call
             xs, upcoming = upcoming.result(), pool.submit(source.train, call + 1)
             state.params, state.opt_state, losses, stats = _step.train_call(
-                consts, state.params, state.opt_state, xs, _step.mode(per_call)
+                (consts, _step.mode(per_call)), state.params, state.opt_state, xs
             )
             host_losses, finite = jax.device_get(local((losses, stats["finite"])))
             check_finite(host_losses, finite, state.step, directory, optimiser_given)

@@ -136,11 +136,13 @@ def _check_shapes(batch: Batch, frozen: Estimator) -> None:
         )
 
 
-def _steps(consts, params, opt_state, xs, mode):
+def _steps(consts_mode, params, opt_state, xs):
     """Up to `len(xs)` optimiser steps in one dispatch. `xs` holds one PRNG key per
     step (fresh simulations) or one batch's rows per step (`_sources.Rows`).
 
-    `mode` (`mode`, arrays, so one program serves both): `(n, update)` runs the first
+    `consts_mode` is `(consts, mode)`: the call's constants and its `mode`, both
+    in the one argument not donated. `mode` (`mode`, arrays, so one program serves
+    both): `(n, update)` runs the first
     `n` steps only; without `update` the parameters and optimiser state stay as they
     are, and the call measures: each step's loss and statistics (`batch_stats`) at the
     given parameters. `fit` measures its pilot batches and its fixed validation set
@@ -151,8 +153,7 @@ def _steps(consts, params, opt_state, xs, mode):
 
     **Returns:** `(params, opt_state, losses, stats)`, a loss and statistics per step
     (zeros for steps not run)."""
-    source, frozen, optimiser, batch_size, shards, sharding = consts
-    n_run, update = mode
+    (source, frozen, optimiser, batch_size, shards, sharding), (n_run, update) = consts_mode
 
     def run(carry, x):
         params, opt_state = carry
@@ -176,8 +177,9 @@ def _steps(consts, params, opt_state, xs, mode):
     return params, opt_state, losses, stats
 
 
-#: The training call: `_steps` jitted, its parameters, optimiser state and inputs
-#: donated. Wrapped in `eqx.debug.assert_max_traces` (no limit) so that tests can
+#: The training call, `train_call((consts, mode), params, opt_state, xs)`: `_steps`
+#: jitted, its parameters, optimiser state and inputs donated (not `mode`, which no
+#: output can reuse: XLA warned of an unusable donated `bool[]`). Wrapped in `eqx.debug.assert_max_traces` (no limit) so that tests can
 #: count its compilations with `eqx.debug.get_num_traces(steps_body)`.
 steps_body = eqx.debug.assert_max_traces(_steps, max_traces=None)
 train_call = eqx.filter_jit(steps_body, donate="all-except-first")
@@ -194,7 +196,7 @@ def measure(consts, params, opt_state, xs, n_batches: int, steps_per_call: int):
     for start in range(0, n_batches, steps_per_call):
         n = min(steps_per_call, n_batches - start)
         part = pad(xs(start, start + n), steps_per_call)
-        params, opt_state, _, stats = train_call(consts, params, opt_state, part, mode(n, update=False))
+        params, opt_state, _, stats = train_call((consts, mode(n, update=False)), params, opt_state, part)
         rows.append(jax.tree.map(lambda a, n=n: np.asarray(a)[:n], jax.device_get(local(stats))))
     return params, opt_state, jax.tree.map(lambda *a: np.concatenate(a), *rows)
 

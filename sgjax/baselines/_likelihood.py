@@ -10,7 +10,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float
 
 from .._custom_types import Params
-from .._simulation import _support as _support, Prior, Simulator, solve_one, support_of
+from .._simulation import _support as _support, Prior, Simulator, solve_signal_one, support_of
 
 
 #: The clean signal is floored here before the log density of a noise model whose
@@ -49,10 +49,9 @@ def log_likelihood(
             "Build it with e.g. observation=ObservationModel(Poisson())."
         )
     # Unrolled Runge–Kutta stages: MLE fits 1.5x faster (SIR, 64 datasets x 4 starts).
-    ys, ok = solve_one(simulator, theta, simulator.stepsize_controller, adjoint, unrolled=True)
-    signal = floor_signal(simulator, simulator.signal(ys))
-    lp = simulator.observation.log_prob(x, signal, theta, simulator.ts, mask)
-    return jnp.where(ok & jnp.isfinite(lp), lp, -jnp.inf)
+    _, signal, valid = solve_signal_one(simulator, theta, adjoint=adjoint, unrolled=True)
+    lp = simulator.observation.log_prob(x, floor_signal(simulator, signal), theta, simulator.ts, mask)
+    return jnp.where(valid & jnp.isfinite(lp), lp, -jnp.inf)
 
 
 def _failed(dtype):

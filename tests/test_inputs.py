@@ -284,6 +284,10 @@ def test_posterior_theta_simulates_a_simulator_that_reads_the_input():
     # which the adaptive steps carry (measured relative difference ≤ 5e-6).
     np.testing.assert_allclose(named.states, fixed.states, rtol=1e-4)
     np.testing.assert_array_equal(named.theta["N"], np.full(5, 800.0))
+    # The posterior of that one town goes to the posterior predictive whole: its N with it.
+    one = dataclasses.replace(post, samples={k: v[1:] for k, v in draws.items()}, inputs={"N": np.array([800.0])})
+    ppc = sgjax.diagnostics.posterior_predictive(sgjax.Simulator(models.SIR(N="N"), ts), one, key=key)
+    np.testing.assert_allclose(ppc.signal, fixed.signal, rtol=1e-4)
 
 
 # ---- Derived quantities scaled by a θ entry. ----

@@ -88,7 +88,11 @@ def _check_theta(simulator: Simulator, theta) -> dict:
             )
         # Quantities it holds that are not the simulator's inputs (derived targets such
         # as R0) are not needed to simulate.
+        given = getattr(theta, "inputs", None)  # a Posterior's known inputs (e.g. N), one value per dataset
         theta = {name: v[0] for name, v in draws.items() if name in simulator.param_names}
+        if given:
+            size = next(iter(theta.values())).shape[0]
+            theta |= {k: np.full(size, np.asarray(v)[0]) for k, v in given.items() if k in simulator.param_names}
         missing = [name for name in simulator.param_names if name not in theta]
         if missing:
             raise ValueError(

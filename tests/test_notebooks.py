@@ -10,7 +10,6 @@ wrong thing rather than merely nothing.
 """
 
 import json
-import os
 import pathlib
 import re
 import sys

@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 
@@ -91,7 +92,7 @@ def _bars(ax, labels, groups: dict, log: bool = False, horizontal: bool = False)
     ax.legend(fontsize=7, ncol=2 if len(groups) > 2 else 1)
 
 
-def simulate(entry: dict) -> plt.Figure:
+def simulate(entry: dict) -> Figure:
     rows = entry["figures"]["rows"]
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     groups = {
@@ -107,7 +108,7 @@ def simulate(entry: dict) -> plt.Figure:
     return fig
 
 
-def train(entry: dict) -> plt.Figure:
+def train(entry: dict) -> Figure:
     rows = entry["figures"]
     fig, ax = plt.subplots(figsize=(6.4, 2.8))
     labels = [f"{r['steps_per_call']} step(s)/dispatch" for r in rows]
@@ -123,7 +124,7 @@ def train(entry: dict) -> plt.Figure:
     return fig
 
 
-def scaling(entry: dict) -> plt.Figure:
+def scaling(entry: dict) -> Figure:
     f = entry["figures"]
     fig, axes = plt.subplots(1, 4, figsize=(11, 2.9))
     ax = axes[0]
@@ -159,7 +160,7 @@ def scaling(entry: dict) -> plt.Figure:
     return fig
 
 
-def fused(entry: dict) -> plt.Figure:
+def fused(entry: dict) -> Figure:
     f = entry["figures"]
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
     for ax, key, title in ((axes[0], "sir", "SIR, adaptive"), (axes[1], "lorenz", "Lorenz, 1,000 fixed steps")):
@@ -175,7 +176,7 @@ def fused(entry: dict) -> plt.Figure:
     return fig
 
 
-def baselines(entry: dict) -> plt.Figure:
+def baselines(entry: dict) -> Figure:
     f = entry["figures"]
     fig, axes = plt.subplots(1, 2, figsize=(8, 2.8), gridspec_kw={"width_ratios": [3, 2]})
     for ax, key, title in ((axes[0], "batching", "batching datasets (BFGS)"), (axes[1], "solvers", "optimisers")):
@@ -190,7 +191,7 @@ def baselines(entry: dict) -> plt.Figure:
     return fig
 
 
-def peers(entry: dict) -> plt.Figure:
+def peers(entry: dict) -> Figure:
     f = entry["figures"]
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     for key, label in (("sgjax", "sgjax fit (cold)"), ("sgjax_cached", "sgjax fit (compiled programs cached)"),
@@ -208,7 +209,7 @@ def peers(entry: dict) -> plt.Figure:
     return fig
 
 
-def random() -> plt.Figure:
+def random() -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 2.6))
     rows = RANDOM["rows"]
     groups = {
@@ -221,7 +222,7 @@ def random() -> plt.Figure:
     return fig
 
 
-def rescue() -> plt.Figure:
+def rescue() -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 2.4))
     rows = RESCUE["rows"]
     groups = {"fallback=False": [v[0] for v in rows.values()], "default (rescue)": [v[1] for v in rows.values()]}
@@ -231,7 +232,7 @@ def rescue() -> plt.Figure:
     return fig
 
 
-def redesign() -> plt.Figure:
+def redesign() -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 2.6))
     rows = REDESIGN["rows"]
     groups = {"before (7d5932f)": [v[0] / 1e3 for v in rows.values()],

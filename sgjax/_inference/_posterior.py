@@ -141,7 +141,8 @@ class Posterior(AbstractPosterior):
         `Point` head, the mean of the samples for a density head, the median for a
         `Quantile` head; `None` for model selection.
     - `quantiles`: level → (name → `(n,)`): a `Quantile` head's trained levels, or
-        [`SAMPLE_LEVELS`][] from the samples of a density head.
+        the levels 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95 and 0.975 from the
+        samples of a density head.
     - `samples`: name → `(n, draws)` for density heads (`Gaussian`, `MixtureDensity`,
         `Flow`), else `None`. [`stacked`][sgjax.AbstractPosterior.stacked]`()` (or
         [`sgjax.stack`][]`(posterior.samples)`) gives the `(n, draws, k)` array.

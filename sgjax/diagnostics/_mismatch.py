@@ -107,7 +107,7 @@ class SimulationBank(eqx.Module):
     `inputs` `(n, k_in)` the simulations' known inputs in natural units (the columns
     in the order of `estimator.inputs`), or `None` for an estimator without them.
 
-    Build with [`sgjax.SimulationBank.simulate`][].
+    Build with [`sgjax.diagnostics.SimulationBank.simulate`][].
     """
 
     estimator: Estimator
@@ -171,8 +171,8 @@ class MismatchScore(eqx.Module):
     `level` quantile with probability `1 − level`; `p_value` is the fraction of
     simulated series that score at least as high.
 
-    Build it with [`sgjax.MismatchScore.fit`][]; score data with `score(x, mask)`
-    (and `inputs=` for an estimator trained with known inputs).
+    Build it with [`sgjax.diagnostics.MismatchScore.fit`][]; score data with
+    `score(x, mask)` (and `inputs=` for an estimator trained with known inputs).
     """
 
     bank: SimulationBank

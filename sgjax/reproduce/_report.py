@@ -90,7 +90,7 @@ class Report:
         self.blocks.append(markdown.strip())
 
     def table(self, headers, rows, caption: str | None = None) -> None:
-        """A markdown table; cells are formatted with [`fmt`][] unless strings."""
+        """A markdown table; cells are formatted with `fmt` (significant figures) unless strings."""
         lines = [] if caption is None else [f"*{caption}*", ""]
         lines.append("| " + " | ".join(cell(h) for h in headers) + " |")
         lines.append("|" + "|".join("---" for _ in headers) + "|")

@@ -1,7 +1,7 @@
-"""The README's Python examples run against the current API, with their budgets cut
-(each cut must still match the README's text, so an edited example fails here instead
-of silently running long). Slow: two trainings, a NUTS run and a C2ST, a minute or two
-of compiling on 2 cores."""
+"""The README's Python example and the end-to-end program of docs/end-to-end.md run
+against the current API, with their budgets cut (each cut must still match the page's
+text, so an edited example fails here instead of silently running long). Slow: two
+trainings, a NUTS run and a C2ST, a minute or two of compiling on 2 cores."""
 
 import pathlib
 import re
@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 
-README = pathlib.Path(__file__).parent.parent / "README.md"
+ROOT = pathlib.Path(__file__).parent.parent
+README = ROOT / "README.md"
+END_TO_END = ROOT / "docs" / "end-to-end.md"
 
-#: (text in the README's code, what it becomes here): the same calls on a smaller budget.
+#: (text in a page's code, what it becomes here): the same calls on a smaller budget.
 SHRINK = (
     ("steps=2000)", "steps=100)"),
     ("steps=3000)", "steps=100)"),
@@ -23,8 +25,8 @@ SHRINK = (
 )
 
 
-def _blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+def _blocks(page: pathlib.Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
 
 
 @pytest.mark.slow
@@ -33,14 +35,14 @@ def test_readme_examples_run(tmp_path, monkeypatch):
 
     matplotlib.use("Agg")
     monkeypatch.chdir(tmp_path)  # the examples write runs/ and outbreak.csv
-    blocks = _blocks()
+    blocks = _blocks(README) + _blocks(END_TO_END)
     for old, new in SHRINK:
-        assert any(old in b for b in blocks), f"README.md no longer contains {old!r}: update SHRINK"
+        assert any(old in b for b in blocks), f"README.md / docs/end-to-end.md no longer contain {old!r}: update SHRINK"
         blocks = [b.replace(old, new) for b in blocks]
     spaces = []
     for i, src in enumerate(blocks):
         ns: dict = {}
-        exec(compile(src, f"README.md, python block {i + 1}", "exec"), ns)
+        exec(compile(src, f"python block {i + 1} (README.md, then docs/end-to-end.md)", "exec"), ns)
         spaces.append(ns)
     quick, own = spaces[0], spaces[1]
     assert set(quick["lower"]) == {"beta", "gamma", "R0", "final_size"}
@@ -55,5 +57,5 @@ def test_readme_examples_run(tmp_path, monkeypatch):
 
 
 def test_readme_examples_are_found():
-    blocks = _blocks()
-    assert len(blocks) == 2, "update test_readme_examples_run for the README's python blocks"
+    assert len(_blocks(README)) == 1, "update test_readme_examples_run for the README's python blocks"
+    assert len(_blocks(END_TO_END)) == 1, "update test_readme_examples_run for docs/end-to-end.md's python blocks"

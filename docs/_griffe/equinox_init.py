@@ -40,8 +40,9 @@ def _annotation(cls: griffe.Class, name: str):
         classes = [cls]
     for c in classes:
         member = c.members.get(name)
-        if member is not None and not member.is_alias and getattr(member, "annotation", None) is not None:
-            return member.annotation
+        annotation = None if member is None or member.is_alias else getattr(member, "annotation", None)
+        if annotation is not None:
+            return annotation
     return None
 
 
@@ -71,7 +72,9 @@ def _add_init(cls: griffe.Class) -> None:
     parameters = [griffe.Parameter("self", kind=griffe.ParameterKind.positional_or_keyword)]
     for p in signature.parameters.values():
         parameters.append(
-            griffe.Parameter(p.name, annotation=_annotation(cls, p.name), kind=_KINDS[p.kind], default=_default(p.default))
+            griffe.Parameter(
+                p.name, annotation=_annotation(cls, p.name), kind=_KINDS[p.kind], default=_default(p.default)
+            )
         )
     init = griffe.Function("__init__", lineno=0, endlineno=0, parent=cls, parameters=griffe.Parameters(*parameters))
     cls.set_member("__init__", init)

@@ -10,7 +10,7 @@ into reused memory.
 
 That gain has been measured on one kind of machine only, so the pool is off unless
 the environment variable `SGJAX_HOST_POOL=1` is set (read at each call); without it
-[`empty`][] is `np.empty`. With it, [`empty`][] hands out arrays backed by anonymous
+`empty` is `np.empty`. With it, `empty` hands out arrays backed by anonymous
 memory maps that return to a small pool when the last array (or view) on them is
 garbage collected, instead of to the kernel; the next output of a similar size
 reuses them. Nothing live is ever reused: a block goes back only once nothing

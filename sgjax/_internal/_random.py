@@ -925,8 +925,8 @@ def negative_binomial(
     **Returns:**
 
     Integer-valued floats of the broadcast shape and the promoted float dtype (see
-    [`poisson`][]). `mean == 0` gives 0; huge means are exact to float precision
-    (see [`poisson`][]) as long as the Gamma rates stay in the float range; a
+    `poisson`). `mean == 0` gives 0; huge means are exact to float precision
+    (see `poisson`) as long as the Gamma rates stay in the float range; a
     sample whose rate overflows it is NaN (flagged, never `inf`). Tiny dispersions
     give 0 (with probability ~1), even where `mean / dispersion` overflows.
     Negative, NaN or infinite means and non-positive or NaN dispersions give NaN.
@@ -1125,7 +1125,7 @@ def binomial(
     **Returns:**
 
     Integer-valued floats of the broadcast shape and the promoted float dtype (see
-    [`poisson`][]). `n == 0` gives 0. Variances `n p (1 - p)` from ~1.2e12 in
+    `poisson`). `n == 0` gives 0. Variances `n p (1 - p)` from ~1.2e12 in
     float32 (~3.4e29 in float64) up to the float max are drawn from the rounded
     normal law clipped to [0, n], within total variation `0.13 / sqrt(n p (1-p))`
     (below the float epsilon) of the binomial; below that BTRS stays exact for any

@@ -464,13 +464,13 @@ class Scalarized:
     """A per-trajectory function, traced once, that runs on lanes.
 
     Call it with the same pytree structure as the example arguments, each leaf an
-    object array from [`lanes`][] (or a single lane value for a per-trajectory
+    object array from `lanes` (or a single lane value for a per-trajectory
     scalar); it returns the outputs' pytree with every leaf an object array of the
     per-trajectory shape whose entries are lane values or constants.
 
     Constants of the traced function that are themselves traced values of an
     enclosing computation (say, a model field that is a traced array) cannot be
-    captured by a kernel: [`Scalarized.traced_consts`][] lists them, and the caller
+    captured by a kernel: `Scalarized.traced_consts` lists them, and the caller
     passes replacements (e.g. read from a kernel input) as `traced=`.
     """
 

@@ -1,7 +1,7 @@
 """Explicit Runge–Kutta steps with their stages unrolled at trace time (speed only).
 
 [`sgjax.SharedStep`][] and the likelihood baselines (MLE, Laplace, NUTS) run diffrax's
-explicit tableaus through [`UnrolledERK`][]: the same arithmetic as diffrax's own
+explicit tableaus through `UnrolledERK`: the same arithmetic as diffrax's own
 stage loop, written out so that XLA fuses each stage. Deleting this module (and
 calling diffrax's solver directly in `sgjax/_simulation/_strategy.py`) changes no result beyond
 rounding; see `sgjax/_internal/README.md` for what it buys.

@@ -6,7 +6,7 @@ positive value (`log(v − lo)` above a lower bound `lo`), a scaled logit on an 
 `(lo, hi)`. What numpyro leaves out, and every user of the map needs, is what to do
 with a value *on* the boundary of its support: a uniform prior in float32 returns its
 lower bound now and then, an optimiser's fit can end on it, rounding can put a value a
-hair outside. [`to_unconstrained`][] first moves such a value just inside:
+hair outside. `to_unconstrained` first moves such a value just inside:
 
 - on an interval, into `[lo + margin·(hi − lo), hi − margin·(hi − lo)]` (with the
   default `margin = 1e-6`, the logit stays within ±13.8);
@@ -14,7 +14,7 @@ hair outside. [`to_unconstrained`][] first moves such a value just inside:
   whichever is larger) away from it (`log` stays above `log(tiny)` ≈ −87 in float32).
 
 So the unconstrained value is always finite, and a value inside those limits maps
-exactly as numpyro maps it. [`from_unconstrained`][] is numpyro's forward map.
+exactly as numpyro maps it. `from_unconstrained` is numpyro's forward map.
 """
 
 import jax.numpy as jnp
@@ -62,7 +62,7 @@ def clip_to_support(support: constraints.Constraint, value: ArrayLike, *, margin
 
 def to_unconstrained(support: constraints.Constraint, value: ArrayLike, *, margin: float = MARGIN) -> Array:
     """The unconstrained coordinate of `value` (elementwise): numpyro's
-    `biject_to(support).inv` after [`clip_to_support`][]. Always finite for finite
+    `biject_to(support).inv` after `clip_to_support`. Always finite for finite
     `value`."""
     value = clip_to_support(support, value, margin=margin)
     u = jnp.asarray(transform(support).inv(value))

@@ -213,7 +213,7 @@ def _affine_min_scale():
 
 
 def _affine_template():
-    """[`_affine_min_scale`][] with its two numbers made on the host: built op by op, it
+    """`_affine_min_scale` with its two numbers made on the host: built op by op, it
     compiles a handful of small XLA programs (0.42 s cold on 2 CPU cores). It is built
     abstractly and the loc (0) and the scale's argument (`inv_softplus(1 - min_scale)`)
     are filled in; `None` (flowjax then picks its own) where `Affine` has another

@@ -3,8 +3,9 @@ convention: a posterior object (anything with `.samples`, a mapping name →
 `(n, draws)`) or such a dict, and the truth as a dict name → `(n,)`. Stacked arrays
 `(n, draws, k)` with `labels=` work too (`sgjax.stack(posterior.samples)`).
 
-- All at once: [`diagnose`][] a trained estimator on held-out simulations
-  (recovery, coverage, SBC, one figure).
+- A trained estimator on held-out simulations: [`diagnose`][] (recovery, coverage and
+  SBC in one call and one figure), [`evaluate`][] (R², RMSE, coverage; also
+  `sgjax.evaluate`), with [`held_out`][] and [`recovery`][] its building blocks.
 - Calibration over simulations from the prior: [`sbc`][] (simulation-based
   calibration: rank histograms, χ² and the simultaneous ECDF-difference test),
   [`sbc_ranks`][], [`expected_coverage`][] of central credible intervals.
@@ -13,10 +14,6 @@ convention: a posterior object (anything with `.samples`, a mapping name →
 - Checking a fit to an observation: [`posterior_predictive`][] (bands, the fraction
   of points inside, posterior predictive p-values) and [`MismatchScore`][] (is the
   observation inside the simulator's world?).
-
-- A trained estimator on held-out simulations: [`diagnose`][] (recovery, coverage and
-  SBC in one call and one figure), [`evaluate`][] (R², RMSE, coverage; also
-  `sgjax.evaluate`), with [`held_out`][] and [`recovery`][] its building blocks.
 
 Each comes with a plot function (`plot_*`) that returns a matplotlib figure and saves
 it as a PNG when given a path.

@@ -278,7 +278,7 @@ class Truncated(dist.Distribution):
 
 def restrictable(prior: Prior) -> Prior:
     """`prior` with each distribution that [`sgjax.Prior.restrict`][] would truncate
-    already held as a [`Truncated`][sgjax._prior.Truncated] with bounds at its
+    already held as a `Truncated` with bounds at its
     support (the same distribution: the same draws and density), so that restricting
     it to any box changes array values only — the pytree's structure, and so a
     compiled function of it, stays. `Uniform`, `LogUniform` and fixed values restrict
@@ -294,8 +294,8 @@ def restrictable(prior: Prior) -> Prior:
 
 
 def unwrapped(prior: Prior) -> Prior:
-    """`prior` with each [`Truncated`][sgjax._prior.Truncated] that cuts nothing off
-    (known on the host) replaced by its base: the inverse of [`restrictable`][] where
+    """`prior` with each `Truncated` that cuts nothing off
+    (known on the host) replaced by its base: the inverse of `restrictable` where
     nothing is restricted, so that a user sees the distributions given."""
     out = {n: d.base if isinstance(d, Truncated) and d._whole() else d for n, d in prior.distributions.items()}
     if all(out[n] is d for n, d in prior.distributions.items()):

@@ -76,7 +76,7 @@ def _finite(a: Array) -> Bool[Array, " batch"]:
 
 class Observed(eqx.Module):
     """A batch of simulated observations inside a traced program, sample first: what
-    [`observe_batch`][sgjax._simulate.observe_batch] returns.
+    `observe_batch` returns.
 
     **Fields:** `theta` (name → `(n,)`), `states` `(n, time, state)` at the observation
     times (`None` unless kept), `signal` and `observations` `(n, time, channels)`,
@@ -173,7 +173,7 @@ def observe_batch(
     - `strategy`: default [`sgjax.SharedStep`][].
     - `keep_states`: return the states at the observation times (else `None`).
 
-    **Returns:** an [`Observed`][sgjax._simulate.Observed].
+    **Returns:** an `Observed`.
     """
     strategy = SharedStep() if strategy is None else strategy
     ys, signal, x, mask, valid = _solve_observe(simulator, strategy, theta, key, rescue=True)

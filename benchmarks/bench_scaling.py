@@ -14,8 +14,8 @@ How throughput and cost grow, each figure measured in this run:
   one subprocess per count; GPUs on a GPU node).
 
 Run: `python benchmarks/bench_scaling.py [--quick]`. Writes benchmarks/results_scaling.json,
-its section of benchmarks/RESULTS.md and benchmarks/scaling.png (`--quick`: the JSON only,
-its plot in the temporary directory).
+its section of benchmarks/RESULTS.md, and a plot in the system's temporary directory
+(`--quick`: the JSON only). The page's plot is drawn by `benchmarks/plots.py`.
 """
 
 import argparse
@@ -349,11 +349,11 @@ def main(quick: bool = False, write: bool = True, only=None) -> dict:
     print(text)
     if write:
         (HERE / "results_scaling.json").write_text(json.dumps(out, indent=2))
-        # A smoke run plots beside the system's temporary files, not over the committed figure.
-        plot(out, Path(tempfile.gettempdir()) / "sgjax_scaling.quick.png" if quick else HERE / "scaling.png")
+        # The committed figure is drawn by benchmarks/plots.py (docs/benchmarks/scaling.png)
+        # from results.json; this one, beside the system's temporary files, is a quick look.
+        plot(out, Path(tempfile.gettempdir()) / f"sgjax_scaling{'.quick' if quick else ''}.png")
         if not quick and not only:
-            write_section("scaling", "Scaling: batch, network, series length, state dimension, devices (issue 6)",
-                          text + "\n\n![scaling](scaling.png)")  # fmt: skip
+            write_section("scaling", "Scaling: batch, network, series length, state dimension, devices (issue 6)", text)
     return out
 
 

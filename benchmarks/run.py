@@ -11,8 +11,9 @@ benchmarks/results.json (results.quick.json for `--quick`), each benchmark with 
 revision and date it was measured at, and writes the scoreboard — every performance
 goal of the issues against the latest figures — into RESULTS.md. `--only` replaces
 the named benchmarks' figures and keeps the others' from the last run, each row of
-the scoreboard saying which revision and date its figure comes from. The plot is
-benchmarks/scaling.png (from bench_scaling).
+the scoreboard saying which revision and date its figure comes from. The plots on the
+benchmarks page (docs/benchmarks/*.png) are drawn from results.json by
+`python benchmarks/plots.py`.
 
 Peers (sbi, BayesFlow) are measured only where they are installed
 (`pip install -e ".[peers]"`); otherwise their benchmark records them as skipped. The

@@ -7,14 +7,14 @@ import scipy.stats
 
 import sgjax
 from sgjax.baselines import fit_mle, laplace
-from sgjax.observation import ObservationModel, Poisson, Reporting
+from sgjax.observation import ObservationModel, Poisson, Scale
 
 
 def test_wald_interval_of_a_reporting_rate_is_exact():
     # x_t ~ Poisson(ρ s_t) with s known: ρ̂ = Σx/Σs and the observed information gives
     # sd(log ρ̂) = 1/sqrt(Σx) exactly, in whatever unconstrained coordinates the fit uses.
     sim = sgjax.Simulator(
-        sgjax.models.SIR(N=1000.0, I0=5.0), jnp.arange(1.0, 31.0), ObservationModel(Poisson(), (Reporting("rho"),))
+        sgjax.models.SIR(N=1000.0, I0=5.0), jnp.arange(1.0, 31.0), ObservationModel(Poisson(), (Scale("rho"),))
     )
     prior = sgjax.Prior(beta=0.5, gamma=0.25, rho=dist.Uniform(0.01, 5.0))
     theta = {"beta": jnp.full(4, 0.5), "gamma": jnp.full(4, 0.25), "rho": jnp.array([0.2, 0.5, 0.8, 1.5])}

@@ -25,6 +25,7 @@ from sgjax.observation import (
     ObservationModel,
     Poisson,
     Reporting,
+    Scale,
 )
 from sgjax.observation.base import get
 
@@ -223,6 +224,34 @@ def test_observation_params_join_the_prior():
     expected = out.theta["rho"] * out.signal.sum(axis=(1, 2))
     z = (out.observations.sum(axis=(1, 2)) - expected) / np.sqrt(np.maximum(expected, 1e-9))
     assert abs(z.mean()) < 5 / np.sqrt(256)
+
+
+def test_an_observation_parameters_prior_must_stay_in_its_support():
+    # Reporting's fraction is a probability: a prior reaching above 1 is refused where
+    # the task, simulate or a baseline meets it, naming the parameter and the range
+    # (it used to act as an unbounded multiplier, silently).
+    model, ts = sgjax.models.SIR(), jnp.arange(1.0, 11.0)
+    sim = sgjax.Simulator(model, ts, ObservationModel(Poisson(), (Reporting("rho"),)))
+    assert sim.parameter_support("rho") is dist.constraints.unit_interval
+    wide = sgjax.Prior({**model.default_prior().distributions, "rho": dist.Uniform(0.01, 5.0)})
+    with pytest.raises(ValueError, match=r"'rho'.*\(0.01, 5\).*the observation model needs rho in \(0, 1\)"):
+        sgjax.Task(sim, ["beta"], wide)
+    with pytest.raises(ValueError, match="the observation model needs rho"):
+        sgjax.simulate(sim, 4, prior=wide, key=jax.random.key(0))
+    for piece, name in [(NegativeBinomial("k"), "k"), (Gaussian("s"), "s"), (Binomial("p"), "p")]:
+        other = sgjax.Simulator(model, ts, ObservationModel(piece))
+        bad = sgjax.Prior({**model.default_prior().distributions, name: dist.Normal(0.0, 1.0)})
+        with pytest.raises(ValueError, match=f"needs {name} in"):
+            sgjax.Task(other, ["beta"], bad)
+    # A multiplier with no upper bound is Scale: the same mean, factor × signal.
+    scaled = sgjax.Simulator(model, ts, ObservationModel(Poisson(), (Scale("rho"),)))
+    sgjax.Task(scaled, ["beta"], wide)
+    theta = {"beta": jnp.array([0.5]), "gamma": jnp.array([0.2]), "rho": jnp.array([2.5])}
+    out = sgjax.simulate(scaled, theta=theta, key=jax.random.key(1))
+    signal = np.asarray(out.signal)
+    np.testing.assert_allclose(scaled.observation.mean(signal[0], theta, ts), 2.5 * signal[0], rtol=1e-6)
+    with pytest.raises(ValueError, match="Scale factor"):
+        Scale(-1.0)
 
 
 def test_bad_observation_input():

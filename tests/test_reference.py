@@ -19,7 +19,7 @@ import pytest
 
 import sgjax
 from sgjax.baselines import _abc, _nuts, ABCPosterior, nuts, ReferencePosterior, rejection_abc
-from sgjax.observation import ObservationModel, Poisson, Reporting
+from sgjax.observation import ObservationModel, Poisson, Scale
 
 
 A, B = 20.0, 40.0  # ρ ~ Gamma(20, 40): mean 0.5, sd 0.11
@@ -35,7 +35,7 @@ def problem():
     sim = sgjax.Simulator(
         sgjax.models.SIR(N=1000.0, I0=1.0),
         jnp.arange(1.0, T + 1.0),
-        ObservationModel(Poisson(), (Reporting("rho"),)),
+        ObservationModel(Poisson(), (Scale("rho"),)),
     )
     prior = sgjax.Prior(beta=BETA, gamma=GAMMA, rho=dist.Gamma(A, B))
     one = {"beta": jnp.array([BETA]), "gamma": jnp.array([GAMMA]), "rho": jnp.array([1.0])}

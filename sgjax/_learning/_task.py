@@ -220,7 +220,7 @@ class Task(AbstractTask):
         prior = simulator.default_prior() if prior is None else prior
         if not isinstance(prior, Prior):
             raise TypeError(f"`prior` must be an sgjax.Prior, got {type(prior).__name__}.")
-        prior.check_model(simulator.model, simulator.param_names)
+        prior.check_model(simulator.model, simulator.param_names, support=simulator.parameter_support)
         self.simulator = simulator
         self.targets = _as_targets(targets, simulator)
         # Held in a form whose restriction changes array values only (see `restrict`).
@@ -357,7 +357,7 @@ class ModelSelection(AbstractTask):
             if not isinstance(sim, Simulator):
                 raise TypeError(f"Model {name!r}: expected an sgjax.Simulator or (simulator, prior), got {s!r}.")
             prior = sim.default_prior() if prior is None else prior
-            prior.check_model(sim.model, sim.param_names)
+            prior.check_model(sim.model, sim.param_names, support=sim.parameter_support)
             sims.append(sim)
             priors.append(prior)
         ts0 = np.asarray(sims[0].ts)

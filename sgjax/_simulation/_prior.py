@@ -130,10 +130,11 @@ class Prior(eqx.Module):
             ok = ok & jnp.asarray(support_of(d)(jnp.asarray(theta[name])))
         return ok
 
-    def check_model(self, model, extra_names=()) -> None:
+    def check_model(self, model, extra_names=(), *, support=None) -> None:
         """Raise a clear `ValueError` unless this prior covers exactly the parameters
-        that `model` (and the observation model's `extra_names`) use, each within the
-        model's support."""
+        that `model` (and the observation model's `extra_names`) use, each within its
+        support: `support(name)` (a simulator's `parameter_support`, which knows the
+        observation model's parameters too), or the model's own for its parameters."""
         needed = tuple(model.param_names) + tuple(n for n in extra_names if n not in model.param_names)
         missing = [n for n in needed if n not in self.distributions]
         if missing:
@@ -149,16 +150,18 @@ class Prior(eqx.Module):
             raise ValueError(
                 f"The prior has parameters {unknown} that nothing in the simulator uses (it uses {needed}).{hints}"
             )
-        for name in model.param_names:
-            want = bounds(model.parameter_support(name))
+        for name in needed if support is not None else model.param_names:
+            want = bounds(support(name) if support is not None else model.parameter_support(name))
             have = bounds(self.distributions[name].support)
             if want is None or have is None:
                 continue
             if have[0] < want[0] or have[1] > want[1]:
+                owner = type(model).__name__ if name in model.param_names else "the observation model"
+                interval = lambda b: f"({b[0]:.6g}, {b[1]:.6g})"  # noqa: E731 (float32 bounds, shortest form)
                 raise ValueError(
                     f"The prior for {name!r} ({type(self.distributions[name]).__name__})"
-                    f" has support {have}, but {type(model).__name__} needs {name} in "
-                    f"{want}. Use a distribution inside that range, e.g. "
+                    f" has support {interval(have)}, but {owner} needs {name} in "
+                    f"{interval(want)}. Use a distribution inside that range, e.g. "
                     "LogNormal/LogUniform for a positive parameter, Uniform, or "
                     "TruncatedNormal(low=..., high=...)."
                 )

@@ -398,7 +398,7 @@ def simulate(
         prior = simulator.default_prior() if prior is None else prior
         if not isinstance(prior, Prior):
             raise TypeError(f"`prior` must be an sgjax.Prior, got {type(prior).__name__}.")
-        prior.check_model(simulator.model, simulator.param_names)
+        prior.check_model(simulator.model, simulator.param_names, support=simulator.parameter_support)
         out = _run(simulator, strategy, key, n, min(chunk_size, n), prior=prior, keep_states=keep_states)
     valid = out[-1]
     n_failed = int((~valid).sum())

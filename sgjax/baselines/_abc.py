@@ -229,7 +229,7 @@ def rejection_abc(
         raise TypeError(f"`simulator` must be an sgjax.Simulator, got {type(simulator).__name__}.")
     if not isinstance(prior, Prior):
         raise TypeError(f"`prior` must be an sgjax.Prior, got {type(prior).__name__}.")
-    prior.check_model(simulator.model, simulator.param_names)
+    prior.check_model(simulator.model, simulator.param_names, support=simulator.parameter_support)
     check_key(key)
     n_simulations = _check_int(n_simulations, "n_simulations")
     chunk_size = _check_int(chunk_size, "chunk_size")

@@ -181,7 +181,7 @@ def check_problem(simulator: Simulator, prior: Prior, action: str, prior_hint: s
         )
     if not isinstance(prior, Prior):
         raise TypeError(f"`prior` must be an sgjax.Prior, got {type(prior).__name__}.{prior_hint}")
-    prior.check_model(simulator.model, simulator.param_names)
+    prior.check_model(simulator.model, simulator.param_names, support=simulator.parameter_support)
 
 
 def padded_chunks(size: int, *arrays):

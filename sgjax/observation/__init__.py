@@ -18,4 +18,4 @@ from .noise import (
     NegativeBinomial as NegativeBinomial,
     Poisson as Poisson,
 )
-from .transforms import Clamp as Clamp, DayOfWeek as DayOfWeek, Delay as Delay, Reporting as Reporting
+from .transforms import Clamp as Clamp, DayOfWeek as DayOfWeek, Delay as Delay, Reporting as Reporting, Scale as Scale

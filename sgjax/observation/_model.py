@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
+from numpyro.distributions import constraints
 
 from .._custom_types import Key, Params
 from .base import AbstractMissing, AbstractNoise, AbstractTransform
@@ -47,6 +48,15 @@ class ObservationModel(eqx.Module):
         for p in self._pieces:
             out += [n for n in p.param_names if n not in out]
         return tuple(out)
+
+    def parameter_support(self, name: str) -> constraints.Constraint:
+        """Where the `θ` entry `name` may lie: the support its first piece declares
+        (e.g. [0, 1] for `Reporting("rho")`'s `rho`), any real value if none does."""
+        for p in self._pieces:
+            support = p.parameter_support(name)
+            if support is not constraints.real:
+                return support
+        return constraints.real
 
     def default_priors(self) -> dict:
         out = {}

@@ -8,6 +8,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
+from numpyro.distributions import constraints
 
 from .._custom_types import Key, Params
 
@@ -40,6 +41,19 @@ def check_param(value, what: str, low: float | None = None, high: float | None =
 
 
 class _Piece(eqx.Module):
+    #: Where each parameter field may lie (field name → numpyro constraint), for a
+    #: field given as a parameter name: a prior for that name must stay inside it
+    #: ([`sgjax.Prior.check_model`][]). Fields not listed may be any real number.
+    supports: ClassVar[Mapping[str, constraints.Constraint]] = {}
+
+    def parameter_support(self, name: str) -> constraints.Constraint:
+        """Where the `θ` entry `name` may lie for this piece: the support of the
+        field that names it, any real value if none does."""
+        for field, support in self.supports.items():
+            if getattr(self, field, None) == name:
+                return support
+        return constraints.real
+
     @property
     def param_names(self) -> tuple[str, ...]:
         """The names of the `θ` entries this piece reads: its parameter fields given as

@@ -1,9 +1,12 @@
 """Missing observations, as masks (`True` = observed)."""
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool
+from numpyro.distributions import constraints
 
 from .base import AbstractMissing, check_param, get, ParamLike
 
@@ -13,6 +16,7 @@ class MissingAtRandom(AbstractMissing):
     parameter name)."""
 
     probability: ParamLike
+    supports: ClassVar = {"probability": constraints.unit_interval}
 
     def __check_init__(self):
         check_param(self.probability, "Missing probability", low=0.0, high=1.0)

@@ -12,6 +12,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
+from numpyro.distributions import constraints
 
 from .._internal import binomial, negative_binomial, poisson
 from .base import AbstractNoise, check_param, get, ParamLike
@@ -31,6 +32,7 @@ class Gaussian(AbstractNoise):
     scale: ParamLike
     is_count: ClassVar[bool] = False
     positive_mean: ClassVar[bool] = False
+    supports: ClassVar = {"scale": constraints.nonnegative}
 
     def __check_init__(self):
         check_param(self.scale, "Gaussian scale", low=0.0)
@@ -53,6 +55,7 @@ class LogNormal(AbstractNoise):
 
     scale: ParamLike
     is_count: ClassVar[bool] = False
+    supports: ClassVar = {"scale": constraints.nonnegative}
 
     def __check_init__(self):
         check_param(self.scale, "LogNormal scale", low=0.0)
@@ -105,6 +108,7 @@ class NegativeBinomial(AbstractNoise):
 
     dispersion: ParamLike
     is_count: ClassVar[bool] = True
+    supports: ClassVar = {"dispersion": constraints.positive}
 
     def __check_init__(self):
         check_param(self.dispersion, "NegativeBinomial dispersion", low=1e-12)
@@ -151,6 +155,7 @@ class Binomial(AbstractNoise):
     probability: ParamLike | None = None
     trials: ParamLike | None = None
     is_count: ClassVar[bool] = True
+    supports: ClassVar = {"probability": constraints.unit_interval, "trials": constraints.nonnegative}
 
     def __check_init__(self):
         if (self.probability is None) == (self.trials is None):

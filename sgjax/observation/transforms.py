@@ -1,11 +1,14 @@
 """Deterministic transforms of the clean signal: reporting, delays, day-of-week,
 clamping."""
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from jaxtyping import Array, ArrayLike, Float
+from numpyro.distributions import constraints
 
 from .base import AbstractTransform, check_param, get, ParamLike
 
@@ -18,6 +21,7 @@ class Reporting(AbstractTransform):
     """
 
     fraction: ParamLike
+    supports: ClassVar = {"fraction": constraints.unit_interval}
 
     def __check_init__(self):
         check_param(self.fraction, "Reporting fraction", low=0.0, high=1.0)
@@ -29,6 +33,26 @@ class Reporting(AbstractTransform):
         if isinstance(self.fraction, str):
             return {self.fraction: dist.Uniform(0.1, 1.0)}
         return {}
+
+
+class Scale(AbstractTransform):
+    """The expected observation is the signal times a positive factor: `mean = factor
+    × signal`, with no upper bound — a catchability (an abundance index proportional
+    to biomass), a change of units, or a multiplier whose prior reaches above 1. For a
+    fraction of events reported, use [`sgjax.observation.Reporting`][], whose
+    parameter stays in [0, 1].
+
+    **Arguments:** `factor` (≥ 0), a number or a parameter name (to give it a prior).
+    """
+
+    factor: ParamLike
+    supports: ClassVar = {"factor": constraints.nonnegative}
+
+    def __check_init__(self):
+        check_param(self.factor, "Scale factor", low=0.0)
+
+    def __call__(self, signal, theta, ts):
+        return signal * get(self.factor, theta)
 
 
 class Clamp(AbstractTransform):

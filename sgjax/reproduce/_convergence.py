@@ -13,7 +13,7 @@ from .. import models
 from .._learning import Parameter, Task
 from .._simulation import Prior, simulate, Simulator
 from ..heads import Point
-from ..observation import LogNormal, ObservationModel, Poisson, Reporting
+from ..observation import LogNormal, ObservationModel, Poisson, Scale
 from ._common import held_out, loglog_slope, predict, train
 from ._report import fmt, pyplot, Report
 
@@ -42,7 +42,7 @@ def sir_reporting() -> Problem:
     sim = Simulator(
         models.SIR(N=1000.0, I0=5.0),
         jnp.arange(1.0, 41.0),
-        ObservationModel(Poisson(), (Reporting("rho"),)),
+        ObservationModel(Poisson(), (Scale("rho"),)),
     )
     prior = Prior(beta=0.5, gamma=0.25, rho=dist.Gamma(a, b))
     clean = simulate(

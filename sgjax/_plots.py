@@ -7,9 +7,9 @@ import numpy as np
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """`matplotlib.pyplot`, with the backend the user has: a library call never
+    switches it (that turned a notebook's inline figures off after the first sgjax
+    plot). The command line chooses Agg for itself (`sgjax._cli.main`)."""
     import matplotlib.pyplot as plt
 
     return plt

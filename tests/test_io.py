@@ -58,3 +58,22 @@ def test_read_csv_reads_a_byte_order_mark_and_refuses_binary(tmp_path):
     binary.write_bytes(b"time,cases\n\xff\xfe\x00\x01")
     with pytest.raises(ValueError, match=r"binary.csv is not a text CSV file \(byte 11 is not UTF-8\)"):
         _io.read_csv(binary)
+
+
+def test_plotting_keeps_the_users_matplotlib_backend(tmp_path):
+    # A notebook's inline backend must survive sgjax's plots (switching to Agg turned
+    # every later figure of the notebook off).
+    import matplotlib
+
+    from sgjax import _plots
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        _plots.training_curve(
+            {"step": [1, 2], "loss": [1.0, 0.5], "val_step": [2], "val_loss": [0.6]}, tmp_path / "curve.png"
+        )
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "curve.png").stat().st_size > 0
+    finally:
+        matplotlib.use(before)

@@ -256,6 +256,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """`sgjax ...`: the exit status (0; 1 when training diverged; 2 for a mistake;
     130 after Ctrl-C); see the module's docstring."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # the commands write figures to files; never open a window
     try:
         args = _parser().parse_args(argv)
     except KeyboardInterrupt:  # while the models and experiments are imported

@@ -23,6 +23,9 @@ np.testing.assert_array_equal(chosen["AIC"], np.argmin(2 * k - 2 * ll, axis=1))
 np.testing.assert_array_equal(chosen["BIC"], np.argmin(k * np.log(n_obs)[:, None] - 2 * ll, axis=1))
 assert np.all(np.isfinite(ll))
 
+# The baselines' series are a fair sample: every model among them.
+assert set(np.unique(truth[:n_mle])) == {0, 1, 2}, np.bincount(truth[:n_mle], minlength=3)
+
 # Confusion matrices: rows count the true models of the same n_mle series; errors read off them.
 for m, c in confusion.items():
     assert c.shape == (3, 3) and c.sum() == n_mle, m

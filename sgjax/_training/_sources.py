@@ -19,11 +19,12 @@ def _sample(task: AbstractTask, key: Key, n: int) -> Batch:
 
 
 def simulate_batch(task: AbstractTask, n: int, *, key: Key, chunk: int = 512) -> Batch:
-    """`n` training pairs from `task`, generated in jitted chunks of `chunk` and kept
-    on the device. When `n` is not a whole number of chunks, a random subset of the
-    last chunk's size is dropped: chunks can be ordered inside (model selection
-    stratifies by model), so cutting off the end would drop a model's share. An
-    [`sgjax.ArrayTask`][] gives `n` of its rows drawn at random instead."""
+    """`n` training pairs from `task`, generated in jitted chunks of `chunk`, kept on
+    the device, in random order: a task's chunk can be ordered inside (model
+    selection stratifies by model), so its rows are shuffled and any first `k` of them
+    are a fair sample. When `n` is not a whole number of chunks, the surplus is
+    dropped at random, so no model loses its share. An [`sgjax.ArrayTask`][] gives `n`
+    of its rows drawn at random."""
     from ._arrays import ArrayTask
 
     if isinstance(task, ArrayTask):
@@ -31,9 +32,7 @@ def simulate_batch(task: AbstractTask, n: int, *, key: Key, chunk: int = 512) ->
     m = -(-n // chunk)
     parts = [_sample(task, k, chunk) for k in jax.random.split(key, m)]
     batch = jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
-    if m * chunk == n:
-        return batch
-    keep = jnp.sort(jax.random.permutation(jax.random.fold_in(key, m), m * chunk)[:n])
+    keep = jax.random.permutation(jax.random.fold_in(key, m), m * chunk)[:n]
     return jax.tree.map(lambda a: a[keep], batch)
 
 

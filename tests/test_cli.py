@@ -50,6 +50,7 @@ def cases_csv(path, values=None, times=np.linspace(5.0, 100.0, 20)):
     return path
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_simulate_writes_data_plot_summary_over_stale_temporaries(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -179,6 +180,7 @@ def test_steps_per_call_fits_the_flags():
     assert {k: _cli._steps_per_call(*k) for k in cases} == cases
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_train_then_infer_on_a_csv(trained, tmp_path, capsys):
     out = trained
     metrics = json.loads((out / "metrics.json").read_text())
@@ -193,6 +195,7 @@ def test_train_then_infer_on_a_csv(trained, tmp_path, capsys):
     assert set(post) == {"beta", "gamma"} and post["beta"]["quantiles"]["0.05"] < post["beta"]["quantiles"]["0.95"]
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_train_overwrite_replaces_the_run_and_resume_continues_it(trained, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
@@ -267,6 +270,7 @@ def test_infer_refuses_a_tampered_task(trained, tmp_path, capsys):
     assert not (model / "inference").exists()
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_ctrl_c_during_training_says_how_to_go_on(tmp_path):
     out = tmp_path / "run"
     argv = ["train", "sir", "--steps", "100000", "--eval-every", "25", "--times", "20", "--validation-size", "64",

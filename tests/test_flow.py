@@ -211,7 +211,14 @@ def test_unrolled_log_density_is_flowjaxs(dim, transformer):
     np.testing.assert_allclose(head.log_prob(out, y), theirs, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("dim", "transformer"), [(1, "affine"), (2, "spline"), (3, "affine")])
+@pytest.mark.parametrize(
+    ("dim", "transformer"),
+    [
+        (1, "affine"),
+        pytest.param(2, "spline", marks=pytest.mark.slow),
+        pytest.param(3, "affine", marks=pytest.mark.slow),
+    ],
+)
 def test_host_built_flow_is_flowjaxs_initial_flow(dim, transformer, monkeypatch):
     # With a concrete key the flow's arrays are made on the host (nothing compiled);
     # it must be the flow flowjax builds but for the random draws: the same structure,

@@ -215,6 +215,7 @@ def test_simulate_end_to_end_with_noise():
     assert 1.9 < np.std(out.observations - out.signal) < 2.1
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_pallas_kernel_matches_the_lax_loop():
     # The kernel itself (Pallas's interpreter): a batch that is not a multiple of the
     # block (padded), adaptive and fixed steps; the same arithmetic as the lax loop.

@@ -251,6 +251,7 @@ def test_intervention_equals_sir_before_change():
     assert ys[-1, 0] > ys_sir[-1, 0] + 100  # fewer are ever infected
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_intervention_gradient_in_switch_time():
     # The log likelihood's derivative in t_change, through the solver in forward mode
     # (fit_mle's and nuts' default), against a central difference. With a hard step in

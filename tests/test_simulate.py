@@ -41,7 +41,7 @@ def sir_sim(**kw):
     return sgjax.Simulator(user_model(), TS, ObservationModel(Poisson()), **kw)
 
 
-@pytest.mark.parametrize("strategy", [sgjax.SharedStep(), sgjax.PerTrajectory()])
+@pytest.mark.parametrize("strategy", [sgjax.SharedStep(), pytest.param(sgjax.PerTrajectory(), marks=pytest.mark.slow)])
 def test_user_model_every_strategy(strategy):
     out = sgjax.simulate(sir_sim(), key=jax.random.key(0), n=50, prior=PRIOR, strategy=strategy)
     assert out.observations.shape == (50, 60, 1)
@@ -55,6 +55,7 @@ def test_user_model_every_strategy(strategy):
     assert np.all(out.observations == np.round(out.observations)) and np.all(out.observations >= 0)
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_strategies_agree():
     theta = PRIOR.sample(jax.random.key(1), 200)
     sim = sgjax.Simulator(user_model(), TS)
@@ -90,7 +91,7 @@ def test_deterministic_and_chunking_consistent():
     np.testing.assert_allclose(whole.states, parts.states, rtol=1e-5, atol=1e-3)
 
 
-@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("workers", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_worker_threads_change_nothing(monkeypatch, workers):
     # Chunks are run by several host threads on a CPU (two per core); chunk i depends
     # only on its key, so the result is the same as from one thread, failures included.
@@ -375,6 +376,7 @@ def test_unrolled_leaves_other_solvers_alone():
         assert _unrolled(solver) is solver
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_reused_output_memory_never_touches_a_live_result(monkeypatch):
     # With the pool opted in, outputs above 1 MiB reuse the memory of dead ones
     # (sgjax/_internal/_hostmem.py).

@@ -28,6 +28,7 @@ def _fit(task, head=None, **kwargs):
     return sgjax.fit(task, head, kwargs.pop("network", SMALL_MLP), **{**FAST, **kwargs})
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_point_head_learns_the_exact_posterior_mean_linear_gaussian():
     task = LinearGaussian()
     test = task.sample(jax.random.key(99), 4000)
@@ -76,7 +77,9 @@ def test_quantile_head_covers_at_nominal_rates():
         assert np.sqrt(np.mean((post.quantiles[level]["theta"] - exact) ** 2)) < 0.15 * sd
 
 
-@pytest.mark.parametrize("head", [sgjax.heads.Gaussian(), sgjax.heads.MixtureDensity(3)])
+@pytest.mark.parametrize(
+    "head", [sgjax.heads.Gaussian(), pytest.param(sgjax.heads.MixtureDensity(3), marks=pytest.mark.slow)]
+)
 def test_density_heads_match_the_exact_posterior(head):
     task = LinearGaussian()
     test = task.sample(jax.random.key(96), 500)
@@ -110,6 +113,7 @@ def test_the_fused_step_compiles_once():
     assert _traces() == before + 1
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_fixed_budget_trains_on_the_budget_only():
     task = LinearGaussian()
     test = task.sample(jax.random.key(94), 2000)
@@ -148,7 +152,7 @@ def eqx_filter(tree):
     return eqx.filter(tree, eqx.is_array)
 
 
-@pytest.mark.parametrize("counts", [False, True])
+@pytest.mark.parametrize("counts", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_resume_equals_an_uninterrupted_run(tmp_path, counts):
     # counts: a Poisson-observed SIR, whose pilot and validation set the training
     # call itself simulates; the resumed run must evaluate the same validation set.
@@ -235,6 +239,7 @@ def test_errors_surface_while_the_pilot_simulates_on_another_thread():
         _fit(Broken(), key=jax.random.key(0), steps=50)
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_a_restricted_task_keeps_its_learning_spaces_and_its_compiled_step():
     import numpyro.distributions as dist
 
@@ -263,6 +268,7 @@ def test_a_restricted_task_keeps_its_learning_spaces_and_its_compiled_step():
         task.restrict({"rr": (0.3, 0.5)})
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_the_training_call_simulates_the_pilot_and_validation_sets():
     # Count data: fit knows log1p before the pilot, so the training call itself draws
     # and measures the pilot batch and the validation set (`_measure`): one trace, one
@@ -281,6 +287,7 @@ def test_the_training_call_simulates_the_pilot_and_validation_sets():
     assert np.all(np.isfinite(history["val_loss"])) and history["val_loss"][-1] < history["val_loss"][0]
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_measuring_with_the_training_call_matches_the_batches_it_draws():
     # `_measure`: the batches drawn from the pilot's keys, seen by the training call
     # without updates, give Standardise.fit's standardisation, the targets' mean and
@@ -315,6 +322,7 @@ def test_measuring_with_the_training_call_matches_the_batches_it_draws():
     np.testing.assert_allclose(_step.validation_loss(stats), expected_loss, rtol=1e-5)
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_a_network_and_head_passed_in_built_keep_their_arrays():
     # The training call donates the parameters it trains; fit must train copies, or
     # the caller's network (say the last round's of a sequential fit) is deleted.
@@ -342,7 +350,7 @@ def _nan_from_update(k):
     return optax.GradientTransformation(lambda params: jnp.zeros((), jnp.int32), update)
 
 
-@pytest.mark.parametrize("k", [137, 150])
+@pytest.mark.parametrize("k", [pytest.param(137, marks=pytest.mark.slow), 150])
 def test_non_finite_parameters_stop_training_at_their_step(tmp_path, k):
     # Step 137 is inside the third dispatch (steps 101-150), whose losses from step 138
     # on are NaN; at step 150, the dispatch's last, every loss is finite and only the
@@ -413,6 +421,7 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused(tmp_path):
         _fit(LinearGaussian(), key=jax.random.key(0), steps=50, checkpoint_dir=tmp_path / "ckpt")
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time (issue 25); `pytest -m slow` runs it
 def test_every_simulation_failing_names_the_fixes():
     import numpyro.distributions as dist
 

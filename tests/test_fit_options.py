@@ -142,7 +142,9 @@ class _Shifted(AbstractNoise):
         raise NotImplementedError
 
 
-@pytest.mark.parametrize("noise", [_Doubled(), _Shifted()], ids=["counts", "real"])
+@pytest.mark.parametrize(
+    "noise", [_Doubled(), pytest.param(_Shifted(), marks=pytest.mark.slow)], ids=["counts", "real"]
+)
 def test_a_users_own_noise_takes_the_built_ins_path(noise):
     # fit reads what the noise declares, not its class: the training call simulates
     # the pilot and the validation set itself, traced once, and no other program of

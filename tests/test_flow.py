@@ -177,7 +177,9 @@ def test_a_second_fit_with_a_new_flow_compiles_nothing(trained):
     assert eqx.debug.get_num_traces(_step.steps_body) == before
 
 
-@pytest.mark.parametrize(("dim", "transformer"), [(1, "spline"), (2, "affine"), (3, "affine")])
+@pytest.mark.parametrize(
+    ("dim", "transformer"), [pytest.param(1, "spline", marks=pytest.mark.slow), (2, "affine"), (3, "affine")]
+)
 def test_unrolled_log_density_is_flowjaxs(dim, transformer):
     # Flow.log_prob evaluates flowjax's layers written out (the network as h @ W.T);
     # it must be flowjax's own log density, for each layer structure flowjax builds

@@ -16,6 +16,9 @@ from sgjax.reproduce import CASE_STUDIES, EXPERIMENTS, reproduce, write_page
 
 
 SLOW = {
+    # convergence runs in the default suite through notebook 08 (quick mode), whose
+    # checks read the files it writes and its error against the Bayes risk.
+    "convergence",
     "unobservable",
     "model-selection",
     "recovery",

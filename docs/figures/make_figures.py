@@ -12,6 +12,7 @@ import argparse
 import pathlib
 import sys
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,18 @@ from sgjax.observation import Gaussian, NegativeBinomial, ObservationModel, Pois
 HERE = pathlib.Path(__file__).parent
 DPI = 90
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "figure.dpi": DPI})
+
+
+def _samples(posterior) -> dict:
+    """A density head's posterior samples, name -> (n, draws)."""
+    assert posterior.samples is not None, "a density head's posterior has samples"
+    return posterior.samples
+
+
+def _point(posterior) -> dict:
+    """A posterior's point estimates, name -> (n,)."""
+    assert posterior.point is not None, "a regression posterior has point estimates"
+    return posterior.point
 
 
 def _save(fig, name: str) -> None:
@@ -61,7 +74,7 @@ def _toy(prior=None):
 def losses(key):
     task = _toy()
     k_point, k_quant, k_flow, k_sims, k_infer = jax.random.split(key, 5)
-    settings = dict(steps=400, batch_size=256, validation_size=512, pilot_size=1024, progress=False)
+    settings: dict[str, Any] = dict(steps=400, batch_size=256, validation_size=512, pilot_size=1024, progress=False)
     point, _ = sgjax.fit(task, sgjax.heads.Point(), key=k_point, **settings)
     quantile, _ = sgjax.fit(task, sgjax.heads.Quantile(levels=(0.05, 0.5, 0.95)), key=k_quant, **settings)
     flow, _ = sgjax.fit(task, sgjax.heads.Flow(flow_layers=2), key=k_flow, **settings)
@@ -77,7 +90,7 @@ def losses(key):
     fig, ax = plt.subplots(1, 3, figsize=(9.6, 3.0))
     lim = (-3, 3)
     ax[0].plot(lim, lim, "k-", lw=0.8)
-    ax[0].plot(exact_mean, p_point.point["mu"], ".", ms=3)
+    ax[0].plot(exact_mean, _point(p_point)["mu"], ".", ms=3)
     ax[0].set(xlim=lim, ylim=lim, xlabel="exact posterior mean", ylabel="network output")
     ax[0].set_title("Squared loss (Point): the posterior mean")
     ax[1].plot(lim, lim, "k-", lw=0.8)
@@ -87,7 +100,7 @@ def losses(key):
     ax[1].set_title("Pinball loss (Quantile): quantiles")
     ax[1].legend(loc="upper left", frameon=False)
     grid = np.linspace(exact_mean[0] - 4 * exact_sd, exact_mean[0] + 4 * exact_sd, 200)
-    ax[2].hist(p_flow.samples["mu"][0], bins=40, density=True, alpha=0.5, label="flow samples")
+    ax[2].hist(_samples(p_flow)["mu"][0], bins=40, density=True, alpha=0.5, label="flow samples")
     ax[2].plot(grid, scipy.stats.norm.pdf(grid, exact_mean[0], exact_sd), "k-", lw=1, label="exact posterior")
     ax[2].set(xlabel="mu", ylabel="density")
     ax[2].set_title("Likelihood (Flow): the posterior")
@@ -162,7 +175,7 @@ def misspecification(key):
     estimator, task, prior, data = school["estimator"], school["task"], school["prior"], school["data"]
     k_score, k_data = jax.random.split(jax.random.fold_in(key, 2))
     score = sgjax.MismatchScore.fit(estimator, task, key=k_score, n_reference=2048, n_calibration=512)
-    observe = dict(observation=task.simulator.observation, t0=0.0)
+    observe: dict[str, Any] = dict(observation=task.simulator.observation, t0=0.0)
     seir = sgjax.Simulator(sgjax.models.SEIR(N=763.0, I0=1.0, observable=sgjax.State("I")), data.times, **observe)
     larger = sgjax.Simulator(sgjax.models.SIR(N="N", I0=1.0, observable=sgjax.State("I")), data.times, **observe)
     steps = {
@@ -182,7 +195,7 @@ def misspecification(key):
                 sims = sgjax.simulate(simulator, key=k_sim, theta={**theta, name: jnp.full(n, value)})
             ok = np.asarray(sims.valid)
             post = sgjax.infer(estimator, sims.observations, key=k_infer, n_samples=500)
-            r0_hat = np.mean(post.samples["beta"] / post.samples["gamma"], axis=1)
+            r0_hat = np.mean(_samples(post)["beta"] / _samples(post)["gamma"], axis=1)
             r0 = np.asarray(theta["beta"] / theta["gamma"])
             errors.append(np.sqrt(np.mean(np.log(r0_hat / r0)[ok] ** 2)))
             flagged.append(np.mean(score.score(sims.observations)["flagged"][ok]))
@@ -226,7 +239,9 @@ def sequential(key):
     a budget too small to resolve the whole prior finely."""
     task = _toy(sgjax.Prior(mu=dist.Uniform(-50.0, 50.0)))
     k_fit1, k_fit2, k_fit3, k_obs, k1, k2, k3, k_eval = jax.random.split(key, 8)
-    settings = dict(steps=100, batch_size=256, validation_size=512, eval_every=50, steps_per_call=25, progress=False)
+    settings: dict[str, Any] = dict(
+        steps=100, batch_size=256, validation_size=512, eval_every=50, steps_per_call=25, progress=False
+    )
     first_estimator, _ = sgjax.fit(task, sgjax.heads.Gaussian(), key=k_fit1, pilot_size=1024, **settings)
     x = sgjax.simulate(task.simulator, key=k_obs, theta={"mu": jnp.array([12.3])}).observations
     first = sgjax.infer(first_estimator, x, key=k1, n_samples=4000)
@@ -242,13 +257,13 @@ def sequential(key):
     lo, hi = box["mu"]
     grid = np.linspace(lo, hi, 300)
     fig, ax = plt.subplots(figsize=(6.0, 3.4))
-    bins = np.linspace(lo, hi, 60)
+    bins = np.linspace(lo, hi, 60).tolist()
     for post, label in (
         (first, "round 1: 100 steps, whole prior"),
         (longer, "+100 steps on the whole prior"),
         (second, "+100 steps on the box (round 2)"),
     ):
-        s = post.samples["mu"][0]
+        s = _samples(post)["mu"][0]
         l90, h90 = np.quantile(s, [0.05, 0.95])
         ax.hist(s, bins=bins, density=True, histtype="step", lw=1.2, label=f"{label}: 90% width {h90 - l90:.2f}")
     ax.plot(grid, scipy.stats.norm.pdf(grid, mean, sd), "k-", lw=1, label=f"exact: 90% width {2 * 1.645 * sd:.2f}")
@@ -285,7 +300,7 @@ def unobservable(key):
         task, estimator = _epidemic(jnp.arange(1.0, last + 1.0), jax.random.fold_in(key, 10 + i))
         post, truth = sgjax.diagnostics.held_out(estimator, task, 400, key=jax.random.fold_in(key, 20 + i))
         label = next(iter(truth))  # "I(t=10)"
-        y, yhat = np.log(truth[label]), np.log(post.point[label])
+        y, yhat = np.log(truth[label]), np.log(_point(post)[label])
         r2 = 1 - np.sum((yhat - y) ** 2) / np.sum((y - y.mean()) ** 2)
         a.loglog(np.exp(y), np.exp(yhat), ".", ms=3)
         lim = (np.exp(y.min()), np.exp(y.max()))

@@ -50,8 +50,9 @@ def test_readme_examples_run(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "my-sgnn").exists()
     # The end-to-end program: intervals by name, a predictive check from the posterior's
     # own draws, and a C2ST accuracy between the flow and NUTS (0.5 to 1 by definition).
-    assert set(own["lower"]) == {"beta", "gamma", "phi", "R0"}
-    assert np.all(own["lower"]["R0"] <= own["upper"]["R0"])
+    assert set(own["lower"]) == {"beta", "gamma", "phi"}
+    theta = own["draws"].theta  # the model's derived R0 for every posterior draw
+    np.testing.assert_allclose(own["r0"], theta["beta"] / theta["gamma"], rtol=1e-5)
     assert 0.0 <= own["ppc"].inside <= 1.0
     assert 0.4 <= own["accuracy"] <= 1.0
 

@@ -462,3 +462,22 @@ def test_plot_mismatch_marks_observed_series(tmp_path):
     fresh = task.sample(jax.random.key(2), 3)
     dg.plot_mismatch(detector, np.asarray(fresh.x) + np.array([0.0, 0.0, 5.0])[:, None, None], path=tmp_path / "m.png")
     assert _is_png(tmp_path / "m.png")
+
+
+def test_held_out_gives_a_classifiers_model_index_as_integers():
+    # The model index indexes arrays (a confusion matrix), so it is an integer.
+    noisy = sgjax.observation.ObservationModel(sgjax.observation.Gaussian(1.0))
+    ts = jnp.arange(1.0, 11.0)
+    task = sgjax.ModelSelection(
+        {
+            "a": sgjax.Simulator(sgjax.models.SIR(), ts, noisy),
+            "b": sgjax.Simulator(sgjax.models.SIR(N=500.0), ts, noisy),
+        }
+    )
+    head = sgjax.heads.Classifier()
+    net = sgjax.nn.MLP(10, 1, head.n_outputs(0, 2), width=8, depth=1, key=jax.random.key(0))
+    std = sgjax.nn.Standardise(jnp.zeros((10, 1)), jnp.ones((10, 1)), False)
+    estimator = sgjax.Estimator(std, net, head, jnp.zeros(1), jnp.ones(1), ("a", "b"), (), n_classes=2)
+    post, index = sgjax.diagnostics.held_out(estimator, task, 32, key=jax.random.key(1))
+    assert index.dtype.kind == "i" and set(index.tolist()) == {0, 1}
+    assert post.probabilities.shape == (32, 2)

@@ -83,7 +83,7 @@ def held_out(
         inputs = {name: given[:, j] for j, name in enumerate(estimator.inputs)}
     post = infer(estimator, x, mask, inputs=inputs, key=jax.random.fold_in(key, 1), n_samples=n_samples)
     if estimator.n_classes:
-        return post, y[:, 0]
+        return post, y[:, 0].astype(int)  # the model index, an integer to index with
     labels, spaces = estimator.labels, estimator.spaces
     return post, {label: np.asarray(spaces[i].inverse(y[:, i])) for i, label in enumerate(labels)}
 

@@ -1,6 +1,6 @@
 """The figures of the documentation's concept pages, each made by sgjax itself.
 
-    python docs/figures/make_figures.py            # every figure (about 4 minutes on 2 CPU cores)
+    python docs/figures/make_figures.py            # every figure (about 4 CPU-minutes; 2 cores)
     python docs/figures/make_figures.py losses     # some of them
 
 Each figure is a small PNG beside this script (`docs/figures/<name>.png`). The budgets
